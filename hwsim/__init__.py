@@ -1,0 +1,22 @@
+"""hwsim: a simulated x86 machine with Intel SGX and AMD SME/SEV.
+
+Public names are imported on first use so that the command-line programs start fast.
+"""
+
+from __future__ import annotations
+
+from hwsim._console import lazy_attr
+from hwsim.errors import FormatError, HwsimError, InvalidInput, MachineError, MemcryptError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FormatError",
+    "HwsimError",
+    "InvalidInput",
+    "MachineError",
+    "MemcryptError",
+    "__version__",
+]
+
+__getattr__ = lazy_attr(__name__, {})

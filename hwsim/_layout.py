@@ -1,0 +1,91 @@
+"""Declarative fixed-size binary layouts.
+
+A structure is declared once as a table of ``(offset, name, struct-format)`` rows in the
+spec's own field names and offsets; :class:`Packed` turns a dataclass with those field names
+into ``pack()``/``unpack()`` with the size checked. Bytes not named by any row are reserved:
+they are written as zeros and :meth:`Layout.nonzero_reserved` reports any that are not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from collections.abc import Sequence
+from typing import Any, ClassVar, TypeVar
+
+from hwsim.errors import FormatError
+
+__all__ = ["Layout", "Packed"]
+
+_T = TypeVar("_T", bound="Packed")
+
+
+class Layout:
+    """Byte layout of one structure: endianness, total size and named fields."""
+
+    def __init__(self, name: str, size: int, rows: Sequence[tuple[int, str, str]], *,
+                 big_endian: bool = False) -> None:
+        self.name = name
+        self.size = size
+        order = ">" if big_endian else "<"
+        self.fields = [(off, fname, struct.Struct(order + fmt)) for off, fname, fmt in rows]
+        covered = bytearray(size)
+        for off, fname, st in self.fields:
+            if off + st.size > size or any(covered[off : off + st.size]):
+                raise ValueError(f"{name}.{fname} overlaps or overruns the structure")
+            covered[off : off + st.size] = b"\x01" * st.size
+        self._reserved = _runs(covered)
+
+    def offset(self, field: str) -> int:
+        """The byte offset of a named field."""
+        for off, fname, _ in self.fields:
+            if fname == field:
+                return off
+        raise KeyError(field)
+
+    def pack(self, values: dict[str, Any]) -> bytes:
+        buf = bytearray(self.size)
+        for off, fname, st in self.fields:
+            try:
+                st.pack_into(buf, off, values[fname])
+            except struct.error as exc:
+                raise FormatError(f"{self.name}.{fname}: {exc}") from exc
+        return bytes(buf)
+
+    def unpack(self, data: bytes) -> dict[str, Any]:
+        if len(data) != self.size:
+            raise FormatError(f"{self.name} must be {self.size} bytes, got {len(data)}")
+        return {fname: st.unpack_from(data, off)[0] for off, fname, st in self.fields}
+
+    def nonzero_reserved(self, data: bytes) -> list[tuple[int, int]]:
+        """(offset, length) of every reserved run of ``data`` holding a non-zero byte."""
+        return [(o, n) for o, n in self._reserved if any(data[o : o + n])]
+
+
+def _runs(covered: bytearray) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    start = None
+    for i, c in enumerate(covered + b"\x01"):
+        if not c and start is None:
+            start = i
+        elif c and start is not None:
+            runs.append((start, i - start))
+            start = None
+    return runs
+
+
+class Packed:
+    """Mixin for a dataclass whose fields are exactly the rows of ``LAYOUT``."""
+
+    LAYOUT: ClassVar[Layout]
+
+    def pack(self) -> bytes:
+        return self.LAYOUT.pack(dataclasses.asdict(self))  # type: ignore[call-overload]
+
+    @classmethod
+    def unpack(cls: type[_T], data: bytes) -> _T:
+        return cls(**cls.LAYOUT.unpack(bytes(data)))
+
+    @classmethod
+    def size(cls) -> int:
+        return cls.LAYOUT.size

@@ -1,0 +1,55 @@
+"""File helpers every layer uses: atomic writes and bounded, checked reads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from hwsim.errors import InvalidInput, MemcryptError
+
+__all__ = ["read_file", "write_atomic"]
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+
+    The bytes go to a temporary file in the same directory, are flushed to disk, and are
+    renamed over the target; an interrupted write leaves the previous file untouched. The
+    temporary file is created with ``mode`` from the start, so a private key is never
+    readable by others, not even for a moment.
+    """
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise InvalidInput(f"cannot write {target}: directory {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise MemcryptError(f"cannot write {target}: {exc.strerror}") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_file(path: str | os.PathLike[str], what: str, *, max_size: int | None = None) -> bytes:
+    """Read a whole input file, raising :class:`InvalidInput` naming ``what`` on failure."""
+    p = Path(path)
+    try:
+        if max_size is not None and p.stat().st_size > max_size:
+            raise InvalidInput(f"{what} {p} is larger than {max_size} bytes")
+        return p.read_bytes()
+    except IsADirectoryError as exc:
+        raise InvalidInput(f"cannot read {what} {p}: it is a directory") from exc
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {what} {p}: {exc.strerror}") from exc

@@ -1,0 +1,1 @@
+"""AMD SEV in the simulator: formats (``arch``), certificates, the secure processor."""

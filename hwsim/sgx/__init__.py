@@ -1,0 +1,1 @@
+"""Intel SGX in the simulator: formats (``arch``), EPC/EPCM, ENCLS/ENCLU, launch control."""

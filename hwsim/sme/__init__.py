@@ -1,0 +1,1 @@
+"""AMD SME in the simulator: boot configuration of host memory encryption."""

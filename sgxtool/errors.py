@@ -1,0 +1,33 @@
+"""sgxtool's exception hierarchy: one base, subclasses a caller can act on."""
+
+from __future__ import annotations
+
+from hwsim.errors import InvalidInput, MemcryptError
+
+__all__ = [
+    "ConfigError",
+    "ElfError",
+        "SgxToolError",
+    "SigningKeyError",
+    "VerificationError",
+]
+
+
+class SgxToolError(MemcryptError):
+    """Base of sgxtool's errors."""
+
+
+class ConfigError(SgxToolError, InvalidInput):
+    """enclave.toml is missing, unreadable or invalid."""
+
+
+class ElfError(SgxToolError, InvalidInput):
+    """The enclave ELF cannot be used (not an ELF, wrong class, not PIE, corrupt)."""
+
+
+class SigningKeyError(SgxToolError, InvalidInput):
+    """A signing key is unreadable, encrypted with another passphrase, or not RSA-3072 e=3."""
+
+
+class VerificationError(SgxToolError):
+    """A signature, measurement or structure check failed (exit 1)."""
