@@ -1,0 +1,379 @@
+"""AMD SEV architectural structures and constants, byte-exact.
+
+Offsets and codes follow AMD's SEV API specification (doc 55766) as transcribed in
+AMDESE/sev-tool ``src/sevapi.h`` (Appendix B.1 ``amd_cert``, Appendix C.1 ``sev_cert``,
+chapter 5 platform state machine and status codes) and cross-checked against virtee/sev and
+the real certificates in ``shared/vectors/sev``; ``shared/reference/sev.md`` section 2 lists
+them. All integers are little-endian, and so are the key and signature numbers inside the
+certificates. Tools and the simulated secure processor both import this module.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hwsim._layout import Layout, Packed
+from hwsim.errors import FormatError
+
+__all__ = [
+    "AMD_CERT_HEADER_SIZE",
+    "CHIP_ID_SIZE",
+    "ECC_COORD_SIZE",
+    "SEV_CERT_SIGNED_LEN",
+    "SEV_CERT_SIZE",
+    "SIG_SIZE",
+    "AmdCert",
+    "AmdCertHeader",
+    "Curve",
+    "EcPubKey",
+    "EcdsaSig",
+    "GuestPolicy",
+    "PlatformState",
+    "PlatformStatus",
+    "RsaPubKey",
+    "SevAlgo",
+    "SevCert",
+    "SevCommand",
+    "SevStatus",
+    "SevUsage",
+    "int_to_le",
+    "le_to_int",
+]
+
+SEV_CERT_SIZE = 0x824
+# Signed data of a SEV certificate: everything before sig_1_usage (sevcert.cpp).
+SEV_CERT_SIGNED_LEN = 0x414
+PUB_KEY_SIZE = 0x404
+SIG_SIZE = 0x200
+# Both ECC coordinates and ECDSA r/s are 72-byte fields (SEV_ECDSA_PUB_KEY_MAX_BITS 576).
+ECC_COORD_SIZE = 72
+AMD_CERT_HEADER_SIZE = 0x40
+CHIP_ID_SIZE = 64  # GET_ID: one 64-byte ID per socket (linux psp-sev.h sev_user_data_get_id)
+
+
+def le_to_int(data: bytes) -> int:
+    """A little-endian number field as an integer."""
+    return int.from_bytes(data, "little")
+
+
+def int_to_le(value: int, size: int) -> bytes:
+    """An integer as a little-endian field of ``size`` bytes (raises if it does not fit)."""
+    try:
+        return value.to_bytes(size, "little")
+    except OverflowError as exc:
+        raise FormatError(f"number of {value.bit_length()} bits does not fit {size} bytes") from exc
+
+
+class SevUsage(enum.IntEnum):
+    """Key usage codes (sevapi.h SEV_USAGE)."""
+
+    ARK = 0x0
+    ASK = 0x13
+    INVALID = 0x1000
+    OCA = 0x1001
+    PEK = 0x1002
+    PDH = 0x1003
+    CEK = 0x1004
+
+
+class SevAlgo(enum.IntEnum):
+    """Public-key and signature algorithm codes (sevapi.h SEV_SIG_ALGO)."""
+
+    INVALID = 0x0
+    RSA_SHA256 = 0x1
+    ECDSA_SHA256 = 0x2
+    ECDH_SHA256 = 0x3
+    RSA_SHA384 = 0x101
+    ECDSA_SHA384 = 0x102
+    ECDH_SHA384 = 0x103
+
+    @property
+    def hash_name(self) -> str:
+        """The digest an algorithm code names: 0x1-0x3 SHA-256, 0x101-0x103 SHA-384."""
+        return "sha384" if self.value & 0x100 else "sha256"
+
+    @property
+    def kind(self) -> str:
+        """``rsa``, ``ecdsa``, ``ecdh`` or ``invalid``."""
+        return {0: "invalid", 1: "rsa", 2: "ecdsa", 3: "ecdh"}[self.value & 0xFF]
+
+
+class Curve(enum.IntEnum):
+    """ECC curve ids in SEV public keys (sevapi.h ECC_CURVE_NAME)."""
+
+    P256 = 1
+    P384 = 2
+
+    @property
+    def coord_size(self) -> int:
+        return 32 if self is Curve.P256 else 48
+
+
+class SevStatus(enum.IntEnum):
+    """Firmware status codes (sevapi.h SEV_ERROR_CODE, SEV API chapter 4)."""
+
+    SUCCESS = 0x00
+    INVALID_PLATFORM_STATE = 0x01
+    INVALID_GUEST_STATE = 0x02
+    INVALID_CONFIG = 0x03
+    INVALID_LENGTH = 0x04
+    ALREADY_OWNED = 0x05
+    INVALID_CERTIFICATE = 0x06
+    POLICY_FAILURE = 0x07
+    INACTIVE = 0x08
+    INVALID_ADDRESS = 0x09
+    BAD_SIGNATURE = 0x0A
+    BAD_MEASUREMENT = 0x0B
+    ASID_OWNED = 0x0C
+    INVALID_ASID = 0x0D
+    WBINVD_REQUIRED = 0x0E
+    DF_FLUSH_REQUIRED = 0x0F
+    INVALID_GUEST = 0x10
+    INVALID_COMMAND = 0x11
+    ACTIVE = 0x12
+    HWERROR_PLATFORM = 0x13
+    HWERROR_UNSAFE = 0x14
+    UNSUPPORTED = 0x15
+    INVALID_PARAM = 0x16
+    RESOURCE_LIMIT = 0x17
+    SECURE_DATA_INVALID = 0x18
+
+
+class SevCommand(enum.IntEnum):
+    """Firmware command ids (sevapi.h SEV_API_COMMAND_CODE)."""
+
+    INIT = 0x01
+    SHUTDOWN = 0x02
+    PLATFORM_RESET = 0x03
+    PLATFORM_STATUS = 0x04
+    PEK_GEN = 0x05
+    PEK_CSR = 0x06
+    PEK_CERT_IMPORT = 0x07
+    PDH_CERT_EXPORT = 0x08
+    PDH_GEN = 0x09
+    DF_FLUSH = 0x0A
+    DOWNLOAD_FIRMWARE = 0x0B
+    GET_ID = 0x0C
+    INIT_EX = 0x0D
+    NOP = 0x0E
+    RING_BUFFER = 0x0F
+    DECOMMISSION = 0x20
+    ACTIVATE = 0x21
+    DEACTIVATE = 0x22
+    GUEST_STATUS = 0x23
+    COPY = 0x24
+    ACTIVATE_EX = 0x25
+    LAUNCH_START = 0x30
+    LAUNCH_UPDATE_DATA = 0x31
+    LAUNCH_UPDATE_VMSA = 0x32
+    LAUNCH_MEASURE = 0x33
+    LAUNCH_SECRET = 0x34
+    LAUNCH_FINISH = 0x35
+    ATTESTATION = 0x36
+    DBG_DECRYPT = 0x60
+    DBG_ENCRYPT = 0x61
+
+
+class PlatformState(enum.IntEnum):
+    """Platform states (sevapi.h "Chapter 5.1.2 - Platform State Machine")."""
+
+    UNINIT = 0
+    INIT = 1
+    WORKING = 2
+
+
+class GuestPolicy(enum.IntFlag):
+    """SEV guest policy bits 0-5 (sevapi.h SEV_POLICY); bits 16-31 hold the minimum API."""
+
+    NODBG = 0x01
+    NOKS = 0x02
+    ES = 0x04
+    NOSEND = 0x08
+    DOMAIN = 0x10
+    SEV = 0x20
+
+    @staticmethod
+    def api_minimum(policy: int) -> tuple[int, int]:
+        """(major, minor) the policy requires of firmware a guest migrates to."""
+        return (policy >> 16) & 0xFF, (policy >> 24) & 0xFF
+
+
+# Bits 6-15 of a SEV guest policy are reserved.
+GUEST_POLICY_RESERVED = 0xFFC0
+
+
+@dataclass
+class PlatformStatus(Packed):
+    """PLATFORM_STATUS command buffer, 12 bytes (sevapi.h sev_platform_status_cmd_buf).
+
+    ``owner`` bit 0: 0 self-owned, 1 externally owned; ``config`` bit 0: SEV-ES initialised.
+    """
+
+    LAYOUT = Layout("PLATFORM_STATUS", 12, [
+        (0, "api_major", "B"), (1, "api_minor", "B"), (2, "state", "B"), (3, "owner", "B"),
+        (4, "config", "H"), (7, "build", "B"), (8, "guest_count", "I"),
+    ])
+
+    api_major: int = 0
+    api_minor: int = 0
+    state: int = PlatformState.UNINIT
+    owner: int = 0
+    config: int = 0
+    build: int = 0
+    guest_count: int = 0
+
+    OWNER_EXTERNAL = 0x1
+    CONFIG_ES = 0x1
+
+
+@dataclass
+class EcPubKey(Packed):
+    """ECDSA/ECDH public key inside a SEV certificate (Appendix C.3); the rest is zero."""
+
+    LAYOUT = Layout("sev_ecc_pub_key", PUB_KEY_SIZE, [
+        (0x00, "curve", "I"), (0x04, "qx", f"{ECC_COORD_SIZE}s"),
+        (0x4C, "qy", f"{ECC_COORD_SIZE}s"),
+    ])
+
+    curve: int = Curve.P384
+    qx: bytes = bytes(ECC_COORD_SIZE)
+    qy: bytes = bytes(ECC_COORD_SIZE)
+
+
+@dataclass
+class RsaPubKey(Packed):
+    """RSA public key inside a SEV certificate (Appendix C.2): sizes in bits, numbers LE."""
+
+    LAYOUT = Layout("sev_rsa_pub_key", PUB_KEY_SIZE, [
+        (0x000, "modulus_size", "I"), (0x004, "pub_exp", "512s"), (0x204, "modulus", "512s"),
+    ])
+
+    modulus_size: int = 0
+    pub_exp: bytes = bytes(512)
+    modulus: bytes = bytes(512)
+
+
+@dataclass
+class EcdsaSig(Packed):
+    """ECDSA signature in a SEV certificate slot: r and s little-endian, 368 bytes zero."""
+
+    LAYOUT = Layout("sev_ecdsa_sig", SIG_SIZE, [
+        (0, "r", f"{ECC_COORD_SIZE}s"), (ECC_COORD_SIZE, "s", f"{ECC_COORD_SIZE}s"),
+    ])
+
+    r: bytes = bytes(ECC_COORD_SIZE)
+    s: bytes = bytes(ECC_COORD_SIZE)
+
+
+@dataclass
+class SevCert(Packed):
+    """SEV certificate, 0x824 bytes (Appendix C.1; sevapi.h ``sev_cert``).
+
+    A certificate holds up to two signatures; an unused slot has usage INVALID and algo 0.
+    """
+
+    LAYOUT = Layout("sev_cert", SEV_CERT_SIZE, [
+        (0x000, "version", "I"), (0x004, "api_major", "B"), (0x005, "api_minor", "B"),
+        (0x008, "pub_key_usage", "I"), (0x00C, "pub_key_algo", "I"),
+        (0x010, "pub_key", f"{PUB_KEY_SIZE}s"),
+        (0x414, "sig1_usage", "I"), (0x418, "sig1_algo", "I"), (0x41C, "sig1", f"{SIG_SIZE}s"),
+        (0x61C, "sig2_usage", "I"), (0x620, "sig2_algo", "I"), (0x624, "sig2", f"{SIG_SIZE}s"),
+    ])
+
+    version: int = 1
+    api_major: int = 0
+    api_minor: int = 0
+    pub_key_usage: int = SevUsage.INVALID
+    pub_key_algo: int = SevAlgo.INVALID
+    pub_key: bytes = bytes(PUB_KEY_SIZE)
+    sig1_usage: int = SevUsage.INVALID
+    sig1_algo: int = SevAlgo.INVALID
+    sig1: bytes = bytes(SIG_SIZE)
+    sig2_usage: int = SevUsage.INVALID
+    sig2_algo: int = SevAlgo.INVALID
+    sig2: bytes = bytes(SIG_SIZE)
+
+    def signed_bytes(self) -> bytes:
+        """The bytes both signatures cover: offsets 0x000-0x413."""
+        return self.pack()[:SEV_CERT_SIGNED_LEN]
+
+    def slots(self) -> list[tuple[int, int, bytes]]:
+        """The two signature slots as (usage, algo, signature)."""
+        return [(self.sig1_usage, self.sig1_algo, self.sig1),
+                (self.sig2_usage, self.sig2_algo, self.sig2)]
+
+    def with_slot(self, index: int, usage: int, algo: int, sig: bytes) -> SevCert:
+        """A copy with signature slot ``index`` (0 or 1) replaced."""
+        n = index + 1
+        fields: dict[str, Any] = {f"sig{n}_usage": usage, f"sig{n}_algo": algo, f"sig{n}": sig}
+        return replace(self, **fields)
+
+    def unsigned(self) -> SevCert:
+        """A copy with both slots empty (the form PEK_CSR returns)."""
+        empty = (SevUsage.INVALID, SevAlgo.INVALID, bytes(SIG_SIZE))
+        return self.with_slot(0, *empty).with_slot(1, *empty)
+
+
+@dataclass
+class AmdCertHeader(Packed):
+    """Fixed 64-byte head of an AMD signing-key certificate (Appendix B.1, ``amd_cert``)."""
+
+    LAYOUT = Layout("amd_cert", AMD_CERT_HEADER_SIZE, [
+        (0x00, "version", "I"), (0x04, "key_id", "16s"), (0x14, "certifying_id", "16s"),
+        (0x24, "key_usage", "I"), (0x38, "pub_exp_size", "I"), (0x3C, "modulus_size", "I"),
+    ])
+
+    version: int = 1
+    key_id: bytes = bytes(16)
+    certifying_id: bytes = bytes(16)
+    key_usage: int = SevUsage.ARK
+    pub_exp_size: int = 0
+    modulus_size: int = 0
+
+
+# RSA sizes AMD uses: 2048 (Naples) and 4096 (Rome and later).
+AMD_KEY_BITS = (2048, 4096)
+
+
+@dataclass
+class AmdCert:
+    """AMD root (ARK) or signing (ASK) key certificate: 832 or 1600 bytes.
+
+    Layout: header, pub_exp (pub_exp_size/8), modulus (modulus_size/8), signature
+    (modulus_size/8 of the signer, which for AMD's keys is the same size). ``signature`` is
+    None for the Naples ARK as AMD first published it, without its signature.
+    """
+
+    header: AmdCertHeader
+    pub_exp: bytes
+    modulus: bytes
+    signature: bytes | None
+
+    def signed_bytes(self) -> bytes:
+        """Header, exponent and modulus: what the signature covers (amd_cert_validate_sig)."""
+        return self.header.pack() + self.pub_exp + self.modulus
+
+    def pack(self) -> bytes:
+        return self.signed_bytes() + (self.signature or b"")
+
+    @classmethod
+    def unpack(cls, data: bytes) -> AmdCert:
+        """Parse a whole certificate; a body without the trailing signature is accepted."""
+        if len(data) < AMD_CERT_HEADER_SIZE:
+            raise FormatError(f"AMD certificate is {len(data)} bytes, shorter than its header")
+        header = AmdCertHeader.unpack(data[:AMD_CERT_HEADER_SIZE])
+        for field in ("pub_exp_size", "modulus_size"):
+            bits = getattr(header, field)
+            if bits not in AMD_KEY_BITS:
+                raise FormatError(f"AMD certificate {field} is {bits} bits, not 2048 or 4096")
+        exp_len, mod_len = header.pub_exp_size // 8, header.modulus_size // 8
+        body = AMD_CERT_HEADER_SIZE + exp_len + mod_len
+        if len(data) not in (body, body + mod_len):
+            raise FormatError(
+                f"AMD certificate with a {header.modulus_size}-bit key must be {body + mod_len}"
+                f" bytes (or {body} without its signature), got {len(data)}")
+        signature = data[body:] if len(data) > body else None
+        pub_exp = data[AMD_CERT_HEADER_SIZE : AMD_CERT_HEADER_SIZE + exp_len]
+        return cls(header, pub_exp, data[AMD_CERT_HEADER_SIZE + exp_len : body], signature)
