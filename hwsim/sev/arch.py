@@ -211,10 +211,19 @@ class PlatformStatus(Packed):
     ``owner`` bit 0: 0 self-owned, 1 externally owned; ``config`` bit 0: SEV-ES initialised.
     """
 
-    LAYOUT = Layout("PLATFORM_STATUS", 12, [
-        (0, "api_major", "B"), (1, "api_minor", "B"), (2, "state", "B"), (3, "owner", "B"),
-        (4, "config", "H"), (7, "build", "B"), (8, "guest_count", "I"),
-    ])
+    LAYOUT = Layout(
+        "PLATFORM_STATUS",
+        12,
+        [
+            (0, "api_major", "B"),
+            (1, "api_minor", "B"),
+            (2, "state", "B"),
+            (3, "owner", "B"),
+            (4, "config", "H"),
+            (7, "build", "B"),
+            (8, "guest_count", "I"),
+        ],
+    )
 
     api_major: int = 0
     api_minor: int = 0
@@ -232,10 +241,15 @@ class PlatformStatus(Packed):
 class EcPubKey(Packed):
     """ECDSA/ECDH public key inside a SEV certificate (Appendix C.3); the rest is zero."""
 
-    LAYOUT = Layout("sev_ecc_pub_key", PUB_KEY_SIZE, [
-        (0x00, "curve", "I"), (0x04, "qx", f"{ECC_COORD_SIZE}s"),
-        (0x4C, "qy", f"{ECC_COORD_SIZE}s"),
-    ])
+    LAYOUT = Layout(
+        "sev_ecc_pub_key",
+        PUB_KEY_SIZE,
+        [
+            (0x00, "curve", "I"),
+            (0x04, "qx", f"{ECC_COORD_SIZE}s"),
+            (0x4C, "qy", f"{ECC_COORD_SIZE}s"),
+        ],
+    )
 
     curve: int = Curve.P384
     qx: bytes = bytes(ECC_COORD_SIZE)
@@ -246,9 +260,15 @@ class EcPubKey(Packed):
 class RsaPubKey(Packed):
     """RSA public key inside a SEV certificate (Appendix C.2): sizes in bits, numbers LE."""
 
-    LAYOUT = Layout("sev_rsa_pub_key", PUB_KEY_SIZE, [
-        (0x000, "modulus_size", "I"), (0x004, "pub_exp", "512s"), (0x204, "modulus", "512s"),
-    ])
+    LAYOUT = Layout(
+        "sev_rsa_pub_key",
+        PUB_KEY_SIZE,
+        [
+            (0x000, "modulus_size", "I"),
+            (0x004, "pub_exp", "512s"),
+            (0x204, "modulus", "512s"),
+        ],
+    )
 
     modulus_size: int = 0
     pub_exp: bytes = bytes(512)
@@ -259,9 +279,14 @@ class RsaPubKey(Packed):
 class EcdsaSig(Packed):
     """ECDSA signature in a SEV certificate slot: r and s little-endian, 368 bytes zero."""
 
-    LAYOUT = Layout("sev_ecdsa_sig", SIG_SIZE, [
-        (0, "r", f"{ECC_COORD_SIZE}s"), (ECC_COORD_SIZE, "s", f"{ECC_COORD_SIZE}s"),
-    ])
+    LAYOUT = Layout(
+        "sev_ecdsa_sig",
+        SIG_SIZE,
+        [
+            (0, "r", f"{ECC_COORD_SIZE}s"),
+            (ECC_COORD_SIZE, "s", f"{ECC_COORD_SIZE}s"),
+        ],
+    )
 
     r: bytes = bytes(ECC_COORD_SIZE)
     s: bytes = bytes(ECC_COORD_SIZE)
@@ -274,13 +299,24 @@ class SevCert(Packed):
     A certificate holds up to two signatures; an unused slot has usage INVALID and algo 0.
     """
 
-    LAYOUT = Layout("sev_cert", SEV_CERT_SIZE, [
-        (0x000, "version", "I"), (0x004, "api_major", "B"), (0x005, "api_minor", "B"),
-        (0x008, "pub_key_usage", "I"), (0x00C, "pub_key_algo", "I"),
-        (0x010, "pub_key", f"{PUB_KEY_SIZE}s"),
-        (0x414, "sig1_usage", "I"), (0x418, "sig1_algo", "I"), (0x41C, "sig1", f"{SIG_SIZE}s"),
-        (0x61C, "sig2_usage", "I"), (0x620, "sig2_algo", "I"), (0x624, "sig2", f"{SIG_SIZE}s"),
-    ])
+    LAYOUT = Layout(
+        "sev_cert",
+        SEV_CERT_SIZE,
+        [
+            (0x000, "version", "I"),
+            (0x004, "api_major", "B"),
+            (0x005, "api_minor", "B"),
+            (0x008, "pub_key_usage", "I"),
+            (0x00C, "pub_key_algo", "I"),
+            (0x010, "pub_key", f"{PUB_KEY_SIZE}s"),
+            (0x414, "sig1_usage", "I"),
+            (0x418, "sig1_algo", "I"),
+            (0x41C, "sig1", f"{SIG_SIZE}s"),
+            (0x61C, "sig2_usage", "I"),
+            (0x620, "sig2_algo", "I"),
+            (0x624, "sig2", f"{SIG_SIZE}s"),
+        ],
+    )
 
     version: int = 1
     api_major: int = 0
@@ -301,8 +337,10 @@ class SevCert(Packed):
 
     def slots(self) -> list[tuple[int, int, bytes]]:
         """The two signature slots as (usage, algo, signature)."""
-        return [(self.sig1_usage, self.sig1_algo, self.sig1),
-                (self.sig2_usage, self.sig2_algo, self.sig2)]
+        return [
+            (self.sig1_usage, self.sig1_algo, self.sig1),
+            (self.sig2_usage, self.sig2_algo, self.sig2),
+        ]
 
     def with_slot(self, index: int, usage: int, algo: int, sig: bytes) -> SevCert:
         """A copy with signature slot ``index`` (0 or 1) replaced."""
@@ -320,10 +358,18 @@ class SevCert(Packed):
 class AmdCertHeader(Packed):
     """Fixed 64-byte head of an AMD signing-key certificate (Appendix B.1, ``amd_cert``)."""
 
-    LAYOUT = Layout("amd_cert", AMD_CERT_HEADER_SIZE, [
-        (0x00, "version", "I"), (0x04, "key_id", "16s"), (0x14, "certifying_id", "16s"),
-        (0x24, "key_usage", "I"), (0x38, "pub_exp_size", "I"), (0x3C, "modulus_size", "I"),
-    ])
+    LAYOUT = Layout(
+        "amd_cert",
+        AMD_CERT_HEADER_SIZE,
+        [
+            (0x00, "version", "I"),
+            (0x04, "key_id", "16s"),
+            (0x14, "certifying_id", "16s"),
+            (0x24, "key_usage", "I"),
+            (0x38, "pub_exp_size", "I"),
+            (0x3C, "modulus_size", "I"),
+        ],
+    )
 
     version: int = 1
     key_id: bytes = bytes(16)
@@ -373,7 +419,8 @@ class AmdCert:
         if len(data) not in (body, body + mod_len):
             raise FormatError(
                 f"AMD certificate with a {header.modulus_size}-bit key must be {body + mod_len}"
-                f" bytes (or {body} without its signature), got {len(data)}")
+                f" bytes (or {body} without its signature), got {len(data)}"
+            )
         signature = data[body:] if len(data) > body else None
         pub_exp = data[AMD_CERT_HEADER_SIZE : AMD_CERT_HEADER_SIZE + exp_len]
         return cls(header, pub_exp, data[AMD_CERT_HEADER_SIZE + exp_len : body], signature)

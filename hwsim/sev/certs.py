@@ -61,12 +61,16 @@ PrivateKey: TypeAlias = "ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey"
 _CURVES: dict[Curve, ec.EllipticCurve] = {Curve.P256: ec.SECP256R1(), Curve.P384: ec.SECP384R1()}
 _CURVE_IDS = {"secp256r1": Curve.P256, "secp384r1": Curve.P384}
 _HASHES: dict[str, type[hashes.SHA256] | type[hashes.SHA384]] = {
-    "sha256": hashes.SHA256, "sha384": hashes.SHA384}
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+}
 # Which key algorithms each SEV key role may hold (SEV API Appendix C: the firmware's
 # keys are ECC; only an owner's OCA may be RSA; the PDH is a Diffie-Hellman key).
 _ROLE_KINDS = {
-    SevUsage.OCA: ("ecdsa", "rsa"), SevUsage.PEK: ("ecdsa",),
-    SevUsage.CEK: ("ecdsa",), SevUsage.PDH: ("ecdh",),
+    SevUsage.OCA: ("ecdsa", "rsa"),
+    SevUsage.PEK: ("ecdsa",),
+    SevUsage.CEK: ("ecdsa",),
+    SevUsage.PDH: ("ecdh",),
 }
 _HEX_TEXT = frozenset((string.hexdigits + string.whitespace).encode())
 
@@ -104,8 +108,9 @@ def load_sev_cert(data: bytes, what: str = "SEV certificate") -> SevCert:
     return SevCert.unpack(raw)
 
 
-def load_amd_cert(data: bytes, what: str = "AMD certificate",
-                  signature: bytes | None = None) -> AmdCert:
+def load_amd_cert(
+    data: bytes, what: str = "AMD certificate", signature: bytes | None = None
+) -> AmdCert:
     """Parse an ARK/ASK certificate; ``signature`` supplies a separately published one."""
     try:
         cert = AmdCert.unpack(_binary(data, what))
@@ -115,8 +120,9 @@ def load_amd_cert(data: bytes, what: str = "AMD certificate",
         return cert
     sig = _binary(signature, f"{what} signature")
     if len(sig) != cert.header.modulus_size // 8:
-        raise FormatError(f"{what} signature must be {cert.header.modulus_size // 8} bytes, "
-                          f"got {len(sig)}")
+        raise FormatError(
+            f"{what} signature must be {cert.header.modulus_size // 8} bytes, got {len(sig)}"
+        )
     if cert.signature is not None and cert.signature != sig:
         raise FormatError(f"{what} already holds a different signature than the one given")
     cert.signature = sig
@@ -130,18 +136,21 @@ def _ec_public_key(cert: SevCert, what: str) -> ec.EllipticCurvePublicKey:
     except ValueError:
         raise CertificateError(f"{what}: unknown curve id {key.curve}", check="curve") from None
     if EcPubKey.LAYOUT.nonzero_reserved(cert.pub_key):
-        raise CertificateError(f"{what}: reserved bytes after the public key are not zero",
-                               check="reserved")
+        raise CertificateError(
+            f"{what}: reserved bytes after the public key are not zero", check="reserved"
+        )
     size = curve.coord_size
     if any(key.qx[size:]) or any(key.qy[size:]):
-        raise CertificateError(f"{what}: point coordinates exceed the {curve.name} field",
-                               check="point")
+        raise CertificateError(
+            f"{what}: point coordinates exceed the {curve.name} field", check="point"
+        )
     numbers = ec.EllipticCurvePublicNumbers(le_to_int(key.qx), le_to_int(key.qy), _CURVES[curve])
     try:
         return numbers.public_key()
     except ValueError:
-        raise CertificateError(f"{what}: public key is not a valid {curve.name} point",
-                               check="point") from None
+        raise CertificateError(
+            f"{what}: public key is not a valid {curve.name} point", check="point"
+        ) from None
 
 
 def _rsa_public_key(modulus: bytes, exponent: bytes, what: str) -> rsa.RSAPublicKey:
@@ -159,8 +168,9 @@ def sev_public_key(cert: SevCert, what: str = "certificate") -> PublicKey:
     if algo.kind == "rsa":
         key = RsaPubKey.unpack(cert.pub_key)
         if key.modulus_size not in (2048, 4096):
-            raise CertificateError(f"{what}: RSA modulus size {key.modulus_size} is not 2048 "
-                                   "or 4096 bits", check="key")
+            raise CertificateError(
+                f"{what}: RSA modulus size {key.modulus_size} is not 2048 or 4096 bits", check="key"
+            )
         return _rsa_public_key(key.modulus[: key.modulus_size // 8], key.pub_exp, what)
     raise CertificateError(f"{what}: public key algorithm is INVALID", check="algorithm")
 
@@ -169,8 +179,9 @@ def _algo(code: int, what: str) -> SevAlgo:
     try:
         return SevAlgo(code)
     except ValueError:
-        raise CertificateError(f"{what}: unknown algorithm code {code:#x}",
-                               check="algorithm") from None
+        raise CertificateError(
+            f"{what}: unknown algorithm code {code:#x}", check="algorithm"
+        ) from None
 
 
 def check_sev_cert(cert: SevCert, usage: SevUsage, what: str | None = None) -> PublicKey:
@@ -179,37 +190,47 @@ def check_sev_cert(cert: SevCert, usage: SevUsage, what: str | None = None) -> P
     if cert.version != 1:
         raise CertificateError(f"{name}: version {cert.version}, expected 1", check="version")
     if cert.pub_key_usage != usage:
-        raise CertificateError(f"{name}: key usage is {_usage_name(cert.pub_key_usage)}, "
-                               f"expected {usage.name} ({usage.value:#x})", check="usage")
+        raise CertificateError(
+            f"{name}: key usage is {_usage_name(cert.pub_key_usage)}, "
+            f"expected {usage.name} ({usage.value:#x})",
+            check="usage",
+        )
     algo = _algo(cert.pub_key_algo, name)
     allowed = _ROLE_KINDS.get(usage, ())
     if algo.kind not in allowed:
-        raise CertificateError(f"{name}: key algorithm {algo.name} is not allowed for a "
-                               f"{usage.name} (needs {'/'.join(allowed).upper()})",
-                               check="algorithm")
+        raise CertificateError(
+            f"{name}: key algorithm {algo.name} is not allowed for a "
+            f"{usage.name} (needs {'/'.join(allowed).upper()})",
+            check="algorithm",
+        )
     if SevCert.LAYOUT.nonzero_reserved(cert.pack()):
         raise CertificateError(f"{name}: reserved bytes 6-7 are not zero", check="reserved")
     return sev_public_key(cert, name)
 
 
-def _verify_signature(pub: PublicKey, algo: SevAlgo, sig: bytes, data: bytes,
-                      what: str) -> None:
+def _verify_signature(pub: PublicKey, algo: SevAlgo, sig: bytes, data: bytes, what: str) -> None:
     digest = _HASHES[algo.hash_name]()
     try:
         if isinstance(pub, rsa.RSAPublicKey):
             if algo.kind != "rsa":
-                raise CertificateError(f"{what}: signature algorithm {algo.name} does not fit "
-                                       "the signer's RSA key", check="algorithm")
+                raise CertificateError(
+                    f"{what}: signature algorithm {algo.name} does not fit the signer's RSA key",
+                    check="algorithm",
+                )
             size = pub.key_size // 8
             if any(sig[size:]):
-                raise CertificateError(f"{what}: signature longer than the signer's "
-                                       f"{pub.key_size}-bit key", check="signature")
+                raise CertificateError(
+                    f"{what}: signature longer than the signer's {pub.key_size}-bit key",
+                    check="signature",
+                )
             pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
             pub.verify(sig[:size][::-1], data, pss, digest)
             return
         if algo.kind != "ecdsa":
-            raise CertificateError(f"{what}: signature algorithm {algo.name} does not fit "
-                                   "the signer's ECDSA key", check="algorithm")
+            raise CertificateError(
+                f"{what}: signature algorithm {algo.name} does not fit the signer's ECDSA key",
+                check="algorithm",
+            )
         parsed = EcdsaSig.unpack(sig)
         der = encode_dss_signature(le_to_int(parsed.r), le_to_int(parsed.s))
         pub.verify(der, data, ec.ECDSA(digest))
@@ -217,8 +238,9 @@ def _verify_signature(pub: PublicKey, algo: SevAlgo, sig: bytes, data: bytes,
         raise CertificateError(f"{what}: signature does not verify", check="signature") from None
 
 
-def verify_sev_cert(cert: SevCert, usage: SevUsage, signer: SevCert | AmdCert,
-                    what: str | None = None) -> None:
+def verify_sev_cert(
+    cert: SevCert, usage: SevUsage, signer: SevCert | AmdCert, what: str | None = None
+) -> None:
     """Check ``cert`` for its role and that ``signer`` signed it (raises CertificateError)."""
     name = what or usage.name
     check_sev_cert(cert, usage, name)
@@ -234,8 +256,10 @@ def verify_sev_cert(cert: SevCert, usage: SevUsage, signer: SevCert | AmdCert,
             algo = _algo(slot_algo, link)
             _verify_signature(signer_key, algo, sig, cert.signed_bytes(), link)
             return
-    raise CertificateError(f"{link}: {name} has no signature slot with usage "
-                           f"{_usage_name(signer_usage)}", check="signature")
+    raise CertificateError(
+        f"{link}: {name} has no signature slot with usage {_usage_name(signer_usage)}",
+        check="signature",
+    )
 
 
 def amd_public_key(cert: AmdCert, what: str = "AMD certificate") -> rsa.RSAPublicKey:
@@ -249,14 +273,18 @@ def check_amd_cert(cert: AmdCert, usage: SevUsage, what: str | None = None) -> N
     if head.version != 1:
         raise CertificateError(f"{name}: version {head.version}, expected 1", check="version")
     if head.key_usage != usage:
-        raise CertificateError(f"{name}: key usage is {_usage_name(head.key_usage)}, "
-                               f"expected {usage.name} ({usage.value:#x})", check="usage")
+        raise CertificateError(
+            f"{name}: key usage is {_usage_name(head.key_usage)}, "
+            f"expected {usage.name} ({usage.value:#x})",
+            check="usage",
+        )
     if AmdCertHeader.LAYOUT.nonzero_reserved(head.pack()):
         raise CertificateError(f"{name}: reserved header bytes are not zero", check="reserved")
 
 
-def verify_amd_cert(cert: AmdCert, usage: SevUsage, signer: AmdCert,
-                    what: str | None = None) -> None:
+def verify_amd_cert(
+    cert: AmdCert, usage: SevUsage, signer: AmdCert, what: str | None = None
+) -> None:
     """Check an ARK (``signer`` is itself) or ASK (``signer`` is the ARK)."""
     name = what or usage.name
     check_amd_cert(cert, usage, name)
@@ -264,25 +292,35 @@ def verify_amd_cert(cert: AmdCert, usage: SevUsage, signer: AmdCert,
     if cert.header.certifying_id != signer.header.key_id:
         raise CertificateError(
             f"{link}: certifying id {cert.header.certifying_id.hex()} is not the signer's key "
-            f"id {signer.header.key_id.hex()}", check="key-id")
+            f"id {signer.header.key_id.hex()}",
+            check="key-id",
+        )
     if cert.signature is None:
-        raise CertificateError(f"{link}: the certificate has no signature", check="signature",
-                               hint="AMD published the Naples ARK without its signature; "
-                               "give the separate signature file (ark.cert.sig)")
+        raise CertificateError(
+            f"{link}: the certificate has no signature",
+            check="signature",
+            hint="AMD published the Naples ARK without its signature; "
+            "give the separate signature file (ark.cert.sig)",
+        )
     # sev-tool amdcert.cpp: SHA-256 with Naples' 2048-bit keys, SHA-384 with 4096-bit keys.
     algo = SevAlgo.RSA_SHA384 if signer.header.modulus_size == 4096 else SevAlgo.RSA_SHA256
-    _verify_signature(amd_public_key(signer, name), algo, cert.signature,
-                      cert.signed_bytes(), link)
+    _verify_signature(amd_public_key(signer, name), algo, cert.signature, cert.signed_bytes(), link)
 
 
-def make_sev_cert(pub: ec.EllipticCurvePublicKey, usage: SevUsage, algo: SevAlgo,
-                  api: tuple[int, int] = (0, 0)) -> SevCert:
+def make_sev_cert(
+    pub: ec.EllipticCurvePublicKey, usage: SevUsage, algo: SevAlgo, api: tuple[int, int] = (0, 0)
+) -> SevCert:
     """An unsigned SEV certificate for an ECC public key."""
     curve = _CURVE_IDS[pub.curve.name]
     nums = pub.public_numbers()
     key = EcPubKey(curve, int_to_le(nums.x, ECC_COORD_SIZE), int_to_le(nums.y, ECC_COORD_SIZE))
-    return SevCert(api_major=api[0], api_minor=api[1], pub_key_usage=usage,
-                   pub_key_algo=algo, pub_key=key.pack())
+    return SevCert(
+        api_major=api[0],
+        api_minor=api[1],
+        pub_key_usage=usage,
+        pub_key_algo=algo,
+        pub_key=key.pack(),
+    )
 
 
 def _sign(key: PrivateKey, algo: SevAlgo, data: bytes) -> bytes:
@@ -294,8 +332,7 @@ def _sign(key: PrivateKey, algo: SevAlgo, data: bytes) -> bytes:
     return EcdsaSig(int_to_le(r, ECC_COORD_SIZE), int_to_le(s, ECC_COORD_SIZE)).pack()
 
 
-def sign_sev_cert(cert: SevCert, key: PrivateKey, signer_usage: SevUsage,
-                  algo: SevAlgo) -> SevCert:
+def sign_sev_cert(cert: SevCert, key: PrivateKey, signer_usage: SevUsage, algo: SevAlgo) -> SevCert:
     """``cert`` with a signature by ``key`` (role ``signer_usage``) in its first free slot."""
     sig = _sign(key, algo, cert.signed_bytes()).ljust(SIG_SIZE, b"\0")
     for index, (usage, _, _) in enumerate(cert.slots()):
@@ -304,18 +341,23 @@ def sign_sev_cert(cert: SevCert, key: PrivateKey, signer_usage: SevUsage,
     raise FormatError("certificate has no free signature slot")
 
 
-def make_amd_cert(pub: rsa.RSAPublicKey, usage: SevUsage, key_id: bytes,
-                  certifying_id: bytes) -> AmdCert:
+def make_amd_cert(
+    pub: rsa.RSAPublicKey, usage: SevUsage, key_id: bytes, certifying_id: bytes
+) -> AmdCert:
     """An unsigned ARK/ASK certificate for an RSA key."""
     nums = pub.public_numbers()
     size = pub.key_size // 8
-    header = AmdCertHeader(key_id=key_id, certifying_id=certifying_id, key_usage=usage,
-                           pub_exp_size=pub.key_size, modulus_size=pub.key_size)
+    header = AmdCertHeader(
+        key_id=key_id,
+        certifying_id=certifying_id,
+        key_usage=usage,
+        pub_exp_size=pub.key_size,
+        modulus_size=pub.key_size,
+    )
     return AmdCert(header, int_to_le(nums.e, size), int_to_le(nums.n, size), None)
 
 
 def sign_amd_cert(cert: AmdCert, key: rsa.RSAPrivateKey) -> AmdCert:
     """``cert`` signed by ``key`` (SHA-256 for 2048-bit signers, SHA-384 for 4096-bit)."""
     algo = SevAlgo.RSA_SHA384 if key.key_size == 4096 else SevAlgo.RSA_SHA256
-    return AmdCert(cert.header, cert.pub_exp, cert.modulus,
-                   _sign(key, algo, cert.signed_bytes()))
+    return AmdCert(cert.header, cert.pub_exp, cert.modulus, _sign(key, algo, cert.signed_bytes()))
