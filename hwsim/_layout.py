@@ -23,8 +23,14 @@ _T = TypeVar("_T", bound="Packed")
 class Layout:
     """Byte layout of one structure: endianness, total size and named fields."""
 
-    def __init__(self, name: str, size: int, rows: Sequence[tuple[int, str, str]], *,
-                 big_endian: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        size: int,
+        rows: Sequence[tuple[int, str, str]],
+        *,
+        big_endian: bool = False,
+    ) -> None:
         self.name = name
         self.size = size
         order = ">" if big_endian else "<"
@@ -85,7 +91,3 @@ class Packed:
     @classmethod
     def unpack(cls: type[_T], data: bytes) -> _T:
         return cls(**cls.LAYOUT.unpack(bytes(data)))
-
-    @classmethod
-    def size(cls) -> int:
-        return cls.LAYOUT.size

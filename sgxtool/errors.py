@@ -7,7 +7,7 @@ from hwsim.errors import InvalidInput, MemcryptError
 __all__ = [
     "ConfigError",
     "ElfError",
-        "SgxToolError",
+    "SgxToolError",
     "SigningKeyError",
     "VerificationError",
 ]

@@ -40,8 +40,12 @@ class AttributeFlag(enum.IntFlag):
 
 # Bits that an enclave may set; everything else is reserved (SDM 37.7.1).
 ATTRIBUTE_FLAGS_DEFINED = (
-    AttributeFlag.INIT | AttributeFlag.DEBUG | AttributeFlag.MODE64BIT
-    | AttributeFlag.PROVISIONKEY | AttributeFlag.EINITTOKEN_KEY | AttributeFlag.KSS
+    AttributeFlag.INIT
+    | AttributeFlag.DEBUG
+    | AttributeFlag.MODE64BIT
+    | AttributeFlag.PROVISIONKEY
+    | AttributeFlag.EINITTOKEN_KEY
+    | AttributeFlag.KSS
     | AttributeFlag.AEXNOTIFY
 )
 
@@ -112,6 +116,40 @@ class KeyPolicy(enum.IntFlag):
     ISVEXTPRODID = 0x20
 
 
+class EnclsLeaf(enum.IntEnum):
+    """ENCLS leaf numbers in EAX (SDM vol. 3D 38.3, table 38-1)."""
+
+    ECREATE = 0x0
+    EADD = 0x1
+    EINIT = 0x2
+    EREMOVE = 0x3
+    EDBGRD = 0x4
+    EDBGWR = 0x5
+    EEXTEND = 0x6
+    ELDB = 0x7
+    ELDU = 0x8
+    EBLOCK = 0x9
+    EPA = 0xA
+    EWB = 0xB
+    ETRACK = 0xC
+    EAUG = 0xD
+    EMODPR = 0xE
+    EMODT = 0xF
+
+
+class EncluLeaf(enum.IntEnum):
+    """ENCLU leaf numbers in EAX (SDM vol. 3D 38.3, table 38-1)."""
+
+    EREPORT = 0x0
+    EGETKEY = 0x1
+    EENTER = 0x2
+    ERESUME = 0x3
+    EEXIT = 0x4
+    EACCEPT = 0x5
+    EMODPE = 0x6
+    EACCEPTCOPY = 0x7
+
+
 class SgxStatus(enum.IntEnum):
     """ENCLS/ENCLU error codes returned in RAX (linux-sgx-driver ``sgx_user.h``)."""
 
@@ -134,6 +172,7 @@ class SgxStatus(enum.IntEnum):
     INVALID_EINITTOKEN = 16
     PREV_TRK_INCMPL = 17
     PG_IS_SECS = 18
+    PAGE_ATTRIBUTES_MISMATCH = 19
     PAGE_NOT_MODIFIABLE = 20
     INVALID_CPUSVN = 32
     INVALID_ISVSVN = 64
@@ -167,19 +206,35 @@ class Attributes:
 class Sigstruct(Packed):
     """SIGSTRUCT, 1808 bytes (SDM 37.14, table 37-19)."""
 
-    LAYOUT = Layout("SIGSTRUCT", 1808, [
-        (0, "header", "16s"), (16, "vendor", "I"), (20, "date", "I"),
-        (24, "header2", "16s"), (40, "swdefined", "I"),
-        (128, "modulus", "384s"), (512, "exponent", "I"), (516, "signature", "384s"),
-        (900, "miscselect", "I"), (904, "miscmask", "I"),
-        (908, "cet_attributes", "B"), (909, "cet_attributes_mask", "B"),
-        (912, "isvfamilyid", "16s"),
-        (928, "attributes_flags", "Q"), (936, "attributes_xfrm", "Q"),
-        (944, "attributemask_flags", "Q"), (952, "attributemask_xfrm", "Q"),
-        (960, "enclavehash", "32s"), (1008, "isvextprodid", "16s"),
-        (1024, "isvprodid", "H"), (1026, "isvsvn", "H"),
-        (1040, "q1", "384s"), (1424, "q2", "384s"),
-    ])
+    LAYOUT = Layout(
+        "SIGSTRUCT",
+        1808,
+        [
+            (0, "header", "16s"),
+            (16, "vendor", "I"),
+            (20, "date", "I"),
+            (24, "header2", "16s"),
+            (40, "swdefined", "I"),
+            (128, "modulus", "384s"),
+            (512, "exponent", "I"),
+            (516, "signature", "384s"),
+            (900, "miscselect", "I"),
+            (904, "miscmask", "I"),
+            (908, "cet_attributes", "B"),
+            (909, "cet_attributes_mask", "B"),
+            (912, "isvfamilyid", "16s"),
+            (928, "attributes_flags", "Q"),
+            (936, "attributes_xfrm", "Q"),
+            (944, "attributemask_flags", "Q"),
+            (952, "attributemask_xfrm", "Q"),
+            (960, "enclavehash", "32s"),
+            (1008, "isvextprodid", "16s"),
+            (1024, "isvprodid", "H"),
+            (1026, "isvsvn", "H"),
+            (1040, "q1", "384s"),
+            (1424, "q2", "384s"),
+        ],
+    )
 
     header: bytes = SIGSTRUCT_HEADER
     vendor: int = 0
@@ -228,14 +283,25 @@ class Sigstruct(Packed):
 class Einittoken(Packed):
     """EINITTOKEN, 304 bytes (SDM 37.15); the MAC covers bytes 0-191."""
 
-    LAYOUT = Layout("EINITTOKEN", 304, [
-        (0, "valid", "I"), (48, "attributes_flags", "Q"), (56, "attributes_xfrm", "Q"),
-        (64, "mrenclave", "32s"), (128, "mrsigner", "32s"),
-        (192, "cpusvnle", "16s"), (208, "isvprodidle", "H"), (210, "isvsvnle", "H"),
-        (236, "maskedmiscselectle", "I"),
-        (240, "maskedattributesle_flags", "Q"), (248, "maskedattributesle_xfrm", "Q"),
-        (256, "keyid", "32s"), (288, "mac", "16s"),
-    ])
+    LAYOUT = Layout(
+        "EINITTOKEN",
+        304,
+        [
+            (0, "valid", "I"),
+            (48, "attributes_flags", "Q"),
+            (56, "attributes_xfrm", "Q"),
+            (64, "mrenclave", "32s"),
+            (128, "mrsigner", "32s"),
+            (192, "cpusvnle", "16s"),
+            (208, "isvprodidle", "H"),
+            (210, "isvsvnle", "H"),
+            (236, "maskedmiscselectle", "I"),
+            (240, "maskedattributesle_flags", "Q"),
+            (248, "maskedattributesle_xfrm", "Q"),
+            (256, "keyid", "32s"),
+            (288, "mac", "16s"),
+        ],
+    )
     MAC_COVERS = 192
 
     valid: int = 0
@@ -261,12 +327,24 @@ class Einittoken(Packed):
 class Secs(Packed):
     """SECS, one page (SDM 37.7)."""
 
-    LAYOUT = Layout("SECS", PAGE_SIZE, [
-        (0, "size", "Q"), (8, "baseaddr", "Q"), (16, "ssaframesize", "I"),
-        (20, "miscselect", "I"), (48, "attributes_flags", "Q"), (56, "attributes_xfrm", "Q"),
-        (64, "mrenclave", "32s"), (128, "mrsigner", "32s"), (192, "configid", "64s"),
-        (256, "isvprodid", "H"), (258, "isvsvn", "H"), (260, "configsvn", "H"),
-    ])
+    LAYOUT = Layout(
+        "SECS",
+        PAGE_SIZE,
+        [
+            (0, "size", "Q"),
+            (8, "baseaddr", "Q"),
+            (16, "ssaframesize", "I"),
+            (20, "miscselect", "I"),
+            (48, "attributes_flags", "Q"),
+            (56, "attributes_xfrm", "Q"),
+            (64, "mrenclave", "32s"),
+            (128, "mrsigner", "32s"),
+            (192, "configid", "64s"),
+            (256, "isvprodid", "H"),
+            (258, "isvsvn", "H"),
+            (260, "configsvn", "H"),
+        ],
+    )
 
     size: int = 0
     baseaddr: int = 0
@@ -307,9 +385,16 @@ class Secinfo(Packed):
 class Pageinfo(Packed):
     """PAGEINFO, 32 bytes (SDM 37.10): the operands of EADD/EWB/ELDU."""
 
-    LAYOUT = Layout("PAGEINFO", 32, [
-        (0, "linaddr", "Q"), (8, "srcpge", "Q"), (16, "secinfo", "Q"), (24, "secs", "Q"),
-    ])
+    LAYOUT = Layout(
+        "PAGEINFO",
+        32,
+        [
+            (0, "linaddr", "Q"),
+            (8, "srcpge", "Q"),
+            (16, "secinfo", "Q"),
+            (24, "secs", "Q"),
+        ],
+    )
 
     linaddr: int = 0
     srcpge: int = 0
@@ -321,11 +406,22 @@ class Pageinfo(Packed):
 class Tcs(Packed):
     """TCS, one page (SDM 37.8); offsets are relative to the enclave base."""
 
-    LAYOUT = Layout("TCS", PAGE_SIZE, [
-        (8, "flags", "Q"), (16, "ossa", "Q"), (24, "cssa", "I"), (28, "nssa", "I"),
-        (32, "oentry", "Q"), (40, "aep", "Q"), (48, "ofsbase", "Q"), (56, "ogsbase", "Q"),
-        (64, "fslimit", "I"), (68, "gslimit", "I"),
-    ])
+    LAYOUT = Layout(
+        "TCS",
+        PAGE_SIZE,
+        [
+            (8, "flags", "Q"),
+            (16, "ossa", "Q"),
+            (24, "cssa", "I"),
+            (28, "nssa", "I"),
+            (32, "oentry", "Q"),
+            (40, "aep", "Q"),
+            (48, "ofsbase", "Q"),
+            (56, "ogsbase", "Q"),
+            (64, "fslimit", "I"),
+            (68, "gslimit", "I"),
+        ],
+    )
 
     flags: int = 0
     ossa: int = 0
@@ -343,14 +439,27 @@ class Tcs(Packed):
 class Report(Packed):
     """REPORT, 432 bytes (SDM 37.16); the MAC covers the first 384 bytes."""
 
-    LAYOUT = Layout("REPORT", 432, [
-        (0, "cpusvn", "16s"), (16, "miscselect", "I"), (32, "isvextprodid", "16s"),
-        (48, "attributes_flags", "Q"), (56, "attributes_xfrm", "Q"),
-        (64, "mrenclave", "32s"), (128, "mrsigner", "32s"), (192, "configid", "64s"),
-        (256, "isvprodid", "H"), (258, "isvsvn", "H"), (260, "configsvn", "H"),
-        (304, "isvfamilyid", "16s"), (320, "reportdata", "64s"),
-        (384, "keyid", "32s"), (416, "mac", "16s"),
-    ])
+    LAYOUT = Layout(
+        "REPORT",
+        432,
+        [
+            (0, "cpusvn", "16s"),
+            (16, "miscselect", "I"),
+            (32, "isvextprodid", "16s"),
+            (48, "attributes_flags", "Q"),
+            (56, "attributes_xfrm", "Q"),
+            (64, "mrenclave", "32s"),
+            (128, "mrsigner", "32s"),
+            (192, "configid", "64s"),
+            (256, "isvprodid", "H"),
+            (258, "isvsvn", "H"),
+            (260, "configsvn", "H"),
+            (304, "isvfamilyid", "16s"),
+            (320, "reportdata", "64s"),
+            (384, "keyid", "32s"),
+            (416, "mac", "16s"),
+        ],
+    )
     MAC_COVERS = 384
 
     cpusvn: bytes = bytes(16)
@@ -374,10 +483,18 @@ class Report(Packed):
 class Targetinfo(Packed):
     """TARGETINFO, 512 bytes (SDM 37.17): whom an EREPORT is for."""
 
-    LAYOUT = Layout("TARGETINFO", 512, [
-        (0, "mrenclave", "32s"), (32, "attributes_flags", "Q"), (40, "attributes_xfrm", "Q"),
-        (50, "configsvn", "H"), (52, "miscselect", "I"), (64, "configid", "64s"),
-    ])
+    LAYOUT = Layout(
+        "TARGETINFO",
+        512,
+        [
+            (0, "mrenclave", "32s"),
+            (32, "attributes_flags", "Q"),
+            (40, "attributes_xfrm", "Q"),
+            (50, "configsvn", "H"),
+            (52, "miscselect", "I"),
+            (64, "configid", "64s"),
+        ],
+    )
 
     mrenclave: bytes = bytes(32)
     attributes_flags: int = 0
@@ -391,12 +508,21 @@ class Targetinfo(Packed):
 class Keyrequest(Packed):
     """KEYREQUEST, 512 bytes (SDM 37.18): the operand of EGETKEY."""
 
-    LAYOUT = Layout("KEYREQUEST", 512, [
-        (0, "keyname", "H"), (2, "keypolicy", "H"), (4, "isvsvn", "H"),
-        (8, "cpusvn", "16s"), (24, "attributemask_flags", "Q"),
-        (32, "attributemask_xfrm", "Q"), (40, "keyid", "32s"), (72, "miscmask", "I"),
-        (76, "configsvn", "H"),
-    ])
+    LAYOUT = Layout(
+        "KEYREQUEST",
+        512,
+        [
+            (0, "keyname", "H"),
+            (2, "keypolicy", "H"),
+            (4, "isvsvn", "H"),
+            (8, "cpusvn", "16s"),
+            (24, "attributemask_flags", "Q"),
+            (32, "attributemask_xfrm", "Q"),
+            (40, "keyid", "32s"),
+            (72, "miscmask", "I"),
+            (76, "configsvn", "H"),
+        ],
+    )
 
     keyname: int = 0
     keypolicy: int = 0

@@ -1,0 +1,156 @@
+"""Building and signing SIGSTRUCT.
+
+Signing goes through a :class:`Signer`: something that knows the public key and can sign
+256 bytes with RSASSA-PKCS1-v1_5/SHA-256. A key file, or a signature made elsewhere (an HSM,
+an offline machine: two-step signing with ``gendata``/``catsig``) both fit, so no key path
+is threaded through the code.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from hwsim.sgx.arch import MODULUS_BYTES, SIGSTRUCT_EXPONENT, Sigstruct
+from hwsim.sgx.sigcheck import q1_q2
+from sgxtool.config import EnclaveConfig
+from sgxtool.errors import SgxToolError, VerificationError
+from sgxtool.keys import check_key
+
+__all__ = [
+    "ExternalSignature",
+    "KeySigner",
+    "Signer",
+    "bcd_date",
+    "sign_sigstruct",
+    "signing_date",
+    "unsigned_sigstruct",
+]
+
+
+class Signer(Protocol):
+    """Signs the 256 SIGSTRUCT bytes; returns the raw 384-byte big-endian signature."""
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class KeySigner:
+    """A private key in memory (from a file, possibly passphrase-protected)."""
+
+    private_key: rsa.RSAPrivateKey
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self.private_key.public_key()
+
+    def sign(self, data: bytes) -> bytes:
+        return self.private_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+@dataclass(frozen=True)
+class ExternalSignature:
+    """A signature made elsewhere (``openssl pkeyutl``, an HSM), checked before use."""
+
+    public_key: rsa.RSAPublicKey
+    signature: bytes
+
+    def sign(self, data: bytes) -> bytes:
+        if len(self.signature) != MODULUS_BYTES:
+            raise VerificationError(
+                f"the signature is {len(self.signature)} bytes; expected {MODULUS_BYTES} raw "
+                "big-endian bytes",
+                hint="`openssl pkeyutl -sign` writes this form; "
+                "base64 or hex text must be decoded first",
+            )
+        try:
+            self.public_key.verify(self.signature, data, padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature as exc:
+            raise VerificationError(
+                "the signature does not verify over the signing data with this public key",
+                hint="sign exactly the bytes `sgxtool gendata` wrote, with SHA-256 and "
+                "PKCS#1 v1.5, using the key that matches --public-key",
+            ) from exc
+        return self.signature
+
+
+def unsigned_sigstruct(cfg: EnclaveConfig, enclavehash: bytes, date: int) -> Sigstruct:
+    """A SIGSTRUCT for ``cfg`` and MRENCLAVE ``enclavehash``, not yet signed."""
+    if len(enclavehash) != 32:
+        raise SgxToolError(f"enclave hash must be 32 bytes, got {len(enclavehash)}")
+    return Sigstruct(
+        vendor=cfg.vendor,
+        date=date,
+        miscselect=cfg.miscselect,
+        miscmask=cfg.miscmask,
+        isvfamilyid=cfg.isvfamilyid,
+        attributes_flags=cfg.attribute_flags,
+        attributes_xfrm=cfg.xfrm,
+        attributemask_flags=cfg.attributes_mask,
+        attributemask_xfrm=cfg.xfrm_mask,
+        enclavehash=enclavehash,
+        isvextprodid=cfg.isvextprodid,
+        isvprodid=cfg.isvprodid,
+        isvsvn=cfg.isvsvn,
+    )
+
+
+def sign_sigstruct(sig: Sigstruct, signer: Signer) -> Sigstruct:
+    """Fill in MODULUS, EXPONENT, SIGNATURE, Q1 and Q2 (all little-endian)."""
+    public = signer.public_key
+    check_key(public, "signing key")
+    n = public.public_numbers().n
+    sig = replace(sig, modulus=n.to_bytes(MODULUS_BYTES, "little"), exponent=SIGSTRUCT_EXPONENT)
+    raw = signer.sign(sig.signed_bytes())
+    s = int.from_bytes(raw, "big")
+    q1, q2 = q1_q2(s, n)
+    return replace(
+        sig,
+        signature=s.to_bytes(MODULUS_BYTES, "little"),
+        q1=q1.to_bytes(MODULUS_BYTES, "little"),
+        q2=q2.to_bytes(MODULUS_BYTES, "little"),
+    )
+
+
+def bcd_date(day: _dt.date) -> int:
+    """DATE as SIGSTRUCT stores it: yyyymmdd in BCD, 2016-01-09 -> 0x20160109."""
+    return int(day.strftime("%Y%m%d"), 16)
+
+
+def signing_date(text: str | None = None) -> int:
+    """The DATE to sign with: ``text`` (YYYY-MM-DD or YYYYMMDD), else SOURCE_DATE_EPOCH,
+    else today (UTC), so that rebuilding from the same inputs gives the same bytes."""
+    if text is not None:
+        m = re.fullmatch(r"(\d{4})-?(\d{2})-?(\d{2})", text.strip())
+        try:
+            if not m:
+                raise ValueError(text)
+            return bcd_date(_dt.date(int(m[1]), int(m[2]), int(m[3])))
+        except ValueError as exc:
+            raise SgxToolError(f"--date {text!r}: not a date (use YYYY-MM-DD)") from exc
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is not None:
+        try:
+            stamp = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise SgxToolError(f"SOURCE_DATE_EPOCH={epoch!r}: not a Unix time") from exc
+        return bcd_date(stamp.date())
+    return bcd_date(_dt.datetime.now(_dt.timezone.utc).date())
+
+
+def decode_bcd_date(value: int) -> _dt.date | None:
+    """The date a SIGSTRUCT DATE holds, or None if it is not valid BCD."""
+    try:
+        return _dt.datetime.strptime(f"{value:08x}", "%Y%m%d").date()
+    except ValueError:
+        return None
