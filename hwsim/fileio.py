@@ -5,30 +5,36 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from hwsim.errors import InvalidInput, MemcryptError
 
-__all__ = ["read_file", "write_atomic"]
+__all__ = ["atomic_open", "read_file", "write_atomic"]
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], *, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A binary file that replaces ``path`` only when the ``with`` block completes.
 
-    The bytes go to a temporary file in the same directory, are flushed to disk, and are
-    renamed over the target; an interrupted write leaves the previous file untouched. The
-    temporary file is created with ``mode`` from the start, so a private key is never
-    readable by others, not even for a moment.
+    The bytes go to a temporary file in the same directory, are flushed to disk and renamed
+    over the target, so readers see the old file or the whole new one, and an error or a
+    kill part-way leaves the previous file untouched. The temporary file has ``mode`` from
+    the start, so a private key is never readable by others, not even for a moment.
     """
     target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
+    directory = target.parent
     if not directory.is_dir():
         raise InvalidInput(f"cannot write {target}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise MemcryptError(f"cannot write {target}: {exc.strerror}") from exc
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
@@ -40,6 +46,12 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_open`)."""
+    with atomic_open(path, mode=mode) as f:
+        f.write(data)
 
 
 def read_file(path: str | os.PathLike[str], what: str, *, max_size: int | None = None) -> bytes:

@@ -57,26 +57,27 @@ class EnclaveElf:
         return max(s.end for s in self.segments)
 
 
-def read_elf(path: str | Path) -> EnclaveElf:
-    """Parse and check an enclave ELF; every refusal says what is wrong and what to do."""
+def read_elf(path: str | Path, *, limit: int | None = None) -> EnclaveElf:
+    """Parse and check an enclave ELF; every refusal says what is wrong and what to do.
+
+    ``limit`` is the length of the ELF when more follows it (a signed image's metadata)."""
     p = Path(path)
     try:
         with p.open("rb") as f:
-            return _parse(p, f)
+            return _parse(p, f, limit)
     except OSError as exc:
         raise ElfError(f"cannot read enclave ELF {p}: {exc.strerror}") from exc
     except (_PyElfError, struct.error, ValueError, KeyError, io.UnsupportedOperation) as exc:
         raise ElfError(f"{p}: corrupt ELF: {exc}") from exc
 
 
-def _parse(p: Path, f: BinaryIO) -> EnclaveElf:
+def _parse(p: Path, f: BinaryIO, limit: int | None) -> EnclaveElf:
     magic = f.read(5)
     if len(magic) < 4 or magic[:4] != b"\x7fELF":
         raise ElfError(f"{p}: not an ELF file")
     if len(magic) < 5 or magic[4] != 2:
         raise ElfError(f"{p}: 32-bit ELF; enclaves must be x86-64 (ELFCLASS64)")
-    f.seek(0, io.SEEK_END)
-    file_size = f.tell()
+    file_size = f.seek(0, io.SEEK_END) if limit is None else limit
     f.seek(0)
     elf = ELFFile(f)
     if elf["e_machine"] != "EM_X86_64":

@@ -1,0 +1,190 @@
+"""SGXS, Fortanix's measured-stream format: the exact bytes MRENCLAVE hashes.
+
+An SGXS file is the ECREATE/EADD/EEXTEND block stream (rust-sgx ``doc/SGXS.md``), so its
+SHA-256 is the MRENCLAVE. A canonical stream starts with one ECREATE; EADD offsets are
+page-aligned and strictly increasing; each EEXTEND is 256-aligned, inside the page of the
+EADD before it, and unique. Reading checks all of that, so a stream that would hash to
+something no hardware could produce is refused rather than trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from hwsim.errors import FormatError
+from hwsim.fileio import atomic_open
+from hwsim.sgx.arch import EEXTEND_CHUNK, MEASURE_BLOCK, PAGE_SIZE, PageType
+from sgxtool.layout import Content, EnclaveLayout, LayoutBuilder, Region
+from sgxtool.measure import Progress, stream_measurement
+
+__all__ = ["is_sgxs", "read_sgxs", "sgxs_mrenclave", "write_sgxs"]
+
+_ECREATE = b"ECREATE\0"
+_EADD = b"EADD\0\0\0\0"
+_EEXTEND = b"EEXTEND\0"
+
+
+@dataclass
+class _Page:
+    offset: int
+    flags: int
+    data: bytearray
+    mrmask: int = 0
+
+
+def is_sgxs(head: bytes) -> bool:
+    """Whether a file starting with ``head`` looks like an SGXS stream."""
+    return head[:8] == _ECREATE
+
+
+def sgxs_mrenclave(path: str | Path) -> bytes:
+    """MRENCLAVE of an SGXS file: validate the stream while hashing it."""
+    h = hashlib.sha256()
+    with _open(path) as f:
+        for _ in _records(f, str(path), h):
+            pass
+    return h.digest()
+
+
+def read_sgxs(path: str | Path) -> EnclaveLayout:
+    """An SGXS stream as a layout of single pages with their measured contents.
+
+    Unmeasured chunks have no bytes in the stream, so they load as zeros."""
+    with _open(path) as f:
+        records = _records(f, str(path), None)
+        ssaframesize, size = next(records)[1:3]
+        builder = LayoutBuilder(ssaframesize)
+        for page in _pages(records):
+            kind = PageType((page.flags >> 8) & 0xFF).name.lower()
+            builder.add(
+                Region(
+                    page.offset,
+                    1,
+                    page.flags,
+                    kind,
+                    f"page {page.offset:#x}",
+                    Content(data=bytes(page.data)),
+                    page.mrmask,
+                )
+            )
+    return builder.build(size=size)
+
+
+def write_sgxs(layout: EnclaveLayout, path: str | Path, progress: Progress | None = None) -> bytes:
+    """Write the measurement stream of ``layout`` as an SGXS file; return MRENCLAVE."""
+    h = hashlib.sha256()
+    with atomic_open(path) as f:
+
+        class _Tee:
+            def update(self, data: bytes | bytearray | memoryview, /) -> None:
+                h.update(data)
+                f.write(data)
+
+        stream_measurement(layout, _Tee(), progress)
+    return h.digest()
+
+
+def _open(path: str | Path) -> BinaryIO:
+    try:
+        return Path(path).open("rb")
+    except OSError as exc:
+        raise FormatError(f"cannot read SGXS stream {path}: {exc.strerror}") from exc
+
+
+def _pages(records: Iterator[tuple[bytes, int, int, bytes]]) -> Iterator[_Page]:
+    page: _Page | None = None
+    for tag, offset, value, data in records:
+        if tag == _EADD:
+            if page is not None:
+                yield page
+            page = _Page(offset, value, bytearray(PAGE_SIZE))
+        elif page is not None:
+            at = offset - page.offset
+            page.data[at : at + EEXTEND_CHUNK] = data
+            page.mrmask |= 1 << (at // EEXTEND_CHUNK)
+    if page is not None:
+        yield page
+
+
+def _records(
+    f: BinaryIO, name: str, h: hashlib._Hash | None
+) -> Iterator[tuple[bytes, int, int, bytes]]:
+    """Yield (tag, offset or SSAFRAMESIZE, flags or SIZE, chunk) per record, checking
+    canonical order; feed every byte to ``h`` when given."""
+    state = _Canonical(name)
+    while block := f.read(MEASURE_BLOCK):
+        if len(block) != MEASURE_BLOCK:
+            raise FormatError(f"{name}: truncated record at byte {state.position}")
+        if h is not None:
+            h.update(block)
+        tag = block[:8]
+        if tag == _ECREATE:
+            ssa, size = struct.unpack_from("<IQ", block, 8)
+            state.ecreate(size)
+            yield tag, ssa, size, b""
+        elif tag == _EADD:
+            offset, flags = struct.unpack_from("<QQ", block, 8)
+            state.eadd(offset)
+            yield tag, offset, flags, b""
+        elif tag == _EEXTEND:
+            (offset,) = struct.unpack_from("<Q", block, 8)
+            data = f.read(EEXTEND_CHUNK)
+            if len(data) != EEXTEND_CHUNK:
+                raise FormatError(f"{name}: EEXTEND at byte {state.position} is truncated")
+            if h is not None:
+                h.update(data)
+            state.eextend(offset)
+            yield tag, offset, 0, data
+        else:
+            raise FormatError(f"{name}: unknown record {tag!r} at byte {state.position}")
+        state.position += len(block) + (EEXTEND_CHUNK if tag == _EEXTEND else 0)
+    state.finish()
+
+
+class _Canonical:
+    """The ordering rules of a canonical SGXS stream."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.position = 0
+        self.size: int | None = None
+        self.page: int | None = None
+        self.extended: set[int] = set()
+
+    def fail(self, message: str) -> FormatError:
+        return FormatError(f"{self.name}: {message} (record at byte {self.position})")
+
+    def ecreate(self, size: int) -> None:
+        if self.size is not None:
+            raise self.fail("second ECREATE")
+        if size < 2 * PAGE_SIZE or size & (size - 1):
+            raise self.fail(f"ECREATE SIZE {size:#x} is not a power of two of 2 pages or more")
+        self.size = size
+
+    def eadd(self, offset: int) -> None:
+        if self.size is None:
+            raise self.fail("EADD before ECREATE")
+        if offset % PAGE_SIZE or offset >= self.size:
+            raise self.fail(f"EADD offset {offset:#x} is not a page inside the enclave")
+        if self.page is not None and offset <= self.page:
+            raise self.fail(f"EADD offset {offset:#x} does not follow {self.page:#x}")
+        self.page = offset
+        self.extended.clear()
+
+    def eextend(self, offset: int) -> None:
+        if self.page is None:
+            raise self.fail("EEXTEND before any EADD")
+        if offset % EEXTEND_CHUNK or not self.page <= offset < self.page + PAGE_SIZE:
+            raise self.fail(f"EEXTEND offset {offset:#x} is not a chunk of page {self.page:#x}")
+        if offset in self.extended:
+            raise self.fail(f"EEXTEND offset {offset:#x} measured twice")
+        self.extended.add(offset)
+
+    def finish(self) -> None:
+        if self.size is None:
+            raise FormatError(f"{self.name}: empty SGXS stream (no ECREATE)")
