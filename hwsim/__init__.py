@@ -11,12 +11,24 @@ from hwsim.errors import FormatError, HwsimError, InvalidInput, MachineError, Me
 __version__ = "0.1.0"
 
 __all__ = [
+    "PROFILES",
     "FormatError",
+    "GeneralProtection",
     "HwsimError",
     "InvalidInput",
+    "Machine",
     "MachineError",
     "MemcryptError",
+    "Profile",
     "__version__",
 ]
 
-__getattr__ = lazy_attr(__name__, {})
+__getattr__ = lazy_attr(
+    __name__,
+    {
+        "GeneralProtection": "hwsim.cpu",
+        "Machine": "hwsim.machine",
+        "PROFILES": "hwsim.profiles",
+        "Profile": "hwsim.profiles",
+    },
+)

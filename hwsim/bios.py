@@ -1,0 +1,248 @@
+"""BIOS settings: the ``[bios]`` table of machine.toml, with defaults from the profile.
+
+The simulated BIOS applies these settings at each power cycle (IA32_FEATURE_CONTROL,
+the LE public-key hash MSRs, SYSCFG, the EPC reservation), so a changed setting takes
+effect at the next ``hwsim power-cycle``, as on a real machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hwsim.errors import InvalidInput, MachineError
+from hwsim.fileio import write_atomic
+from hwsim.profiles import PROFILES, Profile, get_profile
+
+__all__ = [
+    "SETTINGS",
+    "BiosConfig",
+    "format_size",
+    "read_machine_toml",
+    "render_toml",
+    "write_machine_toml",
+]
+
+_PAGE = 4096
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+_TRUE = {"true", "on", "yes", "1", "enabled"}
+_FALSE = {"false", "off", "no", "0", "disabled"}
+
+
+@dataclass(frozen=True)
+class BiosConfig:
+    """BIOS settings as the simulated firmware applies them at boot.
+
+    ``lc_locked``: the BIOS locks IA32_FEATURE_CONTROL with SGX_LC (bit 17) clear, so the
+    LE public-key hash MSRs keep the value the BIOS left (vendor key, or ``le_pubkey_hash``).
+    ``le_pubkey_hash``: an owner's hash the BIOS writes to the MSRs before locking (FLC
+    parts only); ``None`` leaves the reset value, the SGX vendor's key hash.
+    """
+
+    sgx_enabled: bool
+    lc_locked: bool
+    le_pubkey_hash: bytes | None
+    sme_enabled: bool
+    epc_size: int
+
+    @classmethod
+    def defaults(cls, profile: Profile) -> BiosConfig:
+        return cls(
+            sgx_enabled=profile.sgx1,
+            lc_locked=not profile.flc,
+            le_pubkey_hash=None,
+            sme_enabled=profile.sme,
+            epc_size=profile.epc_size,
+        )
+
+    @classmethod
+    def from_table(cls, profile: Profile, table: Mapping[str, Any]) -> BiosConfig:
+        """Settings from a parsed ``[bios]`` table; :class:`InvalidInput` naming the key."""
+        unknown = sorted(set(table) - set(SETTINGS))
+        if unknown:
+            raise InvalidInput(
+                f"unknown BIOS setting {unknown[0]!r}; allowed: {', '.join(SETTINGS)}"
+            )
+        values = {k: SETTINGS[k].coerce(k, v) for k, v in table.items()}
+        config = dataclasses.replace(cls.defaults(profile), **values)
+        config.check(profile)
+        return config
+
+    def with_setting(self, profile: Profile, key: str, text: str) -> BiosConfig:
+        """A copy with ``key`` set from command-line ``text``, checked against the profile."""
+        setting = SETTINGS.get(key)
+        if setting is None:
+            raise InvalidInput(f"unknown BIOS setting {key!r}; allowed: {', '.join(SETTINGS)}")
+        config = dataclasses.replace(self, **{key: setting.parse(key, text)})
+        config.check(profile)
+        return config
+
+    def check(self, profile: Profile) -> None:
+        """Refuse settings the part cannot have, naming key, value and what is allowed."""
+        refusals = [
+            (self.sgx_enabled and not profile.sgx1, "sgx_enabled = true", "has no SGX", "false"),
+            (not self.lc_locked and not profile.flc, "lc_locked = false", _NO_FLC, "true"),
+            (self.le_pubkey_hash is not None and not profile.flc, "le_pubkey_hash", _NO_FLC, '""'),
+            (self.sme_enabled and not profile.sme, "sme_enabled = true", "has no SME", "false"),
+        ]
+        for bad, what, why, allowed in refusals:
+            if bad:
+                raise InvalidInput(f"{what}: profile {profile.name} {why}; allowed: {allowed}")
+        if profile.sgx1 and not 0 < self.epc_size <= profile.epc_size:
+            raise InvalidInput(
+                f"epc_size = {format_size(self.epc_size)}: allowed 4K to "
+                f"{format_size(profile.epc_size)} on profile {profile.name}"
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Settings as JSON-ready values (hash as hex, size in bytes)."""
+        return {k: SETTINGS[k].show(getattr(self, k)) for k in SETTINGS}
+
+
+_NO_FLC = "has no Flexible Launch Control"
+
+
+@dataclass(frozen=True)
+class _Setting:
+    help: str
+    coerce: Callable[[str, Any], Any]  # from a TOML value
+    parse: Callable[[str, str], Any]  # from command-line text
+    show: Callable[[Any], Any]  # to a JSON / TOML value
+
+
+def _coerce_bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{key} = {value!r}: allowed true or false")
+    return value
+
+
+def _parse_bool(key: str, text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE | _FALSE:
+        return low in _TRUE
+    raise InvalidInput(f"{key} = {text!r}: allowed true or false")
+
+
+def _coerce_size(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise InvalidInput(f"{key} = {value!r}: allowed a size such as 64M or 1G")
+    return _parse_size(key, str(value))
+
+
+def _parse_size(key: str, text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(i?B)?\s*", text, re.IGNORECASE)
+    if match is None:
+        raise InvalidInput(f"{key} = {text!r}: allowed a size such as 64M or 1G")
+    size = int(match.group(1)) * _UNITS[match.group(2).upper()]
+    if size <= 0 or size % _PAGE:
+        raise InvalidInput(f"{key} = {text!r}: allowed a positive multiple of 4K")
+    return size
+
+
+def format_size(size: int) -> str:
+    for unit in ("G", "M", "K"):
+        if size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return str(size)
+
+
+def _coerce_hash(key: str, value: Any) -> bytes | None:
+    if not isinstance(value, str):
+        raise InvalidInput(f'{key} = {value!r}: allowed 64 hex digits, or "" for the default')
+    return _parse_hash(key, value)
+
+
+def _parse_hash(key: str, text: str) -> bytes | None:
+    text = text.strip()
+    if not text:
+        return None
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        raise InvalidInput(f'{key} = {text!r}: allowed 64 hex digits, or "" for the default')
+    return bytes.fromhex(text)
+
+
+SETTINGS: dict[str, _Setting] = {
+    "sgx_enabled": _Setting(
+        "SGX enable (IA32_FEATURE_CONTROL bit 18)", _coerce_bool, _parse_bool, bool
+    ),
+    "lc_locked": _Setting(
+        "lock the LE public-key hash MSRs (SGX_LC, bit 17, left clear)",
+        _coerce_bool,
+        _parse_bool,
+        bool,
+    ),
+    "le_pubkey_hash": _Setting(
+        "owner LE public-key hash written by the BIOS (hex SHA-256), empty for the vendor's",
+        _coerce_hash,
+        _parse_hash,
+        lambda v: "" if v is None else v.hex(),
+    ),
+    "sme_enabled": _Setting(
+        "SME / memory encryption (SYSCFG bit 23 MemEncryptionModEn)",
+        _coerce_bool,
+        _parse_bool,
+        bool,
+    ),
+    "epc_size": _Setting("EPC size reserved by the BIOS", _coerce_size, _parse_size, format_size),
+}
+
+
+def render_toml(profile: Profile, config: BiosConfig) -> str:
+    """machine.toml text: the profile and every BIOS setting, with a comment on each."""
+    lines = [
+        "# hwsim machine: see hwsim-machine.toml(5). BIOS settings take effect at the",
+        "# next `hwsim power-cycle`.",
+        f"profile = {json.dumps(profile.name)}",
+        "",
+        "[bios]",
+    ]
+    for key, setting in SETTINGS.items():
+        value = setting.show(getattr(config, key))
+        lines.append(f"# {setting.help}")
+        lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def read_machine_toml(path: Path) -> tuple[Profile, BiosConfig]:
+    """The profile and BIOS settings in a machine.toml; :class:`MachineError` naming it."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+
+    if not path.is_file():
+        raise MachineError(f"{path.parent} is not a hwsim machine (no {path.name})")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MachineError(f"cannot read {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise MachineError(f"{path}: invalid TOML: {exc}") from exc
+    try:
+        return _from_document(doc)
+    except InvalidInput as exc:
+        raise MachineError(f"{path}: {exc}") from exc
+
+
+def _from_document(doc: Mapping[str, Any]) -> tuple[Profile, BiosConfig]:
+    unknown = sorted(set(doc) - {"profile", "bios"})
+    if unknown:
+        raise InvalidInput(f"unknown key {unknown[0]!r}; allowed: profile, [bios]")
+    name = doc.get("profile")
+    if not isinstance(name, str):
+        raise InvalidInput(f"profile = {name!r}: allowed one of {', '.join(PROFILES)}")
+    profile = get_profile(name)
+    bios = doc.get("bios", {})
+    if not isinstance(bios, dict):
+        raise InvalidInput("bios must be a table ([bios])")
+    return profile, BiosConfig.from_table(profile, bios)
+
+
+def write_machine_toml(path: Path, profile: Profile, config: BiosConfig) -> None:
+    write_atomic(path, render_toml(profile, config).encode())

@@ -1,0 +1,402 @@
+"""A simulated machine: a directory with machine.toml (part and BIOS) and state.db.
+
+``Machine`` is the public facade every tool uses; nothing else reads state.db. Each
+command runs one :meth:`Machine.transaction`, so a killed command leaves the previous
+state and concurrent commands on one machine queue for each other.
+
+What lives where in state.db (namespaces of the key-value table):
+
+- ``machine``: the profile the machine was made with, the boot counter;
+- ``fused``: the per-machine fused root behind :meth:`Machine.fused_secret` (SGX seal and
+  provisioning roots, AMD's chip-unique secret), made at init and changed only by reset;
+- ``vendor``: the simulated SGX vendor's RSA-3072 signing key (the vendor is not part of
+  the machine: ``reset`` keeps it, like Intel's key hash burnt into real parts);
+- ``boot.*``: volatile state, emptied by every power cycle (boot root, booted BIOS
+  settings, MSRs, memory-encryption key slots, and whatever other modules keep there).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from hwsim import cpu
+from hwsim.bios import BiosConfig, read_machine_toml, write_machine_toml
+from hwsim.errors import InvalidInput, MachineError
+from hwsim.memory import EPC_KEYID, HOST_KEYID, MemoryEngine
+from hwsim.profiles import DEFAULT_PROFILE, Profile, get_profile
+from hwsim.store import StateTxn, Store
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+__all__ = ["Machine", "Transaction", "default_machine_path", "machine_option", "open_for_cli"]
+
+TOML_NAME = "machine.toml"
+DB_NAME = "state.db"
+_VENDOR_NS = "vendor"
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class Transaction(StateTxn):
+    """One atomic unit of work on a machine: key-value state, MSRs, DRAM, key slots."""
+
+    def __init__(self, machine: Machine, txn: StateTxn) -> None:
+        super().__init__(txn.db)
+        self.machine = machine
+        self.profile = machine.profile
+        p = machine.profile
+        self.engine = MemoryEngine(self, p.phys_addr_bits - p.phys_addr_reduction)
+
+    # MSRs and CPUID --------------------------------------------------------------
+
+    def rdmsr(self, index: int) -> int:
+        return cpu.rdmsr(self, self.profile, index)
+
+    def wrmsr(self, index: int, value: int) -> None:
+        cpu.wrmsr(self, self.profile, index, value)
+
+    def le_pubkey_hash(self) -> bytes:
+        """IA32_SGXLEPUBKEYHASH0-3 as EINIT sees them (32 bytes, no RDMSR access rules)."""
+        return cpu.le_pubkey_hash(self)
+
+    def booted_config(self) -> BiosConfig:
+        """The BIOS settings in force since the last power cycle."""
+        raw = self.get("boot.bios", "config")
+        if raw is None:
+            return self.machine.config
+        return BiosConfig.from_table(self.profile, json.loads(raw))
+
+    def cpuid(self, leaf: int, subleaf: int = 0) -> tuple[int, int, int, int]:
+        return cpu.cpuid(self.profile, self.booted_config(), leaf, subleaf)
+
+    # DRAM through the memory encryption engine ------------------------------------
+
+    def dram_write(self, paddr: int, data: bytes, keyid: int | None) -> None:
+        self.engine.write(paddr, data, keyid)
+
+    def dram_read(self, paddr: int, n: int, keyid: int | None) -> bytes:
+        return self.engine.read(paddr, n, keyid)
+
+    def physical_read(self, paddr: int, n: int) -> bytes:
+        return self.engine.physical_read(paddr, n)
+
+    def physical_write(self, paddr: int, data: bytes) -> None:
+        self.engine.physical_write(paddr, data)
+
+    def set_key(self, keyid: int, key: bytes) -> None:
+        self.engine.set_key(keyid, key)
+
+    def clear_key(self, keyid: int) -> None:
+        self.engine.clear_key(keyid)
+
+    # Secrets ------------------------------------------------------------------------
+
+    def fused_secret(self, label: str) -> bytes:
+        return _derive(self._need("fused", "root"), "fused", label)
+
+    def boot_secret(self, label: str) -> bytes:
+        return _derive(self._need("boot.secret", "root"), "boot", label)
+
+    def sgx_vendor_private_key(self) -> RSAPrivateKey:
+        """The simulated SGX vendor's signing key. For the vendor role module only."""
+        from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+        from cryptography.hazmat.primitives.serialization import load_der_private_key
+
+        key = load_der_private_key(self._need(_VENDOR_NS, "signing_key"), password=None)
+        if not isinstance(key, RSAPrivateKey):
+            raise MachineError(f"{self.machine.path}: the SGX vendor key is not an RSA key")
+        return key
+
+    def sgx_vendor_key_hash(self) -> bytes:
+        """SHA-256 of the vendor key's modulus, 384 bytes little-endian (its MRSIGNER)."""
+        return self._need(_VENDOR_NS, "mrsigner")
+
+    def _need(self, ns: str, key: str) -> bytes:
+        value = self.get(ns, key)
+        if value is None:
+            raise MachineError(f"{self.machine.path}: state.db has no {ns}/{key}")
+        return value
+
+
+def _derive(root: bytes, domain: str, label: str) -> bytes:
+    return hmac.new(root, f"hwsim {domain}\0{label}".encode(), hashlib.sha256).digest()
+
+
+class Machine:
+    """A simulated machine on disk. Open with :meth:`open`, :meth:`init` or :meth:`default`."""
+
+    def __init__(self, path: Path, profile: Profile, config: BiosConfig, store: Store) -> None:
+        self.path = path
+        self.profile = profile
+        self.config = config
+        self._store = store
+
+    # Creating and opening -----------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        path: str | os.PathLike[str],
+        profile: str = DEFAULT_PROFILE,
+        *,
+        vendor_key: RSAPrivateKey | None = None,
+    ) -> Machine:
+        """Create a machine directory; :class:`MachineError` if one is already there.
+
+        The directory is built under a temporary name and renamed into place, so a
+        concurrent creator or a crash never leaves a half-made machine. ``vendor_key``
+        injects a pregenerated RSA-3072 e=3 vendor key (tests); by default one is made.
+        """
+        target = Path(path).absolute()
+        part = get_profile(profile)
+        if (target / TOML_NAME).exists() or (target / DB_NAME).exists():
+            raise MachineError(f"a machine already exists at {target}")
+        key_der, mrsigner = _vendor_key(vendor_key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        except OSError as exc:
+            raise MachineError(f"cannot create machine {target}: {exc.strerror}") from exc
+        try:
+            _populate(tmp, part, key_der, mrsigner)
+            os.rename(tmp, target)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise MachineError(f"{target} already exists and is not empty") from exc
+            raise MachineError(f"cannot create machine {target}: {exc.strerror}") from exc
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls.open(target)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Machine:
+        """Open an existing machine; :class:`MachineError` (one line) if unusable."""
+        root = Path(path).absolute()
+        if not root.exists():
+            raise MachineError(f"no machine at {root}", hint=f"create one with: hwsim init {root}")
+        if not root.is_dir():
+            raise MachineError(f"machine path {root} is not a directory")
+        profile, config = read_machine_toml(root / TOML_NAME)
+        store = Store.open(root / DB_NAME)
+        machine = cls(root, profile, config, store)
+        machine._check_profile()
+        return machine
+
+    @classmethod
+    def default(cls) -> Machine:
+        """``$HWSIM_MACHINE``, else the user's default machine; made on first use."""
+        path = default_machine_path()
+        if not path.exists():
+            try:
+                machine = cls.init(path)
+            except MachineError:
+                if not (path / TOML_NAME).exists():
+                    raise
+            else:
+                print(
+                    f"hwsim: created machine {path} (profile {machine.profile.name})",
+                    file=sys.stderr,
+                )
+                return machine
+        return cls.open(path)
+
+    def _check_profile(self) -> None:
+        with self.transaction(write=False) as txn:
+            made = txn.get("machine", "profile")
+        if made is not None and made.decode() != self.profile.name:
+            raise MachineError(
+                f"{self.path / TOML_NAME} names profile {self.profile.name!r} but the "
+                f"machine was made as {made.decode()!r}",
+                hint="a machine's part is fixed; make another with hwsim init --profile",
+            )
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Machine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Transaction]:
+        """One atomic SQLite transaction; nested calls join the outer one."""
+        with self._store.transaction(write=write) as db:
+            yield Transaction(self, StateTxn(db))
+
+    @property
+    def schema_version(self) -> int:
+        return self._store.schema_version
+
+    # Secrets, boot, reset -----------------------------------------------------------
+
+    def fused_secret(self, label: str) -> bytes:
+        """32 bytes tied to this machine's fuses: kept by power cycles, changed by reset."""
+        with self.transaction(write=False) as txn:
+            return txn.fused_secret(label)
+
+    def boot_secret(self, label: str) -> bytes:
+        """32 bytes made anew at every power cycle."""
+        with self.transaction(write=False) as txn:
+            return txn.boot_secret(label)
+
+    def sgx_vendor_key_hash(self) -> bytes:
+        with self.transaction(write=False) as txn:
+            return txn.sgx_vendor_key_hash()
+
+    @property
+    def boot_count(self) -> int:
+        with self.transaction(write=False) as txn:
+            return _boot_count(txn)
+
+    def cpuid(self, leaf: int, subleaf: int = 0) -> tuple[int, int, int, int]:
+        with self.transaction(write=False) as txn:
+            return txn.cpuid(leaf, subleaf)
+
+    def power_cycle(self) -> None:
+        """Power off and on: volatile state is lost, the BIOS applies machine.toml anew."""
+        _, self.config = read_machine_toml(self.path / TOML_NAME)
+        with self.transaction() as txn:
+            txn.wipe(volatile_only=True)
+            _boot(txn, self.profile, self.config)
+
+    def reset(self) -> None:
+        """Back to factory state: new fused secrets, empty DRAM, then a power-on.
+
+        machine.toml (the owner's BIOS settings) and the SGX vendor's key are kept.
+        """
+        _, self.config = read_machine_toml(self.path / TOML_NAME)
+        with self.transaction() as txn:
+            txn.wipe(volatile_only=False, keep=(_VENDOR_NS,))
+            _factory(txn, self.profile)
+            _boot(txn, self.profile, self.config)
+
+    def set_config(self, key: str, text: str) -> BiosConfig:
+        """Change one BIOS setting in machine.toml; it takes effect at the next power cycle."""
+        config = self.config.with_setting(self.profile, key, text)
+        write_machine_toml(self.path / TOML_NAME, self.profile, config)
+        self.config = config
+        return config
+
+
+def _vendor_key(key: RSAPrivateKey | None) -> tuple[bytes, bytes]:
+    """(PKCS#8 DER, MRSIGNER) of the vendor key, making an RSA-3072 e=3 key if none."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if key is None:
+        key = rsa.generate_private_key(public_exponent=3, key_size=3072)
+    numbers = key.public_key().public_numbers()
+    if key.key_size != 3072 or numbers.e != 3:
+        raise InvalidInput("the SGX vendor key must be RSA-3072 with exponent 3")
+    der = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # SDM 38.13: MRSIGNER = SHA-256 of the modulus as SIGSTRUCT stores it (little-endian).
+    return der, hashlib.sha256(numbers.n.to_bytes(384, "little")).digest()
+
+
+def _populate(tmp: Path, profile: Profile, key_der: bytes, mrsigner: bytes) -> None:
+    config = BiosConfig.defaults(profile)
+    write_machine_toml(tmp / TOML_NAME, profile, config)
+    store = Store.create(tmp / DB_NAME)
+    try:
+        with store.transaction() as db:
+            txn = StateTxn(db)
+            txn.put(_VENDOR_NS, "signing_key", key_der)
+            txn.put(_VENDOR_NS, "mrsigner", mrsigner)
+            _factory(txn, profile)
+            _boot(txn, profile, config)
+    finally:
+        store.close()
+
+
+def _factory(txn: StateTxn, profile: Profile) -> None:
+    txn.put("machine", "profile", profile.name.encode())
+    txn.put("fused", "root", os.urandom(32))
+
+
+def _boot_count(txn: StateTxn) -> int:
+    raw = txn.get("machine", "boot_count")
+    return 0 if raw is None else int.from_bytes(raw, "little")
+
+
+def _boot(txn: StateTxn, profile: Profile, config: BiosConfig) -> None:
+    """Power-on: count the boot, make boot-time keys, let the BIOS program the MSRs."""
+    txn.put("machine", "boot_count", (_boot_count(txn) + 1).to_bytes(8, "little"))
+    txn.put("boot.secret", "root", os.urandom(32))
+    txn.put("boot.bios", "config", json.dumps(config.as_dict()).encode())
+    vendor_hash = txn.get(_VENDOR_NS, "mrsigner") or bytes(32)
+    cpu.bios_boot(txn, profile, config, vendor_hash)
+    engine = MemoryEngine(txn, profile.phys_addr_bits - profile.phys_addr_reduction)
+    if profile.sme and config.sme_enabled:
+        engine.set_key(HOST_KEYID, os.urandom(16))  # the SME key, never leaves the SoC
+    if profile.sgx1 and config.sgx_enabled:
+        engine.set_key(EPC_KEYID, os.urandom(16))
+
+
+def default_machine_path() -> Path:
+    """``$HWSIM_MACHINE``, else ``$XDG_DATA_HOME/hwsim/default`` (``~/.local/share``)."""
+    explicit = os.environ.get("HWSIM_MACHINE")
+    if explicit:
+        return Path(explicit).absolute()
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "hwsim" / "default"
+
+
+def open_for_cli(path: str | os.PathLike[str] | None) -> Machine:
+    """The machine a command works on: ``--machine DIR`` if given, else the default."""
+    return Machine.default() if path is None else Machine.open(path)
+
+
+_META_KEY = "hwsim.machine_dir"
+
+
+def machine_option(f: _F) -> _F:
+    """Click decorator adding ``--machine DIR`` to a group or command.
+
+    The value is kept in the root context; a command then calls :func:`cli_machine`.
+    Usable at any level (``prog --machine D cmd`` or ``prog cmd --machine D``).
+    """
+    import click
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.find_root().meta[_META_KEY] = value
+
+    return click.option(
+        "--machine",
+        metavar="DIR",
+        expose_value=False,
+        callback=remember,
+        help="Machine directory (default: $HWSIM_MACHINE or ~/.local/share/hwsim/default).",
+    )(f)
+
+
+def cli_machine() -> Machine:
+    """The machine chosen with ``--machine`` in the current click command (or the default)."""
+    import click
+
+    meta = click.get_current_context().find_root().meta
+    machine: Machine | None = meta.get("hwsim.machine")
+    if machine is None:
+        machine = meta["hwsim.machine"] = open_for_cli(meta.get(_META_KEY))
+    return machine
