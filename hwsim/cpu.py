@@ -32,6 +32,7 @@ __all__ = [
     "cpuid",
     "le_pubkey_hash",
     "msr_index",
+    "raw_msr",
     "rdmsr",
     "wrmsr",
 ]
@@ -145,7 +146,8 @@ def msr_index(name_or_number: str) -> int:
         raise InvalidInput(f"unknown MSR {name_or_number!r}; known: {names}") from None
 
 
-def _raw(txn: StateTxn, index: int) -> int:
+def raw_msr(txn: StateTxn, index: int) -> int:
+    """The stored value of an MSR, without access rules (for status displays and the BIOS)."""
     value = txn.get(_NS, f"{index:08x}")
     return 0 if value is None else int.from_bytes(value, "little")
 
@@ -164,10 +166,10 @@ def _lookup(profile: Profile, index: int, op: str) -> Msr:
 def rdmsr(txn: StateTxn, profile: Profile, index: int) -> int:
     """RDMSR: the register's value, or #GP for an absent or unreadable MSR."""
     msr = _lookup(profile, index, "rdmsr")
-    refused = msr.read_rule(profile, lambda i: _raw(txn, i), 0)
+    refused = msr.read_rule(profile, lambda i: raw_msr(txn, i), 0)
     if refused:
         raise GeneralProtection(f"rdmsr {msr.name}: {refused}")
-    return _raw(txn, index)
+    return raw_msr(txn, index)
 
 
 def wrmsr(txn: StateTxn, profile: Profile, index: int, value: int) -> None:
@@ -175,7 +177,7 @@ def wrmsr(txn: StateTxn, profile: Profile, index: int, value: int) -> None:
     if not 0 <= value <= _U64:
         raise InvalidInput(f"MSR value {value:#x} does not fit in 64 bits")
     msr = _lookup(profile, index, "wrmsr")
-    refused = msr.write_rule(profile, lambda i: _raw(txn, i), value)
+    refused = msr.write_rule(profile, lambda i: raw_msr(txn, i), value)
     if refused:
         raise GeneralProtection(f"wrmsr {msr.name}: {refused}")
     _set_raw(txn, index, value)
@@ -187,7 +189,7 @@ def le_pubkey_hash(txn: StateTxn) -> bytes:
     This is the processor's internal view (EINIT reads the registers whatever RDMSR's
     access rules), so it works on parts without Flexible Launch Control too.
     """
-    return b"".join(_raw(txn, IA32_SGXLEPUBKEYHASH0 + i).to_bytes(8, "little") for i in range(4))
+    return b"".join(raw_msr(txn, IA32_SGXLEPUBKEYHASH0 + i).to_bytes(8, "little") for i in range(4))
 
 
 def bios_boot(txn: StateTxn, profile: Profile, config: BiosConfig, vendor_hash: bytes) -> None:
