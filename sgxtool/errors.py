@@ -9,6 +9,7 @@ __all__ = [
     "ElfError",
     "SgxToolError",
     "SigningKeyError",
+    "UsageError",
     "VerificationError",
 ]
 
@@ -27,6 +28,10 @@ class ElfError(SgxToolError, InvalidInput):
 
 class SigningKeyError(SgxToolError, InvalidInput):
     """A signing key is unreadable, encrypted with another passphrase, or not RSA-3072 e=3."""
+
+
+class UsageError(SgxToolError, InvalidInput):
+    """The inputs given do not fit the operation asked for (exit 2)."""
 
 
 class VerificationError(SgxToolError):

@@ -1,0 +1,474 @@
+"""The ``sgxtool`` command: each command parses options, calls one library function and
+renders the result. Library modules are imported inside the commands so that ``--help``
+and ``--version`` load neither cryptography, unicorn nor rich.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from hwsim._console import console, emit_json, run_main
+from sgxtool import __version__
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from sgxtool.build import Target
+    from sgxtool.config import EnclaveConfig
+
+_PROGRESS_MIN_PAGES = 16384  # 64 MiB: below this a measurement is over before a bar shows
+
+_path = click.Path(path_type=Path)
+_in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sgxtool")
+def cli() -> None:
+    """Build, measure, sign, inspect and run Intel SGX enclaves."""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_main(cli, "sgxtool", argv)
+
+
+# -- shared options -------------------------------------------------------------------------
+
+
+def passphrase_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--ask-passphrase", is_flag=True, help="Prompt for the key passphrase.")(f)
+    f = click.option("--passphrase-file", type=_in_file, help="Read the passphrase from FILE.")(f)
+    f = click.option(
+        "--passphrase-env", metavar="VAR", help="Read the passphrase from environment variable VAR."
+    )(f)
+    return f
+
+
+def resolve_passphrase(
+    env: str | None, file: Path | None, ask: bool, *, confirm: bool = False
+) -> bytes | None:
+    """The passphrase from exactly one of: environment variable, file, prompt."""
+    if sum((env is not None, file is not None, ask)) > 1:
+        raise click.UsageError(
+            "give only one of --passphrase-env, --passphrase-file, --ask-passphrase"
+        )
+    if env is not None:
+        if env not in os.environ:
+            raise click.UsageError(f"--passphrase-env: environment variable {env} is not set")
+        return os.environ[env].encode()
+    if file is not None:
+        from hwsim.fileio import read_file
+
+        return read_file(file, "passphrase file", max_size=4096).rstrip(b"\r\n")
+    if ask:
+        text = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm, err=True)
+        return str(text).encode()
+    return None
+
+
+def target_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--enclave-hash", metavar="HEX", help="Sign this MRENCLAVE instead of measuring an input."
+    )(f)
+    f = click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=_in_file,
+        help="enclave.toml (default: ./enclave.toml next to the ELF).",
+    )(f)
+    f = click.argument("enclave", type=_in_file, required=False)(f)
+    return f
+
+
+def make_target(enclave: Path | None, config_path: Path | None, enclave_hash: str | None) -> Target:
+    from sgxtool.build import Target
+
+    if (enclave is None) == (enclave_hash is None):
+        raise click.UsageError("give either an ENCLAVE file or --enclave-hash")
+    digest = None
+    if enclave_hash is not None:
+        try:
+            digest = bytes.fromhex(enclave_hash)
+        except ValueError:
+            digest = b""
+        if len(digest) != 32:
+            raise click.BadParameter("must be 64 hex digits", param_hint="--enclave-hash")
+    return Target(load_cfg(config_path, enclave), enclave, digest)
+
+
+def load_cfg(config_path: Path | None, enclave: Path | None) -> EnclaveConfig:
+    from sgxtool.config import EnclaveConfig, load_config
+
+    if config_path is not None:
+        return load_config(config_path)
+    if enclave is not None:
+        beside = enclave.parent / "enclave.toml"
+        if beside.is_file():
+            return load_config(beside)
+    return EnclaveConfig()
+
+
+def date_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--date",
+        metavar="YYYY-MM-DD",
+        help="SIGSTRUCT DATE (default: $SOURCE_DATE_EPOCH, else today UTC).",
+    )(f)
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
+
+
+@contextmanager
+def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A rich progress bar on stderr for long work, when stderr is a terminal."""
+    if total < _PROGRESS_MIN_PAGES or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def pages_of(target: Target) -> int:
+    """Page count of what is measured, for sizing a progress bar (0 when cheap to skip)."""
+    from sgxtool.build import layout_of
+    from sgxtool.image import ImageKind, detect
+
+    if target.path is None or detect(target.path) not in (ImageKind.ELF, ImageKind.SIGNED_ELF):
+        return 0
+    return layout_of(target.path, target.config).page_count
+
+
+# -- keys and signing -----------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("keyfile", type=_path)
+@click.option("--public", "public_out", type=_path, help="Also write the public key here.")
+@click.option("--force", is_flag=True, help="Replace an existing KEYFILE.")
+@passphrase_options
+def keygen(
+    keyfile: Path,
+    public_out: Path | None,
+    force: bool,
+    passphrase_env: str | None,
+    passphrase_file: Path | None,
+    ask_passphrase: bool,
+) -> None:
+    """Make an RSA-3072 (e=3) signing key; KEYFILE is written with mode 0600."""
+    from hwsim.fileio import write_atomic
+    from sgxtool.keys import generate_key, public_pem, save_private_key
+
+    if keyfile.exists() and not force:
+        raise click.UsageError(f"{keyfile} exists; use --force to replace it")
+    secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase, confirm=True)
+    key = generate_key()
+    save_private_key(key, keyfile, secret)
+    if public_out is not None:
+        write_atomic(public_out, public_pem(key.public_key()))
+    click.echo(f"wrote {keyfile}" + (" (encrypted)" if secret else ""), err=True)
+
+
+@cli.command()
+@target_options
+@click.option(
+    "-k",
+    "--key",
+    "key_path",
+    type=_in_file,
+    required=True,
+    help="Private key (PEM), RSA-3072 with e=3.",
+)
+@click.option("-o", "--out", type=_path, help="Write the signed image (ELF inputs).")
+@click.option("-s", "--sig", "sig_out", type=_path, help="Write the raw SIGSTRUCT.")
+@date_option
+@passphrase_options
+@json_option
+def sign(
+    enclave: Path | None,
+    config_path: Path | None,
+    enclave_hash: str | None,
+    key_path: Path,
+    out: Path | None,
+    sig_out: Path | None,
+    date: str | None,
+    passphrase_env: str | None,
+    passphrase_file: Path | None,
+    ask_passphrase: bool,
+    as_json: bool,
+) -> None:
+    """Measure ENCLAVE (an ELF or SGXS stream) and sign it."""
+    from sgxtool.build import sign_enclave
+    from sgxtool.keys import load_private_key
+    from sgxtool.sign import KeySigner, signing_date
+
+    target = make_target(enclave, config_path, enclave_hash)
+    secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
+    signer = KeySigner(load_private_key(key_path, secret))
+    with progress_bar("measuring", pages_of(target)) as progress:
+        sig = sign_enclave(
+            target, signer, signing_date(date), out=out, sig_out=sig_out, progress=progress
+        )
+    result = {
+        "mrenclave": sig.enclavehash.hex(),
+        "mrsigner": sig.mrsigner.hex(),
+        "out": str(out) if out else None,
+        "sig": str(sig_out) if sig_out else None,
+    }
+    show_identity(result, as_json)
+
+
+def show_identity(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(result)
+        return
+    for key in ("mrenclave", "mrsigner"):
+        click.echo(f"{key.upper()}: {result[key]}")
+    for key in ("out", "sig"):
+        if result.get(key):
+            click.echo(f"wrote {result[key]}", err=True)
+
+
+@cli.command()
+@target_options
+@click.option("-o", "--out", type=_path, required=True, help="Where to write the 256 bytes.")
+@date_option
+def gendata(
+    enclave: Path | None,
+    config_path: Path | None,
+    enclave_hash: str | None,
+    out: Path,
+    date: str | None,
+) -> None:
+    """Write the 256 bytes to sign elsewhere (two-step signing, step 1).
+
+    Sign them with SHA-256 and PKCS#1 v1.5, e.g.
+    `openssl pkeyutl -sign -inkey key.pem -pkeyopt digest:sha256 -in data -out sig`.
+    """
+    from sgxtool.build import gendata as gendata_
+    from sgxtool.sign import signing_date
+
+    target = make_target(enclave, config_path, enclave_hash)
+    with progress_bar("measuring", pages_of(target)) as progress:
+        gendata_(target, signing_date(date), out, progress)
+    click.echo(f"wrote {out}", err=True)
+
+
+@cli.command()
+@target_options
+@click.option(
+    "--data", "data_path", type=_in_file, required=True, help="The file `sgxtool gendata` wrote."
+)
+@click.option(
+    "--signature",
+    "signature_path",
+    type=_in_file,
+    required=True,
+    help="Raw 384-byte big-endian RSA signature over the data.",
+)
+@click.option(
+    "--public-key",
+    "public_key_path",
+    type=_in_file,
+    required=True,
+    help="The signer's public key (PEM).",
+)
+@click.option("-o", "--out", type=_path, help="Write the signed image (ELF inputs).")
+@click.option("-s", "--sig", "sig_out", type=_path, help="Write the raw SIGSTRUCT.")
+@json_option
+def catsig(
+    enclave: Path | None,
+    config_path: Path | None,
+    enclave_hash: str | None,
+    data_path: Path,
+    signature_path: Path,
+    public_key_path: Path,
+    out: Path | None,
+    sig_out: Path | None,
+    as_json: bool,
+) -> None:
+    """Assemble a SIGSTRUCT from an external signature (two-step signing, step 2)."""
+    from hwsim.fileio import read_file
+    from sgxtool.build import catsig as catsig_
+    from sgxtool.keys import load_public_key
+
+    target = make_target(enclave, config_path, enclave_hash)
+    public: rsa.RSAPublicKey = load_public_key(public_key_path)
+    signature = read_file(signature_path, "signature", max_size=1 << 16)
+    with progress_bar("measuring", pages_of(target)) as progress:
+        sig = catsig_(
+            target, data_path, signature, public, out=out, sig_out=sig_out, progress=progress
+        )
+    show_identity(
+        {
+            "mrenclave": sig.enclavehash.hex(),
+            "mrsigner": sig.mrsigner.hex(),
+            "out": str(out) if out else None,
+            "sig": str(sig_out) if sig_out else None,
+        },
+        as_json,
+    )
+
+
+# -- inspection -----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("file", type=_in_file)
+@json_option
+def dump(file: Path, as_json: bool) -> None:
+    """Decode the SIGSTRUCT of a signed image or raw SIGSTRUCT (or measure an SGXS)."""
+    from sgxtool.info import describe
+
+    info = describe(file)
+    if as_json:
+        emit_json(info)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{info['file']} ({info['kind']})", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in _dump_rows(info):
+        table.add_row(key, value)
+    console().print(table)
+
+
+def _dump_rows(info: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    sig = info.get("sigstruct")
+    if sig is None:
+        yield "MRENCLAVE", info["mrenclave"]
+        return
+    for key, value in sig.items():
+        if key in _LONG_FIELDS:
+            yield key.upper(), f"{value[:32]}... ({len(value) // 2} bytes; --json has all)"
+        elif isinstance(value, dict):
+            named = key == "attributes"
+            names = f" ({' '.join(value['flag_names']) or '-'})" if named else ""
+            xnames = f" ({' '.join(value['xfrm_names']) or '-'})" if named else ""
+            yield key.upper(), f"flags {value['flags']}{names}"
+            yield "", f"xfrm  {value['xfrm']}{xnames}"
+        else:
+            yield key.upper(), str(value)
+
+
+_LONG_FIELDS = ("modulus", "signature", "q1", "q2")
+
+
+@cli.command()
+@click.argument("file", type=_in_file)
+@click.option("-c", "--config", "config_path", type=_in_file, help="enclave.toml for an ELF.")
+@json_option
+def measure(file: Path, config_path: Path | None, as_json: bool) -> None:
+    """Print the MRENCLAVE of an ELF (with its enclave.toml), signed image or SGXS stream."""
+    from sgxtool.build import Target
+    from sgxtool.image import ImageKind, detect
+    from sgxtool.info import measure as measure_
+
+    cfg = None
+    if config_path is not None or detect(file) is ImageKind.ELF:
+        cfg = load_cfg(config_path, file)
+    with progress_bar("measuring", pages_of(Target(cfg, file)) if cfg else 0) as progress:
+        info = measure_(file, cfg, progress)
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(info["mrenclave"])
+
+
+@cli.command()
+@click.argument("file", type=_in_file)
+@click.option(
+    "--enclave", type=_in_file, help="For a raw SIGSTRUCT: the ELF or SGXS stream it was made for."
+)
+@click.option("-c", "--config", "config_path", type=_in_file, help="enclave.toml for --enclave.")
+@json_option
+def verify(file: Path, enclave: Path | None, config_path: Path | None, as_json: bool) -> None:
+    """Check signature, exponent, Q1/Q2 and MRENCLAVE; exit 1 naming a failed check."""
+    from sgxtool.info import verify as verify_
+
+    cfg = load_cfg(config_path, enclave) if config_path or enclave else None
+    report = verify_(file, config=cfg, enclave=enclave)
+    if as_json:
+        emit_json(report)
+        return
+    for check in report["checks"]:
+        click.echo(f"ok  {check}")
+    if not report["measured"]:
+        click.echo("--  MRENCLAVE not recomputed (give --enclave to check it)")
+    click.echo(f"MRENCLAVE: {report['mrenclave']}")
+    click.echo(f"MRSIGNER:  {report['mrsigner']}")
+
+
+@cli.command()
+@click.argument("elf", type=_in_file)
+@click.option("-c", "--config", "config_path", type=_in_file, help="enclave.toml.")
+@json_option
+def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
+    """Show where every page of the enclave goes."""
+    from sgxtool.build import layout_of
+    from sgxtool.info import layout_summary
+
+    plan = layout_of(elf, load_cfg(config_path, elf))
+    rows = [
+        {
+            "offset": r.offset,
+            "pages": r.pages,
+            "flags": r.flags,
+            "kind": r.kind,
+            "label": r.label,
+            "measured": r.mrmask != 0,
+        }
+        for r in plan.regions
+    ]
+    if as_json:
+        emit_json({**layout_summary(plan), "regions": rows})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{elf}: SIZE {plan.size:#x}, entry {plan.entry:#x}")
+    for col in ("offset", "pages", "type/perms", "measured", "region"):
+        table.add_column(col)
+    for r in plan.regions:
+        table.add_row(
+            f"{r.offset:#x}",
+            str(r.pages),
+            _flags_text(r.flags),
+            "yes" if r.mrmask else "no",
+            r.label,
+        )
+    console().print(table)
+
+
+def _flags_text(flags: int) -> str:
+    from hwsim.sgx.arch import PageType
+
+    perms = "".join(c if flags & bit else "-" for c, bit in (("r", 1), ("w", 2), ("x", 4)))
+    return f"{PageType((flags >> 8) & 0xFF).name} {perms}"
+
+
+@cli.command("sgxs")
+@click.argument("elf", type=_in_file)
+@click.option("-c", "--config", "config_path", type=_in_file, help="enclave.toml.")
+@click.option("-o", "--out", type=_path, required=True, help="The SGXS file to write.")
+def sgxs_export(elf: Path, config_path: Path | None, out: Path) -> None:
+    """Export the enclave as an SGXS stream (whose SHA-256 is MRENCLAVE)."""
+    from sgxtool.build import Target, layout_of
+    from sgxtool.sgxs import write_sgxs
+
+    cfg = load_cfg(config_path, elf)
+    with progress_bar("writing", pages_of(Target(cfg, elf))) as progress:
+        digest = write_sgxs(layout_of(elf, cfg), out, progress)
+    click.echo(digest.hex())
