@@ -94,6 +94,11 @@ class BiosConfig:
         for bad, what, why, allowed in refusals:
             if bad:
                 raise InvalidInput(f"{what}: profile {profile.name} {why}; allowed: {allowed}")
+        if not profile.sgx1 and self.epc_size:
+            raise InvalidInput(
+                f"epc_size = {format_size(self.epc_size)}: profile {profile.name} has no SGX; "
+                "allowed: 0"
+            )
         if profile.sgx1 and not 0 < self.epc_size <= profile.epc_size:
             raise InvalidInput(
                 f"epc_size = {format_size(self.epc_size)}: allowed 4K to "
@@ -140,12 +145,14 @@ def _parse_size(key: str, text: str) -> int:
     if match is None:
         raise InvalidInput(f"{key} = {text!r}: allowed a size such as 64M or 1G")
     size = int(match.group(1)) * _UNITS[match.group(2).upper()]
-    if size <= 0 or size % _PAGE:
-        raise InvalidInput(f"{key} = {text!r}: allowed a positive multiple of 4K")
+    if size % _PAGE:
+        raise InvalidInput(f"{key} = {text!r}: allowed a multiple of 4K")
     return size
 
 
 def format_size(size: int) -> str:
+    if size == 0:
+        return "0"
     for unit in ("G", "M", "K"):
         if size % _UNITS[unit] == 0:
             return f"{size // _UNITS[unit]}{unit}"
