@@ -110,11 +110,17 @@ class Epc:
     """The EPC of one machine for one boot: encrypted pages, EPCM and enclaves."""
 
     def __init__(
-        self, profile: Profile, epc_key: bytes, keys: KeyContext, read_le_hash: Callable[[], bytes]
+        self,
+        profile: Profile,
+        epc_key: bytes,
+        keys: KeyContext,
+        read_le_hash: Callable[[], bytes],
+        *,
+        size: int | None = None,
     ) -> None:
         self.profile = profile
         self.base = profile.epc_base
-        self.npages = profile.epc_size // PAGE_SIZE
+        self.npages = (profile.epc_size if size is None else size) // PAGE_SIZE
         self.keys = keys
         self.read_le_hash = read_le_hash  # IA32_SGXLEPUBKEYHASH0-3 of this processor
         self._key = epc_key

@@ -1,0 +1,297 @@
+"""A device shaped like Linux's ``/dev/sgx_enclave``: the interface every loader uses.
+
+One :class:`SgxEnclaveDevice` is one open file of the device, holding one enclave, with
+the ioctls of ``arch/x86/include/uapi/asm/sgx.h`` as methods: :meth:`create`
+(SGX_IOC_ENCLAVE_CREATE), :meth:`add_pages` (ADD_PAGES, with SGX_PAGE_MEASURE),
+:meth:`init` (ENCLAVE_INIT), and the SGX2 calls :meth:`restrict_permissions`,
+:meth:`modify_types`, :meth:`remove_pages`, plus the page-fault path :meth:`augment`
+(EAUG) and the reclaimer's :meth:`evict` / :meth:`reload` (EWB / ELDU).
+
+The kernel-like layer applies the machine's launch policy before EINIT
+(``shared/reference/sim.md`` 2.3): with writable LE hash MSRs it writes the enclave's
+MRSIGNER into them (Linux ``sgx_update_lepubkeyhash``), unless the owner's allow-list
+refuses the signer; with locked MSRs it passes the caller's token or asks the vendor's
+Launch Enclave for one, like the legacy driver and aesmd. Every refusal names its rule.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from hwsim.errors import InvalidInput
+from hwsim.sgx.arch import (
+    EEXTEND_CHUNK,
+    PAGE_SIZE,
+    VENDOR_INTEL,
+    AttributeFlag,
+    Einittoken,
+    PageType,
+    SecinfoFlag,
+    Secs,
+    SgxStatus,
+    Sigstruct,
+    secinfo_flags,
+)
+from hwsim.sgx.encls import (
+    EAdd,
+    EAug,
+    EBlock,
+    ECreate,
+    EExtend,
+    EInit,
+    ELd,
+    EModPr,
+    EModT,
+    EPa,
+    ERemove,
+    ETrack,
+    EvictedPage,
+    EWb,
+    encls,
+)
+from hwsim.sgx.errors import LaunchRefused, SgxError, SgxStatusError
+from hwsim.sgx.launch import msrs_writable, owner_allow_list
+from hwsim.sgx.platform import epc_of
+
+if TYPE_CHECKING:
+    from hwsim.machine import Machine, Transaction
+    from hwsim.sgx.epc import Enclave
+
+__all__ = ["SgxEnclaveDevice"]
+
+_RWX = int(SecinfoFlag.R | SecinfoFlag.W | SecinfoFlag.X)
+_HINTS = {
+    SgxStatus.INVALID_SIG_STRUCT: "the SIGSTRUCT is malformed; sign the image again",
+    SgxStatus.INVALID_SIGNATURE: "the SIGSTRUCT was changed after signing; sign it again",
+    SgxStatus.INVALID_MEASUREMENT: "the pages loaded differ from what was signed (contents, "
+    "layout, SSAFRAMESIZE or SIZE); load the signed image, or sign this one",
+    SgxStatus.INVALID_ATTRIBUTE: "the SECS ATTRIBUTES/MISCSELECT must match the SIGSTRUCT "
+    "under its masks, and EINITTOKEN_KEY is for the Launch Enclave only",
+    SgxStatus.INVALID_EINITTOKEN: "get a token for this enclave on this machine, with the "
+    "current launch policy: sgxtool token IMAGE",
+    SgxStatus.INVALID_CPUSVN: "the token was made for a newer CPU; get a new one here",
+}
+
+
+def _secinfo_ok(flags: int) -> None:
+    """Linux ``sgx_validate_secinfo``: only REG/TCS, W needs R, a TCS has no permissions."""
+    ptype = (flags >> 8) & 0xFF
+    if flags & ~(0xFF00 | _RWX) or ptype not in (PageType.REG, PageType.TCS):
+        raise InvalidInput(f"SECINFO {flags:#x}: pages are PT_REG or PT_TCS, no state bits")
+    if flags & SecinfoFlag.W and not flags & SecinfoFlag.R:
+        raise InvalidInput(f"SECINFO {flags:#x}: write permission needs read permission")
+    if ptype == PageType.TCS and flags & _RWX:
+        raise InvalidInput(f"SECINFO {flags:#x}: a TCS page takes no permissions")
+
+
+class SgxEnclaveDevice:
+    """One open ``/dev/sgx_enclave``: build, initialise and manage one enclave."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.epc = epc_of(machine)
+        self._enclave: Enclave | None = None
+        self._backing: dict[int, tuple[EvictedPage, int]] = {}  # offset -> (page, VA slot)
+        self._va_page: int | None = None
+
+    def __enter__(self) -> SgxEnclaveDevice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def enclave(self) -> Enclave:
+        if self._enclave is None:
+            raise InvalidInput("no enclave: call create() first")
+        return self._enclave
+
+    def _page(self, offset: int) -> int:
+        if offset % PAGE_SIZE or not 0 <= offset < self.enclave.secs.size:
+            raise InvalidInput(f"offset {offset:#x} is not a page inside the enclave")
+        return self.enclave.page(self.enclave.secs.baseaddr + offset)
+
+    # -- SGX_IOC_ENCLAVE_CREATE / ADD_PAGES / INIT ----------------------------------------
+    def create(self, secs: Secs) -> Enclave:
+        """ECREATE from the caller's SECS (base, size, SSA frame size, attributes)."""
+        if self._enclave is not None:
+            raise InvalidInput("this device already holds an enclave")
+        page = self.epc.alloc()
+        try:
+            encls(self.epc, ECreate(page, secs.pack()))
+        except SgxError:
+            self.epc.release(page)
+            raise
+        self._enclave = self.epc.enclaves[page]
+        return self._enclave
+
+    def add_pages(self, offset: int, data: bytes, secinfo: int, *, measure: bool = True) -> int:
+        """EADD each page of ``data`` at ``offset`` (and EEXTEND it when ``measure``)."""
+        if self.enclave.initialized:
+            raise InvalidInput("the enclave is initialized; pages can no longer be added")
+        if offset % PAGE_SIZE or not data or len(data) % PAGE_SIZE:
+            raise InvalidInput("add_pages takes whole pages at a page-aligned offset")
+        _secinfo_ok(secinfo)
+        enclave = self.enclave
+        for i in range(0, len(data), PAGE_SIZE):
+            page = self.epc.alloc()
+            op = EAdd(page, enclave.secs_page, enclave.secs.baseaddr + offset + i,
+                      data[i : i + PAGE_SIZE], secinfo)  # fmt: skip
+            try:
+                encls(self.epc, op)
+            except SgxError:
+                self.epc.release(page)
+                raise
+            if measure:
+                for c in range(0, PAGE_SIZE, EEXTEND_CHUNK):
+                    encls(self.epc, EExtend(page, c))
+        return len(data) // PAGE_SIZE
+
+    def init(
+        self, sigstruct: Sigstruct | bytes, token: Einittoken | bytes | None = None
+    ) -> Enclave:
+        """EINIT under the machine's launch policy; :class:`LaunchRefused` or the EINIT code.
+
+        ``token`` matters only where the LE hash MSRs are locked to another signer
+        (vendor-key policy); without one, the vendor's Launch Enclave is asked for it.
+        """
+        sig = sigstruct if isinstance(sigstruct, Sigstruct) else Sigstruct.unpack(sigstruct)
+        raw_token = token.pack() if isinstance(token, Einittoken) else token
+        self._kernel_checks(sig)
+        with self.machine.transaction() as txn:
+            use = self._launch_token(txn, sig, raw_token)
+            try:
+                encls(self.epc, EInit(self.enclave.secs_page, sig.pack(), use))
+            except SgxStatusError as exc:
+                raise SgxStatusError(
+                    exc.status, f"EINIT refused the enclave: {exc.detail}",
+                    hint=_HINTS.get(exc.status),
+                ) from exc  # fmt: skip
+        return self.enclave
+
+    def _kernel_checks(self, sig: Sigstruct) -> None:
+        # Linux sgx_encl_init / sgx_ioc_enclave_init pre-checks (sim.md 2.3).
+        if sig.vendor not in (0, VENDOR_INTEL):
+            raise InvalidInput(f"SIGSTRUCT VENDOR {sig.vendor:#x}: the kernel takes 0 or 0x8086")
+        if self.enclave.initialized:
+            raise InvalidInput("the enclave is already initialized")
+        if self.enclave.secs.attributes_flags & AttributeFlag.EINITTOKEN_KEY:
+            raise LaunchRefused(
+                "the kernel", "EINITTOKEN_KEY is a privileged attribute it never grants",
+                hint="only the vendor's Launch Enclave has EINITTOKEN_KEY; clear it",
+            )  # fmt: skip
+
+    def _launch_token(self, txn: Transaction, sig: Sigstruct, token: bytes | None) -> bytes:
+        """Apply the launch policy; the token bytes EINIT gets (all zero: tokenless)."""
+        from hwsim.cpu import IA32_SGXLEPUBKEYHASH0
+
+        none = bytes(Einittoken.LAYOUT.size)
+        signer = sig.mrsigner
+        if msrs_writable(txn):
+            allow = owner_allow_list(txn)
+            if allow and signer not in allow:
+                raise LaunchRefused(
+                    "the owner's allow-list (flc-locked)",
+                    f"signer {signer.hex()} is not on it",
+                    hint="sign with an allowed key, or the owner adds it: hwsim sgx "
+                    f"launch-control set flc-locked --allow {signer.hex()} ...",
+                )
+            for i, word in enumerate(struct.unpack("<4Q", signer)):
+                txn.wrmsr(IA32_SGXLEPUBKEYHASH0 + i, word)  # as Linux does before EINIT
+            return none
+        msrs = txn.le_pubkey_hash()
+        if signer == msrs:
+            return none
+        if token is not None:
+            return token
+        if msrs == txn.sgx_vendor_key_hash():
+            from hwsim.sgx.le import LaunchEnclave
+
+            le = LaunchEnclave.start(self.machine, self.epc)
+            return le.get_token(sig, self.enclave.secs.attributes).pack()
+        raise LaunchRefused(
+            "the owner's launch control (flc-locked)",
+            f"the LE hash MSRs are locked to the owner's key {msrs.hex()}, and this "
+            f"enclave is signed by {signer.hex()}",
+            hint="sign the enclave with the owner's key, or the owner changes the policy: "
+            "hwsim sgx launch-control set ...",
+        )
+
+    # -- SGX2 (SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS / MODIFY_TYPES / REMOVE_PAGES) ---------
+    def augment(self, offset: int) -> None:
+        """EAUG a zero page at ``offset`` (the kernel's #PF handler; the enclave EACCEPTs)."""
+        if offset % PAGE_SIZE or not 0 <= offset < self.enclave.secs.size:
+            raise InvalidInput(f"offset {offset:#x} is not a page inside the enclave")
+        page = self.epc.alloc()
+        try:
+            encls(self.epc, EAug(page, self.enclave.secs_page, self.enclave.secs.baseaddr + offset))
+        except SgxError:
+            self.epc.release(page)
+            raise
+
+    def _each(self, offset: int, length: int) -> list[int]:
+        if length <= 0 or length % PAGE_SIZE:
+            raise InvalidInput("length must be a positive multiple of 4096")
+        return [self._page(offset + i) for i in range(0, length, PAGE_SIZE)]
+
+    def restrict_permissions(self, offset: int, length: int, perms: int) -> None:
+        """EMODPR each page to ``perms`` (R/W/X bits), then ETRACK."""
+        for page in self._each(offset, length):
+            encls(self.epc, EModPr(page, perms))
+        encls(self.epc, ETrack(self.enclave.secs_page))
+
+    def modify_types(self, offset: int, length: int, page_type: PageType) -> None:
+        """EMODT each page to PT_TCS or PT_TRIM, then ETRACK."""
+        for page in self._each(offset, length):
+            encls(self.epc, EModT(page, secinfo_flags(page_type)))
+        encls(self.epc, ETrack(self.enclave.secs_page))
+
+    def remove_pages(self, offset: int, length: int) -> None:
+        """EREMOVE trimmed pages the enclave has EACCEPTed."""
+        pages = self._each(offset, length)
+        for page in pages:
+            entry = self.epc.entry(page)
+            if entry.page_type != PageType.TRIM or entry.modified:
+                raise InvalidInput("only PT_TRIM pages the enclave has accepted can be removed")
+        for page in pages:
+            encls(self.epc, ERemove(page))
+
+    # -- the reclaimer ---------------------------------------------------------------------
+    def evict(self, offset: int) -> None:
+        """Swap a page out: EBLOCK, ETRACK, EWB into the kernel's backing store."""
+        page = self._page(offset)
+        if self._va_page is None:
+            self._va_page = self.epc.alloc()
+            encls(self.epc, EPa(self._va_page))
+        used = {slot for _, slot in self._backing.values()}
+        slot = min(set(range(PAGE_SIZE // 8)) - used)
+        encls(self.epc, EBlock(page))
+        encls(self.epc, ETrack(self.enclave.secs_page))
+        self._backing[offset] = (encls(self.epc, EWb(page, self._va_page, slot)), slot)
+
+    def reload(self, offset: int) -> None:
+        """Swap a page back in with ELDU (refused if the stored copy was tampered with)."""
+        found = self._backing.get(offset)
+        if found is None or self._va_page is None:
+            raise InvalidInput(f"the page at offset {offset:#x} is not evicted")
+        evicted, slot = found
+        page = self.epc.alloc()
+        try:
+            encls(self.epc, ELd(page, self.enclave.secs_page, evicted, self._va_page, slot))
+        except SgxError:
+            self.epc.release(page)
+            raise
+        del self._backing[offset]
+
+    def close(self) -> None:
+        """Release the enclave: EREMOVE every page, then the SECS (and the VA page)."""
+        enclave, self._enclave = self._enclave, None
+        if enclave is not None:
+            for page in list(enclave.pages.values()):
+                encls(self.epc, ERemove(page))
+            encls(self.epc, ERemove(enclave.secs_page))
+        if self._va_page is not None:
+            encls(self.epc, ERemove(self._va_page))
+            self._va_page = None
+        self._backing.clear()
