@@ -192,7 +192,11 @@ class Machine:
         profile, config = read_machine_toml(root / TOML_NAME)
         store = Store.open(root / DB_NAME)
         machine = cls(root, profile, config, store)
-        machine._check_profile()
+        try:
+            machine._check_profile()
+        except BaseException:
+            store.close()
+            raise
         return machine
 
     @classmethod
@@ -209,6 +213,7 @@ class Machine:
                 print(
                     f"hwsim: created machine {path} (profile {machine.profile.name})",
                     file=sys.stderr,
+                    flush=True,
                 )
                 return machine
         return cls.open(path)

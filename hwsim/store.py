@@ -133,11 +133,18 @@ class Store:
             db = sqlite3.connect(
                 f"file:{path}?mode=rw", uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S
             )
+        except sqlite3.Error as exc:
+            raise _wrap(path, exc) from exc
+        try:
             db.execute("PRAGMA synchronous = NORMAL")
             store = cls(path, db)
             store._check_schema()
         except sqlite3.Error as exc:
+            db.close()
             raise _wrap(path, exc) from exc
+        except BaseException:
+            db.close()  # leaves no -wal / -shm behind a refused database
+            raise
         return store
 
     def _check_schema(self) -> None:
