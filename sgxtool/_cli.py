@@ -472,3 +472,22 @@ def sgxs_export(elf: Path, config_path: Path | None, out: Path) -> None:
     with progress_bar("writing", pages_of(Target(cfg, elf))) as progress:
         digest = write_sgxs(layout_of(elf, cfg), out, progress)
     click.echo(digest.hex())
+
+
+@cli.command()
+@click.option("--cflags", "what", flag_value="cflags", help="Compiler flags for enclave code.")
+@click.option("--ldflags", "what", flag_value="ldflags", help="SDK sources and link flags.")
+@click.option("--path", "what", flag_value="path", help="The SDK directory.")
+def sdk(what: str | None) -> None:
+    """Print what `cc` needs to build an enclave with the bundled SDK.
+
+    cc $(sgxtool sdk --cflags) enclave.c $(sgxtool sdk --ldflags) -o enclave.elf
+    """
+    from sgxtool import sdkinfo
+
+    if what is None:
+        raise click.UsageError("give --cflags, --ldflags or --path")
+    if what == "path":
+        click.echo(str(sdkinfo.SDK_DIR))
+        return
+    click.echo(sdkinfo.render(sdkinfo.cflags() if what == "cflags" else sdkinfo.ldflags()))
