@@ -7,6 +7,30 @@ from sevtool.errors import SevToolError
 
 __version__ = "0.1.0"
 
-__all__ = ["SevToolError", "__version__"]
+_LAZY = {
+    # platform management (sevtool.platform)
+    "OwnerKey": "sevtool.platform",
+    "PlatformInfo": "sevtool.platform",
+    "export_chain": "sevtool.platform",
+    "factory_reset": "sevtool.platform",
+    "generate_oca": "sevtool.platform",
+    "get_id": "sevtool.platform",
+    "load_owner_key": "sevtool.platform",
+    "pek_cert_import": "sevtool.platform",
+    "pek_csr": "sevtool.platform",
+    "platform_status": "sevtool.platform",
+    "provision": "sevtool.platform",
+    "rotate": "sevtool.platform",
+    "sign_pek_csr": "sevtool.platform",
+    "write_chain": "sevtool.platform",
+    # certificate chains (sevtool.chain)
+    "Chain": "sevtool.chain",
+    "ChainReport": "sevtool.chain",
+    "ChainVerificationError": "sevtool.chain",
+    "load_chain": "sevtool.chain",
+    "verify_chain": "sevtool.chain",
+}
 
-__getattr__ = lazy_attr(__name__, {})
+__all__ = ["SevToolError", "__version__", *_LAZY]  # noqa: PLE0604
+
+__getattr__ = lazy_attr(__name__, _LAZY)

@@ -130,6 +130,7 @@ class LinkResult:
     ok: bool
     check: str | None = None
     error: str | None = None
+    hint: str | None = None
 
     @property
     def title(self) -> str:
@@ -176,7 +177,9 @@ class ChainVerificationError(SevToolError):
         failed = [link for link in report.links if not link.ok]
         first = failed[0]
         more = f" (and {len(failed) - 1} more failed links)" if len(failed) > 1 else ""
-        super().__init__(f"chain does not verify: {first.error} [check: {first.check}]{more}")
+        super().__init__(
+            f"chain does not verify: {first.error} [check: {first.check}]{more}", hint=first.hint
+        )
         self.report = report
 
 
@@ -225,7 +228,7 @@ def verify_chain(chain: Chain, *, partial: bool = False) -> ChainReport:
         try:
             _check_link(chain, subject, signer)
         except CertificateError as exc:
-            results.append(LinkResult(subject, signer, False, exc.check, str(exc)))
+            results.append(LinkResult(subject, signer, False, exc.check, str(exc), exc.hint))
         else:
             results.append(LinkResult(subject, signer, True))
     key_ids = {
