@@ -491,3 +491,35 @@ def sdk(what: str | None) -> None:
         click.echo(str(sdkinfo.SDK_DIR))
         return
     click.echo(sdkinfo.render(sdkinfo.cflags() if what == "cflags" else sdkinfo.ldflags()))
+
+
+@cli.command()
+@click.argument("image", type=_in_file)
+@click.option("-o", "--out", type=_path, help="Write the 304-byte EINITTOKEN here.")
+@click.option(
+    "--machine",
+    "machine_dir",
+    metavar="DIR",
+    type=_path,
+    help="Machine directory (default: $HWSIM_MACHINE or ~/.local/share/hwsim/default).",
+)
+@json_option
+def token(image: Path, out: Path | None, machine_dir: Path | None, as_json: bool) -> None:
+    """Get an EINITTOKEN for IMAGE (signed image or SIGSTRUCT) from the Launch Enclave."""
+    from hwsim.fileio import write_atomic
+    from hwsim.machine import open_for_cli
+    from sgxtool.token import get_token
+
+    grant = get_token(image, open_for_cli(machine_dir))
+    if out is not None:
+        write_atomic(out, grant.token.pack())
+    if as_json:
+        emit_json(grant.as_json())
+        return
+    info = grant.as_json()
+    kind = "debug" if info["debug"] else "production"
+    click.echo(f"token granted by the Launch Enclave for a {kind} enclave")
+    click.echo(f"  MRENCLAVE {info['mrenclave']}")
+    click.echo(f"  MRSIGNER  {info['mrsigner']}")
+    if out is not None:
+        click.echo(f"  written to {out}")

@@ -25,6 +25,7 @@ from hwsim.sgx.arch import (
     PAGE_SIZE,
     VENDOR_INTEL,
     AttributeFlag,
+    Attributes,
     Einittoken,
     PageType,
     SecinfoFlag,
@@ -51,14 +52,15 @@ from hwsim.sgx.encls import (
     encls,
 )
 from hwsim.sgx.errors import LaunchRefused, SgxError, SgxStatusError
-from hwsim.sgx.launch import msrs_writable, owner_allow_list
+from hwsim.sgx.launch import launch_control, msrs_writable, owner_allow_list
+from hwsim.sgx.le import LaunchEnclave
 from hwsim.sgx.platform import epc_of
 
 if TYPE_CHECKING:
     from hwsim.machine import Machine, Transaction
     from hwsim.sgx.epc import Enclave
 
-__all__ = ["SgxEnclaveDevice"]
+__all__ = ["SgxEnclaveDevice", "launch_token"]
 
 _RWX = int(SecinfoFlag.R | SecinfoFlag.W | SecinfoFlag.X)
 _HINTS = {
@@ -206,8 +208,6 @@ class SgxEnclaveDevice:
         if token is not None:
             return token
         if msrs == txn.sgx_vendor_key_hash():
-            from hwsim.sgx.le import LaunchEnclave
-
             le = LaunchEnclave.start(self.machine, self.epc)
             return le.get_token(sig, self.enclave.secs.attributes).pack()
         raise LaunchRefused(
@@ -295,3 +295,31 @@ class SgxEnclaveDevice:
             encls(self.epc, ERemove(self._va_page))
             self._va_page = None
         self._backing.clear()
+
+
+def launch_token(
+    machine: Machine, sigstruct: Sigstruct, attributes: Attributes | None = None
+) -> Einittoken:
+    """An EINITTOKEN from the machine's Launch Enclave (the launch service aesmd offers).
+
+    ``attributes`` are the SECS attributes the enclave will be created with (default: the
+    SIGSTRUCT's). Refused with :class:`LaunchRefused` where no token can help, saying why.
+    """
+    lc = launch_control(machine)
+    if lc.msrs_writable:
+        decides = "the owner's allow-list decides" if lc.owner_allow else "any signer runs"
+        raise LaunchRefused(
+            f"the launch policy ({lc.policy.value})",
+            "no token is needed or used: the kernel writes each enclave's MRSIGNER into the "
+            f"LE hash MSRs before EINIT ({decides})",
+            hint="load the enclave without a token",
+        )
+    if lc.msr_hash != lc.vendor_hash:
+        raise LaunchRefused(
+            "the launch policy (flc-locked)",
+            "the LE hash MSRs are locked to the owner's key "
+            f"{lc.msr_hash.hex()}, so the vendor's Launch Enclave cannot run here",
+            hint="sign the enclave with the owner's key",
+        )
+    le = LaunchEnclave.start(machine, epc_of(machine))
+    return le.get_token(sigstruct, attributes or sigstruct.attributes)

@@ -20,8 +20,11 @@ cycle, as on a real machine.
 from __future__ import annotations
 
 import enum
+import hashlib
+import re
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hwsim.errors import InvalidInput
@@ -40,6 +43,7 @@ __all__ = [
     "launch_control",
     "msrs_writable",
     "owner_allow_list",
+    "parse_signer",
     "read_allow_list",
     "revoke_signer",
     "set_launch_policy",
@@ -158,7 +162,9 @@ def _settings_for(
             raise InvalidInput(f"{policy.value} takes no owner key or allow-list")
         return policy == LaunchPolicy.VENDOR_KEY, None, ()
     if (owner_key_hash is None) == (not allow):
-        raise InvalidInput("flc-locked needs either an owner key hash or an allow-list, not both")
+        raise InvalidInput(
+            "flc-locked needs an owner key (--owner-key) or an allow-list (--allow), not both"
+        )
     if owner_key_hash is not None:
         return True, owner_key_hash, ()
     return False, None, tuple(dict.fromkeys(allow))
@@ -253,3 +259,30 @@ def revoke_signer(machine: Machine, signer: bytes) -> AllowList:
 def vendor_info(machine: Machine) -> VendorInfo:
     with machine.transaction(write=False) as txn:
         return VendorInfo(txn.sgx_vendor_key_hash(), read_allow_list(txn))
+
+
+def parse_signer(text: str) -> bytes:
+    """An MRSIGNER from 64 hex digits, or from a PEM RSA key file (public or private)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if re.fullmatch(r"[0-9a-fA-F]{64}", text.strip()):
+        return bytes.fromhex(text.strip())
+    path = Path(text)
+    if not path.is_file():
+        raise InvalidInput(f"signer {text!r}: give an MRSIGNER (64 hex digits) or a PEM key file")
+    from hwsim.fileio import read_file
+
+    pem = read_file(path, "signing key", max_size=1 << 20)
+    try:
+        key: object = (
+            serialization.load_pem_public_key(pem)
+            if b"PUBLIC KEY" in pem
+            else serialization.load_pem_private_key(pem, password=None).public_key()
+        )
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"{path}: not an unencrypted PEM RSA key ({exc})") from exc
+    if not isinstance(key, rsa.RSAPublicKey) or key.key_size != 3072:
+        raise InvalidInput(f"{path}: SGX signers are RSA-3072 keys")
+    # SDM EINIT: MRSIGNER = SHA-256 of the modulus as SIGSTRUCT stores it (little-endian).
+    return hashlib.sha256(key.public_numbers().n.to_bytes(384, "little")).digest()

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from hwsim.machine import Machine
     from hwsim.sgx.epc import Enclave, Epc
 
-__all__ = ["LE_ISVPRODID", "LaunchEnclave", "le_sigstruct"]
+__all__ = ["LE_ISVPRODID", "LaunchEnclave", "le_mrenclave", "le_sigstruct"]
 
 LE_ISVPRODID = 0x20  # Intel's LE product id (its allow-list names it; vectors/README.md)
 LE_ISVSVN = 1
@@ -78,7 +78,7 @@ def _le_pages() -> list[tuple[int, int, bytes]]:
     ]
 
 
-def _le_mrenclave() -> bytes:
+def le_mrenclave() -> bytes:
     """The vendor's build-time measurement of the LE (SDM ECREATE/EADD/EEXTEND blocks)."""
     h = hashlib.sha256(ecreate_block(1, _LE_SIZE))
     for offset, flags, data in _le_pages():
@@ -98,7 +98,7 @@ def le_sigstruct(vendor_key: RSAPrivateKey) -> Sigstruct:
         date=0x20240101, modulus=n.to_bytes(MODULUS_BYTES, "little"),
         attributes_flags=_LE_ATTRIBUTES.flags, attributes_xfrm=_LE_ATTRIBUTES.xfrm,
         attributemask_flags=_U64, attributemask_xfrm=_U64, miscmask=0xFFFFFFFF,
-        enclavehash=_le_mrenclave(), isvprodid=LE_ISVPRODID, isvsvn=LE_ISVSVN,
+        enclavehash=le_mrenclave(), isvprodid=LE_ISVPRODID, isvsvn=LE_ISVSVN,
     )  # fmt: skip
     s = int.from_bytes(
         vendor_key.sign(sig.signed_bytes(), padding.PKCS1v15(), hashes.SHA256()), "big"
