@@ -142,12 +142,16 @@ class OwnerKey:
     cert: SevCert
     key: ec.EllipticCurvePrivateKey
 
-    def write(self, cert_path: Path, key_path: Path) -> None:
-        """The certificate (binary, 2084 bytes) and the key (PKCS#8 PEM, mode 0600)."""
+    def write(self, cert_path: Path, key_path: Path, passphrase: bytes | None = None) -> None:
+        """The certificate (binary, 2084 bytes) and the key (PKCS#8 PEM, mode 0600),
+        encrypted when a passphrase is given."""
+        protect: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(passphrase)
+            if passphrase
+            else serialization.NoEncryption()
+        )
         pem = self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, protect
         )
         write_atomic(key_path, pem, mode=0o600)
         write_atomic(cert_path, self.cert.pack())
@@ -160,17 +164,20 @@ def generate_oca() -> OwnerKey:
     return OwnerKey(sign_sev_cert(cert, key, SevUsage.OCA, SevAlgo.ECDSA_SHA256), key)
 
 
-def load_owner_key(cert_path: Path, key_path: Path) -> OwnerKey:
+def load_owner_key(cert_path: Path, key_path: Path, passphrase: bytes | None = None) -> OwnerKey:
     """Read an OCA certificate and its PEM key, checking they belong together."""
     cert = load_sev_cert(
         read_file(cert_path, "OCA certificate", max_size=_MAX_FILE), f"OCA certificate {cert_path}"
     )
+    pem = read_file(key_path, "OCA key", max_size=_MAX_FILE)
     try:
-        key = serialization.load_pem_private_key(
-            read_file(key_path, "OCA key", max_size=_MAX_FILE), password=None
-        )
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"OCA key {key_path} is not an unencrypted PEM private key") from exc
+        key = serialization.load_pem_private_key(pem, password=passphrase)
+    except TypeError as exc:  # encrypted without a passphrase, or a passphrase for plain PEM
+        raise InvalidInput(f"OCA key {key_path}: {exc}") from exc
+    except ValueError as exc:
+        raise InvalidInput(
+            f"cannot load OCA key {key_path}: not a PEM private key, or a wrong passphrase"
+        ) from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise InvalidInput(f"OCA key {key_path} is not an ECDSA key")
     verify_sev_cert(cert, SevUsage.OCA, cert, f"OCA certificate {cert_path}")

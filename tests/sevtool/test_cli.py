@@ -251,3 +251,17 @@ def test_help_lists_every_command() -> None:
         "verify",
     ):
         assert command in result.out
+
+
+def test_encrypted_owner_key(m: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = tmp_path / "oca.cert", tmp_path / "oca.key"
+    monkeypatch.setenv("OCA_PASS", "correct horse")
+    assert sevtool("generate", cert, key, "--passphrase-env", "OCA_PASS").code == 0
+    assert b"ENCRYPTED" in key.read_bytes()
+    missing = sevtool("--machine", m, "provision", cert, key)
+    assert missing.code == 2 and "encrypted" in one_error_line(missing)
+    monkeypatch.setenv("WRONG", "battery staple")
+    wrong = sevtool("--machine", m, "provision", cert, key, "--passphrase-env", "WRONG")
+    assert wrong.code == 2 and "wrong passphrase" in one_error_line(wrong)
+    ok = sevtool("--machine", m, "provision", cert, key, "--passphrase-env", "OCA_PASS")
+    assert ok.code == 0, ok.err
