@@ -21,6 +21,7 @@ __all__ = [
     "AMD_CERT_HEADER_SIZE",
     "CHIP_ID_SIZE",
     "ECC_COORD_SIZE",
+    "GUEST_POLICY_RESERVED",
     "SEV_CERT_SIGNED_LEN",
     "SEV_CERT_SIZE",
     "SIG_SIZE",

@@ -95,7 +95,7 @@ class SevDevice:
                 hint="decommission the running guests first",
             )
         if state == PlatformState.INIT:
-            self.psp.shutdown()
+            self.platform_shutdown()
         self.psp.platform_reset()
 
     def platform_status(self) -> PlatformStatus:
