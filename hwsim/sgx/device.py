@@ -109,6 +109,15 @@ class SgxEnclaveDevice:
             raise InvalidInput("no enclave: call create() first")
         return self._enclave
 
+    def check_alive(self) -> None:
+        """Refuse to touch an enclave whose EPC was lost in a power cycle."""
+        if epc_of(self.machine) is not self.epc:
+            # The 2016 driver's SGX_POWER_LOST_ENCLAVE: EPC contents do not survive S3/off.
+            raise SgxError(
+                "the enclave was lost: the machine was power-cycled since it was created",
+                hint="load the enclave again",
+            )
+
     def _page(self, offset: int) -> int:
         if offset % PAGE_SIZE or not 0 <= offset < self.enclave.secs.size:
             raise InvalidInput(f"offset {offset:#x} is not a page inside the enclave")
@@ -130,6 +139,7 @@ class SgxEnclaveDevice:
 
     def add_pages(self, offset: int, data: bytes, secinfo: int, *, measure: bool = True) -> int:
         """EADD each page of ``data`` at ``offset`` (and EEXTEND it when ``measure``)."""
+        self.check_alive()
         if self.enclave.initialized:
             raise InvalidInput("the enclave is initialized; pages can no longer be added")
         if offset % PAGE_SIZE or not data or len(data) % PAGE_SIZE:
@@ -158,6 +168,7 @@ class SgxEnclaveDevice:
         ``token`` matters only where the LE hash MSRs are locked to another signer
         (vendor-key policy); without one, the vendor's Launch Enclave is asked for it.
         """
+        self.check_alive()
         sig = sigstruct if isinstance(sigstruct, Sigstruct) else Sigstruct.unpack(sigstruct)
         raw_token = token.pack() if isinstance(token, Einittoken) else token
         self._kernel_checks(sig)
@@ -221,6 +232,7 @@ class SgxEnclaveDevice:
     # -- SGX2 (SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS / MODIFY_TYPES / REMOVE_PAGES) ---------
     def augment(self, offset: int) -> None:
         """EAUG a zero page at ``offset`` (the kernel's #PF handler; the enclave EACCEPTs)."""
+        self.check_alive()
         if offset % PAGE_SIZE or not 0 <= offset < self.enclave.secs.size:
             raise InvalidInput(f"offset {offset:#x} is not a page inside the enclave")
         page = self.epc.alloc()
@@ -231,6 +243,7 @@ class SgxEnclaveDevice:
             raise
 
     def _each(self, offset: int, length: int) -> list[int]:
+        self.check_alive()
         if length <= 0 or length % PAGE_SIZE:
             raise InvalidInput("length must be a positive multiple of 4096")
         return [self._page(offset + i) for i in range(0, length, PAGE_SIZE)]
@@ -260,6 +273,7 @@ class SgxEnclaveDevice:
     # -- the reclaimer ---------------------------------------------------------------------
     def evict(self, offset: int) -> None:
         """Swap a page out: EBLOCK, ETRACK, EWB into the kernel's backing store."""
+        self.check_alive()
         page = self._page(offset)
         if self._va_page is None:
             self._va_page = self.epc.alloc()
@@ -272,6 +286,7 @@ class SgxEnclaveDevice:
 
     def reload(self, offset: int) -> None:
         """Swap a page back in with ELDU (refused if the stored copy was tampered with)."""
+        self.check_alive()
         found = self._backing.get(offset)
         if found is None or self._va_page is None:
             raise InvalidInput(f"the page at offset {offset:#x} is not evicted")
