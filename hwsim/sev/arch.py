@@ -307,6 +307,8 @@ class SevCert(Packed):
             (0x000, "version", "I"),
             (0x004, "api_major", "B"),
             (0x005, "api_minor", "B"),
+            (0x006, "reserved_0", "B"),
+            (0x007, "reserved_1", "B"),
             (0x008, "pub_key_usage", "I"),
             (0x00C, "pub_key_algo", "I"),
             (0x010, "pub_key", f"{PUB_KEY_SIZE}s"),
@@ -322,6 +324,10 @@ class SevCert(Packed):
     version: int = 1
     api_major: int = 0
     api_minor: int = 0
+    # Named (not left to the layout's reserved runs) so that parsing keeps them: the
+    # signatures cover them, and verification must see them as they are.
+    reserved_0: int = 0
+    reserved_1: int = 0
     pub_key_usage: int = SevUsage.INVALID
     pub_key_algo: int = SevAlgo.INVALID
     pub_key: bytes = bytes(PUB_KEY_SIZE)
@@ -367,6 +373,7 @@ class AmdCertHeader(Packed):
             (0x04, "key_id", "16s"),
             (0x14, "certifying_id", "16s"),
             (0x24, "key_usage", "I"),
+            (0x28, "reserved", "16s"),
             (0x38, "pub_exp_size", "I"),
             (0x3C, "modulus_size", "I"),
         ],
@@ -376,6 +383,7 @@ class AmdCertHeader(Packed):
     key_id: bytes = bytes(16)
     certifying_id: bytes = bytes(16)
     key_usage: int = SevUsage.ARK
+    reserved: bytes = bytes(16)  # kept as parsed: the signature covers it
     pub_exp_size: int = 0
     modulus_size: int = 0
 

@@ -203,7 +203,7 @@ def check_sev_cert(cert: SevCert, usage: SevUsage, what: str | None = None) -> P
             f"{usage.name} (needs {'/'.join(allowed).upper()})",
             check="algorithm",
         )
-    if SevCert.LAYOUT.nonzero_reserved(cert.pack()):
+    if cert.reserved_0 or cert.reserved_1:
         raise CertificateError(f"{name}: reserved bytes 6-7 are not zero", check="reserved")
     return sev_public_key(cert, name)
 
@@ -278,7 +278,7 @@ def check_amd_cert(cert: AmdCert, usage: SevUsage, what: str | None = None) -> N
             f"expected {usage.name} ({usage.value:#x})",
             check="usage",
         )
-    if AmdCertHeader.LAYOUT.nonzero_reserved(head.pack()):
+    if any(head.reserved):
         raise CertificateError(f"{name}: reserved header bytes are not zero", check="reserved")
 
 

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hwsim.errors import FormatError
 from hwsim.sev.arch import AmdCert, EcdsaSig, EcPubKey, SevAlgo, SevCert, SevUsage
@@ -282,3 +284,45 @@ def test_sign_and_verify_round_trip(rsa_key: rsa.RSAPrivateKey) -> None:
     assert load_sev_cert(cek.pack()) == cek
     ask_like = replace(ark, header=replace(ark.header, key_usage=SevUsage.ASK))
     verify_sev_cert(cek, SevUsage.CEK, ask_like)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    name=st.sampled_from(["rome/pek.cert", "rome/pdh.cert", "naples/oca.cert"]),
+    edits=st.lists(st.tuples(st.integers(0, 2083), st.integers(0, 255)), min_size=1, max_size=6),
+)
+def test_mutated_sev_certs_fail_only_with_certificate_errors(
+    sev_vector: Vec, name: str, edits: list[tuple[int, int]]
+) -> None:
+    data = bytearray(sev_vector(name))
+    for offset, value in edits:
+        data[offset] = value
+    cert = load_sev_cert(bytes(data))
+    usage = SevUsage[name.split("/")[1][:3].upper()]
+    signer = cert if usage == SevUsage.OCA else _sev(sev_vector, "rome", "pek")
+    if usage == SevUsage.PEK:
+        signer = _sev(sev_vector, "rome", "cek")
+    try:
+        verify_sev_cert(cert, usage, signer)
+    except CertificateError as exc:
+        assert exc.check
+    else:
+        assert bytes(data) == sev_vector(name) or any(
+            o >= 0x41C for o, _ in edits
+        )  # only another signer's slot changed
+
+
+@settings(max_examples=100, deadline=None)
+@given(edits=st.lists(st.tuples(st.integers(0, 831), st.integers(0, 255)), min_size=1, max_size=4))
+def test_mutated_amd_certs_fail_only_with_known_errors(
+    sev_vector: Vec, edits: list[tuple[int, int]]
+) -> None:
+    data = bytearray(sev_vector("builtin-sev/naples/ask.cert"))
+    for offset, value in edits:
+        data[offset] = value
+    ark = _amd(sev_vector, "naples", "ark")
+    try:
+        verify_amd_cert(load_amd_cert(bytes(data)), SevUsage.ASK, ark)
+    except (CertificateError, FormatError):
+        return
+    assert bytes(data) == sev_vector("builtin-sev/naples/ask.cert")
