@@ -523,3 +523,21 @@ def token(image: Path, out: Path | None, machine_dir: Path | None, as_json: bool
     click.echo(f"  MRSIGNER  {info['mrsigner']}")
     if out is not None:
         click.echo(f"  written to {out}")
+
+
+@cli.command("import-config")
+@click.argument("xml", type=_in_file)
+@click.option("-o", "--out", type=_path, required=True, help="The enclave.toml to write.")
+def import_config(xml: Path, out: Path) -> None:
+    """Convert Intel's sgx_sign Enclave.config.xml into enclave.toml."""
+    import tomli_w
+
+    from hwsim.fileio import write_atomic
+    from sgxtool.intelxml import import_intel_config
+
+    cfg, notes = import_intel_config(xml)
+    header = f"# Imported from {xml.name} by sgxtool import-config.\n"
+    write_atomic(out, (header + tomli_w.dumps(cfg.to_toml_dict())).encode())
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote {out}", err=True)

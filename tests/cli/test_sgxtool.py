@@ -293,3 +293,21 @@ def test_startup_imports_nothing_heavy() -> None:
         cwd=Path(__file__).resolve().parents[2],
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_vector_sigstructs_dump_and_verify(sgxtool: Runner, vectors: Path) -> None:
+    files = sorted(vectors.glob("sgx/**/*.sigstruct.bin"))
+    assert files, "no SIGSTRUCT vectors found"
+    for path in files:
+        assert sgxtool("dump", str(path)).code == 0
+        assert sgxtool("verify", str(path)).code == 0
+
+
+def test_import_config(sgxtool: Runner, vector: Vector, tmp_path: Path) -> None:
+    out = tmp_path / "enclave.toml"
+    xml = vector("sgx/intel-linux-sgx/SampleEnclave_config.01.xml")
+    r = sgxtool("import-config", str(xml), "-o", str(out))
+    assert r.code == 0 and "note: TCSPolicy" in r.err
+    from sgxtool.config import load_config
+
+    assert load_config(out).threads == 10

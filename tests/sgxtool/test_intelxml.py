@@ -1,0 +1,75 @@
+"""Importing Intel's sgx_sign XML: every real sample file, field by field."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from hwsim.sgx.arch import AttributeFlag
+from sgxtool.errors import ConfigError
+from sgxtool.intelxml import import_intel_config
+
+Vector = Callable[[str], Path]
+SAMPLES = ["Enclave.config", "config.01", "config.02", "config.03", "config.04", "config.05"]
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_every_sample_imports(vector: Vector, name: str) -> None:
+    cfg, notes = import_intel_config(vector(f"sgx/intel-linux-sgx/SampleEnclave_{name}.xml"))
+    assert cfg.isvprodid == 0 and cfg.isvsvn == 0
+    assert not cfg.attributes_mask & AttributeFlag.DEBUG  # DisableDebug=0: loader decides
+    assert any("DisableDebug=0" in n for n in notes)
+    assert any("TCSPolicy" in n for n in notes)
+
+
+def test_fields(vector: Vector) -> None:
+    base, _ = import_intel_config(vector("sgx/intel-linux-sgx/SampleEnclave_Enclave.config.xml"))
+    assert (base.threads, base.stack_size, base.heap_size) == (10, 0x40000, 0x100000)
+    assert (base.miscselect, base.miscmask) == (0, 0xFFFFFFFF)
+    one, _ = import_intel_config(vector("sgx/intel-linux-sgx/SampleEnclave_config.01.xml"))
+    assert (one.miscselect, one.miscmask, one.threads) == (1, 0xFFFFFFFE, 10)
+    two, notes = import_intel_config(vector("sgx/intel-linux-sgx/SampleEnclave_config.02.xml"))
+    assert two.heap_size == 0x40000  # HeapInitSize: what is available without EDMM
+    assert any("needs EDMM" in n for n in notes)
+    five, notes = import_intel_config(vector("sgx/intel-linux-sgx/SampleEnclave_config.05.xml"))
+    assert (five.threads, five.stack_size, five.heap_size) == (1, 0x4000, 0x5000)
+    assert any("UserRegionSize" in n for n in notes) and any("TCSMaxNum" in n for n in notes)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "<EnclaveConfiguration><Bogus>1</Bogus></EnclaveConfiguration>",
+            "unknown element <Bogus>",
+        ),
+        ("<EnclaveConfiguration><ProdID>x</ProdID></EnclaveConfiguration>", "is not a number"),
+        ("<EnclaveConfiguration><ProdID>70000</ProdID></EnclaveConfiguration>", "isvprodid"),
+        ("<EnclaveConfiguration><LaunchKey>1</LaunchKey></EnclaveConfiguration>", "LaunchKey=1"),
+        ("<Other/>", "not <EnclaveConfiguration>"),
+        ("<EnclaveConfiguration>", "not well-formed"),
+    ],
+)
+def test_refusals(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "c.xml"
+    path.write_text(body)
+    with pytest.raises(ConfigError, match=message):
+        import_intel_config(path)
+
+
+def test_production_kss_and_vendor(tmp_path: Path) -> None:
+    path = tmp_path / "c.xml"
+    path.write_text(
+        "<EnclaveConfiguration><DisableDebug>1</DisableDebug><IntelSigned>1"
+        "</IntelSigned><EnableKSS>1</EnableKSS><ISVFAMILYID_L>0x1</ISVFAMILYID_L>"
+        "<ISVFAMILYID_H>0x2</ISVFAMILYID_H><ProvisionKey>1</ProvisionKey>"
+        "</EnclaveConfiguration>"
+    )
+    cfg, notes = import_intel_config(path)
+    assert cfg.attributes_mask & AttributeFlag.DEBUG and not cfg.debug
+    assert cfg.vendor == 0x8086
+    assert cfg.isvfamilyid == bytes([1] + [0] * 7 + [2] + [0] * 7)
+    assert set(cfg.attributes) == {"KSS", "PROVISIONKEY"}
+    assert not any("DisableDebug" in n for n in notes)
