@@ -42,6 +42,7 @@ from hwsim.sev.arch import (
 __all__ = [
     "CertificateError",
     "PublicKey",
+    "amd_public_key",
     "check_amd_cert",
     "check_sev_cert",
     "load_amd_cert",
@@ -230,6 +231,10 @@ def _verify_signature(pub: PublicKey, algo: SevAlgo, sig: bytes, data: bytes, wh
             raise CertificateError(
                 f"{what}: signature algorithm {algo.name} does not fit the signer's ECDSA key",
                 check="algorithm",
+            )
+        if EcdsaSig.LAYOUT.nonzero_reserved(sig):
+            raise CertificateError(
+                f"{what}: reserved bytes after the ECDSA r and s are not zero", check="reserved"
             )
         parsed = EcdsaSig.unpack(sig)
         der = encode_dss_signature(le_to_int(parsed.r), le_to_int(parsed.s))

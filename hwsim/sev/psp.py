@@ -60,6 +60,7 @@ ALLOWED_STATES: dict[SevCommand, tuple[PlatformState, ...]] = {
 # The firmware's own keys are P-384 (SEV API Appendix C; real chains in shared/vectors).
 _CURVE = ec.SECP384R1()
 _SIGN_ALGO = SevAlgo.ECDSA_SHA256
+# The order n of P-384 (FIPS 186-4 appendix D.1.2.4); a private scalar must be in [1, n-1].
 _P384_ORDER = int(
     "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf"
     "581a0db248b0a77aecec196accc52973",
@@ -150,7 +151,7 @@ class Psp:
     # -- key material -----------------------------------------------------------------
 
     def _cek_key(self) -> ec.EllipticCurvePrivateKey:
-        # Expand the 32-byte fused secret to 64 bytes so the reduced scalar is unbiased.
+        # 64 hashed bytes reduced mod n-1: a negligible bias (FIPS 186-4 B.4.1 style).
         wide = hashlib.sha512(b"SEV CEK" + self._fused_secret("sev.cek")).digest()
         return ec.derive_private_key(int.from_bytes(wide, "big") % (_P384_ORDER - 1) + 1, _CURVE)
 

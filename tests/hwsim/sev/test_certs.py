@@ -326,3 +326,11 @@ def test_mutated_amd_certs_fail_only_with_known_errors(
     except (CertificateError, FormatError):
         return
     assert bytes(data) == sev_vector("builtin-sev/naples/ask.cert")
+
+
+def test_ecdsa_signature_reserved_bytes_must_be_zero(sev_vector: Vec) -> None:
+    data = bytearray(sev_vector("rome/pdh.cert"))
+    data[0x41C + 200] = 1  # inside the PEK's signature slot, after r and s
+    with pytest.raises(CertificateError) as exc:
+        verify_sev_cert(load_sev_cert(bytes(data)), SevUsage.PDH, _sev(sev_vector, "rome", "pek"))
+    assert exc.value.check == "reserved"
