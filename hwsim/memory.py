@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from hwsim.errors import HwsimError, InvalidInput
 from hwsim.store import StateTxn
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.ciphers.algorithms import AES
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 __all__ = ["EPC_KEYID", "HOST_KEYID", "PAGE_SIZE", "MemoryEngine", "xts_key"]
 
@@ -59,7 +59,7 @@ class MemoryEngine:
         self._db = txn.db
         self._txn = txn
         self._limit = 1 << addr_bits
-        self._ciphers: dict[int, AES] = {}
+        self._ciphers: dict[int, _PageCipher] = {}
 
     # -- key slots ------------------------------------------------------------------
 
@@ -81,23 +81,20 @@ class MemoryEngine:
             raise InvalidInput(f"key id must be a non-negative integer, not {keyid!r}")
         return keyid
 
-    def _cipher(self, keyid: int) -> AES:
+    def _cipher(self, keyid: int) -> _PageCipher:
         cached = self._ciphers.get(keyid)
         if cached is None:
             key = self._txn.get(_KEY_NS, str(self._check_keyid(keyid)))
             if key is None:
                 raise HwsimError(f"no key is loaded in memory encryption key slot {keyid}")
-            from cryptography.hazmat.primitives.ciphers import algorithms
-
-            cached = self._ciphers[keyid] = algorithms.AES(key)
+            cached = self._ciphers[keyid] = _page_cipher(key)
         return cached
 
     # -- physical view (what is on the DIMM) -----------------------------------------
 
     def physical_read(self, paddr: int, n: int) -> bytes:
         first, last = self._span(paddr, n)
-        pages = self._load(first, last)
-        raw = b"".join(pages.get(p, _ZERO_PAGE) for p in range(first, last + 1))
+        raw = b"".join(self._stored(first, last))
         start = paddr - first * PAGE_SIZE
         return raw[start : start + n]
 
@@ -112,9 +109,11 @@ class MemoryEngine:
             return self.physical_read(paddr, n)
         cipher = self._cipher(keyid)
         first, last = self._span(paddr, n)
-        pages = self._load(first, last)
+        stored = self._stored(first, last)
+        remember = last - first < _HOT_PAGES_MAX  # bulk reads would only flush the cache
         plain = b"".join(
-            _xts(cipher, p, pages.get(p, _ZERO_PAGE), decrypt=True) for p in range(first, last + 1)
+            cipher.decrypt(p, data, remember)
+            for p, data in zip(range(first, last + 1), stored, strict=True)
         )
         start = paddr - first * PAGE_SIZE
         return plain[start : start + n]
@@ -136,56 +135,106 @@ class MemoryEngine:
             )
         return paddr // PAGE_SIZE, (paddr + max(n, 1) - 1) // PAGE_SIZE
 
-    def _load(self, first: int, last: int) -> dict[int, bytes]:
-        rows = self._db.execute(
-            "SELECT page, data FROM dram WHERE page BETWEEN ? AND ?", (first, last)
-        )
-        return dict(rows)
-
-    def _write(self, paddr: int, data: bytes, cipher: AES | None) -> None:
+    def _write(self, paddr: int, data: bytes, cipher: _PageCipher | None) -> None:
         first, last = self._span(paddr, len(data))
         if not data:
             return
         offset = paddr - first * PAGE_SIZE
-        # Only the partly written first and last pages need their old contents.
-        partial = {p for p in (first, last) if _partial(p, offset, len(data), first)}
-        old = self._load_pages(partial)
-        rows = (
-            (p, _page_image(p, (p - first) * PAGE_SIZE - offset, data, old, cipher))
-            for p in range(first, last + 1)
+        view = memoryview(data)
+        # Page images: slices of data for whole pages; the partly written first and last
+        # pages are merged with what they held before (decrypted with the same key).
+        images: list[bytes | memoryview] = [
+            view[max(lo, 0) : lo + PAGE_SIZE] for lo in range(-offset, len(data), PAGE_SIZE)
+        ]
+        for index, page in {0: first, len(images) - 1: last}.items():
+            if len(images[index]) < PAGE_SIZE:
+                lo = (page - first) * PAGE_SIZE - offset
+                images[index] = self._merge(page, lo, view, cipher)
+        pages = range(first, last + 1)
+        if cipher is not None:
+            remember = len(images) <= _HOT_PAGES_MAX
+            images = [
+                cipher.encrypt(p, img, remember) for p, img in zip(pages, images, strict=True)
+            ]
+        self._db.executemany(
+            "INSERT OR REPLACE INTO dram VALUES (?, ?)", zip(pages, images, strict=True)
         )
-        self._db.executemany("INSERT OR REPLACE INTO dram VALUES (?, ?)", rows)
 
-    def _load_pages(self, pages: Iterable[int]) -> dict[int, bytes]:
-        found: dict[int, bytes] = {}
-        for p in pages:
-            found.update(self._load(p, p))
-        return found
-
-
-def _page_image(
-    page: int, lo: int, data: bytes, old: dict[int, bytes], cipher: AES | None
-) -> bytes:
-    """What page ``page`` holds after writing ``data``, which covers it from offset -lo."""
-    if lo >= 0 and lo + PAGE_SIZE <= len(data):
-        plain = data[lo : lo + PAGE_SIZE]
-    else:
-        stored = old.get(page, _ZERO_PAGE)
-        current = bytearray(stored if cipher is None else _xts(cipher, page, stored, True))
+    def _merge(self, page: int, lo: int, data: memoryview, cipher: _PageCipher | None) -> bytes:
+        """Page ``page`` after writing ``data``, which starts ``-lo`` bytes into it."""
+        (stored,) = self._stored(page, page)
+        current = bytearray(stored if cipher is None else cipher.decrypt(page, stored))
         start, end = max(lo, 0), min(lo + PAGE_SIZE, len(data))
         current[start - lo : end - lo] = data[start:end]
-        plain = bytes(current)
-    return plain if cipher is None else _xts(cipher, page, plain, False)
+        return bytes(current)
+
+    def _stored(self, first: int, last: int) -> list[bytes]:
+        """The DIMM contents of pages first..last, in order (never-written pages are zero)."""
+        rows = self._db.execute(
+            "SELECT page, data FROM dram WHERE page BETWEEN ? AND ? ORDER BY page", (first, last)
+        ).fetchall()
+        if len(rows) == last - first + 1:
+            return [data for _page, data in rows]
+        found = dict(rows)
+        return [found.get(p, _ZERO_PAGE) for p in range(first, last + 1)]
 
 
-def _partial(page: int, offset: int, n: int, first: int) -> bool:
-    lo = (page - first) * PAGE_SIZE - offset
-    return lo < 0 or lo + PAGE_SIZE > n
+class _PageCipher:
+    """AES-128-XTS over whole pages under one key slot's key, tweak = physical address.
+
+    Decrypting costs more than an unencrypted DRAM read, so recently used pages are kept
+    decrypted, the way a CPU cache hides the engine's latency. An entry is used only
+    when the key and the ciphertext now in DRAM are byte for byte those it was made
+    from: XTS is deterministic, so a hit can never return stale or wrong plaintext
+    (a changed key, a power cycle or an attacker's write to DRAM all miss).
+    """
+
+    def __init__(self, key: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        self._key = key
+        self._aes = algorithms.AES(key)
+        self._cipher, self._xts = Cipher, modes.XTS
+
+    def _context(self, page: int) -> Cipher[modes.XTS]:
+        return self._cipher(self._aes, self._xts((page * PAGE_SIZE).to_bytes(16, "little")))
+
+    def encrypt(self, page: int, plain: bytes | memoryview, remember: bool = True) -> bytes:
+        ctx = self._context(page).encryptor()
+        ciphertext = ctx.update(plain) + ctx.finalize()
+        if remember:
+            _remember((self._key, page), ciphertext, bytes(plain))
+        return ciphertext
+
+    def decrypt(self, page: int, ciphertext: bytes, remember: bool = True) -> bytes:
+        hit = _HOT_PAGES.get((self._key, page))
+        if hit is not None and hit[0] == ciphertext:
+            return hit[1]
+        ctx = self._context(page).decryptor()
+        plain = ctx.update(ciphertext) + ctx.finalize()
+        if remember:
+            _remember((self._key, page), ciphertext, plain)
+        return plain
 
 
-def _xts(cipher: AES, page: int, data: bytes, decrypt: bool) -> bytes:
-    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+def _page_cipher(key: bytes) -> _PageCipher:
+    """One cipher object per key for the whole process (AES key setup is not free)."""
+    cipher = _CIPHERS.get(key)
+    if cipher is None:
+        if len(_CIPHERS) >= 64:
+            _CIPHERS.clear()
+        cipher = _CIPHERS[key] = _PageCipher(key)
+    return cipher
 
-    mode = modes.XTS((page * PAGE_SIZE).to_bytes(16, "little"))
-    ctx = Cipher(cipher, mode).decryptor() if decrypt else Cipher(cipher, mode).encryptor()
-    return ctx.update(data) + ctx.finalize()
+
+_CIPHERS: dict[bytes, _PageCipher] = {}
+# (key, page) -> (ciphertext, plaintext) for the most recently used pages, per process.
+_HOT_PAGES: OrderedDict[tuple[bytes, int], tuple[bytes, bytes]] = OrderedDict()
+_HOT_PAGES_MAX = 256
+
+
+def _remember(slot: tuple[bytes, int], ciphertext: bytes, plain: bytes) -> None:
+    _HOT_PAGES[slot] = (ciphertext, plain)
+    _HOT_PAGES.move_to_end(slot)
+    if len(_HOT_PAGES) > _HOT_PAGES_MAX:
+        _HOT_PAGES.popitem(last=False)
