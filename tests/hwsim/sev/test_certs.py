@@ -334,3 +334,9 @@ def test_ecdsa_signature_reserved_bytes_must_be_zero(sev_vector: Vec) -> None:
     with pytest.raises(CertificateError) as exc:
         verify_sev_cert(load_sev_cert(bytes(data)), SevUsage.PDH, _sev(sev_vector, "rome", "pek"))
     assert exc.value.check == "reserved"
+
+
+def test_kds_cek_with_stray_unused_slot_usage_still_verifies(sev_vector: Vec) -> None:
+    """AMDESE/AMDSEV#18: a KDS-signed CEK carried SIG2_USAGE 0x0010 instead of 0x1000."""
+    cek = replace(_sev(sev_vector, "naples", "cek"), sig2_usage=0x0010)
+    verify_sev_cert(load_sev_cert(cek.pack()), SevUsage.CEK, _amd(sev_vector, "naples", "ask"))

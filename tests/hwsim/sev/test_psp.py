@@ -221,3 +221,11 @@ def test_profile_without_sev_is_refused(machine_factory: MachineFactory) -> None
     m = machine_factory("skylake")
     with pytest.raises(SevUnavailable, match="has no AMD SEV"), SevDevice.open(m):
         pass
+
+
+def test_bios_without_memory_encryption_has_no_sev(machine: Machine) -> None:
+    machine.set_config("sme_enabled", "false")
+    machine.power_cycle()
+    with pytest.raises(SevUnavailable, match="BIOS left disabled") as exc, SevDevice.open(machine):
+        pass
+    assert exc.value.hint is not None and "sme_enabled" in exc.value.hint
