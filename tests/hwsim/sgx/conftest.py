@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -84,10 +85,11 @@ def build_image(
     flags: int = 0,
     payload: bytes = b"hello",
     isvsvn: int = 1,
-    **sig_fields: int,
+    size: int = 4 * PAGE_SIZE,
+    **sig_fields: Any,
 ) -> Image:
     attrs = int(AttributeFlag.MODE64BIT) | (int(AttributeFlag.DEBUG) if debug else 0) | flags
-    secs = Secs(size=4 * PAGE_SIZE, ssaframesize=1, attributes_flags=attrs,
+    secs = Secs(size=size, ssaframesize=1, attributes_flags=attrs,
                 attributes_xfrm=int(XFRM_LEGACY))  # fmt: skip
     pages = _pages(payload)
     sig = Sigstruct(
@@ -127,7 +129,7 @@ ImageMaker = Callable[..., Image]
 def image(keys: dict[str, rsa.RSAPrivateKey]) -> ImageMaker:
     """``image("author", debug=True)``: a small enclave signed by one of the test keys."""
 
-    def make(signer: str = "author", **kw: int | bool | bytes) -> Image:
-        return build_image(keys[signer], **kw)  # type: ignore[arg-type]
+    def make(signer: str = "author", **kw: Any) -> Image:
+        return build_image(keys[signer], **kw)
 
     return make

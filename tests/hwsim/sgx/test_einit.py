@@ -133,7 +133,7 @@ def test_einittoken_key_for_a_foreign_signer_is_invalid_attribute(
 
 
 def test_family_id_without_kss_is_invalid_sig_struct(machine: Machine, image: ImageMaker) -> None:
-    img = image(isvfamilyid=b"\x01" * 16)  # type: ignore[arg-type]
+    img = image(isvfamilyid=b"\x01" * 16)
     assert status_of(lambda: einit_raw(machine, img, img.sigstruct.pack())) == (
         SgxStatus.INVALID_SIG_STRUCT
     )
