@@ -553,3 +553,22 @@ def eadd_block(offset: int, flags: int) -> bytes:
 def eextend_header(offset: int) -> bytes:
     """The EEXTEND header block; the 256 measured bytes follow it."""
     return struct.pack("<8sQ48x", b"EEXTEND", offset)
+
+
+@dataclass
+class Pcmd(Packed):
+    """PCMD, 128 bytes (SDM 37.12): metadata EWB writes beside an evicted page."""
+
+    LAYOUT = Layout(
+        "PCMD",
+        128,
+        [
+            (0, "secinfo", "Q"),
+            (64, "enclaveid", "Q"),
+            (112, "mac", "16s"),
+        ],
+    )
+
+    secinfo: int = 0
+    enclaveid: int = 0
+    mac: bytes = bytes(16)
