@@ -283,17 +283,14 @@ def _cert_options(f: Callable[..., Any]) -> Callable[..., Any]:
             f"--{name}",
             type=_in_file,
             metavar="FILE",
-            help=f"The {name.upper()} certificate (overrides DIR/{name}.cert).",
+            help=f"The {name.upper()} certificate (overrides DIR or FILE).",
         )(f)
     return f
 
 
 @cli.command()
 @click.argument(
-    "directory",
-    metavar="[DIR]",
-    required=False,
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    "source", metavar="[DIR|FILE]", required=False, type=click.Path(path_type=Path, exists=True)
 )
 @_cert_options
 @click.option(
@@ -305,17 +302,18 @@ def _cert_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--partial", is_flag=True, help="Verify only the links present.")
 @_json_option
 def verify(
-    directory: Path | None, ark_sig: Path | None, partial: bool, as_json: bool, **files: Path | None
+    source: Path | None, ark_sig: Path | None, partial: bool, as_json: bool, **files: Path | None
 ) -> None:
     """Verify a certificate chain: ARK -> ASK -> CEK -> PEK <- OCA, PEK -> PDH.
 
     Certificates come from DIR (ark.cert, ask.cert, cek.cert, pek.cert, oca.cert,
-    pdh.cert) and/or the options; AMD's real ARK/ASK or the simulator's may be given.
+    pdh.cert) or a chain FILE (sevctl export, sev-tool cert_chain.cert, AMD ask_ark), and
+    the options, which override them; AMD's real ARK/ASK or the simulator's may be given.
     Exit 1 names the first failed link and check; exit 2 for unreadable input.
     """
     from sevtool.chain import ChainVerificationError, load_chain, verify_chain
 
-    chain = load_chain(directory, files, ark_signature=ark_sig)
+    chain = load_chain(source, files, ark_signature=ark_sig)
     try:
         report = verify_chain(chain, partial=partial)
     except ChainVerificationError as exc:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwsim.errors import InvalidInput
+from hwsim.errors import FormatError, InvalidInput
 from hwsim.fileio import read_file
-from hwsim.sev.arch import AmdCert, SevCert, SevUsage
+from hwsim.sev.arch import SEV_CERT_SIZE, AmdCert, SevCert, SevUsage
 from hwsim.sev.certs import (
     CertificateError,
     check_amd_cert,
@@ -34,6 +34,7 @@ __all__ = [
     "ChainVerificationError",
     "LinkResult",
     "load_chain",
+    "read_chain_file",
     "verify_chain",
 ]
 
@@ -80,25 +81,23 @@ class Chain:
 
 
 def load_chain(
-    directory: Path | None = None,
+    source: Path | None = None,
     files: Mapping[str, Path | None] | None = None,
     *,
     ark_signature: Path | None = None,
 ) -> Chain:
-    """Read ``<name>.cert`` files from ``directory``, overridden by explicitly named files.
+    """Read a chain from ``source`` (a directory of ``<name>.cert`` files, or one chain
+    file, see :func:`read_chain_file`), overridden by explicitly named files.
 
     An ARK without its signature (the Naples ARK as AMD published it) takes the signature
     from ``ark_signature``, or from ``ark.cert.sig`` next to the ARK file.
     """
-    paths: dict[str, Path] = {}
-    if directory is not None:
-        if not directory.is_dir():
-            raise InvalidInput(f"{directory} is not a directory")
-        paths = {
-            n: directory / f"{n}.cert" for n in CERT_NAMES if (directory / f"{n}.cert").is_file()
-        }
+    chain, paths = Chain(), {}
+    if source is not None and source.is_dir():
+        paths = {n: source / f"{n}.cert" for n in CERT_NAMES if (source / f"{n}.cert").is_file()}
+    elif source is not None:
+        chain = read_chain_file(source)
     paths.update({n: p for n, p in (files or {}).items() if p is not None})
-    chain = Chain()
     for name, path in paths.items():
         data = read_file(path, f"{name.upper()} certificate", max_size=_MAX_CERT_FILE)
         what = f"{name.upper()} certificate {path}"
@@ -110,6 +109,34 @@ def load_chain(
             setattr(chain, name, load_amd_cert(data, what, sig))
         else:
             setattr(chain, name, load_sev_cert(data, what))
+    return chain
+
+
+def read_chain_file(path: Path) -> Chain:
+    """One file holding several certificates, in the layouts the tools write:
+    sevctl ``export`` (PDH, PEK, OCA, CEK, and with ``--full`` ASK, ARK), sev-tool
+    ``cert_chain.cert`` (PEK, OCA, CEK) and AMD's ``ask_ark_<generation>.cert`` (ASK, ARK).
+    """
+    data = read_file(path, "certificate chain file", max_size=_MAX_CERT_FILE)
+    names: tuple[str, ...] = ()
+    if len(data) >= 4 * SEV_CERT_SIZE:
+        names = ("pdh", "pek", "oca", "cek")
+    elif len(data) == 3 * SEV_CERT_SIZE:
+        names = ("pek", "oca", "cek")
+    rest = data[len(names) * SEV_CERT_SIZE :]
+    if len(rest) not in (0, 2 * 832, 2 * 1600) or not data:
+        raise FormatError(
+            f"{path}: {len(data)} bytes is not a chain file (PDH+PEK+OCA+CEK [+ASK+ARK], "
+            "PEK+OCA+CEK, or ASK+ARK)"
+        )
+    chain = Chain()
+    for index, name in enumerate(names):
+        cert = data[index * SEV_CERT_SIZE : (index + 1) * SEV_CERT_SIZE]
+        setattr(chain, name, load_sev_cert(cert, f"{name.upper()} in {path}"))
+    if rest:
+        half = len(rest) // 2
+        chain.ask = load_amd_cert(rest[:half], f"ASK in {path}")
+        chain.ark = load_amd_cert(rest[half:], f"ARK in {path}")
     return chain
 
 

@@ -265,3 +265,28 @@ def test_encrypted_owner_key(m: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     assert wrong.code == 2 and "wrong passphrase" in one_error_line(wrong)
     ok = sevtool("--machine", m, "provision", cert, key, "--passphrase-env", "OCA_PASS")
     assert ok.code == 0, ok.err
+
+
+def test_chain_files_of_the_other_tools(
+    m: Path, tmp_path: Path, vector: Callable[[str], Path]
+) -> None:
+    out = tmp_path / "c"
+    sevtool("--machine", m, "export", "--full", out)
+    names = ("pdh", "pek", "oca", "cek", "ask", "ark")
+    parts = {n: (out / f"{n}.cert").read_bytes() for n in names}
+    sevctl_full = tmp_path / "sevctl.chain"
+    sevctl_full.write_bytes(b"".join(parts.values()))
+    assert sevtool("verify", sevctl_full).code == 0
+    cert_chain = tmp_path / "cert_chain.cert"
+    cert_chain.write_bytes(parts["pek"] + parts["oca"] + parts["cek"])
+    assert sevtool("verify", cert_chain, "--pdh", out / "pdh.cert", "--partial").code == 0
+    ask_ark = tmp_path / "ask_ark_rome.cert"
+    ask_ark.write_bytes(
+        vector(f"{AMD}/rome/ask.cert").read_bytes() + vector(f"{AMD}/rome/ark.cert").read_bytes()
+    )
+    result = sevtool("verify", ask_ark, "--partial", "--json")
+    assert [link["ok"] for link in json.loads(result.out)["links"]] == [True, True]
+    odd = tmp_path / "odd.chain"
+    odd.write_bytes(parts["pdh"] + b"\0" * 10)
+    refused = sevtool("verify", odd)
+    assert refused.code == 2 and "not a chain file" in one_error_line(refused)
