@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hwsim.sgx.arch import PAGE_SIZE, PageType, Secs
+from hwsim.sgx.arch import PAGE_SIZE, AttributeFlag, PageType, Secs
 from hwsim.sgx.errors import GP, PF, SgxFault
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class Enclave:
 
     @property
     def debug(self) -> bool:
-        return bool(self.secs.attributes_flags & 0x2)
+        return bool(self.secs.attributes_flags & AttributeFlag.DEBUG)
 
     @property
     def keys(self) -> KeyContext:
@@ -128,6 +128,15 @@ class Epc:
         self.paging_key = hashlib.sha256(b"hwsim EWB paging key" + epc_key).digest()[:16]
         self._version = int.from_bytes(hashlib.sha256(b"version" + epc_key).digest()[:4], "little")
         self._pages: dict[int, bytes] = {}
+        # The last page decrypted or written, kept in plaintext "inside the package" (a
+        # one-line cache), so that EADD then 16 EEXTENDs decrypt the page once, not 16 times.
+        self._hot: tuple[int, bytes] = (-1, b"")
+        # The execution core caches plaintext pages and TLB entries inside the "CPU
+        # package"; these tell it when they went stale: ``stamps`` per page on every write
+        # or release, ``generation`` on those and on every ENCLS leaf (EPCM changes).
+        self.stamps: dict[int, int] = {}
+        self._stamp = 0
+        self.generation = 0
         self.epcm: dict[int, EpcmEntry] = {}
         self.enclaves: dict[int, Enclave] = {}
         self._next_free = 0
@@ -146,6 +155,10 @@ class Epc:
     def release(self, index: int) -> None:
         """Return a page whose EPCM entry is invalid to the free pool."""
         self._pages.pop(index, None)
+        if self._hot[0] == index:
+            self._hot = (-1, b"")
+        self.stamps.pop(index, None)
+        self.generation += 1
         self._freed.append(index)
 
     def used_pages(self) -> int:
@@ -194,18 +207,27 @@ class Epc:
 
     def read(self, index: int) -> bytes:
         """The plaintext of an EPC page as the CPU sees it inside the package."""
+        if self._hot[0] == index:
+            return self._hot[1]
         ct = self._pages.get(index)
         if ct is None:
             return bytes(PAGE_SIZE)
         d = self._xts(index).decryptor()
-        return d.update(ct) + d.finalize()
+        plain = d.update(ct) + d.finalize()
+        self._hot = (index, plain)
+        return plain
 
     def write(self, index: int, data: bytes) -> None:
         """Store a page's plaintext; it reaches DRAM encrypted."""
         if len(data) != PAGE_SIZE:
             raise ValueError("an EPC page is 4096 bytes")
+        plain = bytes(data)
         e = self._xts(index).encryptor()
-        self._pages[index] = e.update(bytes(data)) + e.finalize()
+        self._pages[index] = e.update(plain) + e.finalize()
+        self._hot = (index, plain)
+        self._stamp += 1
+        self.stamps[index] = self._stamp
+        self.generation += 1
 
     # -- outside views -------------------------------------------------------------------
     def read_ciphertext(self, index: int) -> bytes:

@@ -31,6 +31,8 @@ from hwsim.errors import InvalidInput
 from hwsim.sgx.errors import SgxError
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
     from hwsim.bios import BiosConfig
     from hwsim.machine import Machine, Transaction
 
@@ -53,6 +55,7 @@ __all__ = [
 _OWNER_NS = "sgx.owner"  # the kernel-like layer's launch policy (persistent)
 _VENDOR_NS = "vendor"  # the vendor's state; machine reset keeps it, like the vendor key
 _ALLOW_MAGIC = b"HWSIMAL1"
+_PUBLIC_KEYS: dict[bytes, RSAPublicKey] = {}
 
 
 class LaunchPolicy(str, enum.Enum):
@@ -217,7 +220,7 @@ def read_allow_list(txn: Transaction) -> AllowList:
     if raw is None:
         return AllowList(0, ())
     sig = txn.get(_VENDOR_NS, "sgx.allow-list.sig") or b""
-    public = txn.sgx_vendor_private_key().public_key()
+    public = _vendor_public_key(txn)
     try:
         public.verify(sig, raw, padding.PKCS1v15(), hashes.SHA256())
     except InvalidSignature:
@@ -226,6 +229,16 @@ def read_allow_list(txn: Transaction) -> AllowList:
             hint="have the vendor sign it again: hwsim vendor approve SIGNER",
         ) from None
     return AllowList.unpack(raw)
+
+
+def _vendor_public_key(txn: Transaction) -> RSAPublicKey:
+    """The vendor's public key, which the Launch Enclave carries (cached per process:
+    loading the private key to get it costs about 0.1 s of key checks)."""
+    vendor_hash = txn.sgx_vendor_key_hash()
+    public = _PUBLIC_KEYS.get(vendor_hash)
+    if public is None:
+        public = _PUBLIC_KEYS[vendor_hash] = txn.sgx_vendor_private_key().public_key()
+    return public
 
 
 def _store_allow_list(txn: Transaction, signers: tuple[bytes, ...]) -> AllowList:
