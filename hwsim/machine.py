@@ -201,9 +201,13 @@ class Machine:
 
     @classmethod
     def default(cls) -> Machine:
-        """``$HWSIM_MACHINE``, else the user's default machine; made on first use."""
+        """``$HWSIM_MACHINE``, else the user's default machine; made on first use.
+
+        "First use" means the directory is missing or empty (``mktemp -d`` in CI). Several
+        processes may race to make it: one wins, the others open what it made.
+        """
         path = default_machine_path()
-        if not path.exists():
+        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
             try:
                 machine = cls.init(path)
             except MachineError:

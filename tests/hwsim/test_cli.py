@@ -77,7 +77,7 @@ def test_init_status_json(tmp_path: Path) -> None:
     assert status["profile"]["features"] == ["SME", "SEV"]
     assert status["boot_count"] == 1 and status["key_slots"] == [0]
     assert status["msrs"]["SYSCFG"] == "0x0000000000800000"
-    assert "fused" not in json.dumps(status["namespaces"]).replace('"fused": 1', "")
+    assert status["schema_version"] == 2 and status["pending_bios"] == {}
 
 
 def test_status_rich_table(machine: Machine) -> None:
@@ -205,3 +205,39 @@ def test_unusable_machine_one_line_nothing_overwritten(
 def test_debug_keeps_traceback(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="no machine at"):
         main(["--debug", "--machine", str(tmp_path / "none"), "status"])
+
+
+def _secrets(machine: Machine) -> list[bytes]:
+    """Every secret the machine holds, read straight from state.db."""
+    import sqlite3
+
+    db = sqlite3.connect(machine.path / "state.db")
+    rows = db.execute(
+        "SELECT ns, value FROM kv WHERE ns IN ('fused', 'boot.secret', 'boot.keys')"
+    ).fetchall()
+    db.close()
+    found = [bytes(v) for _ns, v in rows]
+    with machine.transaction(write=False) as txn:
+        numbers = txn.sgx_vendor_private_key().private_numbers()
+    for n in (numbers.p, numbers.q, numbers.d):
+        found.append(n.to_bytes((n.bit_length() + 7) // 8, "big"))
+    return found
+
+
+def test_no_command_prints_a_secret(machine: Machine) -> None:
+    secrets = _secrets(machine)
+    assert len(secrets) >= 6
+    m = str(machine.path)
+    commands = [
+        ["status", "--json"],
+        ["status"],
+        ["config", "get", "--json"],
+        ["profiles", "--json"],
+        ["cpuid", "0x12", "1"],
+        *(["msr", "read", hex(i)] for i in (0x3A, 0x8C, 0x8D, 0x8E, 0x8F, 0xC0010010)),
+    ]
+    printed = "".join(hwsim("--machine", m, *c).out for c in commands)
+    for secret in secrets:
+        number = int.from_bytes(secret, "big")
+        for form in (secret.hex(), secret[:8].hex(), str(number), f"{number:x}"):
+            assert form not in printed.replace("\n", "")

@@ -10,11 +10,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from hwsim.machine import Machine
 from hwsim.memory import HOST_KEYID, PAGE_SIZE
 
 REPO = Path(__file__).resolve().parents[2]
-ROUNDS = 12
+ROUNDS = 40
 COUNTER_MSR = 0x8C  # IA32_SGXLEPUBKEYHASH0: writable on the sim part (FLC, SGX_LC set)
 
 _WORKER = textwrap.dedent(
@@ -134,3 +136,27 @@ def test_sigkill_at_arbitrary_moments_never_mixes(machine: Machine, tmp_path: Pa
         workdir.mkdir()
         _kill_writer(machine, workdir, "loop", delay)
         assert len(_generations(machine)) == 1
+
+
+_DEFAULT_USER = textwrap.dedent(
+    """
+    from hwsim.machine import Machine
+
+    print(Machine.default().fused_secret("race").hex())
+    """
+)
+
+
+def test_processes_racing_to_create_default_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "ci-machine"
+    target.mkdir()  # as `export HWSIM_MACHINE=$(mktemp -d)` leaves it
+    monkeypatch.setenv("HWSIM_MACHINE", str(target))
+    procs = [_spawn(_DEFAULT_USER) for _ in range(3)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    assert len({out for out, _err in outputs}) == 1
+    notices = b"".join(err for _out, err in outputs)
+    assert notices.count(b"hwsim: created machine") == 1, notices
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
