@@ -182,7 +182,10 @@ class Store:
 
     @property
     def schema_version(self) -> int:
-        return self._version()
+        try:
+            return self._version()
+        except sqlite3.Error as exc:
+            raise _wrap(self.path, exc) from exc
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:

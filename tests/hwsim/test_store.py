@@ -9,6 +9,7 @@ import pytest
 
 from hwsim.errors import MachineError
 from hwsim.machine import Machine
+from hwsim.status import machine_status
 from hwsim.store import SCHEMA_VERSION
 
 
@@ -137,3 +138,17 @@ def test_partial_bios_table_takes_profile_defaults(machine: Machine) -> None:
     (machine.path / "machine.toml").write_text('profile = "sim"\n[bios]\nepc_size = "64M"\n')
     config = Machine.open(machine.path).config
     assert config.epc_size == 64 << 20 and config.sgx_enabled and config.sme_enabled
+
+
+def test_damaged_pages_refused_on_use_untouched(machine: Machine) -> None:
+    with machine.transaction() as txn:
+        txn.dram_write(0, bytes(200_000), 0)
+    machine.close()
+    db = machine.path / "state.db"
+    damaged = bytearray(db.read_bytes())
+    for offset in range(65536, len(damaged), 65536):  # every B-tree page header
+        damaged[offset : offset + 64] = b"\x13" * 64
+    db.write_bytes(bytes(damaged))
+    with pytest.raises(MachineError, match="database disk image is malformed"):
+        machine_status(Machine.open(machine.path))
+    assert db.read_bytes() == bytes(damaged)
