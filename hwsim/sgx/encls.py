@@ -81,5 +81,6 @@ def encls(epc: Epc, op: Op[R]) -> R:
     entry = _LEAVES[type(op)]
     if entry.sgx2 and not epc.profile.sgx2:
         raise SgxFault(GP, f"ENCLS[{entry.leaf.name}] is an SGX2 leaf; this part has SGX1 only")
+    epc.generation += 1  # EPCM may change: the execution core's TLB must be flushed
     result: R = entry.run(epc, op)
     return result

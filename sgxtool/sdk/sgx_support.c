@@ -90,8 +90,10 @@ long __sgx_ecall(uint64_t index, const uint8_t *in, size_t in_len, uint8_t *out,
         r = fn(ein, in_len, eout, out_cap);
         if (r > (long)out_cap) r = SGX_ERR_OUTPUT_TOO_LARGE;
         if (r > 0) memcpy(out, eout, (size_t)r);
+        /* Only what was copied in and out is wiped: the rest of the output buffer never
+         * left the enclave, and wiping all of it would cost every call out_cap bytes. */
         sgx_wipe(ein, in_len);
-        sgx_wipe(eout, out_cap);
+        if (r > 0) sgx_wipe(eout, (size_t)r);
     }
     heap_used = mark;
     return r;

@@ -1,0 +1,346 @@
+"""The execution core: real x86-64 code on Unicorn, with our own page tables.
+
+Shared by SGX enclaves (:mod:`hwsim.sgx.run`) and, later, SEV guests. The CPU runs in
+Unicorn's virtual-TLB mode: every TLB miss asks the owner's :data:`Translator` for the
+physical page and its permissions, so access rules (EPCM, abort pages, the C-bit) are
+enforced per page mapping when the TLB is filled, never by per-instruction or
+per-access hooks (``shared/reference/sim.md`` 5.2, 5.3). A change of mode or of page
+rights must be followed by :meth:`Cpu.flush_tlb`: Unicorn keeps filled entries across
+runs until told otherwise (sim.md 5.3, issues #1845 and #2369).
+
+Traps reach the owner three ways, none on the fast path: an invalid opcode (ENCLU and
+ENCLS are invalid to Unicorn's decoder, sim.md 5.1), an interrupt or exception vector,
+and the few instructions Unicorn can hook (CPUID, SYSCALL, RDTSC, ...). Exceptions raised
+inside a hook are kept and re-raised after ``emu_start`` because Unicorn would otherwise
+replace them with a generic error (sim.md 5.1, "exceptions are masked").
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from unicorn import (
+    UC_ARCH_X86,
+    UC_ERR_INSN_INVALID,
+    UC_HOOK_INSN,
+    UC_HOOK_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_HOOK_TLB_FILL,
+    UC_MEM_FETCH,
+    UC_MEM_READ,
+    UC_MEM_WRITE,
+    UC_MODE_64,
+    UC_PROT_ALL,
+    UC_PROT_READ,
+    UC_PROT_WRITE,
+    UC_TLB_VIRTUAL,
+)
+from unicorn import x86_const as x86
+
+from hwsim.errors import HwsimError
+
+# The binding's classes are untyped (and mypy finds its Python 2 flavour): use them as Any.
+_unicorn: Any = importlib.import_module("unicorn")
+Uc: Any = _unicorn.Uc
+UcError: Any = _unicorn.UcError
+
+__all__ = [
+    "FETCH",
+    "READ",
+    "WRITE",
+    "Cpu",
+    "Fault",
+    "PageDenied",
+    "Stop",
+    "Translator",
+    "pf_error_code",
+]
+
+READ, WRITE, FETCH = UC_MEM_READ, UC_MEM_WRITE, UC_MEM_FETCH
+PAGE = 4096
+# Unicorn stops when RIP reaches `until`; a non-canonical address is never reached.
+_NEVER = 0x8000_0000_0000_0000
+_MASK64 = (1 << 64) - 1
+_UC_TLB_FLUSH = 11  # UC_CTL_TLB_FLUSH; the 2.1.4 binding has no wrapper (sim.md 5.3)
+_UC_CTL_IO_WRITE = 1
+
+# Exception vectors (SDM vol. 3A 6.3.1).
+UD, GP, PF = 6, 13, 14
+VECTOR_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 13: "#GP",
+                14: "#PF", 16: "#MF", 17: "#AC", 19: "#XM"}  # fmt: skip
+
+# Instructions the Python binding of Unicorn 2.1.4 lets us hook (unicorn_py3/arch/intel.py;
+# RDTSC is hookable in C only, so it is not made #UD on SGX1 parts here).
+HOOKABLE = {
+    "cpuid": x86.UC_X86_INS_CPUID,
+    "syscall": x86.UC_X86_INS_SYSCALL,
+    "sysenter": x86.UC_X86_INS_SYSENTER,
+    "in": x86.UC_X86_INS_IN,
+    "out": x86.UC_X86_INS_OUT,
+}
+
+REGS = {
+    name: getattr(x86, f"UC_X86_REG_{name.upper()}")
+    for name in (
+        "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11",
+        "r12", "r13", "r14", "r15", "rip", "rflags", "fs_base", "gs_base",
+    )
+}  # fmt: skip
+XMM = [getattr(x86, f"UC_X86_REG_XMM{i}") for i in range(16)]
+
+
+def pf_error_code(access: int, *, present: bool, sgx: bool = False) -> int:
+    """#PF error code (SDM vol. 3A 4.7): P, W/R, U/S (enclaves run at CPL 3), I/D, SGX."""
+    code = 0x4 | (0x1 if present else 0)
+    code |= 0x2 if access == WRITE else 0
+    code |= 0x10 if access == FETCH else 0
+    return code | (0x8000 if sgx else 0)
+
+
+class PageDenied(Exception):
+    """Raised by a translator: this access faults with ``vector`` and ``error_code``."""
+
+    def __init__(self, vector: int, error_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.vector = vector
+        self.error_code = error_code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An exception raised by code running on the CPU (not yet delivered)."""
+
+    vector: int
+    error_code: int
+    rip: int
+    address: int | None = None  # the linear address of a #PF (page granular)
+    detail: str = ""
+
+    @property
+    def name(self) -> str:
+        return VECTOR_NAMES.get(self.vector, f"vector {self.vector}")
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a run ended: a handler left (``trap``), a ``fault``, or the ``budget`` ran out."""
+
+    kind: str
+    fault: Fault | None = None
+
+
+# (vaddr, access) -> (paddr, UC_PROT_* permissions), or raise PageDenied.
+Translator = Callable[[int, int], tuple[int, int]]
+
+
+class Cpu:
+    """One x86-64 logical processor with software-defined address translation."""
+
+    def __init__(self) -> None:
+        self.uc: Any = Uc(UC_ARCH_X86, UC_MODE_64)  # the binding is untyped
+        self.uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        self.translate: Translator = _no_memory
+        self.on_invalid: Callable[[int], None] = self._undefined
+        self.illegal: frozenset[str] = frozenset()  # hookable instructions that #UD now
+        self._stop: Stop | None = None
+        self._error: BaseException | None = None
+        self._denied: tuple[PageDenied, int] | None = None
+        self._regfile = _RegFile(self.uc)
+        self._buffers: list[ctypes.Array[ctypes.c_ubyte]] = []
+        self.uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
+        self.uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid)
+        self.uc.hook_add(UC_HOOK_INTR, self._interrupt)
+        for name, insn in HOOKABLE.items():
+            self.uc.hook_add(UC_HOOK_INSN, self._insn_hook(name), aux1=insn)
+
+    # -- physical memory --------------------------------------------------------------
+    def map_ram(self, paddr: int, size: int) -> None:
+        """Physical RAM (zero-filled, backed lazily by the host OS)."""
+        self.uc.mem_map(paddr, size)
+
+    def map_buffer(self, paddr: int, size: int) -> memoryview:
+        """Physical RAM backed by a host buffer the caller can read without a Unicorn call.
+
+        Writes must still go through :meth:`write_phys`, which invalidates code Unicorn
+        translated from the page."""
+        buf = (ctypes.c_ubyte * size)()
+        self.uc.mem_map_ptr(paddr, size, UC_PROT_ALL, ctypes.addressof(buf))
+        self._buffers.append(buf)
+        return memoryview(buf).cast("B")
+
+    def map_abort_page(self, paddr: int) -> None:
+        """A physical page whose loads read all ones and whose stores are dropped."""
+        self.uc.mmio_map(paddr, PAGE, _abort_read, None, _abort_write, None)
+
+    def read_phys(self, paddr: int, size: int) -> bytes:
+        return bytes(self.uc.mem_read(paddr, size))
+
+    def write_phys(self, paddr: int, data: bytes) -> None:
+        self.uc.mem_write(paddr, data)
+
+    def flush_tlb(self) -> None:
+        """Drop every cached translation; required after any mode or permission change."""
+        self.uc.ctl(_UC_TLB_FLUSH, _UC_CTL_IO_WRITE)
+
+    # -- registers --------------------------------------------------------------------
+    def reg(self, name: str) -> int:
+        return self._regfile.read(_reg_ids((name,)))[0]
+
+    def set_regs(self, **values: int) -> None:
+        """Write 64-bit registers (not MXCSR or vector registers) in one call."""
+        self._regfile.write(_reg_ids(tuple(values)), [v & _MASK64 for v in values.values()])
+
+    def regs(self, *names: str) -> dict[str, int]:
+        return dict(zip(names, self._regfile.read(_reg_ids(names)), strict=True))
+
+    def mxcsr(self) -> int:
+        return int(self.uc.reg_read(x86.UC_X86_REG_MXCSR))
+
+    def set_mxcsr(self, value: int) -> None:
+        self.uc.reg_write(x86.UC_X86_REG_MXCSR, value)
+
+    def xmm(self) -> list[int]:
+        return [int(self.uc.reg_read(r)) for r in XMM]
+
+    def set_xmm(self, values: list[int]) -> None:
+        for reg, value in zip(XMM, values, strict=True):
+            self.uc.reg_write(reg, value)
+
+    # -- running ----------------------------------------------------------------------
+    def run(self, rip: int, budget: int) -> Stop:
+        """Execute from ``rip`` until a handler stops, a fault, or ``budget`` instructions."""
+        self._stop = self._error = self._denied = None
+        try:
+            self.uc.emu_start(rip, _NEVER, count=budget)
+        except UcError as exc:
+            if self._error is None and self._stop is None:
+                self._stop = Stop("fault", self._fault_from(exc))
+        if self._error is not None:
+            raise self._error
+        return self._stop or Stop("budget")
+
+    def trap_done(self) -> None:
+        """Called by a handler that has left the code (EEXIT): end this run."""
+        self._stop = Stop("trap")
+        self.uc.emu_stop()
+
+    def fault(self, fault: Fault) -> None:
+        """Called by a handler: the current instruction raised ``fault``; end this run."""
+        self._stop = Stop("fault", fault)
+        self.uc.emu_stop()
+
+    def _fault_from(self, exc: UcError) -> Fault:
+        rip = self.reg("rip")
+        if self._denied is not None:
+            denied, vaddr = self._denied
+            return Fault(denied.vector, denied.error_code, rip, vaddr, denied.detail)
+        if exc.errno == UC_ERR_INSN_INVALID:
+            return Fault(UD, 0, rip, None, "invalid instruction")
+        return Fault(GP, 0, rip, None, f"the CPU stopped: {exc}")
+
+    # -- hooks (each catches everything: see the module docstring) ------------------
+    def _fill(self, uc: Any, vaddr: int, access: int, entry: Any, _data: object) -> bool:
+        try:
+            paddr, perms = self.translate(vaddr, access)
+        except PageDenied as denied:
+            self._denied = (denied, vaddr)
+            return False
+        except BaseException as exc:
+            self._error = exc
+            uc.emu_stop()
+            return False
+        entry.paddr = paddr
+        entry.perms = perms
+        return True
+
+    def _invalid(self, uc: Any, _data: object) -> bool:
+        try:
+            self.on_invalid(self.reg("rip"))
+        except BaseException as exc:
+            self._error = exc
+            uc.emu_stop()
+        return True
+
+    def _undefined(self, rip: int) -> None:
+        self.fault(Fault(UD, 0, rip, None, "invalid instruction"))
+
+    def _interrupt(self, uc: Any, intno: int, _data: object) -> None:
+        try:
+            self.fault(Fault(intno, 0, self.reg("rip"), None, "exception"))
+        except BaseException as exc:
+            self._error = exc
+            uc.emu_stop()
+
+    def _insn_hook(self, name: str) -> Callable[..., int]:
+        def hook(uc: Any, *_args: object) -> int:
+            if name not in self.illegal:
+                return 0
+            self.fault(Fault(UD, 0, self.reg("rip"), None, f"{name.upper()} is illegal here"))
+            return 1  # skip the instruction (CPUID/RDTSC hooks, misc_helper.c)
+
+        return hook
+
+
+class _RegFile:
+    """64-bit register access straight through libunicorn's batch calls: the Python
+    binding's per-register type dispatch costs microseconds per register, which would
+    dominate an enclave entry."""
+
+    _MAX = 32
+
+    def __init__(self, uc: Any) -> None:
+        from unicorn.unicorn_py3.unicorn import uclib
+
+        self._lib = uclib
+        self._handle = uc._uch
+        self._values = (ctypes.c_uint64 * self._MAX)()
+        base = ctypes.addressof(self._values)
+        self._ptrs = (ctypes.c_void_p * self._MAX)(*(base + 8 * i for i in range(self._MAX)))
+
+    def write(self, ids: tuple[int, ...], values: list[int]) -> None:
+        self._values[: len(values)] = values  # type: ignore[assignment]
+        self._check(self._lib.uc_reg_write_batch(self._handle, _ids(ids), self._ptrs, len(ids)))
+
+    def read(self, ids: tuple[int, ...]) -> list[int]:
+        self._check(self._lib.uc_reg_read_batch(self._handle, _ids(ids), self._ptrs, len(ids)))
+        return self._values[: len(ids)]
+
+    @staticmethod
+    def _check(status: int) -> None:
+        if status:
+            raise ExecError(f"register access failed (unicorn error {status})")
+
+
+@functools.lru_cache(maxsize=256)
+def _reg_ids(names: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(REGS[n] for n in names)
+
+
+@functools.lru_cache(maxsize=256)
+def _ids(ids: tuple[int, ...]) -> ctypes.Array[ctypes.c_int]:
+    return (ctypes.c_int * len(ids))(*ids)
+
+
+def _no_memory(vaddr: int, access: int) -> tuple[int, int]:
+    raise PageDenied(PF, pf_error_code(access, present=False), f"nothing mapped at {vaddr:#x}")
+
+
+def _abort_read(_uc: Any, _offset: int, size: int, _data: object) -> int:
+    return (1 << (8 * size)) - 1
+
+
+def _abort_write(_uc: Any, _offset: int, _size: int, _value: int, _data: object) -> None:
+    return None
+
+
+RW = UC_PROT_READ | UC_PROT_WRITE
+
+
+class ExecError(HwsimError):
+    """The execution core could not run the code it was given."""

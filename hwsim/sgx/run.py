@@ -1,0 +1,451 @@
+"""Running enclave threads: EENTER, ERESUME, EEXIT, AEX and the ENCLU leaves.
+
+The CPU package boundary is modelled as on hardware (DESIGN.md, "Running code"): inside
+the package, a page an enclave touches is plaintext in a cache (Unicorn RAM), filled from
+the encrypted EPC on first touch; at every exit (EEXIT or AEX) dirty pages are written back
+through the EPC's encryption, so what DRAM holds is always current ciphertext. The cost of
+an entry or exit depends on the pages touched, never on the enclave's size.
+
+Enclave pages are reachable only in enclave mode: the translator maps ELRANGE to cached
+EPC pages after the EPCM checks of SDM vol. 3D 38.5 (valid, owned by this enclave, at this
+address, PT_REG, not blocked/pending/modified, R/W/X), and outside enclave mode to the abort
+page. A violation is a #PF with the SGX bit (error code 0x8000 | P/W/U/I); a code fetch
+outside ELRANGE is #GP. Entry and exit semantics: ``shared/reference/sim.md`` 3.4.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from hwsim.exec import (
+    FETCH,
+    GP,
+    PAGE,
+    PF,
+    RW,
+    UD,
+    WRITE,
+    Cpu,
+    Fault,
+    PageDenied,
+    Stop,
+    pf_error_code,
+)
+from hwsim.sgx.arch import PageType, SecinfoFlag, SgxStatus, Tcs
+from hwsim.sgx.enclu import eaccept, egetkey_leaf, emodpe, ereport
+from hwsim.sgx.epc import Enclave
+from hwsim.sgx.errors import SgxError, SgxFault, SgxStatusError
+
+__all__ = ["HOST_BASE", "EnclaveCpu", "Exit"]
+
+ENCLU = b"\x0f\x01\xd7"
+HOST_BASE = 0x1000_0000  # untrusted host memory, identity-mapped
+_CACHE_BASE = 0x40_0000_0000  # physical window of the package's plaintext page cache
+_CACHE_CHUNK = 1024  # pages mapped at a time as the cache grows
+_ABORT_PAGE = 0x3F_FFFF_F000
+_GPRSGX = struct.Struct("<18Q2QI4x2Q")  # SDM table 38-8 (GPRSGX), 184 bytes
+_GPR_ORDER = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10",
+              "r11", "r12", "r13", "r14", "r15", "rflags", "rip")  # fmt: skip
+_ZERO_ON_AEX = ("rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+_EXITINFO_VECTORS = {0, 1, 3, 4, 5, 6, 13, 14, 16, 17, 19}  # SDM 40.4.1
+_ZF = 1 << 6
+_ARITH_FLAGS = 0x8D5  # CF PF AF ZF SF OF
+_BARE = frozenset({"cpuid", "syscall", "sysenter", "in", "out"})  # #UD in enclaves (sim.md 3.4)
+
+
+@dataclass
+class _Thread:
+    """What the CPU keeps about one TCS (the parts of the TCS page it updates)."""
+
+    tcs: Tcs
+    addr: int
+    cssa: int
+    active: bool = False
+    aep: int = 0
+    host_fs: int = 0
+    host_gs: int = 0
+    urs: tuple[int, int] | None = None  # URSP/URBP last written into each SSA frame
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How control came back: ``eexit`` (the enclave left) or ``aex`` (it was interrupted)."""
+
+    kind: str
+    regs: dict[str, int] = field(default_factory=dict)
+    fault: Fault | None = None
+    budget_exhausted: bool = False
+    base: int = 0
+
+    def describe(self) -> str:
+        if self.budget_exhausted:
+            return f"stopped at enclave offset {self.regs['rip'] - self.base:#x}"
+        f = self.fault
+        if f is None:
+            return "left the enclave"
+        where = f"at enclave offset {f.rip - self.base:#x}"
+        text = f"{f.name} (error code {f.error_code:#x}) {where}"
+        if f.address is not None:
+            text += f", address {_offset_text(f.address, self.base)}"
+        return text + (f": {f.detail}" if f.detail else "")
+
+
+def _offset_text(addr: int, base: int) -> str:
+    return f"enclave offset {addr - base:#x}" if addr >= base else f"{addr:#x}"
+
+
+class EnclaveCpu:
+    """Runs the threads of one initialized enclave on its own :class:`Cpu`."""
+
+    def __init__(self, enclave: Enclave, host_size: int = 16 << 20) -> None:
+        self.enclave = enclave
+        self.epc = enclave.epc
+        self.base = enclave.secs.baseaddr
+        self.size = enclave.secs.size
+        self.frame = enclave.secs.ssaframesize * PAGE
+        self.sgx2 = bool(self.epc.profile.sgx2)
+        self.host = (HOST_BASE, host_size)
+        self.cpu = Cpu()
+        self.cpu.map_ram(HOST_BASE, host_size)
+        self.cpu.map_abort_page(_ABORT_PAGE)
+        self.cpu.translate = self._translate
+        self.cpu.on_invalid = self._enclu
+        self.inside: _Thread | None = None
+        self._threads: dict[int, _Thread] = {}
+        self._slots: dict[int, int] = {}  # EPC index -> cache slot
+        self._stamps: dict[int, int | None] = {}  # EPC index -> EPC stamp when cached
+        self._dirty: set[int] = set()  # pages the TLB may hold writable (since a flush)
+        self._clean: dict[int, bytes] = {}  # plaintext of each page as last written back
+        self._seen: int | None = None  # EPC generation the TLB and cache were valid for
+        self._cache: list[memoryview] = []  # chunks of the cache, _CACHE_CHUNK pages each
+        self._leaves = {0: self._ereport, 1: self._egetkey, 4: self._eexit,
+                        5: self._eaccept, 6: self._emodpe}  # fmt: skip
+
+    # -- the host side: EENTER / ERESUME --------------------------------------------------
+    def eenter(self, tcs: int, regs: dict[str, int], budget: int, *, ret: int = 0) -> Exit:
+        """EENTER the thread at linear address ``tcs`` with the host's ``regs``."""
+        t = self._thread_for_entry(tcs, "EENTER")
+        if t.cssa >= t.tcs.nssa:
+            raise SgxFault(GP, f"EENTER: every SSA frame is in use (CSSA {t.cssa})")
+        host = self.cpu.regs("rsp", "rbp", "fs_base", "gs_base")
+        t.host_fs, t.host_gs = host["fs_base"], host["gs_base"]
+        self._save_user_stack(t, regs.get("rsp", host["rsp"]), regs.get("rbp", host["rbp"]))
+        self.cpu.set_regs(**regs, rax=t.cssa, rcx=ret or HOST_BASE,
+                          rip=self.base + t.tcs.oentry, fs_base=self.base + t.tcs.ofsbase,
+                          gs_base=self.base + t.tcs.ogsbase)  # fmt: skip
+        return self._enter(t, ret or HOST_BASE, budget)
+
+    def eresume(self, tcs: int, budget: int, *, ret: int = 0) -> Exit:
+        """ERESUME the thread at ``tcs`` from its last SSA frame (after an AEX)."""
+        t = self._thread_for_entry(tcs, "ERESUME")
+        if t.cssa == 0:
+            raise SgxFault(GP, "ERESUME: no SSA frame to resume from (CSSA 0)")
+        t.cssa -= 1
+        gpr = self._read(self._gpr_area(t), _GPRSGX.size, "SSA")
+        values = _GPRSGX.unpack(gpr)
+        host = self.cpu.regs("fs_base", "gs_base")
+        t.host_fs, t.host_gs = host["fs_base"], host["gs_base"]
+        self.cpu.set_regs(**dict(zip(_GPR_ORDER, values[:18], strict=True)),
+                          fs_base=values[21], gs_base=values[22])  # fmt: skip
+        xsave = self._read(self._frame(t), 416, "SSA")
+        self.cpu.set_xmm([int.from_bytes(xsave[160 + 16 * i : 176 + 16 * i], "little")
+                          for i in range(16)])  # fmt: skip
+        self.cpu.set_mxcsr(struct.unpack_from("<I", xsave, 24)[0])
+        return self._enter(t, ret or HOST_BASE, budget)
+
+    def host_read(self, addr: int, size: int) -> bytes:
+        """A load by host (non-enclave) code: ELRANGE reads as the abort page, all 0xFF."""
+        if self.base <= addr < self.base + self.size:
+            return b"\xff" * size
+        return self.cpu.read_phys(addr, size)
+
+    def _thread_for_entry(self, tcs: int, leaf: str) -> _Thread:
+        if self.inside is not None:
+            raise SgxFault(GP, f"{leaf}: the CPU is already in enclave mode")
+        if not self.enclave.initialized:
+            raise SgxFault(GP, f"{leaf}: the enclave is not initialized")
+        if tcs % PAGE or not self.base <= tcs < self.base + self.size:
+            raise SgxFault(GP, f"{leaf}: TCS {tcs:#x} is not a page inside ELRANGE")
+        index = self.enclave.page(tcs)
+        entry = self.epc.entry(index)
+        if entry.page_type != PageType.TCS or entry.secs != self.enclave.secs_page:
+            raise SgxFault(PF, f"{leaf}: {tcs:#x} is not a TCS of this enclave")
+        t = self._threads.get(tcs)
+        if t is None:
+            parsed = Tcs.unpack(self.epc.read(index))
+            t = self._threads[tcs] = _Thread(parsed, tcs, parsed.cssa)
+        if t.active:
+            raise SgxFault(GP, f"{leaf}: the TCS at {tcs:#x} is already in use")
+        return t
+
+    def _enter(self, t: _Thread, aep: int, budget: int) -> Exit:
+        t.active, t.aep = True, aep
+        self.cpu.illegal = _BARE
+        self.inside = t
+        self.enclave.enter()
+        if self.epc.generation != self._seen:
+            # Something changed EPC pages or the EPCM since our last exit: drop every
+            # cached translation. Otherwise the entries cached before are still exactly
+            # what the EPCM allows, and this CPU ran no host code in between, so they stay.
+            self._flush()
+        try:
+            stop = self.cpu.run(self.cpu.reg("rip"), budget)
+        except BaseException:
+            if self.inside is t:
+                self._leave(t)
+            raise
+        return self._finish(t, stop)
+
+    def _finish(self, t: _Thread, stop: Stop) -> Exit:
+        if stop.kind == "trap":
+            return Exit("eexit", self.cpu.regs("rdi", "rsi", "rdx", "rax", "rbx", "rcx", "rip"),
+                        base=self.base)  # fmt: skip
+        saved = self._aex(t, stop.fault)
+        return Exit("aex", saved, stop.fault, stop.kind == "budget", self.base)
+
+    def _leave(self, t: _Thread, **regs: int) -> None:
+        t.active = False
+        self.inside = None
+        self.enclave.leave()
+        self.cpu.illegal = frozenset()
+        self.cpu.set_regs(fs_base=t.host_fs, gs_base=t.host_gs, **regs)
+        self._write_back()
+        self._seen = self.epc.generation
+
+    # -- SSA frames -----------------------------------------------------------------------
+    def _frame(self, t: _Thread) -> int:
+        return self.base + t.tcs.ossa + t.cssa * self.frame
+
+    def _gpr_area(self, t: _Thread) -> int:
+        return self._frame(t) + self.frame - _GPRSGX.size
+
+    def _save_user_stack(self, t: _Thread, rsp: int, rbp: int) -> None:
+        urs = (rsp, rbp)
+        if t.urs != urs:  # unchanged values need no write (and no dirty SSA page)
+            self._write(self._gpr_area(t) + 144, struct.pack("<2Q", *urs), "SSA")
+            t.urs = urs
+
+    def _aex(self, t: _Thread, fault: Fault | None) -> dict[str, int]:
+        """Asynchronous exit (SDM 40.3-40.4): save state to SSA[CSSA], load synthetic state."""
+        regs = self.cpu.regs(*_GPR_ORDER)
+        exitinfo = 0
+        if fault is not None and fault.vector in _EXITINFO_VECTORS:
+            kind = 6 if fault.vector in (1, 3) else 3  # software vs hardware exception
+            exitinfo = 1 << 31 | kind << 8 | fault.vector
+        ursp, urbp = t.urs or (0, 0)
+        gpr = _GPRSGX.pack(*(regs[n] for n in _GPR_ORDER), ursp, urbp, exitinfo,
+                           self.cpu.reg("fs_base"), self.cpu.reg("gs_base"))  # fmt: skip
+        self._write(self._gpr_area(t), gpr, "SSA")
+        self._save_xmm(t)
+        if fault is not None and self.enclave.secs.miscselect & 1 and fault.vector in (GP, PF):
+            misc = struct.pack("<QI4x", (fault.address or 0) & ~0xFFF, fault.error_code)
+            self._write(self._gpr_area(t) - 16, misc, "SSA")
+        t.cssa += 1
+        self._leave(t, rax=3, rbx=t.addr, rcx=t.aep, rip=t.aep, rsp=ursp, rbp=urbp,
+                    rflags=regs["rflags"] & ~(_ARITH_FLAGS | 1 << 16),
+                    **dict.fromkeys(_ZERO_ON_AEX, 0))  # fmt: skip
+        self.cpu.set_xmm([0] * 16)
+        return regs
+
+    def _save_xmm(self, t: _Thread) -> None:
+        # The legacy region of the XSAVE area at the start of the frame (SDM 13.4.1).
+        xmm = b"".join(v.to_bytes(16, "little") for v in self.cpu.xmm())
+        self._write(self._frame(t) + 24, struct.pack("<I", self.cpu.mxcsr()), "SSA")
+        self._write(self._frame(t) + 160, xmm, "SSA")
+
+    # -- address translation and the page cache -----------------------------------------
+    def _translate(self, vaddr: int, access: int) -> tuple[int, int]:
+        inside = self.base <= vaddr < self.base + self.size
+        if self.inside is None:
+            if inside:
+                return _ABORT_PAGE, RW
+            return self._host_page(vaddr, access)
+        if not inside:
+            if access == FETCH:
+                raise PageDenied(GP, 0, "code fetch outside ELRANGE")
+            return self._host_page(vaddr, access)
+        index = self._check_page(vaddr, access, "access")
+        perms = self.epc.epcm[index].perms
+        if access == WRITE:
+            self._dirty.add(index)
+        elif index not in self._dirty:
+            perms &= ~SecinfoFlag.W  # the first store refills the TLB and marks the page dirty
+        return self._load(index), int(perms)
+
+    def _host_page(self, vaddr: int, access: int) -> tuple[int, int]:
+        lo, size = self.host
+        if lo <= vaddr < lo + size:
+            return vaddr, RW
+        raise PageDenied(PF, pf_error_code(access, present=False), f"no memory at {vaddr:#x}")
+
+    def _check_page(self, vaddr: int, access: int, what: str) -> int:
+        """The EPC index behind ``vaddr`` after the EPCM checks; #PF (SGX) otherwise."""
+        page = vaddr & ~(PAGE - 1)
+        index = self.enclave.pages.get(page)
+        if index is None:
+            code = pf_error_code(access, present=False)
+            raise PageDenied(PF, code, f"{what}: no enclave page there")
+        e = self.epc.epcm.get(index)
+        need = {WRITE: SecinfoFlag.W, FETCH: SecinfoFlag.X}.get(access, SecinfoFlag.R)
+        problem = (
+            "not a valid EPC page" if e is None
+            else "another enclave's page" if e.secs != self.enclave.secs_page or e.linaddr != page
+            else f"a {e.page_type.name} page" if e.page_type != PageType.REG
+            else "blocked, pending or modified" if e.blocked or e.pending or e.modified
+            else f"EPCM denies {_ACCESS_NAMES[access]}" if not e.perms & need
+            else ""
+        )  # fmt: skip
+        if problem:
+            code = pf_error_code(access, present=True, sgx=True)
+            raise PageDenied(PF, code, f"{what}: {problem}")
+        return index
+
+    def _load(self, index: int) -> int:
+        """The cache slot holding ``index``'s plaintext, filled from the EPC when stale."""
+        slot = self._slots.get(index)
+        stamp = self.epc.stamps.get(index)
+        if slot is None:
+            if len(self._slots) == len(self._cache) * _CACHE_CHUNK:
+                paddr = _CACHE_BASE + len(self._cache) * _CACHE_CHUNK * PAGE
+                self._cache.append(self.cpu.map_buffer(paddr, _CACHE_CHUNK * PAGE))
+            slot = self._slots[index] = len(self._slots)
+        elif stamp is not None and self._stamps.get(index) == stamp:
+            return _CACHE_BASE + slot * PAGE
+        plain = self.epc.read(index)
+        self.cpu.write_phys(_CACHE_BASE + slot * PAGE, plain)
+        self._stamps[index] = stamp
+        self._clean[index] = plain
+        return _CACHE_BASE + slot * PAGE
+
+    def _flush(self) -> None:
+        """Flush the TLB; pages it let the enclave write are written back first."""
+        self._write_back()
+        self.cpu.flush_tlb()
+        self._dirty.clear()
+
+    def _write_back(self) -> None:
+        """Pages the enclave could write go back to the EPC (encrypted) when they changed.
+
+        An unchanged page needs no write: its ciphertext in DRAM is already current."""
+        for index in self._dirty:
+            plain = self._cached(index).tobytes()  # compares by memcmp, unlike a memoryview
+            if plain != self._clean.get(index):
+                self.epc.write(index, plain)
+                self._clean[index] = plain
+                self._stamps[index] = self.epc.stamps.get(index)
+
+    def _cached(self, index: int) -> memoryview:
+        """The cached plaintext of EPC page ``index`` (read without a Unicorn call)."""
+        chunk, slot = divmod(self._slots[index], _CACHE_CHUNK)
+        return self._cache[chunk][slot * PAGE : (slot + 1) * PAGE]
+
+    def _access(self, addr: int, size: int, access: int, what: str) -> list[tuple[int, int]]:
+        """Physical pieces of an ENCLU operand, after the leaf's ELRANGE and EPCM checks."""
+        if not (self.base <= addr and addr + size <= self.base + self.size):
+            raise SgxFault(GP, f"{what} at {addr:#x} is not inside ELRANGE")
+        pieces = []
+        while size:
+            n = min(size, PAGE - addr % PAGE)
+            try:
+                index = self._check_page(addr, access, what)
+            except PageDenied as denied:
+                raise SgxFault(PF, denied.detail) from None
+            if access == WRITE:
+                self._dirty.add(index)
+            pieces.append((self._load(index) + addr % PAGE, n))
+            addr, size = addr + n, size - n
+        return pieces
+
+    def _read(self, addr: int, size: int, what: str) -> bytes:
+        return b"".join(self.cpu.read_phys(p, n) for p, n in self._access(addr, size, 16, what))
+
+    def _write(self, addr: int, data: bytes, what: str) -> None:
+        at = 0
+        for p, n in self._access(addr, len(data), WRITE, what):
+            self.cpu.write_phys(p, data[at : at + n])
+            at += n
+
+    # -- ENCLU ----------------------------------------------------------------------------
+    def _enclu(self, rip: int) -> None:
+        if self.inside is None:
+            self.cpu.fault(Fault(UD, 0, rip, None, "invalid instruction outside an enclave"))
+            return
+        try:
+            if rip % PAGE <= PAGE - 3:  # the common case: read straight from the cache
+                index = self._check_page(rip, FETCH, "code")
+                self._load(index)
+                code = bytes(self._cached(index)[rip % PAGE : rip % PAGE + 3])
+            else:
+                code = self._read(rip, 3, "code")
+        except (SgxError, PageDenied):
+            code = b""
+        if code != ENCLU:
+            self.cpu.fault(Fault(UD, 0, rip, None, f"invalid instruction {code.hex()}"))
+            return
+        leaf = self.cpu.reg("rax")
+        handler = self._leaves.get(leaf)
+        try:
+            if handler is None:
+                raise SgxFault(GP, f"ENCLU leaf {leaf} is not available inside an enclave")
+            handler(rip)
+        except SgxStatusError as exc:
+            flags = self.cpu.reg("rflags") & ~_ARITH_FLAGS
+            self.cpu.set_regs(rax=int(exc.status), rflags=flags | _ZF, rip=rip + 3)
+        except SgxFault as exc:
+            self.cpu.fault(Fault(exc.vector, 0, rip, None, f"ENCLU: {exc.detail}"))
+
+    def _aligned(self, reg: str, align: int, leaf: str) -> int:
+        value = self.cpu.reg(reg)
+        if value % align:
+            raise SgxFault(GP, f"{leaf}: {reg.upper()} {value:#x} is not {align}-byte aligned")
+        return value
+
+    def _succeed(self, rip: int) -> None:
+        flags = self.cpu.reg("rflags") & ~_ARITH_FLAGS
+        self.cpu.set_regs(rax=int(SgxStatus.SUCCESS), rflags=flags, rip=rip + 3)
+
+    def _ereport(self, rip: int) -> None:
+        ti = self._aligned("rbx", 512, "EREPORT")
+        rd = self._aligned("rcx", 128, "EREPORT")
+        out = self._aligned("rdx", 512, "EREPORT")
+        report = ereport(self.enclave, self._read(ti, 512, "TARGETINFO"),
+                         self._read(rd, 64, "REPORTDATA"))  # fmt: skip
+        self._write(out, report, "REPORT")
+        self.cpu.set_regs(rip=rip + 3)
+
+    def _egetkey(self, rip: int) -> None:
+        req = self._aligned("rbx", 512, "EGETKEY")
+        out = self._aligned("rcx", 16, "EGETKEY")
+        key = egetkey_leaf(self.enclave, self._read(req, 512, "KEYREQUEST"))
+        self._write(out, key, "key output")
+        self._succeed(rip)
+
+    def _eexit(self, rip: int) -> None:
+        t = self.inside
+        assert t is not None
+        self._leave(t, rip=self.cpu.reg("rbx"), rcx=t.aep)
+        self.cpu.trap_done()
+
+    def _sgx2(self, leaf: str) -> None:
+        if not self.sgx2:
+            raise SgxFault(UD, f"{leaf} needs SGX2, which this part lacks")
+
+    def _eaccept(self, rip: int) -> None:
+        self._sgx2("EACCEPT")
+        secinfo = self._aligned("rbx", 64, "EACCEPT")
+        flags = struct.unpack("<Q", self._read(secinfo, 8, "SECINFO"))[0]
+        eaccept(self.enclave, self.cpu.reg("rcx"), flags)
+        self._flush()  # the EPCM changed under cached translations
+        self._succeed(rip)
+
+    def _emodpe(self, rip: int) -> None:
+        self._sgx2("EMODPE")
+        secinfo = self._aligned("rbx", 64, "EMODPE")
+        flags = struct.unpack("<Q", self._read(secinfo, 8, "SECINFO"))[0]
+        emodpe(self.enclave, self.cpu.reg("rcx"), flags & 0x7)
+        self._flush()
+        self.cpu.set_regs(rip=rip + 3)
+
+
+_ACCESS_NAMES = {16: "reading", WRITE: "writing", FETCH: "executing"}

@@ -1,0 +1,274 @@
+"""Host side of enclaves built with the memcrypt SDK: load, call ECALLs, serve OCALLs.
+
+    with sgxtool.Enclave.load("hello.signed.elf", machine=machine) as enclave:
+        enclave.call("hello", b"world")            # b"Hello, world!"
+
+Loading goes through the ``/dev/sgx_enclave``-shaped device (the launch policy decides
+about tokens), so the host holds no enclave secret and sees enclave pages only as the
+hardware lets it: abort-page reads, EPC ciphertext. The register protocol with the SDK's
+entry stub is documented in ``sgxtool/sdk/entry.S``; buffers live in untrusted host memory
+and the stub copies them in and out after checking they lie outside the enclave.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from hwsim.errors import FormatError
+from hwsim.sgx.arch import PAGE_SIZE, Sigstruct
+from sgxtool.errors import SgxToolError
+from sgxtool.layout import EnclaveLayout
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from hwsim.machine import Machine
+    from hwsim.sgx.device import SgxEnclaveDevice
+    from hwsim.sgx.epc import Enclave as HwEnclave
+    from hwsim.sgx.run import EnclaveCpu, Exit
+
+__all__ = ["DEFAULT_BUDGET", "Enclave", "EnclaveCallError", "EnclaveCrashed", "read_ecalls"]
+
+DEFAULT_BUDGET = 1_000_000_000  # instructions per entry before the runaway stop
+DEFAULT_OUT = 64 << 10
+_HOST_SIZE = 16 << 20
+_SCRATCH = (0x1000, 0x10000)  # OCALL requests and replies: offset and size in host memory
+_BUFFERS = 0x11000  # input, then output buffer
+_OCALL_RETURN = (1 << 64) - 1
+_ERRORS = {
+    -1: "no such ECALL index",
+    -2: "a host buffer overlaps the enclave",
+    -3: "the enclave heap is exhausted",
+    -4: "the result does not fit the output buffer",
+    -5: "the entry stub refused the entry (the thread is in an OCALL or crashed)",
+    -6: "unsealing failed: the data was altered, or sealed by another enclave or machine",
+    -7: "EGETKEY refused the key request",
+    -8: "the enclave rejected its input",
+    -9: "an OCALL failed",
+}
+_ECALL_ENTRY = 64
+
+HostCall = Callable[[bytes], bytes]
+
+
+class EnclaveCallError(SgxToolError):
+    """An ECALL returned an error code."""
+
+    def __init__(self, name: str, code: int) -> None:
+        text = _ERRORS.get(code, "enclave-defined error")
+        super().__init__(f"ECALL {name} failed with {code}: {text}")
+        self.code = code
+
+
+class EnclaveCrashed(SgxToolError):
+    """The enclave faulted or ran past its instruction budget; it cannot be called again."""
+
+
+def read_ecalls(path: str | Path, limit: int | None = None) -> tuple[str, ...]:
+    """The ECALL names in an SDK enclave's ``.sgx_ecalls`` table, in index order."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(path, "rb") as f:
+            section = ELFFile(f).get_section_by_name(".sgx_ecalls")
+            raw = b"" if section is None else section.data()
+    except (OSError, ELFError, struct.error) as exc:
+        raise FormatError(f"cannot read the ECALL table of {path}: {exc}") from exc
+    if section is None:
+        raise FormatError(
+            f"{path} has no .sgx_ecalls table", hint="build it with the SDK: sgxtool sdk --help"
+        )
+    names = []
+    for at in range(0, len(raw) - _ECALL_ENTRY + 1, _ECALL_ENTRY):
+        names.append(raw[at + 8 : at + _ECALL_ENTRY].split(b"\0", 1)[0].decode("ascii"))
+    return tuple(names)
+
+
+class Enclave:
+    """A loaded, initialized enclave and one CPU to run its threads."""
+
+    def __init__(
+        self,
+        device: SgxEnclaveDevice,
+        layout: EnclaveLayout,
+        ecalls: tuple[str, ...],
+        *,
+        ocalls: Mapping[str, HostCall] | None = None,
+        console: TextIO | None = None,
+        budget: int = DEFAULT_BUDGET,
+        owned_machine: Machine | None = None,
+    ) -> None:
+        from hwsim.sgx.run import EnclaveCpu
+
+        self.device = device
+        self.hw: HwEnclave = device.enclave
+        self.layout = layout
+        self.ecalls = ecalls
+        self.ocalls = dict(ocalls or {})
+        self.console = console
+        self.budget = budget
+        self.cpu: EnclaveCpu = EnclaveCpu(self.hw, _HOST_SIZE)
+        self.base = self.hw.secs.baseaddr
+        self.tcs = [self.base + t.tcs for t in layout.threads]
+        self.crashed: str | None = None
+        self._owned_machine = owned_machine
+        self._lock = threading.Lock()
+
+    # -- loading ----------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        image: str | Path,
+        *,
+        machine: Machine | None = None,
+        token: bytes | None = None,
+        ocalls: Mapping[str, HostCall] | None = None,
+        console: TextIO | None = None,
+        budget: int = DEFAULT_BUDGET,
+    ) -> Enclave:
+        """Load a signed image (``sgxtool sign -o``) on ``machine`` (default: the default)."""
+        from sgxtool.image import read_image
+
+        signed = read_image(image)
+        ecalls = read_ecalls(image)
+        return cls.from_layout(
+            signed.layout(), signed.sigstruct, machine=machine, token=token, ecalls=ecalls,
+            ocalls=ocalls, console=console, budget=budget,
+        )  # fmt: skip
+
+    @classmethod
+    def from_layout(
+        cls,
+        layout: EnclaveLayout,
+        sigstruct: Sigstruct,
+        *,
+        machine: Machine | None = None,
+        token: bytes | None = None,
+        ecalls: tuple[str, ...] = (),
+        ocalls: Mapping[str, HostCall] | None = None,
+        console: TextIO | None = None,
+        budget: int = DEFAULT_BUDGET,
+    ) -> Enclave:
+        """Load any layout (an SGXS import, say) with its SIGSTRUCT."""
+        from hwsim.machine import Machine
+        from hwsim.sgx.device import SgxEnclaveDevice
+        from sgxtool.loader import load_enclave
+
+        owned = Machine.default() if machine is None else None
+        device = SgxEnclaveDevice(machine or owned)  # type: ignore[arg-type]
+        try:
+            load_enclave(device, layout, sigstruct, token)
+        except BaseException:
+            device.close()
+            if owned is not None:
+                owned.close()
+            raise
+        return cls(device, layout, ecalls, ocalls=ocalls, console=console, budget=budget,
+                   owned_machine=owned)  # fmt: skip
+
+    def close(self) -> None:
+        """Tear the enclave down (EREMOVE every page)."""
+        self.device.close()
+        if self._owned_machine is not None:
+            self._owned_machine.close()
+            self._owned_machine = None
+
+    def __enter__(self) -> Enclave:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- identity ---------------------------------------------------------------------
+    @property
+    def mrenclave(self) -> bytes:
+        assert self.hw.identity is not None
+        return self.hw.identity.mrenclave
+
+    @property
+    def mrsigner(self) -> bytes:
+        assert self.hw.identity is not None
+        return self.hw.identity.mrsigner
+
+    # -- calls ------------------------------------------------------------------------
+    def call(self, name: str, data: bytes = b"", *, out_size: int = DEFAULT_OUT) -> bytes:
+        """Run ECALL ``name`` with ``data``; its output bytes, or an error naming the code."""
+        if name not in self.ecalls:
+            known = ", ".join(self.ecalls) or "none"
+            raise SgxToolError(f"the enclave has no ECALL named {name!r} (it has: {known})")
+        room = _HOST_SIZE - _BUFFERS
+        if len(data) + out_size > room:
+            raise SgxToolError(f"input plus output ({len(data) + out_size} bytes) exceed {room}")
+        with self._lock:
+            result, out = self._call(self.ecalls.index(name), data, out_size)
+        if result < 0:
+            raise EnclaveCallError(name, result)
+        return self.cpu.cpu.read_phys(out, result)
+
+    def _call(self, index: int, data: bytes, out_size: int) -> tuple[int, int]:
+        from hwsim.sgx.run import HOST_BASE
+
+        src = HOST_BASE + _BUFFERS
+        out = src + -(-len(data) // PAGE_SIZE) * PAGE_SIZE
+        self.cpu.cpu.write_phys(src, data)
+        scratch = {"r10": HOST_BASE + _SCRATCH[0], "r11": _SCRATCH[1]}
+        ex = self.enter(dict(rdi=index, rsi=src, rdx=len(data), r8=out, r9=out_size, **scratch))
+        while ex.regs["rdi"] == 1:
+            reply = self._ocall(ex.regs["rsi"], ex.regs["rdx"])
+            ex = self.enter(dict(rdi=_OCALL_RETURN, rsi=reply, **scratch))
+        if ex.regs["rdi"] != 0:
+            raise EnclaveCrashed(f"the enclave left with an unknown exit code {ex.regs['rdi']}")
+        return _signed(ex.regs["rsi"]), out
+
+    def enter(self, regs: dict[str, int], tcs: int | None = None) -> Exit:
+        """EENTER a thread with ``regs``; the exit, or :class:`EnclaveCrashed` on an AEX."""
+        from hwsim.sgx.run import HOST_BASE
+
+        if self.crashed:
+            raise EnclaveCrashed(f"the enclave crashed earlier ({self.crashed}); load it again")
+        stack = {"rsp": HOST_BASE + _SCRATCH[0] - 64, "rbp": 0}
+        ex = self.cpu.eenter(self.tcs[0] if tcs is None else tcs, stack | regs, self.budget)
+        if ex.kind == "aex":
+            if ex.budget_exhausted:
+                self.crashed = (
+                    f"ran {self.budget} instructions without leaving, {ex.describe()}; "
+                    "an endless loop? (raise the budget if the work is real)"
+                )
+            else:
+                self.crashed = f"fault {ex.describe()}"
+            raise EnclaveCrashed(f"the enclave {self.crashed}")
+        return ex
+
+    def _ocall(self, number: int, length: int) -> int:
+        from hwsim.sgx.run import HOST_BASE
+
+        scratch = HOST_BASE + _SCRATCH[0]
+        request = self.cpu.cpu.read_phys(scratch, min(length, _SCRATCH[1]))
+        if number == 0:
+            out = self.console or sys.stdout
+            out.write(request.decode("utf-8", "replace"))
+            out.flush()
+            return len(request)
+        if number != 1 or b"\0" not in request:
+            return -1
+        name, payload = request.split(b"\0", 1)
+        handler = self.ocalls.get(name.decode("utf-8", "replace"))
+        if handler is None:
+            return -1
+        reply = handler(payload)
+        if len(reply) > _SCRATCH[1]:
+            return -1
+        self.cpu.cpu.write_phys(scratch, reply)
+        return len(reply)
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >> 63 else value
