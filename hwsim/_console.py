@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -19,7 +20,7 @@ from hwsim.errors import MemcryptError
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["console", "emit_json", "run_main"]
+__all__ = ["console", "emit_json", "passphrase_options", "resolve_passphrase", "run_main"]
 
 
 def run_main(group: click.Group, prog: str, argv: Sequence[str] | None = None) -> None:
@@ -76,3 +77,35 @@ def lazy_attr(module: str, names: dict[str, str]) -> Callable[[str], Any]:
         return getattr(importlib.import_module(target), name)
 
     return getattr_
+
+
+def passphrase_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--passphrase-env VAR``, ``--passphrase-file FILE`` and ``--ask-passphrase``."""
+    in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
+    f = click.option("--ask-passphrase", is_flag=True, help="Prompt for the key passphrase.")(f)
+    f = click.option("--passphrase-file", type=in_file, help="Read the passphrase from FILE.")(f)
+    return click.option(
+        "--passphrase-env", metavar="VAR", help="Read the passphrase from environment variable VAR."
+    )(f)
+
+
+def resolve_passphrase(
+    env: str | None, file: Path | None, ask: bool, *, confirm: bool = False
+) -> bytes | None:
+    """The passphrase from at most one of: environment variable, file (first line), prompt."""
+    if sum((env is not None, file is not None, ask)) > 1:
+        raise click.UsageError(
+            "give only one of --passphrase-env, --passphrase-file, --ask-passphrase"
+        )
+    if env is not None:
+        if env not in os.environ:
+            raise click.UsageError(f"--passphrase-env: environment variable {env} is not set")
+        return os.environ[env].encode()
+    if file is not None:
+        from hwsim.fileio import read_file
+
+        return read_file(file, "passphrase file", max_size=4096).rstrip(b"\r\n")
+    if ask:
+        text = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm, err=True)
+        return str(text).encode()
+    return None

@@ -7,14 +7,19 @@ commands so that ``--help`` and ``--version`` load neither cryptography nor rich
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from hwsim._console import console, emit_json, run_main
+from hwsim._console import (
+    console,
+    emit_json,
+    passphrase_options,
+    resolve_passphrase,
+    run_main,
+)
 from hwsim.machine import cli_machine, machine_option
 from sevtool import __version__
 
@@ -40,36 +45,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
-
-
-def _passphrase_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--ask-passphrase", is_flag=True, help="Prompt for the key passphrase.")(f)
-    f = click.option("--passphrase-file", type=_in_file, help="Read the passphrase from FILE.")(f)
-    return click.option(
-        "--passphrase-env", metavar="VAR", help="Read the passphrase from environment variable VAR."
-    )(f)
-
-
-def _passphrase(
-    env: str | None, file: Path | None, ask: bool, *, confirm: bool = False
-) -> bytes | None:
-    """The OCA key passphrase from at most one of: environment variable, file, prompt."""
-    if sum((env is not None, file is not None, ask)) > 1:
-        raise click.UsageError(
-            "give only one of --passphrase-env, --passphrase-file, --ask-passphrase"
-        )
-    if env is not None:
-        if env not in os.environ:
-            raise click.UsageError(f"--passphrase-env: environment variable {env} is not set")
-        return os.environ[env].encode()
-    if file is not None:
-        from hwsim.fileio import read_file
-
-        return read_file(file, "passphrase file", max_size=4096).rstrip(b"\r\n")
-    if ask:
-        text = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm, err=True)
-        return str(text).encode()
-    return None
 
 
 def _render_status(info: PlatformInfo, as_json: bool, action: str | None = None) -> None:
@@ -141,7 +116,7 @@ def rotate(pek: bool, as_json: bool) -> None:
 @click.argument("cert", type=_path)
 @click.argument("key", type=_path)
 @click.option("--force", is_flag=True, help="Overwrite an existing KEY file.")
-@_passphrase_options
+@passphrase_options
 def generate(
     cert: Path,
     key: Path,
@@ -156,7 +131,7 @@ def generate(
 
     if key.exists() and not force:
         raise InvalidInput(f"{key} exists; not overwriting an owner key (use --force)")
-    secret = _passphrase(passphrase_env, passphrase_file, ask_passphrase, confirm=True)
+    secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase, confirm=True)
     generate_oca().write(cert, key, secret)
     click.echo(f"sevtool: wrote OCA certificate {cert} and private key {key}", err=True)
 
@@ -165,7 +140,7 @@ def generate(
 @machine_option
 @click.argument("cert", type=_in_file)
 @click.argument("key", type=_in_file)
-@_passphrase_options
+@passphrase_options
 @_json_option
 def provision(
     cert: Path,
@@ -182,7 +157,7 @@ def provision(
     from sevtool.platform import load_owner_key
     from sevtool.platform import provision as take_ownership
 
-    secret = _passphrase(passphrase_env, passphrase_file, ask_passphrase)
+    secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
     info = take_ownership(cli_machine(), load_owner_key(cert, key, secret))
     _render_status(info, as_json, "platform is now externally owned")
 
@@ -209,7 +184,7 @@ def pek_csr_cmd(out: Path) -> None:
 @click.argument("cert", type=_in_file)
 @click.argument("key", type=_in_file)
 @click.argument("out", type=_path)
-@_passphrase_options
+@passphrase_options
 def pek_sign_cmd(
     csr: Path,
     cert: Path,
@@ -225,7 +200,7 @@ def pek_sign_cmd(
     from sevtool.platform import load_owner_key, sign_pek_csr
 
     request = load_sev_cert(read_file(csr, "PEK CSR", max_size=_MAX_CERT), f"PEK CSR {csr}")
-    secret = _passphrase(passphrase_env, passphrase_file, ask_passphrase)
+    secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
     write_atomic(out, sign_pek_csr(request, load_owner_key(cert, key, secret)).pack())
     click.echo(f"sevtool: wrote signed PEK {out}", err=True)
 

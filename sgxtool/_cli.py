@@ -5,7 +5,6 @@ and ``--version`` load neither cryptography, unicorn nor rich.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -14,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hwsim._console import console, emit_json, run_main
+from hwsim._console import (
+    console,
+    emit_json,
+    passphrase_options,
+    resolve_passphrase,
+    run_main,
+)
 from sgxtool import __version__
 
 if TYPE_CHECKING:
@@ -40,37 +45,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 # -- shared options -------------------------------------------------------------------------
-
-
-def passphrase_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--ask-passphrase", is_flag=True, help="Prompt for the key passphrase.")(f)
-    f = click.option("--passphrase-file", type=_in_file, help="Read the passphrase from FILE.")(f)
-    f = click.option(
-        "--passphrase-env", metavar="VAR", help="Read the passphrase from environment variable VAR."
-    )(f)
-    return f
-
-
-def resolve_passphrase(
-    env: str | None, file: Path | None, ask: bool, *, confirm: bool = False
-) -> bytes | None:
-    """The passphrase from exactly one of: environment variable, file, prompt."""
-    if sum((env is not None, file is not None, ask)) > 1:
-        raise click.UsageError(
-            "give only one of --passphrase-env, --passphrase-file, --ask-passphrase"
-        )
-    if env is not None:
-        if env not in os.environ:
-            raise click.UsageError(f"--passphrase-env: environment variable {env} is not set")
-        return os.environ[env].encode()
-    if file is not None:
-        from hwsim.fileio import read_file
-
-        return read_file(file, "passphrase file", max_size=4096).rstrip(b"\r\n")
-    if ask:
-        text = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm, err=True)
-        return str(text).encode()
-    return None
 
 
 def target_options(f: Callable[..., Any]) -> Callable[..., Any]:
