@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -233,8 +234,12 @@ _HOT_PAGES: OrderedDict[tuple[bytes, int], tuple[bytes, bytes]] = OrderedDict()
 _HOT_PAGES_MAX = 256
 
 
+_HOT_PAGES_LOCK = threading.Lock()
+
+
 def _remember(slot: tuple[bytes, int], ciphertext: bytes, plain: bytes) -> None:
-    _HOT_PAGES[slot] = (ciphertext, plain)
-    _HOT_PAGES.move_to_end(slot)
-    if len(_HOT_PAGES) > _HOT_PAGES_MAX:
-        _HOT_PAGES.popitem(last=False)
+    with _HOT_PAGES_LOCK:
+        _HOT_PAGES[slot] = (ciphertext, plain)
+        _HOT_PAGES.move_to_end(slot)
+        if len(_HOT_PAGES) > _HOT_PAGES_MAX:
+            _HOT_PAGES.popitem(last=False)

@@ -16,8 +16,10 @@ Schema history (``PRAGMA user_version``):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,6 +111,8 @@ class Store:
         self._db = db
         self._pid = os.getpid()
         self._depth = 0
+        self._writing = False
+        self._lock = threading.RLock()
 
     @classmethod
     def create(cls, path: Path) -> Store:
@@ -131,7 +135,11 @@ class Store:
             raise MachineError(f"state database {path} is missing")
         try:
             db = sqlite3.connect(
-                f"file:{path}?mode=rw", uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S
+                f"file:{path}?mode=rw",
+                uri=True,
+                isolation_level=None,
+                timeout=BUSY_TIMEOUT_S,
+                check_same_thread=False,  # the store's own lock serialises threads
             )
         except sqlite3.Error as exc:
             raise _wrap(path, exc) from exc
@@ -189,40 +197,45 @@ class Store:
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """One SQLite transaction; nested calls join the outer one.
+        """One SQLite transaction; nested calls (same thread) join the outer one.
 
         ``write=True`` takes the write lock at once (``BEGIN IMMEDIATE``), so that a
         read-modify-write never has to upgrade its lock, which in WAL mode fails at once
-        instead of waiting. A read-only transaction sees one consistent snapshot.
+        instead of waiting. A read-only transaction sees one consistent snapshot and must
+        not write. Other threads using the same machine object wait for the transaction.
         """
-        self._reconnect_after_fork()
-        if self._depth:
-            self._depth += 1
-            try:
+        with self._lock:
+            self._reconnect_after_fork()
+            if self._depth:
+                if write and not self._writing:
+                    raise RuntimeError("a write transaction cannot join a read-only one")
+                self._depth += 1
+                try:
+                    yield self._db
+                finally:
+                    self._depth -= 1
+                return
+            with self._outermost(write):
                 yield self._db
-            finally:
-                self._depth -= 1
-            return
+
+    @contextmanager
+    def _outermost(self, write: bool) -> Iterator[None]:
         try:
             self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
         except sqlite3.Error as exc:
             raise _wrap(self.path, exc) from exc
-        self._depth = 1
+        self._depth, self._writing = 1, write
         try:
-            yield self._db
-        except sqlite3.Error as exc:
-            self._depth = 0
-            self._db.execute("ROLLBACK")
-            raise _wrap(self.path, exc) from exc
-        except BaseException:
-            self._depth = 0
-            self._db.execute("ROLLBACK")
-            raise
-        self._depth = 0
-        try:
+            yield
             self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise _wrap(self.path, exc) from exc
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _wrap(self.path, exc) from exc
+            raise
+        finally:
+            self._depth, self._writing = 0, False
 
     def _reconnect_after_fork(self) -> None:
         # A connection must not cross fork(): the child opens its own.

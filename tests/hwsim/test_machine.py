@@ -188,3 +188,30 @@ def test_profile_is_fixed_at_init(machine: Machine) -> None:
     (machine.path / "machine.toml").write_text('profile = "naples"\n')
     with pytest.raises(MachineError, match="made as 'sim'"):
         Machine.open(machine.path)
+
+
+def test_write_cannot_join_read_only_transaction(machine: Machine) -> None:
+    with (
+        machine.transaction(write=False),
+        pytest.raises(RuntimeError, match="cannot join a read-only"),
+    ):
+        machine.power_cycle()
+    assert machine.boot_count == 1
+
+
+def test_threads_share_one_machine_object(machine: Machine) -> None:
+    import threading
+
+    def bump() -> None:
+        for _ in range(50):
+            with machine.transaction() as txn:
+                count = int(txn.get("t", "n") or b"0")
+                txn.put("t", "n", str(count + 1).encode())
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with machine.transaction(write=False) as txn:
+        assert txn.get("t", "n") == b"200"
