@@ -499,6 +499,73 @@ def token(image: Path, out: Path | None, machine_dir: Path | None, as_json: bool
         click.echo(f"  written to {out}")
 
 
+@cli.command()
+@click.argument("image", type=_in_file)
+@click.argument("entry")
+@click.option("--in", "in_file", type=_in_file, help="Input bytes: the contents of FILE.")
+@click.option("--in-hex", metavar="HEX", help="Input bytes in hex.")
+@click.option("--in-text", metavar="TEXT", help="Input bytes: TEXT as UTF-8.")
+@click.option("--out", "out_file", type=_path, help="Write the output bytes to FILE.")
+@click.option(
+    "--out-size", type=click.IntRange(0, 8 << 20), default=64 << 10, show_default=True,
+    help="Largest output accepted, in bytes.",
+)  # fmt: skip
+@click.option(
+    "--budget", type=click.IntRange(1), default=1_000_000_000, show_default=True,
+    help="Instructions the enclave may run per entry before it is stopped.",
+)  # fmt: skip
+@click.option(
+    "--machine", "machine_dir", metavar="DIR", type=_path,
+    help="Machine directory (default: $HWSIM_MACHINE or ~/.local/share/hwsim/default).",
+)  # fmt: skip
+@json_option
+def run(
+    image: Path,
+    entry: str,
+    in_file: Path | None,
+    in_hex: str | None,
+    in_text: str | None,
+    out_file: Path | None,
+    out_size: int,
+    budget: int,
+    machine_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Load IMAGE (a signed image), call its ECALL ENTRY, print what it returns.
+
+    Output that is UTF-8 text is printed as text, other output as hex. What the enclave
+    prints through its console OCALL goes to stderr.
+    """
+    from hwsim.fileio import read_file, write_atomic
+    from hwsim.machine import open_for_cli
+    from sgxtool.runtime import run_ecall
+
+    given = [x for x in (in_file, in_hex, in_text) if x is not None]
+    if len(given) > 1:
+        raise click.UsageError("give at most one of --in, --in-hex and --in-text")
+    data = b""
+    if in_file is not None:
+        data = read_file(in_file, "ECALL input", max_size=8 << 20)
+    elif in_hex is not None:
+        try:
+            data = bytes.fromhex(in_hex)
+        except ValueError as exc:
+            raise click.BadParameter("not hex digits", param_hint="--in-hex") from exc
+    elif in_text is not None:
+        data = in_text.encode()
+    result = run_ecall(
+        image, entry, data, machine=open_for_cli(machine_dir), console=sys.stderr,
+        out_size=out_size, budget=budget,
+    )  # fmt: skip
+    if out_file is not None:
+        write_atomic(out_file, result.output)
+    if as_json:
+        emit_json(result.as_json())
+    elif out_file is None and result.output:
+        text = result.as_json()["output_text"]
+        click.echo(text if isinstance(text, str) and text.isprintable() else result.output.hex())
+
+
 @cli.command("import-config")
 @click.argument("xml", type=_in_file)
 @click.option("-o", "--out", type=_path, required=True, help="The enclave.toml to write.")

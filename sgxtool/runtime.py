@@ -16,6 +16,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -32,7 +33,15 @@ if TYPE_CHECKING:
     from hwsim.sgx.epc import Enclave as HwEnclave
     from hwsim.sgx.run import EnclaveCpu, Exit
 
-__all__ = ["DEFAULT_BUDGET", "Enclave", "EnclaveCallError", "EnclaveCrashed", "read_ecalls"]
+__all__ = [
+    "DEFAULT_BUDGET",
+    "CallResult",
+    "Enclave",
+    "EnclaveCallError",
+    "EnclaveCrashed",
+    "read_ecalls",
+    "run_ecall",
+]
 
 DEFAULT_BUDGET = 1_000_000_000  # instructions per entry before the runaway stop
 DEFAULT_OUT = 64 << 10
@@ -272,3 +281,43 @@ class Enclave:
 
 def _signed(value: int) -> int:
     return value - (1 << 64) if value >> 63 else value
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What ``sgxtool run`` reports: the ECALL's output and who produced it."""
+
+    entry: str
+    output: bytes
+    mrenclave: bytes
+    mrsigner: bytes
+
+    def as_json(self) -> dict[str, object]:
+        try:
+            text: str | None = self.output.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        return {
+            "entry": self.entry,
+            "length": len(self.output),
+            "output_hex": self.output.hex(),
+            "output_text": text,
+            "mrenclave": self.mrenclave.hex(),
+            "mrsigner": self.mrsigner.hex(),
+        }
+
+
+def run_ecall(
+    image: str | Path,
+    entry: str,
+    data: bytes,
+    *,
+    machine: Machine | None = None,
+    console: TextIO | None = None,
+    out_size: int = DEFAULT_OUT,
+    budget: int = DEFAULT_BUDGET,
+) -> CallResult:
+    """Load ``image``, call ECALL ``entry`` once with ``data``, tear the enclave down."""
+    with Enclave.load(image, machine=machine, console=console, budget=budget) as enclave:
+        output = enclave.call(entry, data, out_size=out_size)
+        return CallResult(entry, output, enclave.mrenclave, enclave.mrsigner)
