@@ -40,7 +40,14 @@ from hwsim.store import StateTxn, Store
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-__all__ = ["Machine", "Transaction", "default_machine_path", "machine_option", "open_for_cli"]
+__all__ = [
+    "Machine",
+    "Transaction",
+    "cli_machine",
+    "default_machine_path",
+    "machine_option",
+    "open_for_cli",
+]
 
 TOML_NAME = "machine.toml"
 DB_NAME = "state.db"
