@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 from hwsim.machine import Machine
 from hwsim.sgx.encls import EDbgRd, encls
@@ -31,7 +32,10 @@ def public_of(seed: bytes) -> bytes:
 def symbol(image: Path, name: str) -> int:
     with image.open("rb") as f:
         symtab = ELFFile(f).get_section_by_name(".symtab")
-        return int(symtab.get_symbol_by_name(name)[0]["st_value"])
+        assert isinstance(symtab, SymbolTableSection)
+        found = symtab.get_symbol_by_name(name)
+        assert found, f"{image} has no symbol {name}"
+        return int(found[0]["st_value"])
 
 
 def test_signatures_verify_and_the_key_survives_restarts(
