@@ -1,5 +1,6 @@
 #!/bin/sh
-# The README's demo: build the hello enclave with the SDK, sign it, show what was signed.
+# The README's demo: build the hello enclave with the SDK, sign it, show what was signed,
+# run it on the default simulated machine, and verify that machine's SEV certificate chain.
 # Runs from the repository root with the memcrypt tools on PATH (`make demo` arranges it).
 set -eu
 out=build/demo
@@ -23,3 +24,14 @@ sgxtool dump "$out/hello.signed.elf"
 
 echo "== verify: signature, exponent, Q1/Q2 and MRENCLAVE recomputed from the image"
 sgxtool verify "$out/hello.signed.elf"
+
+echo "== the default simulated machine and its SGX launch policy"
+hwsim sgx launch-control show
+
+echo "== run the enclave: load, EINIT under that policy, call the hello ECALL"
+sgxtool run "$out/hello.signed.elf" hello --in-text "memcrypt"
+
+echo "== the AMD side: the simulated secure processor and its certificate chain"
+sevtool show
+sevtool export --full "$out/sev-chain"
+sevtool verify "$out/sev-chain"

@@ -85,3 +85,5 @@ def test_demo_runs(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "ok  MRENCLAVE" in out.stdout
+    assert "Hello, memcrypt!" in out.stdout
+    assert "chain verified" in out.stdout
