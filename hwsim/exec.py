@@ -63,8 +63,10 @@ __all__ = [
 
 READ, WRITE, FETCH = UC_MEM_READ, UC_MEM_WRITE, UC_MEM_FETCH
 PAGE = 4096
-# Unicorn stops when RIP reaches `until`; a non-canonical address is never reached.
-_NEVER = 0x8000_0000_0000_0000
+# Unicorn stops when RIP reaches `until`. It must be 0: with any other value Unicorn
+# fetches from the page below `until` when the instruction count runs out (probed on
+# 2.1.4). So code can never run at address 0; a jump there is reported as a #GP.
+_UNTIL = 0
 _MASK64 = (1 << 64) - 1
 _UC_TLB_FLUSH = 11  # UC_CTL_TLB_FLUSH; the 2.1.4 binding has no wrapper (sim.md 5.3)
 _UC_CTL_IO_WRITE = 1
@@ -217,12 +219,14 @@ class Cpu:
         """Execute from ``rip`` until a handler stops, a fault, or ``budget`` instructions."""
         self._stop = self._error = self._denied = None
         try:
-            self.uc.emu_start(rip, _NEVER, count=budget)
+            self.uc.emu_start(rip, _UNTIL, count=budget)
         except UcError as exc:
             if self._error is None and self._stop is None:
                 self._stop = Stop("fault", self._fault_from(exc))
         if self._error is not None:
             raise self._error
+        if self._stop is None and self.reg("rip") == _UNTIL:
+            return Stop("fault", Fault(GP, 0, _UNTIL, None, "jump to address 0"))
         return self._stop or Stop("budget")
 
     def trap_done(self) -> None:
@@ -249,7 +253,8 @@ class Cpu:
         try:
             paddr, perms = self.translate(vaddr, access)
         except PageDenied as denied:
-            self._denied = (denied, vaddr)
+            if self._denied is None:  # the first denial is the fault
+                self._denied = (denied, vaddr)
             return False
         except BaseException as exc:
             self._error = exc

@@ -350,7 +350,7 @@ class EnclaveCpu:
             try:
                 index = self._check_page(addr, access, what)
             except PageDenied as denied:
-                raise SgxFault(PF, denied.detail) from None
+                raise _OperandFault(denied, addr) from None
             if access == WRITE:
                 self._dirty.add(index)
             pieces.append((self._load(index) + addr % PAGE, n))
@@ -392,6 +392,8 @@ class EnclaveCpu:
         except SgxStatusError as exc:
             flags = self.cpu.reg("rflags") & ~_ARITH_FLAGS
             self.cpu.set_regs(rax=int(exc.status), rflags=flags | _ZF, rip=rip + 3)
+        except _OperandFault as exc:
+            self.cpu.fault(Fault(PF, exc.error_code, rip, exc.address, f"ENCLU: {exc.detail}"))
         except SgxFault as exc:
             self.cpu.fault(Fault(exc.vector, 0, rip, None, f"ENCLU: {exc.detail}"))
 
@@ -446,6 +448,15 @@ class EnclaveCpu:
         emodpe(self.enclave, self.cpu.reg("rcx"), flags & 0x7)
         self._flush()
         self.cpu.set_regs(rip=rip + 3)
+
+
+class _OperandFault(SgxFault):
+    """A #PF on an ENCLU operand, with the error code and address the AEX reports."""
+
+    def __init__(self, denied: PageDenied, address: int) -> None:
+        super().__init__(PF, denied.detail)
+        self.error_code = denied.error_code
+        self.address = address & ~(PAGE - 1)
 
 
 _ACCESS_NAMES = {16: "reading", WRITE: "writing", FETCH: "executing"}

@@ -1,0 +1,226 @@
+"""The execution core under real enclave code: faults and AEX, the instruction budget,
+illegal instructions, EPCM permissions per mapping (and the TLB flush when they change),
+write-back of dirty pages, abort-page host views, and the SDK's entry checks."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hwsim.exec import PF
+from hwsim.machine import Machine
+from hwsim.sgx.arch import SgxStatus
+from hwsim.sgx.run import HOST_BASE
+from sgxtool.runtime import Enclave, EnclaveCallError, EnclaveCrashed
+from tests.examples.build import compile_enclave, sign_image
+
+SOURCE = r"""
+#include <enclave.h>
+static const char motto[4096] __attribute__((aligned(4096))) = "read only";
+static char store[4096] __attribute__((aligned(4096)));
+static uint64_t arg(const uint8_t *in, size_t n) {
+    uint64_t v = 0;
+    memcpy(&v, in, n < 8 ? n : 8);
+    return v;
+}
+
+SGX_ECALL(write_rodata) { ((volatile char *)motto)[1] = 'x'; return 0; }
+SGX_ECALL(read_unmapped) {
+    return *(volatile char *)((char *)sgx_enclave_base() + sgx_enclave_size() - 8);
+}
+SGX_ECALL(spin) { for (;;) __asm__ volatile(""); }
+SGX_ECALL(count) {
+    volatile uint64_t n = arg(in, in_len), i = 0;
+    while (i < n) i++;
+    memcpy(out, (const void *)&i, 8);
+    return 8;
+}
+SGX_ECALL(do_cpuid) {
+    unsigned a = 0, b, c = 0, d;
+    __asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+    return a;
+}
+SGX_ECALL(do_ud2) { __asm__ volatile("ud2"); return 0; }
+SGX_ECALL(jump_out) { ((void (*)(void))arg(in, in_len))(); return 0; }
+SGX_ECALL(divide) { volatile long zero = arg(in, in_len); return 10 / zero; }
+SGX_ECALL(keep) { memcpy(store, in, in_len); return 0; }
+SGX_ECALL(bad_key) {
+    static sgx_keyrequest_t req;
+    uint8_t key[16];
+    req.keyname = 99;
+    long status = sgx_getkey(&req, key);
+    memcpy(out, &status, 8);
+    return 8;
+}
+SGX_ECALL(whoami) {
+    static sgx_report_t r;
+    sgx_self_report(&r);
+    memcpy(out, r.mrenclave, 32);
+    return 32;
+}
+SGX_ECALL(accept_ro) {
+    static sgx_secinfo_t si;
+    si.flags = 0x200 | 0x20 | 1; /* PT_REG, PR, R */
+    return sgx_accept(&si, store);
+}
+SGX_ECALL(call_host) { return sgx_ocall("echo", in, in_len, out, out_cap); }
+"""
+
+CONFIG = """
+[enclave]
+debug = true
+[memory]
+heap_size = "256K"
+stack_size = "32K"
+[security]
+miscselect = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory, vector: Callable[[str], Path]) -> Path:
+    out = tmp_path_factory.mktemp("exec")
+    elf = compile_enclave(SOURCE, out / "t.elf")
+    return sign_image(elf, CONFIG, vector("sgx/fortanix-rust-sgx/sig1.key.pem"), out / "t.img")
+
+
+@pytest.fixture
+def enclave(image: Path, machine: Machine) -> Iterator[Enclave]:
+    with Enclave.load(image, machine=machine, budget=2_000_000) as loaded:
+        yield loaded
+
+
+def crash(enclave: Enclave, name: str, data: bytes = b"") -> str:
+    with pytest.raises(EnclaveCrashed) as info:
+        enclave.call(name, data)
+    return str(info.value)
+
+
+def test_write_to_a_read_only_page_is_an_epcm_fault(enclave: Enclave) -> None:
+    text = crash(enclave, "write_rodata")
+    assert "#PF (error code 0x8007)" in text  # P, W, U and the SGX bit, as on hardware
+    assert "EPCM denies writing" in text
+    with pytest.raises(EnclaveCrashed, match="crashed earlier"):
+        enclave.call("count", b"\x01")
+
+
+def test_the_aex_fills_the_ssa_frame(enclave: Enclave) -> None:
+    crash(enclave, "write_rodata")
+    thread = enclave.cpu._threads[enclave.tcs[0]]
+    assert thread.cssa == 1
+    frame = enclave.base + thread.tcs.ossa
+    area = frame + 4096 - 184
+    gpr = enclave.cpu._read(area, 184, "test")
+    rip, exitinfo = struct.unpack_from("<Q", gpr, 136)[0], struct.unpack_from("<I", gpr, 160)[0]
+    assert enclave.base < rip < enclave.base + 0x2000
+    assert exitinfo == 1 << 31 | 3 << 8 | PF  # valid, hardware exception, #PF
+    maddr, errcd = struct.unpack("<QI", enclave.cpu._read(area - 16, 12, "test"))
+    assert (maddr & 0xFFF, errcd) == (0, 0x8007)
+
+
+def test_unmapped_enclave_page(enclave: Enclave) -> None:
+    assert "#PF (error code 0x4)" in crash(enclave, "read_unmapped")
+
+
+def test_runaway_enclave_is_stopped_then_resumable(enclave: Enclave) -> None:
+    text = crash(enclave, "spin")
+    assert "ran 2000000 instructions without leaving" in text
+    assert "endless loop" in text
+
+
+def test_eresume_continues_after_the_budget_aex(image: Path, machine: Machine) -> None:
+    with Enclave.load(image, machine=machine) as enclave:
+        cpu, tcs = enclave.cpu, enclave.tcs[0]
+        src = HOST_BASE + 0x11000
+        cpu.cpu.write_phys(src, struct.pack("<Q", 300_000))
+        regs = dict(rdi=enclave.ecalls.index("count"), rsi=src, rdx=8, r8=src + 0x1000, r9=64,
+                    r10=HOST_BASE + 0x1000, r11=0x10000)  # fmt: skip
+        ex = cpu.eenter(tcs, regs, 100_000)
+        resumes = 0
+        while ex.kind == "aex":
+            assert ex.budget_exhausted and ex.fault is None
+            assert ex.regs["rax"] != 3  # the SSA saved the real state, not the synthetic one
+            resumes += 1
+            ex = cpu.eresume(tcs, 100_000)
+        assert resumes >= 3
+        assert (ex.regs["rdi"], ex.regs["rsi"]) == (0, 8)
+        assert cpu.cpu.read_phys(src + 0x1000, 8) == struct.pack("<Q", 300_000)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "expected"),
+    [
+        ("do_cpuid", b"", "#UD (error code 0x0)"),
+        ("do_ud2", b"", "#UD (error code 0x0)"),
+        ("divide", b"\0", "#DE"),
+        ("jump_out", struct.pack("<Q", HOST_BASE + 0x100), "#GP (error code 0x0)"),
+    ],
+)
+def test_illegal_instructions_and_exceptions(
+    enclave: Enclave, name: str, data: bytes, expected: str
+) -> None:
+    text = crash(enclave, name, data)
+    assert expected in text
+    if name == "jump_out":
+        assert "code fetch outside ELRANGE" in text
+
+
+def test_dirty_pages_reach_the_epc_encrypted(enclave: Enclave) -> None:
+    secret = b"only inside the package" * 8
+    enclave.call("keep", secret)
+    epc, hw = enclave.hw.epc, enclave.hw
+    holders = [i for i in hw.pages.values() if secret in epc.read(i)]
+    assert len(holders) == 1  # written back at EEXIT: the EPC is current
+    assert secret not in epc.read_ciphertext(holders[0])
+    for linear, index in hw.pages.items():
+        if index == holders[0]:
+            assert enclave.cpu.host_read(linear, 4096) == b"\xff" * 4096
+
+
+def test_enclu_status_and_self_report(enclave: Enclave) -> None:
+    status = struct.unpack("<q", enclave.call("bad_key"))[0]
+    assert status == SgxStatus.INVALID_KEYNAME  # EGETKEY's RAX (with ZF set)
+    assert enclave.call("whoami") == enclave.mrenclave
+
+
+def test_restricted_page_faults_after_eaccept(enclave: Enclave) -> None:
+    """Linux selftest epcm_permissions: EMODPR to R, EACCEPT, then a write is #PF 0x8007.
+    The page was writable in the TLB before, so this also proves the TLB flush."""
+    enclave.call("keep", b"before")
+    store = next(
+        lin for lin, i in enclave.hw.pages.items() if enclave.hw.epc.read(i).startswith(b"before")
+    )
+    enclave.device.restrict_permissions(store - enclave.base, 4096, 1)
+    assert enclave.call("accept_ro") == b""  # EACCEPT returned 0
+    assert "#PF (error code 0x8007)" in crash(enclave, "keep", b"after")
+
+
+def test_entry_stub_checks(enclave: Enclave) -> None:
+    scratch = {"r10": HOST_BASE + 0x1000, "r11": 0x10000}
+    bad_index = enclave.enter(dict(rdi=len(enclave.ecalls), rsi=0, rdx=0, r8=0, r9=0, **scratch))
+    assert bad_index.regs["rsi"] == 2**64 - 1  # SGX_ERR_BAD_ECALL
+    inside = enclave.enter(
+        dict(rdi=enclave.ecalls.index("keep"), rsi=enclave.base, rdx=64, r8=0, r9=0, **scratch)
+    )
+    assert inside.regs["rsi"] == 2**64 - 2  # SGX_ERR_BAD_BUFFER: input inside the enclave
+    forged = enclave.enter(dict(rdi=2**64 - 1, rsi=0, **scratch))
+    assert forged.regs["rsi"] == 2**64 - 5  # an OCALL return with no OCALL pending
+
+
+def test_ocalls_and_nested_entry(enclave: Enclave) -> None:
+    seen: list[int] = []
+
+    def echo(data: bytes) -> bytes:
+        nested = enclave.enter({"rdi": 0, "r10": HOST_BASE + 0x1000, "r11": 0x10000})
+        seen.append(nested.regs["rsi"])
+        return data[::-1]
+
+    enclave.ocalls["echo"] = echo
+    assert enclave.call("call_host", b"abc") == b"cba"
+    assert seen == [2**64 - 5]  # a new ECALL while an OCALL is pending is refused
+    del enclave.ocalls["echo"]
+    with pytest.raises(EnclaveCallError, match="OCALL failed"):
+        enclave.call("call_host", b"abc")
