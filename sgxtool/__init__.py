@@ -19,10 +19,20 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "ElfError",
+    "Enclave",
+    "EnclaveCallError",
+    "EnclaveCrashed",
     "SgxToolError",
     "SigningKeyError",
     "VerificationError",
     "__version__",
 ]
 
-__getattr__ = lazy_attr(__name__, {})
+__getattr__ = lazy_attr(
+    __name__,
+    {
+        "Enclave": "sgxtool.runtime",
+        "EnclaveCallError": "sgxtool.runtime",
+        "EnclaveCrashed": "sgxtool.runtime",
+    },
+)
