@@ -127,7 +127,8 @@ class Enclave:
         self.tcs = [self.base + t.tcs for t in layout.threads]
         self.crashed: str | None = None
         self._owned_machine = owned_machine
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._busy: set[int] = set()
 
     # -- loading ----------------------------------------------------------------------
     @classmethod
@@ -216,23 +217,47 @@ class Enclave:
         room = _HOST_SIZE - _BUFFERS
         if len(data) + out_size > room:
             raise SgxToolError(f"input plus output ({len(data) + out_size} bytes) exceed {room}")
-        with self._lock:
-            result, out = self._call(self.ecalls.index(name), data, out_size)
-        if result < 0:
-            raise EnclaveCallError(name, result)
-        return self.cpu.cpu.read_phys(out, result)
+        with self._lock:  # one CPU: host threads take turns; an OCALL handler may nest
+            tcs = self._free_thread()
+            self._busy.add(tcs)
+            try:
+                result, out = self._call(tcs, self.ecalls.index(name), data, out_size)
+                if result < 0:
+                    raise EnclaveCallError(name, result)
+                return self.cpu.cpu.read_phys(out, result)
+            finally:
+                self._busy.discard(tcs)
 
-    def _call(self, index: int, data: bytes, out_size: int) -> tuple[int, int]:
+    def _free_thread(self) -> int:
+        for tcs in self.tcs:
+            if tcs not in self._busy:
+                return tcs
+        raise SgxToolError(
+            f"all {len(self.tcs)} enclave threads are busy: an OCALL handler that calls "
+            "back into the enclave needs a thread of its own",
+            hint="raise memory.threads in enclave.toml",
+        )
+
+    def _call(self, tcs: int, index: int, data: bytes, out_size: int) -> tuple[int, int]:
+        """One ECALL on thread ``tcs``, serving its OCALLs. A nested call reuses the host
+        buffers: the outer call's input is already inside and its output not yet out."""
         from hwsim.sgx.run import HOST_BASE
 
         src = HOST_BASE + _BUFFERS
         out = src + -(-len(data) // PAGE_SIZE) * PAGE_SIZE
         self.cpu.cpu.write_phys(src, data)
         scratch = {"r10": HOST_BASE + _SCRATCH[0], "r11": _SCRATCH[1]}
-        ex = self.enter(dict(rdi=index, rsi=src, rdx=len(data), r8=out, r9=out_size, **scratch))
+        regs = dict(rdi=index, rsi=src, rdx=len(data), r8=out, r9=out_size, **scratch)
+        ex = self.enter(regs, tcs)
+        failure: Exception | None = None
         while ex.regs["rdi"] == 1:
-            reply = self._ocall(ex.regs["rsi"], ex.regs["rdx"])
-            ex = self.enter(dict(rdi=_OCALL_RETURN, rsi=reply, **scratch))
+            try:
+                reply = self._ocall(ex.regs["rsi"], ex.regs["rdx"])
+            except Exception as exc:  # the handler's bug: let the enclave unwind first
+                failure, reply = failure or exc, -1
+            ex = self.enter(dict(rdi=_OCALL_RETURN, rsi=reply, **scratch), tcs)
+        if failure is not None:
+            raise failure
         if ex.regs["rdi"] != 0:
             raise EnclaveCrashed(f"the enclave left with an unknown exit code {ex.regs['rdi']}")
         return _signed(ex.regs["rsi"]), out

@@ -14,6 +14,7 @@ from hwsim.exec import PF
 from hwsim.machine import Machine
 from hwsim.sgx.arch import SgxStatus
 from hwsim.sgx.run import HOST_BASE
+from sgxtool.errors import SgxToolError
 from sgxtool.runtime import Enclave, EnclaveCallError, EnclaveCrashed
 from tests.examples.build import compile_enclave, sign_image
 
@@ -75,6 +76,7 @@ debug = true
 [memory]
 heap_size = "256K"
 stack_size = "32K"
+threads = 2
 [security]
 miscselect = 1
 """
@@ -224,3 +226,13 @@ def test_ocalls_and_nested_entry(enclave: Enclave) -> None:
     del enclave.ocalls["echo"]
     with pytest.raises(EnclaveCallError, match="OCALL failed"):
         enclave.call("call_host", b"abc")
+
+
+def test_an_ocall_handler_may_call_back_in(enclave: Enclave) -> None:
+    enclave.ocalls["echo"] = lambda data: enclave.call("whoami") + data
+    assert enclave.call("call_host", b"!") == enclave.mrenclave + b"!"  # on the second TCS
+    enclave.ocalls["echo"] = lambda data: enclave.call("call_host", data)
+    with pytest.raises(SgxToolError, match="threads are busy"):
+        enclave.call("call_host", b"deeper")  # the third level finds no free thread
+    enclave.ocalls["echo"] = lambda data: data
+    assert enclave.call("call_host", b"ok") == b"ok"  # both threads unwound cleanly
