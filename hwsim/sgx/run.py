@@ -1,10 +1,10 @@
 """Running enclave threads: EENTER, ERESUME, EEXIT, AEX and the ENCLU leaves.
 
-The CPU package boundary is modelled as on hardware (DESIGN.md, "Running code"): inside
-the package, a page an enclave touches is plaintext in a cache (Unicorn RAM), filled from
-the encrypted EPC on first touch; at every exit (EEXIT or AEX) dirty pages are written back
-through the EPC's encryption, so what DRAM holds is always current ciphertext. The cost of
-an entry or exit depends on the pages touched, never on the enclave's size.
+The CPU package boundary is modelled as on hardware (DESIGN.md, "Running code"): a page
+an enclave touches is plaintext only in the package's cache (:mod:`hwsim.sgx.pagecache`),
+filled from the encrypted EPC on first touch; at every exit (EEXIT or AEX) changed pages
+are written back through the EPC's encryption, so DRAM always holds current ciphertext.
+The cost of an entry or exit depends on the pages touched, never on the enclave's size.
 
 Enclave pages are reachable only in enclave mode: the translator maps ELRANGE to cached
 EPC pages after the EPCM checks of SDM vol. 3D 38.5 (valid, owned by this enclave, at this
@@ -36,13 +36,12 @@ from hwsim.sgx.arch import PageType, SecinfoFlag, SgxStatus, Tcs
 from hwsim.sgx.enclu import eaccept, egetkey_leaf, emodpe, ereport
 from hwsim.sgx.epc import Enclave
 from hwsim.sgx.errors import SgxError, SgxFault, SgxStatusError
+from hwsim.sgx.pagecache import PageCache
 
 __all__ = ["HOST_BASE", "EnclaveCpu", "Exit"]
 
 ENCLU = b"\x0f\x01\xd7"
 HOST_BASE = 0x1000_0000  # untrusted host memory, identity-mapped
-_CACHE_BASE = 0x40_0000_0000  # physical window of the package's plaintext page cache
-_CACHE_CHUNK = 1024  # pages mapped at a time as the cache grows
 _ABORT_PAGE = 0x3F_FFFF_F000
 _GPRSGX = struct.Struct("<18Q2QI4x2Q")  # SDM table 38-8 (GPRSGX), 184 bytes
 _GPR_ORDER = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10",
@@ -113,12 +112,7 @@ class EnclaveCpu:
         self.cpu.on_invalid = self._enclu
         self.inside: _Thread | None = None
         self._threads: dict[int, _Thread] = {}
-        self._slots: dict[int, int] = {}  # EPC index -> cache slot
-        self._stamps: dict[int, int | None] = {}  # EPC index -> EPC stamp when cached
-        self._dirty: set[int] = set()  # pages the TLB may hold writable (since a flush)
-        self._clean: dict[int, bytes] = {}  # plaintext of each page as last written back
-        self._seen: int | None = None  # EPC generation the TLB and cache were valid for
-        self._cache: list[memoryview] = []  # chunks of the cache, _CACHE_CHUNK pages each
+        self.cache = PageCache(self.cpu, self.epc)
         self._leaves = {0: self._ereport, 1: self._egetkey, 4: self._eexit,
                         5: self._eaccept, 6: self._emodpe}  # fmt: skip
 
@@ -184,11 +178,7 @@ class EnclaveCpu:
         self.cpu.illegal = _BARE
         self.inside = t
         self.enclave.enter()
-        if self.epc.generation != self._seen:
-            # Something changed EPC pages or the EPCM since our last exit: drop every
-            # cached translation. Otherwise the entries cached before are still exactly
-            # what the EPCM allows, and this CPU ran no host code in between, so they stay.
-            self._flush()
+        self.cache.enter()
         try:
             stop = self.cpu.run(self.cpu.reg("rip"), budget)
         except BaseException:
@@ -210,8 +200,7 @@ class EnclaveCpu:
         self.enclave.leave()
         self.cpu.illegal = frozenset()
         self.cpu.set_regs(fs_base=t.host_fs, gs_base=t.host_gs, **regs)
-        self._write_back()
-        self._seen = self.epc.generation
+        self.cache.leave()
 
     # -- SSA frames -----------------------------------------------------------------------
     def _frame(self, t: _Thread) -> int:
@@ -268,10 +257,10 @@ class EnclaveCpu:
         index = self._check_page(vaddr, access, "access")
         perms = self.epc.epcm[index].perms
         if access == WRITE:
-            self._dirty.add(index)
-        elif index not in self._dirty:
+            self.cache.writable.add(index)
+        elif index not in self.cache.writable:
             perms &= ~SecinfoFlag.W  # the first store refills the TLB and marks the page dirty
-        return self._load(index), int(perms)
+        return self.cache.load(index), int(perms)
 
     def _host_page(self, vaddr: int, access: int) -> tuple[int, int]:
         lo, size = self.host
@@ -301,45 +290,6 @@ class EnclaveCpu:
             raise PageDenied(PF, code, f"{what}: {problem}")
         return index
 
-    def _load(self, index: int) -> int:
-        """The cache slot holding ``index``'s plaintext, filled from the EPC when stale."""
-        slot = self._slots.get(index)
-        stamp = self.epc.stamps.get(index)
-        if slot is None:
-            if len(self._slots) == len(self._cache) * _CACHE_CHUNK:
-                paddr = _CACHE_BASE + len(self._cache) * _CACHE_CHUNK * PAGE
-                self._cache.append(self.cpu.map_buffer(paddr, _CACHE_CHUNK * PAGE))
-            slot = self._slots[index] = len(self._slots)
-        elif stamp is not None and self._stamps.get(index) == stamp:
-            return _CACHE_BASE + slot * PAGE
-        plain = self.epc.read(index)
-        self.cpu.write_phys(_CACHE_BASE + slot * PAGE, plain)
-        self._stamps[index] = stamp
-        self._clean[index] = plain
-        return _CACHE_BASE + slot * PAGE
-
-    def _flush(self) -> None:
-        """Flush the TLB; pages it let the enclave write are written back first."""
-        self._write_back()
-        self.cpu.flush_tlb()
-        self._dirty.clear()
-
-    def _write_back(self) -> None:
-        """Pages the enclave could write go back to the EPC (encrypted) when they changed.
-
-        An unchanged page needs no write: its ciphertext in DRAM is already current."""
-        for index in self._dirty:
-            plain = self._cached(index).tobytes()  # compares by memcmp, unlike a memoryview
-            if plain != self._clean.get(index):
-                self.epc.write(index, plain)
-                self._clean[index] = plain
-                self._stamps[index] = self.epc.stamps.get(index)
-
-    def _cached(self, index: int) -> memoryview:
-        """The cached plaintext of EPC page ``index`` (read without a Unicorn call)."""
-        chunk, slot = divmod(self._slots[index], _CACHE_CHUNK)
-        return self._cache[chunk][slot * PAGE : (slot + 1) * PAGE]
-
     def _access(self, addr: int, size: int, access: int, what: str) -> list[tuple[int, int]]:
         """Physical pieces of an ENCLU operand, after the leaf's ELRANGE and EPCM checks."""
         if not (self.base <= addr and addr + size <= self.base + self.size):
@@ -352,8 +302,8 @@ class EnclaveCpu:
             except PageDenied as denied:
                 raise _OperandFault(denied, addr) from None
             if access == WRITE:
-                self._dirty.add(index)
-            pieces.append((self._load(index) + addr % PAGE, n))
+                self.cache.writable.add(index)
+            pieces.append((self.cache.load(index) + addr % PAGE, n))
             addr, size = addr + n, size - n
         return pieces
 
@@ -374,8 +324,8 @@ class EnclaveCpu:
         try:
             if rip % PAGE <= PAGE - 3:  # the common case: read straight from the cache
                 index = self._check_page(rip, FETCH, "code")
-                self._load(index)
-                code = bytes(self._cached(index)[rip % PAGE : rip % PAGE + 3])
+                self.cache.load(index)
+                code = bytes(self.cache.view(index)[rip % PAGE : rip % PAGE + 3])
             else:
                 code = self._read(rip, 3, "code")
         except (SgxError, PageDenied):
@@ -438,7 +388,7 @@ class EnclaveCpu:
         secinfo = self._aligned("rbx", 64, "EACCEPT")
         flags = struct.unpack("<Q", self._read(secinfo, 8, "SECINFO"))[0]
         eaccept(self.enclave, self.cpu.reg("rcx"), flags)
-        self._flush()  # the EPCM changed under cached translations
+        self.cache.flush()  # the EPCM changed under cached translations
         self._succeed(rip)
 
     def _emodpe(self, rip: int) -> None:
@@ -446,7 +396,7 @@ class EnclaveCpu:
         secinfo = self._aligned("rbx", 64, "EMODPE")
         flags = struct.unpack("<Q", self._read(secinfo, 8, "SECINFO"))[0]
         emodpe(self.enclave, self.cpu.reg("rcx"), flags & 0x7)
-        self._flush()
+        self.cache.flush()
         self.cpu.set_regs(rip=rip + 3)
 
 
