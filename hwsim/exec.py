@@ -51,9 +51,15 @@ UcError: Any = _unicorn.UcError
 
 __all__ = [
     "FETCH",
+    "GP",
+    "PAGE",
+    "PF",
     "READ",
+    "RW",
+    "UD",
     "WRITE",
     "Cpu",
+    "ExecError",
     "Fault",
     "PageDenied",
     "Stop",

@@ -122,6 +122,7 @@ class EnclaveCpu:
         t = self._thread_for_entry(tcs, "EENTER")
         if t.cssa >= t.tcs.nssa:
             raise SgxFault(GP, f"EENTER: every SSA frame is in use (CSSA {t.cssa})")
+        self._check_frame(t, "EENTER")
         host = self.cpu.regs("rsp", "rbp", "fs_base", "gs_base")
         t.host_fs, t.host_gs = host["fs_base"], host["gs_base"]
         self._save_user_stack(t, regs.get("rsp", host["rsp"]), regs.get("rbp", host["rbp"]))
@@ -136,6 +137,11 @@ class EnclaveCpu:
         if t.cssa == 0:
             raise SgxFault(GP, "ERESUME: no SSA frame to resume from (CSSA 0)")
         t.cssa -= 1
+        try:
+            self._check_frame(t, "ERESUME")
+        except SgxFault:
+            t.cssa += 1
+            raise
         gpr = self._read(self._gpr_area(t), _GPRSGX.size, "SSA")
         values = _GPRSGX.unpack(gpr)
         host = self.cpu.regs("fs_base", "gs_base")
@@ -172,6 +178,14 @@ class EnclaveCpu:
         if t.active:
             raise SgxFault(GP, f"{leaf}: the TCS at {tcs:#x} is already in use")
         return t
+
+    def _check_frame(self, t: _Thread, leaf: str) -> None:
+        """The current SSA frame must be writable PT_REG pages of this enclave (#PF)."""
+        for at in range(self._frame(t), self._frame(t) + self.frame, PAGE):
+            try:
+                self._check_page(at, WRITE, "SSA frame")
+            except PageDenied as denied:
+                raise SgxFault(PF, f"{leaf}: {denied.detail}") from None
 
     def _enter(self, t: _Thread, aep: int, budget: int) -> Exit:
         t.active, t.aep = True, aep
