@@ -236,3 +236,16 @@ def test_an_ocall_handler_may_call_back_in(enclave: Enclave) -> None:
         enclave.call("call_host", b"deeper")  # the third level finds no free thread
     enclave.ocalls["echo"] = lambda data: data
     assert enclave.call("call_host", b"ok") == b"ok"  # both threads unwound cleanly
+
+
+def test_sgxtool_run_reports_a_runaway_in_one_line(
+    image: Path, machine: Machine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sgxtool._cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(image), "spin", "--budget", "5000", "--machine", str(machine.path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert err.startswith("sgxtool: error: the enclave ran 5000 instructions without leaving")
+    assert len(err.strip().splitlines()) == 1
