@@ -56,6 +56,7 @@ __all__ = [
     "PF",
     "READ",
     "RW",
+    "RWX",
     "UD",
     "WRITE",
     "Cpu",
@@ -351,6 +352,7 @@ def _abort_write(_uc: Any, _offset: int, _size: int, _value: int, _data: object)
 
 
 RW = UC_PROT_READ | UC_PROT_WRITE
+RWX = UC_PROT_ALL
 
 
 class ExecError(HwsimError):

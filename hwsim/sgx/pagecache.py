@@ -70,6 +70,11 @@ class PageCache:
         self.cpu.flush_tlb()
         self.writable.clear()
 
+    def forget_tlb(self) -> None:
+        """Flush now, and again at the next entry (the TLB held the other mode's view)."""
+        self.flush()
+        self._seen = None
+
     def enter(self) -> None:
         """At entry: keep the TLB only if no ENCLS leaf or foreign write touched the EPC
         since our last exit; then every cached translation is still what the EPCM allows

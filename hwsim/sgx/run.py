@@ -24,6 +24,7 @@ from hwsim.exec import (
     PAGE,
     PF,
     RW,
+    RWX,
     UD,
     WRITE,
     Cpu,
@@ -154,6 +155,16 @@ class EnclaveCpu:
         self.cpu.set_mxcsr(struct.unpack_from("<I", xsave, 24)[0])
         return self._enter(t, ret or HOST_BASE, budget)
 
+    def run_host(self, rip: int, regs: dict[str, int], budget: int) -> Stop:
+        """Run untrusted host code from the host window, outside enclave mode."""
+        if self.inside is not None:
+            raise SgxFault(GP, "the CPU is in enclave mode")
+        self.cache.forget_tlb()  # no enclave translation may survive into host mode
+        self.cpu.set_regs(**regs)
+        stop = self.cpu.run(rip, budget)
+        self.cache.forget_tlb()  # nor a host one into enclave mode
+        return stop
+
     def host_read(self, addr: int, size: int) -> bytes:
         """A load by host (non-enclave) code: ELRANGE reads as the abort page, all 0xFF."""
         if self.base <= addr < self.base + self.size:
@@ -260,10 +271,10 @@ class EnclaveCpu:
     # -- address translation and the page cache -----------------------------------------
     def _translate(self, vaddr: int, access: int) -> tuple[int, int]:
         inside = self.base <= vaddr < self.base + self.size
-        if self.inside is None:
+        if self.inside is None:  # host code: untrusted memory is RWX, ELRANGE aborts
             if inside:
                 return _ABORT_PAGE, RW
-            return self._host_page(vaddr, access)
+            return self._host_page(vaddr, access)[0], RWX
         if not inside:
             if access == FETCH:
                 raise PageDenied(GP, 0, "code fetch outside ELRANGE")

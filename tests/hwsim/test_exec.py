@@ -249,3 +249,19 @@ def test_sgxtool_run_reports_a_runaway_in_one_line(
     assert exit_info.value.code == 1
     assert err.startswith("sgxtool: error: the enclave ran 5000 instructions without leaving")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_host_code_sees_the_abort_page(enclave: Enclave) -> None:
+    """Real x86 host code outside enclave mode: loads from ELRANGE read all ones, stores
+    are dropped, even right after the enclave ran with those pages in its TLB."""
+    enclave.call("keep", b"enclave data")
+    store = next(
+        lin for lin, i in enclave.hw.pages.items() if enclave.hw.epc.read(i).startswith(b"encl")
+    )
+    code = bytes.fromhex("488b0348890b0f0b")  # mov rax,[rbx]; mov [rbx],rcx; ud2
+    enclave.cpu.cpu.write_phys(HOST_BASE + 0x800, code)
+    stop = enclave.cpu.run_host(HOST_BASE + 0x800, {"rbx": store, "rcx": 0x41414141}, 100)
+    assert stop.fault is not None and stop.fault.name == "#UD"  # the ud2 at the end
+    assert enclave.cpu.cpu.reg("rax") == 2**64 - 1
+    assert enclave.hw.epc.read(enclave.hw.pages[store]).startswith(b"enclave data")
+    assert enclave.call("whoami") == enclave.mrenclave  # and the enclave still runs
