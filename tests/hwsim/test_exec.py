@@ -68,6 +68,12 @@ SGX_ECALL(accept_ro) {
     return sgx_accept(&si, store);
 }
 SGX_ECALL(call_host) { return sgx_ocall("echo", in, in_len, out, out_cap); }
+static const char *const words[] = {"alpha", "beta"}; /* R_X86_64_RELATIVE pointers */
+SGX_ECALL(word) {
+    const char *w = words[arg(in, in_len) & 1];
+    memcpy(out, w, strlen(w));
+    return (long)strlen(w);
+}
 """
 
 CONFIG = """
@@ -265,3 +271,13 @@ def test_host_code_sees_the_abort_page(enclave: Enclave) -> None:
     assert enclave.cpu.cpu.reg("rax") == 2**64 - 1
     assert enclave.hw.epc.read(enclave.hw.pages[store]).startswith(b"enclave data")
     assert enclave.call("whoami") == enclave.mrenclave  # and the enclave still runs
+
+
+def test_relocations_are_applied_on_first_entry(image: Path, enclave: Enclave) -> None:
+    from elftools.elf.elffile import ELFFile
+
+    with image.open("rb") as f:
+        rela = ELFFile(f).get_section_by_name(".rela.dyn")
+        assert rela is not None and rela.num_relocations() >= 2  # measured unrelocated
+    assert enclave.call("word", b"\1") == b"beta"
+    assert enclave.call("word", b"\0") == b"alpha"
