@@ -58,6 +58,8 @@ def render(flags: list[str]) -> str:
     return shlex.join(flags)
 
 
-if __name__ == "__main__":  # ``python -m sgxtool.sdkinfo --cflags`` before installation
+if __name__ == "__main__":  # ``python sgxtool/sdkinfo.py --cflags`` before installation
     wanted = {"--cflags": cflags, "--ldflags": ldflags}
+    if not sys.argv[1:] or any(arg not in wanted for arg in sys.argv[1:]):
+        sys.exit("usage: sdkinfo.py --cflags | --ldflags")
     print(render([f for arg in sys.argv[1:] for f in wanted[arg]()]))
