@@ -14,14 +14,13 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _timing import best_of  # noqa: E402
 from hwsim.machine import Machine  # noqa: E402
 from hwsim.sgx.run import HOST_BASE  # noqa: E402
 from sgxtool import sdkinfo  # noqa: E402
@@ -107,15 +106,6 @@ class PlainUnicorn:
         self.uc.emu_start(self.entry, 0)
 
 
-def best(f: Callable[[], object], repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         image = build(Path(tmp))
@@ -146,7 +136,11 @@ def report(enclave: Enclave) -> None:
 
     enclave_rounds()  # warm: translate the code, fill the page cache
     plain_rounds()
-    t_enc, t_api, t_plain = best(enclave_rounds), best(api_rounds), best(plain_rounds)
+    t_enc, t_api, t_plain = (
+        best_of(3, enclave_rounds),
+        best_of(3, api_rounds),
+        best_of(3, plain_rounds),
+    )
     us = 1e6 / ROUNDS
     print(f"empty ECALL, EENTER..EEXIT: {t_enc * us:.1f} us  (goal <= 50 us)")
     print(f"empty ECALL, Enclave.call:  {t_api * us:.1f} us")
@@ -154,8 +148,8 @@ def report(enclave: Enclave) -> None:
 
     enclave.cpu.cpu.write_phys(src, struct.pack("<Q", LOOP))
     plain.uc.mem_write(src, struct.pack("<Q", LOOP))
-    t_loop = best(lambda: enclave.call("spin", struct.pack("<Q", LOOP)), 2)
-    t_plain_loop = best(lambda: plain.call(spin, src, 8), 2)
+    t_loop = best_of(2, lambda: enclave.call("spin", struct.pack("<Q", LOOP)))
+    t_plain_loop = best_of(2, lambda: plain.call(spin, src, 8))
     n = 2 * LOOP
     print(f"tight loop in the enclave:  {n / t_loop / 1e6:.0f} M instr/s  (goal >= 50)")
     print(f"plain Unicorn, same loop:   {n / t_plain_loop / 1e6:.0f} M instr/s  "

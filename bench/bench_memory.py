@@ -16,26 +16,16 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _timing import best_of
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from hwsim.machine import Machine
 from hwsim.memory import HOST_KEYID, PAGE_SIZE
 
 BASE = 0x1000_0000
-
-
-def best_of(repeats: int, fn: Callable[[], object]) -> float:
-    """Fastest of ``repeats`` runs, in seconds (the least disturbed by other load)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def raw_xts(key: bytes, data: bytes) -> None:

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
+from _timing import best_of
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -48,15 +47,6 @@ KEY = ROOT / ".." / "shared" / "vectors" / "sgx" / "intel-linux-sgx"
 KEY = KEY / "SampleEnclave_Enclave_private_test.pem"
 PAGES = 256
 RW = secinfo_flags(PageType.REG, 3)
-
-
-def best_of(repeats: int, fn: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def epc_round_trip(machine: Machine, mib: int) -> None:
