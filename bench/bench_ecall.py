@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _timing import best_of  # noqa: E402
+
 from hwsim.machine import Machine  # noqa: E402
 from hwsim.sgx.run import HOST_BASE  # noqa: E402
 from sgxtool import sdkinfo  # noqa: E402
