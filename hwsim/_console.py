@@ -38,7 +38,7 @@ def run_main(group: click.Group, prog: str, argv: Sequence[str] | None = None) -
         click.echo(f"{prog}: aborted", err=True)
         sys.exit(1)
     except click.ClickException as exc:
-        exc.show()
+        _click_error(exc, prog)
         sys.exit(exc.exit_code)
     except MemcryptError as exc:
         if debug:
@@ -50,6 +50,19 @@ def run_main(group: click.Group, prog: str, argv: Sequence[str] | None = None) -
     except KeyboardInterrupt:
         click.echo(f"{prog}: interrupted", err=True)
         sys.exit(130)
+
+
+def _click_error(exc: click.ClickException, prog: str) -> None:
+    """Click's errors in the one-line form of all others, not its four-line usage block;
+    a group run without a command still shows its help (click >= 8.2 raises for that)."""
+    ctx = exc.ctx if isinstance(exc, click.UsageError) else None
+    message = exc.format_message()
+    if ctx is not None and message == ctx.get_help():
+        exc.show()
+        return
+    click.echo(f"{prog}: error: {' '.join(message.split())}", err=True)
+    if ctx is not None:
+        click.echo(f"{prog}: hint: see '{ctx.command_path} --help'", err=True)
 
 
 def console(*, stderr: bool = False) -> Console:
