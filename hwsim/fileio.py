@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,18 @@ def atomic_open(path: str | os.PathLike[str], *, mode: int = 0o644) -> Iterator[
     if not directory.is_dir():
         raise InvalidInput(f"cannot write {target}: directory {directory} does not exist")
     try:
+        mode_now = target.stat().st_mode
+    except OSError:
+        mode_now = stat.S_IFREG
+    if stat.S_ISDIR(mode_now):
+        raise InvalidInput(f"cannot write {target}: it is a directory")
+    if not stat.S_ISREG(mode_now):
+        # A device or FIFO (/dev/stdout, /dev/null): renaming over it would swap the node
+        # for a regular file, so write straight into it; no file on disk is at stake.
+        with _open_special(target) as f:
+            yield f
+        return
+    try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
         raise MemcryptError(f"cannot write {target}: {exc.strerror}") from exc
@@ -46,6 +59,15 @@ def atomic_open(path: str | os.PathLike[str], *, mode: int = 0o644) -> Iterator[
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _open_special(target: Path) -> Iterator[BinaryIO]:
+    try:
+        with target.open("wb") as f:
+            yield f
+    except OSError as exc:
+        raise MemcryptError(f"cannot write {target}: {exc.strerror}") from exc
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
