@@ -153,8 +153,10 @@ class OwnerKey:
         pem = self.key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, protect
         )
-        write_atomic(key_path, pem, mode=0o600)
+        # The certificate first: `generate` refuses to overwrite a key, so a key left
+        # behind by a failed certificate write would block the retry.
         write_atomic(cert_path, self.cert.pack())
+        write_atomic(key_path, pem, mode=0o600)
 
 
 def generate_oca() -> OwnerKey:
