@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -180,6 +181,8 @@ def load_owner_key(cert_path: Path, key_path: Path, passphrase: bytes | None = N
         raise InvalidInput(
             f"cannot load OCA key {key_path}: not a PEM private key, or a wrong passphrase"
         ) from exc
+    except UnsupportedAlgorithm as exc:
+        raise InvalidInput(f"OCA key {key_path} is not an ECDSA key ({exc})") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise InvalidInput(f"OCA key {key_path} is not an ECDSA key")
     verify_sev_cert(cert, SevUsage.OCA, cert, f"OCA certificate {cert_path}")

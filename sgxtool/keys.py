@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -100,6 +101,10 @@ def load_public_key(path: str | Path) -> rsa.RSAPublicKey:
             key = serialization.load_pem_private_key(data, None).public_key()
         except (ValueError, TypeError) as exc:
             raise SigningKeyError(f"{path}: not a PEM public key") from exc
+        except UnsupportedAlgorithm as exc:
+            raise SigningKeyError(f"{path}: not an RSA key ({exc})") from exc
+    except UnsupportedAlgorithm as exc:
+        raise SigningKeyError(f"{path}: not an RSA key ({exc})") from exc
     if not isinstance(key, rsa.RSAPublicKey):
         raise SigningKeyError(f"{path}: not an RSA key; SGX needs RSA-3072 with e=3")
     check_key(key, str(path))
