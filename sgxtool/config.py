@@ -118,6 +118,8 @@ def parse_config(text: str, source: str = "enclave.toml") -> EnclaveConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses once per nested array or table
+        raise ConfigError(f"{source}: invalid TOML: arrays or tables nested too deeply") from exc
     return _Reader(doc, source).config()
 
 
