@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-__all__ = ["EnclaveConfig", "load_config", "parse_config"]
+__all__ = ["MAX_ENCLAVE_SIZE", "EnclaveConfig", "load_config", "parse_config"]
 
 U16 = 0xFFFF
 U32 = 0xFFFF_FFFF
@@ -34,6 +34,7 @@ REQUESTABLE = {
     "AEXNOTIFY": AttributeFlag.AEXNOTIFY,
 }
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+MAX_ENCLAVE_SIZE = 1 << 47  # the largest SECS.SIZE sgxtool builds (128 TiB)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ _SCHEMA = [
     _Key("enclave", "isvsvn", "int", 0, U16),
     _Key("enclave", "debug", "bool"),
     _Key("enclave", "vendor", "int", 0, VENDOR_INTEL),
-    _Key("enclave", "size", "size", 0, 1 << 47),
+    _Key("enclave", "size", "size", 0, MAX_ENCLAVE_SIZE),
     _Key("memory", "heap_size", "size", 0, 1 << 46),
     _Key("memory", "heap_measured", "bool"),
     _Key("memory", "stack_size", "size", PAGE_SIZE, 1 << 40),

@@ -19,6 +19,7 @@ from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 
 from hwsim.sgx.arch import SecinfoFlag
+from sgxtool.config import MAX_ENCLAVE_SIZE
 from sgxtool.errors import ElfError
 
 __all__ = ["EnclaveElf", "Segment", "read_elf"]
@@ -109,6 +110,11 @@ def _segments(p: Path, elf: ELFFile, file_size: int) -> tuple[Segment, ...]:
         )
         if seg.filesz > seg.memsz:
             raise ElfError(f"{p}: segment {i} has more file bytes than memory bytes")
+        if seg.end > MAX_ENCLAVE_SIZE:
+            raise ElfError(
+                f"{p}: segment {i} ends at {seg.end:#x}, beyond the largest enclave "
+                f"({MAX_ENCLAVE_SIZE:#x} bytes)"
+            )
         if seg.file_offset + seg.filesz > file_size:
             raise ElfError(
                 f"{p}: truncated: segment {i} needs bytes up to "

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hwsim.sgx.arch import PAGE_SIZE, PageType, SecinfoFlag, Tcs, secinfo_flags
-from sgxtool.config import EnclaveConfig
+from sgxtool.config import MAX_ENCLAVE_SIZE, EnclaveConfig
 from sgxtool.elf import EnclaveElf, Segment
-from sgxtool.errors import SgxToolError
+from sgxtool.errors import ConfigError, SgxToolError
 
 __all__ = [
     "ALL_CHUNKS",
@@ -238,6 +238,12 @@ class LayoutBuilder:
     ) -> EnclaveLayout:
         needed = max(2 * PAGE_SIZE, self.cursor)
         power = 1 << (needed - 1).bit_length()
+        if needed > MAX_ENCLAVE_SIZE:
+            raise ConfigError(
+                f"the layout needs {needed:#x} bytes, more than the largest enclave "
+                f"({MAX_ENCLAVE_SIZE:#x})",
+                hint="lower memory.heap_size, memory.stack_size or memory.threads",
+            )
         if size and size < needed:
             raise SgxToolError(
                 f"enclave.size {size:#x} is too small: the layout needs "
