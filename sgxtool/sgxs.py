@@ -129,7 +129,7 @@ def _records(
             yield tag, ssa, size, b""
         elif tag == _EADD:
             offset, flags = struct.unpack_from("<QQ", block, 8)
-            state.eadd(offset)
+            state.eadd(offset, flags)
             yield tag, offset, flags, b""
         elif tag == _EEXTEND:
             (offset,) = struct.unpack_from("<Q", block, 8)
@@ -166,9 +166,12 @@ class _Canonical:
             raise self.fail(f"ECREATE SIZE {size:#x} is not a power of two of 2 pages or more")
         self.size = size
 
-    def eadd(self, offset: int) -> None:
+    def eadd(self, offset: int, flags: int) -> None:
         if self.size is None:
             raise self.fail("EADD before ECREATE")
+        page_type = (flags >> 8) & 0xFF
+        if page_type not in (PageType.REG, PageType.TCS):  # else EADD faults (SDM vol. 3D, EADD)
+            raise self.fail(f"EADD page type {page_type} is neither REG nor TCS")
         if offset % PAGE_SIZE or offset >= self.size:
             raise self.fail(f"EADD offset {offset:#x} is not a page inside the enclave")
         if self.page is not None and offset <= self.page:
