@@ -17,7 +17,7 @@ import tomli_w
 
 from hwsim.fileio import read_file
 from hwsim.sgx.arch import VENDOR_INTEL, AttributeFlag
-from sgxtool.config import EnclaveConfig, parse_config
+from sgxtool.config import U64, EnclaveConfig, parse_config
 from sgxtool.errors import ConfigError
 
 __all__ = ["import_intel_config"]
@@ -65,6 +65,10 @@ def import_intel_config(path: str | Path) -> tuple[EnclaveConfig, list[str]]:
             values[element.tag] = int((element.text or "").strip(), 0)
         except ValueError as exc:
             raise ConfigError(f"{path}: <{element.tag}> {element.text!r} is not a number") from exc
+        if not 0 <= values[element.tag] <= U64:  # 128-bit KSS ids come as _H/_L halves
+            raise ConfigError(
+                f"{path}: <{element.tag}> {element.text!r} is not a 64-bit unsigned number"
+            )
     return _convert(values, str(path))
 
 
