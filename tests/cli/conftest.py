@@ -49,3 +49,10 @@ def sgxtool(capsys: pytest.CaptureFixture[str]) -> Runner:
     from sgxtool._cli import main
 
     return _runner(main, capsys)
+
+
+@pytest.fixture
+def sevtool(capsys: pytest.CaptureFixture[str]) -> Runner:
+    from sevtool._cli import main
+
+    return _runner(main, capsys)
