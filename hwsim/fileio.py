@@ -80,10 +80,14 @@ def read_file(path: str | os.PathLike[str], what: str, *, max_size: int | None =
     """Read a whole input file, raising :class:`InvalidInput` naming ``what`` on failure."""
     p = Path(path)
     try:
-        if max_size is not None and p.stat().st_size > max_size:
-            raise InvalidInput(f"{what} {p} is larger than {max_size} bytes")
-        return p.read_bytes()
+        with p.open("rb") as f:
+            # Read one byte past the limit rather than trust st_size, which is 0 for
+            # devices and FIFOs: `-c /dev/zero` must not read until memory runs out.
+            data = f.read() if max_size is None else f.read(max_size + 1)
     except IsADirectoryError as exc:
         raise InvalidInput(f"cannot read {what} {p}: it is a directory") from exc
     except OSError as exc:
         raise InvalidInput(f"cannot read {what} {p}: {exc.strerror}") from exc
+    if max_size is not None and len(data) > max_size:
+        raise InvalidInput(f"{what} {p} is larger than {max_size} bytes")
+    return data

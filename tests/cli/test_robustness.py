@@ -681,3 +681,22 @@ def test_intel_xml_value_out_of_range(
     refused(r, "sgxtool")
     assert r.code == 2 and "ISVFAMILYID_L" in r.err
     outs.check(r)
+
+
+def test_endless_device_inputs_are_bounded(
+    sgxtool: Runner, sevtool: Runner, enclave_elf: Path, sample_key: Path, tmp_path: Path
+) -> None:
+    """/dev/zero has st_size 0 and never ends: size limits must hold while reading."""
+    zero, out = "/dev/zero", str(tmp_path / "o.sig")
+    runs = [
+        (sgxtool, ("measure", str(enclave_elf), "-c", zero)),
+        (sgxtool, ("sign", "--enclave-hash", SIG1_HASH, "-k", zero, "-s", out)),
+        (sgxtool, ("sign", "--enclave-hash", SIG1_HASH, "-k", str(sample_key), "-s", out,
+                   "--passphrase-file", zero)),
+        (sevtool, ("verify", zero)),
+        (sevtool, ("verify", "--partial", "--pek", zero)),
+    ]  # fmt: skip
+    for run, args in runs:
+        r = run(*args)
+        refused(r, "sevtool" if run is sevtool else "sgxtool")
+        assert r.code == 2 and "larger than" in r.err, r.err
