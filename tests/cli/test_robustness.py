@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from hwsim.machine import Machine
 from tests.cli.conftest import Result, Runner
 
 Vector = Callable[[str], Path]
@@ -700,3 +701,33 @@ def test_endless_device_inputs_are_bounded(
         r = run(*args)
         refused(r, "sevtool" if run is sevtool else "sgxtool")
         assert r.code == 2 and "larger than" in r.err, r.err
+
+
+@examples(25)
+@given(data=st.data())
+def test_mutated_pek_import(
+    sevtool: Runner, machine: Machine, tmp_path: Path, data: st.DataObject
+) -> None:
+    """PEK_CERT_IMPORT of a damaged owner-signed PEK or OCA: refused, platform unchanged."""
+    m = str(machine.path)  # one machine for all examples
+    d = tmp_path / "owner"
+    if not (d / "pek.signed").exists():
+        d.mkdir(exist_ok=True)
+        assert sevtool("generate", str(d / "oca.cert"), str(d / "oca.key")).code == 0
+        assert sevtool("--machine", m, "pek", "csr", str(d / "pek.csr")).code == 0
+        sign = ("pek", "sign", str(d / "pek.csr"), str(d / "oca.cert"), str(d / "oca.key"))
+        assert sevtool(*sign, str(d / "pek.signed")).code == 0
+    name = data.draw(st.sampled_from(["pek.signed", "oca.cert"]))
+    golden = (d / name).read_bytes()
+    flip = data.draw(st.booleans())
+    bad = data.draw(flipped(golden, (0, SEV_SIGNED_LEN)) if flip else mutated(golden))
+    files = {n: str(d / n) for n in ("pek.signed", "oca.cert")}
+    files[name] = write(tmp_path, "bad.cert", bad)
+    before = sevtool("--machine", m, "show", "--json").out
+    r = sevtool("--machine", m, "pek", "import", files["pek.signed"], files["oca.cert"])
+    clean(r, "sevtool", ok=not flip)
+    if r.code:
+        assert sevtool("--machine", m, "show", "--json").out == before
+    else:  # a neutral change (an unused slot): back to self-owned with a new CSR
+        assert sevtool("--machine", m, "reset").code == 0
+        (d / "pek.signed").unlink()
