@@ -70,6 +70,8 @@ def read_elf(path: str | Path, *, limit: int | None = None) -> EnclaveElf:
         raise ElfError(f"cannot read enclave ELF {p}: {exc.strerror}") from exc
     except (_PyElfError, struct.error, ValueError, KeyError, io.UnsupportedOperation) as exc:
         raise ElfError(f"{p}: corrupt ELF: {exc}") from exc
+    except AssertionError as exc:  # pyelftools asserts on some links (.dynamic's sh_link)
+        raise ElfError(f"{p}: corrupt ELF: inconsistent section links") from exc
 
 
 def _parse(p: Path, f: BinaryIO, limit: int | None) -> EnclaveElf:

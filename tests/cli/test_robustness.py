@@ -731,3 +731,25 @@ def test_mutated_pek_import(
     else:  # a neutral change (an unused slot): back to self-owned with a new CSR
         assert sevtool("--machine", m, "reset").code == 0
         (d / "pek.signed").unlink()
+
+
+def test_dynamic_section_without_string_table(
+    sgxtool: Runner, enclave_elf: Path, sample_key: Path, inputs: Path, outdir: Path
+) -> None:
+    """.dynamic's sh_link naming section 0: pyelftools asserts (found by fuzzing `run`)."""
+    from elftools.elf.elffile import ELFFile
+
+    data = bytearray(enclave_elf.read_bytes())
+    with enclave_elf.open("rb") as f:
+        elf = ELFFile(f)
+        index = next(i for i, s in enumerate(elf.iter_sections()) if s.name == ".dynamic")
+        at = elf["e_shoff"] + index * elf["e_shentsize"] + 0x28  # Elf64_Shdr.sh_link
+    data[at : at + 4] = bytes(4)
+    elf_path = write(inputs, "e.elf", bytes(data))
+    outs = Outputs(outdir, "signed")
+    (out,) = outs.prepare()
+    for args in (("measure", elf_path), ("sign", elf_path, "-k", str(sample_key), "-o", out)):
+        r = sgxtool(*args)
+        refused(r, "sgxtool")
+        assert r.code == 2 and "corrupt ELF" in r.err
+    outs.check(r)
