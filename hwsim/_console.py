@@ -113,7 +113,7 @@ def resolve_passphrase(
     if env is not None:
         if env not in os.environ:
             raise click.UsageError(f"--passphrase-env: environment variable {env} is not set")
-        return os.environ[env].encode()
+        return os.fsencode(os.environ[env])  # the bytes as set, even when not UTF-8
     if file is not None:
         from hwsim.fileio import read_file
 

@@ -753,3 +753,21 @@ def test_dynamic_section_without_string_table(
         refused(r, "sgxtool")
         assert r.code == 2 and "corrupt ELF" in r.err
     outs.check(r)
+
+
+def test_passphrase_env_not_utf8(
+    sgxtool: Runner, sample_key: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A passphrase variable holding non-UTF-8 bytes is used as those bytes."""
+    from sgxtool.keys import load_private_key, save_private_key
+
+    secret = b"\xff\xfe pass"
+    key = tmp_path / "enc.pem"
+    save_private_key(load_private_key(sample_key), key, secret)
+    monkeypatch.setenv("PW", os.fsdecode(secret))
+    monkeypatch.setenv("WRONG", os.fsdecode(b"\xff"))
+    sign = ("sign", "--enclave-hash", SIG1_HASH, "-k", str(key), "-s", str(tmp_path / "o.sig"))
+    assert sgxtool(*sign, "--passphrase-env", "PW").code == 0
+    wrong = sgxtool(*sign, "--passphrase-env", "WRONG")
+    refused(wrong, "sgxtool")
+    assert wrong.code == 2 and "wrong passphrase" in wrong.err
