@@ -711,9 +711,10 @@ def test_mutated_pek_import(
     """PEK_CERT_IMPORT of a damaged owner-signed PEK or OCA: refused, platform unchanged."""
     m = str(machine.path)  # one machine for all examples
     d = tmp_path / "owner"
-    if not (d / "pek.signed").exists():
-        d.mkdir(exist_ok=True)
+    if not d.exists():
+        d.mkdir()
         assert sevtool("generate", str(d / "oca.cert"), str(d / "oca.key")).code == 0
+    if not (d / "pek.signed").exists():
         assert sevtool("--machine", m, "pek", "csr", str(d / "pek.csr")).code == 0
         sign = ("pek", "sign", str(d / "pek.csr"), str(d / "oca.cert"), str(d / "oca.key"))
         assert sevtool(*sign, str(d / "pek.signed")).code == 0
