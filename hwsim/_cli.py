@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 from hwsim import __version__
+from hwsim._climachine import cli_machine, machine_dir, machine_option
 from hwsim._console import console, emit_json, run_main
-from hwsim.machine import cli_machine, default_machine_path, machine_option
 from hwsim.profiles import DEFAULT_PROFILE, PROFILES
 
 __all__ = ["cli", "main"]
@@ -50,10 +50,9 @@ def cli() -> None:
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
 def init(profile: str, directory: str | None) -> None:
     """Create a machine in DIRECTORY (default: --machine, else the default machine)."""
-    from hwsim.machine import Machine
+    from hwsim.machine import Machine, default_machine_path
 
-    meta_dir = click.get_current_context().find_root().meta.get("hwsim.machine_dir")
-    machine = Machine.init(directory or meta_dir or default_machine_path(), profile)
+    machine = Machine.init(directory or machine_dir() or default_machine_path(), profile)
     click.echo(f"created machine {machine.path} (profile {machine.profile.name})")
 
 

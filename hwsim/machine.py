@@ -25,10 +25,10 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from hwsim import cpu
 from hwsim.bios import BiosConfig, read_machine_toml, write_machine_toml
@@ -43,16 +43,13 @@ if TYPE_CHECKING:
 __all__ = [
     "Machine",
     "Transaction",
-    "cli_machine",
     "default_machine_path",
-    "machine_option",
     "open_for_cli",
 ]
 
 TOML_NAME = "machine.toml"
 DB_NAME = "state.db"
 _VENDOR_NS = "vendor"
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class Transaction(StateTxn):
@@ -381,38 +378,3 @@ def default_machine_path() -> Path:
 def open_for_cli(path: str | os.PathLike[str] | None) -> Machine:
     """The machine a command works on: ``--machine DIR`` if given, else the default."""
     return Machine.default() if path is None else Machine.open(path)
-
-
-_META_KEY = "hwsim.machine_dir"
-
-
-def machine_option(f: _F) -> _F:
-    """Click decorator adding ``--machine DIR`` to a group or command.
-
-    The value is kept in the root context; a command then calls :func:`cli_machine`.
-    Usable at any level (``prog --machine D cmd`` or ``prog cmd --machine D``).
-    """
-    import click
-
-    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-        if value is not None:
-            ctx.find_root().meta[_META_KEY] = value
-
-    return click.option(
-        "--machine",
-        metavar="DIR",
-        expose_value=False,
-        callback=remember,
-        help="Machine directory (default: $HWSIM_MACHINE or ~/.local/share/hwsim/default).",
-    )(f)
-
-
-def cli_machine() -> Machine:
-    """The machine chosen with ``--machine`` in the current click command (or the default)."""
-    import click
-
-    meta = click.get_current_context().find_root().meta
-    machine: Machine | None = meta.get("hwsim.machine")
-    if machine is None:
-        machine = meta["hwsim.machine"] = open_for_cli(meta.get(_META_KEY))
-    return machine

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from hwsim._climachine import cli_machine, machine_option
 from hwsim._console import (
     console,
     emit_json,
@@ -20,7 +21,6 @@ from hwsim._console import (
     resolve_passphrase,
     run_main,
 )
-from hwsim.machine import cli_machine, machine_option
 from sevtool import __version__
 
 if TYPE_CHECKING:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from hwsim._climachine import cli_machine, machine_option
 from hwsim._console import (
     console,
     emit_json,
@@ -36,6 +37,7 @@ _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sgxtool")
+@machine_option
 def cli() -> None:
     """Build, measure, sign, inspect and run Intel SGX enclaves."""
 
@@ -470,21 +472,14 @@ def sdk(what: str | None) -> None:
 @cli.command()
 @click.argument("image", type=_in_file)
 @click.option("-o", "--out", type=_path, help="Write the 304-byte EINITTOKEN here.")
-@click.option(
-    "--machine",
-    "machine_dir",
-    metavar="DIR",
-    type=_path,
-    help="Machine directory (default: $HWSIM_MACHINE or ~/.local/share/hwsim/default).",
-)
+@machine_option
 @json_option
-def token(image: Path, out: Path | None, machine_dir: Path | None, as_json: bool) -> None:
+def token(image: Path, out: Path | None, as_json: bool) -> None:
     """Get an EINITTOKEN for IMAGE (signed image or SIGSTRUCT) from the Launch Enclave."""
     from hwsim.fileio import write_atomic
-    from hwsim.machine import open_for_cli
     from sgxtool.token import get_token
 
-    grant = get_token(image, open_for_cli(machine_dir))
+    grant = get_token(image, cli_machine())
     if out is not None:
         write_atomic(out, grant.token.pack())
     if as_json:
@@ -514,10 +509,7 @@ def token(image: Path, out: Path | None, machine_dir: Path | None, as_json: bool
     "--budget", type=click.IntRange(1), default=1_000_000_000, show_default=True,
     help="Instructions the enclave may run per entry before it is stopped.",
 )  # fmt: skip
-@click.option(
-    "--machine", "machine_dir", metavar="DIR", type=_path,
-    help="Machine directory (default: $HWSIM_MACHINE or ~/.local/share/hwsim/default).",
-)  # fmt: skip
+@machine_option
 @json_option
 def run(
     image: Path,
@@ -528,7 +520,6 @@ def run(
     out_file: Path | None,
     out_size: int,
     budget: int,
-    machine_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Load IMAGE (a signed image), call its ECALL ENTRY, print what it returns.
@@ -537,7 +528,6 @@ def run(
     prints through its console OCALL goes to stderr.
     """
     from hwsim.fileio import read_file, write_atomic
-    from hwsim.machine import open_for_cli
     from sgxtool.runtime import run_ecall
 
     given = [x for x in (in_file, in_hex, in_text) if x is not None]
@@ -554,7 +544,7 @@ def run(
     elif in_text is not None:
         data = in_text.encode()
     result = run_ecall(
-        image, entry, data, machine=open_for_cli(machine_dir), console=sys.stderr,
+        image, entry, data, machine=cli_machine(), console=sys.stderr,
         out_size=out_size, budget=budget,
     )  # fmt: skip
     if out_file is not None:
