@@ -60,6 +60,7 @@ _ERRORS = {
     -8: "the enclave rejected its input",
     -9: "an OCALL failed",
 }
+_MAX_ECALL_TABLE = 1 << 20  # 16384 entries: far more than any enclave exports
 _ECALL_ENTRY = 64
 
 HostCall = Callable[[bytes], bytes]
@@ -86,8 +87,11 @@ def read_ecalls(path: str | Path, limit: int | None = None) -> tuple[str, ...]:
     try:
         with open(path, "rb") as f:
             section = ELFFile(f).get_section_by_name(".sgx_ecalls")
+            # Section headers are not measured: bound the size before reading.
+            if section is not None and section["sh_size"] > _MAX_ECALL_TABLE:
+                raise FormatError(f"{path}: .sgx_ecalls claims {section['sh_size']} bytes")
             raw = b"" if section is None else section.data()
-    except (OSError, ELFError, struct.error) as exc:
+    except (OSError, ELFError, struct.error, AssertionError) as exc:
         raise FormatError(f"cannot read the ECALL table of {path}: {exc}") from exc
     if section is None:
         raise FormatError(
@@ -95,7 +99,11 @@ def read_ecalls(path: str | Path, limit: int | None = None) -> tuple[str, ...]:
         )
     names = []
     for at in range(0, len(raw) - _ECALL_ENTRY + 1, _ECALL_ENTRY):
-        names.append(raw[at + 8 : at + _ECALL_ENTRY].split(b"\0", 1)[0].decode("ascii"))
+        field = raw[at + 8 : at + _ECALL_ENTRY].split(b"\0", 1)[0]
+        try:
+            names.append(field.decode("ascii"))
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"{path}: ECALL {len(names)} has a name that is not ASCII") from exc
     return tuple(names)
 
 

@@ -54,3 +54,31 @@ def test_call_errors_name_the_code(signed_example: Built, machine: Machine) -> N
 def test_an_elf_without_the_sdk_table(enclave_elf: Path) -> None:
     with pytest.raises(FormatError, match=r"no \.sgx_ecalls table"):
         read_ecalls(enclave_elf)
+
+
+def _ecall_section_header(image: Path) -> tuple[int, int]:
+    """File offsets of the .sgx_ecalls section header and of the section's bytes."""
+    from elftools.elf.elffile import ELFFile
+
+    with image.open("rb") as f:
+        elf = ELFFile(f)
+        index = next(i for i, s in enumerate(elf.iter_sections()) if s.name == ".sgx_ecalls")
+        return elf["e_shoff"] + index * elf["e_shentsize"], elf.get_section(index)["sh_offset"]
+
+
+def test_damaged_ecall_table_is_refused(signed_example: Built, tmp_path: Path) -> None:
+    """Section headers are not measured, so the table is read with bounds and checks."""
+    import struct
+
+    good = signed_example("hello", "hello").read_bytes()
+    header, data = _ecall_section_header(signed_example("hello", "hello"))
+    huge = bytearray(good)
+    struct.pack_into("<Q", huge, header + 32, 1 << 40)  # sh_size
+    (tmp_path / "huge").write_bytes(bytes(huge))
+    with pytest.raises(FormatError, match="claims 1099511627776 bytes"):
+        read_ecalls(tmp_path / "huge")
+    odd = bytearray(good)
+    odd[data + 8] = 0xFF  # first byte of the first name
+    (tmp_path / "odd").write_bytes(bytes(odd))
+    with pytest.raises(FormatError, match="not ASCII"):
+        read_ecalls(tmp_path / "odd")
