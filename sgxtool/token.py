@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hwsim.fileio import read_file
 from hwsim.sgx.arch import AttributeFlag, Attributes, Einittoken, Sigstruct
-from sgxtool.errors import SgxToolError
-from sgxtool.image import ImageKind, detect, read_image
+from sgxtool.errors import UsageError
+from sgxtool.info import load_sigstruct as load_file
 
 if TYPE_CHECKING:
     from hwsim.machine import Machine
@@ -47,15 +46,13 @@ class TokenGrant:
 
 def load_sigstruct(path: str | Path) -> Sigstruct:
     """The SIGSTRUCT of a signed image or of a detached SIGSTRUCT file."""
-    kind = detect(path)
-    if kind == ImageKind.SIGNED_ELF:
-        return read_image(path).sigstruct
-    if kind == ImageKind.SIGSTRUCT:
-        return Sigstruct.unpack(read_file(path, "SIGSTRUCT", max_size=Sigstruct.LAYOUT.size))
-    raise SgxToolError(
-        f"{path} is an unsigned {kind.value}: a launch token is for a signed enclave",
-        hint="sign it first: sgxtool sign",
-    )
+    loaded = load_file(Path(path))
+    if loaded.sigstruct_raw is None:
+        raise UsageError(
+            f"{path} is an unsigned {loaded.kind.value}: a launch token is for a signed enclave",
+            hint="sign it first: sgxtool sign",
+        )
+    return Sigstruct.unpack(loaded.sigstruct_raw)
 
 
 def get_token(

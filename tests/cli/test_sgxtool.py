@@ -311,3 +311,8 @@ def test_import_config(sgxtool: Runner, vector: Vector, tmp_path: Path) -> None:
     from sgxtool.config import load_config
 
     assert load_config(out).threads == 10
+
+
+def test_token_needs_a_signed_enclave(sgxtool: Runner, work: Path) -> None:
+    r = sgxtool("token", str(work / "enclave.elf"))
+    assert r.code == 2 and "unsigned ELF" in r.one_error_line()
