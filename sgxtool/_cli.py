@@ -477,9 +477,10 @@ def sdk(what: str | None) -> None:
 def token(image: Path, out: Path | None, as_json: bool) -> None:
     """Get an EINITTOKEN for IMAGE (signed image or SIGSTRUCT) from the Launch Enclave."""
     from hwsim.fileio import write_atomic
-    from sgxtool.token import get_token
+    from sgxtool.token import get_token, load_sigstruct
 
-    grant = get_token(image, cli_machine())
+    sigstruct = load_sigstruct(image)  # before the machine: a bad input creates nothing
+    grant = get_token(sigstruct, cli_machine())
     if out is not None:
         write_atomic(out, grant.token.pack())
     if as_json:
