@@ -26,6 +26,7 @@ from sgxtool import __version__
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
+    from hwsim.sgx.arch import Sigstruct
     from sgxtool.build import Target
     from sgxtool.config import EnclaveConfig
 
@@ -197,24 +198,25 @@ def sign(
         sig = sign_enclave(
             target, signer, signing_date(date), out=out, sig_out=sig_out, progress=progress
         )
+    show_identity(sig, out, sig_out, as_json)
+
+
+def show_identity(sig: Sigstruct, out: Path | None, sig_out: Path | None, as_json: bool) -> None:
+    """What sign and catsig print: the identity signed and the files written."""
     result = {
         "mrenclave": sig.enclavehash.hex(),
         "mrsigner": sig.mrsigner.hex(),
         "out": str(out) if out else None,
         "sig": str(sig_out) if sig_out else None,
     }
-    show_identity(result, as_json)
-
-
-def show_identity(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(result)
         return
-    for key in ("mrenclave", "mrsigner"):
-        click.echo(f"{key.upper()}: {result[key]}")
-    for key in ("out", "sig"):
-        if result.get(key):
-            click.echo(f"wrote {result[key]}", err=True)
+    click.echo(f"MRENCLAVE: {result['mrenclave']}")
+    click.echo(f"MRSIGNER: {result['mrsigner']}")
+    for written in (out, sig_out):
+        if written:
+            click.echo(f"wrote {written}", err=True)
 
 
 @cli.command()
@@ -287,15 +289,7 @@ def catsig(
         sig = catsig_(
             target, data_path, signature, public, out=out, sig_out=sig_out, progress=progress
         )
-    show_identity(
-        {
-            "mrenclave": sig.enclavehash.hex(),
-            "mrsigner": sig.mrsigner.hex(),
-            "out": str(out) if out else None,
-            "sig": str(sig_out) if sig_out else None,
-        },
-        as_json,
-    )
+    show_identity(sig, out, sig_out, as_json)
 
 
 # -- inspection -----------------------------------------------------------------------------
