@@ -30,7 +30,7 @@ class Result:
 Runner = Callable[..., Result]
 
 
-def _runner(main: Callable[[list[str]], None], capsys: pytest.CaptureFixture[str]) -> Runner:
+def make_runner(main: Callable[[list[str]], None], capsys: pytest.CaptureFixture[str]) -> Runner:
     def run(*args: str) -> Result:
         capsys.readouterr()
         try:
@@ -48,11 +48,11 @@ def _runner(main: Callable[[list[str]], None], capsys: pytest.CaptureFixture[str
 def sgxtool(capsys: pytest.CaptureFixture[str]) -> Runner:
     from sgxtool._cli import main
 
-    return _runner(main, capsys)
+    return make_runner(main, capsys)
 
 
 @pytest.fixture
 def sevtool(capsys: pytest.CaptureFixture[str]) -> Runner:
     from sevtool._cli import main
 
-    return _runner(main, capsys)
+    return make_runner(main, capsys)

@@ -11,20 +11,15 @@ import pytest
 from hwsim.machine import Machine
 from sgxtool.image import read_image
 from sgxtool.runtime import Enclave
+from tests.cli.conftest import make_runner
 from tests.examples.conftest import Built
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     from sgxtool._cli import main
 
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    result = make_runner(main, capsys)(*args)
+    return result.code, result.out, result.err
 
 
 def test_hello_greets_from_inside(signed_example: Built, machine: Machine) -> None:
