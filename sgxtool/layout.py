@@ -266,44 +266,39 @@ def plan_layout(elf: EnclaveElf, cfg: EnclaveConfig) -> EnclaveLayout:
     for seg in elf.segments:
         b.add(_segment_region(seg))
     b.cursor = _page_up(b.cursor)
-    heap = (0, 0)
-    if cfg.heap_size:
-        b.skip(cfg.guard_pages)
-        region = b.add(
-            Region(
-                b.cursor,
-                cfg.heap_size // PAGE_SIZE,
-                secinfo_flags(PageType.REG, RW),
-                "heap",
-                "heap",
-                mrmask=ALL_CHUNKS if cfg.heap_measured else 0,
-            )
-        )
-        heap = (region.offset, cfg.heap_size)
-    stack_pages = cfg.stack_size // PAGE_SIZE
-    ssa_pages = cfg.ssa_frames * cfg.ssa_frame_size
-    # Thread data and TCS contents name each other's offsets, so place first, fill after.
-    first = b.cursor
-    per_thread = (cfg.guard_pages + stack_pages + 1 + ssa_pages + 1) * PAGE_SIZE
+    heap = _add_heap(b, cfg)
     for i in range(cfg.threads):
-        base = first + i * per_thread
-        b.cursor = base + cfg.guard_pages * PAGE_SIZE
-        stack = b.add(
-            Region(
-                b.cursor, stack_pages, secinfo_flags(PageType.REG, RW), "stack", f"thread {i} stack"
-            )
-        )
-        tcs_off = stack.end
-        ssa_off = tcs_off + PAGE_SIZE
-        data_off = ssa_off + ssa_pages * PAGE_SIZE
-        tcs = Tcs(
-            ossa=ssa_off, nssa=cfg.ssa_frames, oentry=elf.entry, ofsbase=data_off, ogsbase=data_off
-        )
-        td = THREAD_DATA.pack(stack.end, stack.offset, ssa_off, i, heap[0], heap[1], 0, tcs_off)
-        b.add_thread(tcs, ssa_pages, td, f"thread {i}", (stack.offset, stack.end))
+        _add_thread(b, cfg, elf.entry, i, heap)
     b.skip(cfg.guard_pages)
-    layout = b.build(entry=elf.entry, size=cfg.size, heap=heap)
-    return _with_enclave_size(layout)
+    return _with_enclave_size(b.build(entry=elf.entry, size=cfg.size, heap=heap))
+
+
+def _add_heap(b: LayoutBuilder, cfg: EnclaveConfig) -> tuple[int, int]:
+    """[guard] heap; returns (offset, size), (0, 0) without a heap."""
+    if not cfg.heap_size:
+        return (0, 0)
+    b.skip(cfg.guard_pages)
+    mrmask = ALL_CHUNKS if cfg.heap_measured else 0
+    region = b.add(Region(b.cursor, cfg.heap_size // PAGE_SIZE, secinfo_flags(PageType.REG, RW),
+                          "heap", "heap", mrmask=mrmask))  # fmt: skip
+    return (region.offset, cfg.heap_size)
+
+
+def _add_thread(b: LayoutBuilder, cfg: EnclaveConfig, entry: int, index: int,
+                heap: tuple[int, int]) -> None:  # fmt: skip
+    """[guard] stack, TCS, SSA frames, thread-data page for thread ``index``."""
+    b.skip(cfg.guard_pages)
+    stack = b.add(Region(b.cursor, cfg.stack_size // PAGE_SIZE, secinfo_flags(PageType.REG, RW),
+                         "stack", f"thread {index} stack"))  # fmt: skip
+    ssa_pages = cfg.ssa_frames * cfg.ssa_frame_size
+    tcs_off = stack.end
+    ssa_off = tcs_off + PAGE_SIZE
+    data_off = ssa_off + ssa_pages * PAGE_SIZE
+    tcs = Tcs(ossa=ssa_off, nssa=cfg.ssa_frames, oentry=entry, ofsbase=data_off,
+              ogsbase=data_off)  # fmt: skip
+    # enclave_size (0 here) is filled in once SIZE is known: _with_enclave_size.
+    data = THREAD_DATA.pack(stack.end, stack.offset, ssa_off, index, *heap, 0, tcs_off)
+    b.add_thread(tcs, ssa_pages, data, f"thread {index}", (stack.offset, stack.end))
 
 
 def _with_enclave_size(layout: EnclaveLayout) -> EnclaveLayout:
