@@ -522,22 +522,10 @@ def run(
     Output that is UTF-8 text is printed as text, other output as hex. What the enclave
     prints through its console OCALL goes to stderr.
     """
-    from hwsim.fileio import read_file, write_atomic
+    from hwsim.fileio import write_atomic
     from sgxtool.runtime import run_ecall
 
-    given = [x for x in (in_file, in_hex, in_text) if x is not None]
-    if len(given) > 1:
-        raise click.UsageError("give at most one of --in, --in-hex and --in-text")
-    data = b""
-    if in_file is not None:
-        data = read_file(in_file, "ECALL input", max_size=8 << 20)
-    elif in_hex is not None:
-        try:
-            data = bytes.fromhex(in_hex)
-        except ValueError as exc:
-            raise click.BadParameter("not hex digits", param_hint="--in-hex") from exc
-    elif in_text is not None:
-        data = in_text.encode()
+    data = _ecall_input(in_file, in_hex, in_text)
     result = run_ecall(
         image, entry, data, machine=cli_machine(), console=sys.stderr,
         out_size=out_size, budget=budget,
@@ -549,6 +537,22 @@ def run(
     elif out_file is None and result.output:
         text = result.as_json()["output_text"]
         click.echo(text if isinstance(text, str) and text.isprintable() else result.output.hex())
+
+
+def _ecall_input(in_file: Path | None, in_hex: str | None, in_text: str | None) -> bytes:
+    """The ECALL's input bytes from at most one of --in, --in-hex, --in-text."""
+    from hwsim.fileio import read_file
+
+    if sum(x is not None for x in (in_file, in_hex, in_text)) > 1:
+        raise click.UsageError("give at most one of --in, --in-hex and --in-text")
+    if in_file is not None:
+        return read_file(in_file, "ECALL input", max_size=8 << 20)
+    if in_hex is not None:
+        try:
+            return bytes.fromhex(in_hex)
+        except ValueError as exc:
+            raise click.BadParameter("not hex digits", param_hint="--in-hex") from exc
+    return b"" if in_text is None else in_text.encode()
 
 
 @cli.command("import-config")
