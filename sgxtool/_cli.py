@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from hwsim.sgx.arch import Sigstruct
     from sgxtool.build import Target
     from sgxtool.config import EnclaveConfig
+    from sgxtool.sign import Signer
 
 _PROGRESS_MIN_PAGES = 16384  # 64 MiB: below this a measurement is over before a bar shows
 
@@ -161,12 +162,15 @@ def keygen(
 @cli.command()
 @target_options
 @click.option(
-    "-k",
-    "--key",
-    "key_path",
-    type=_in_file,
-    required=True,
-    help="Private key (PEM), RSA-3072 with e=3.",
+    "-k", "--key", "key_path", type=_in_file, help="Private key (PEM), RSA-3072 with e=3."
+)
+@click.option(
+    "--sign-command", metavar="CMD",
+    help="Sign with an external program (HSM, KMS): it reads the 256 bytes on stdin and "
+    "writes the raw 384-byte big-endian signature on stdout. Needs --public-key.",
+)  # fmt: skip
+@click.option(
+    "--public-key", "public_key_path", type=_in_file, help="The signer's public key (PEM)."
 )
 @click.option("-o", "--out", type=_path, help="Write the signed image (ELF inputs).")
 @click.option("-s", "--sig", "sig_out", type=_path, help="Write the raw SIGSTRUCT.")
@@ -177,7 +181,9 @@ def sign(
     enclave: Path | None,
     config_path: Path | None,
     enclave_hash: str | None,
-    key_path: Path,
+    key_path: Path | None,
+    sign_command: str | None,
+    public_key_path: Path | None,
     out: Path | None,
     sig_out: Path | None,
     date: str | None,
@@ -188,17 +194,39 @@ def sign(
 ) -> None:
     """Measure ENCLAVE (an ELF or SGXS stream) and sign it."""
     from sgxtool.build import sign_enclave
-    from sgxtool.keys import load_private_key
-    from sgxtool.sign import KeySigner, signing_date
+    from sgxtool.sign import signing_date
 
     target = make_target(enclave, config_path, enclave_hash)
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
-    signer = KeySigner(load_private_key(key_path, secret))
+    signer = make_signer(key_path, secret, sign_command, public_key_path)
     with progress_bar("measuring", pages_of(target)) as progress:
         sig = sign_enclave(
             target, signer, signing_date(date), out=out, sig_out=sig_out, progress=progress
         )
     show_identity(sig, out, sig_out, as_json)
+
+
+def make_signer(key_path: Path | None, secret: bytes | None, sign_command: str | None,
+                public_key_path: Path | None) -> Signer:  # fmt: skip
+    """A key-file signer, or an external command checked against a public key."""
+    import shlex
+
+    from sgxtool.keys import load_private_key, load_public_key
+    from sgxtool.sign import CommandSigner, KeySigner
+
+    if (key_path is None) == (sign_command is None):
+        raise click.UsageError("give either --key or --sign-command")
+    if key_path is not None:
+        return KeySigner(load_private_key(key_path, secret))
+    if public_key_path is None:
+        raise click.UsageError("--sign-command needs --public-key to check its signatures")
+    try:
+        argv = tuple(shlex.split(sign_command or ""))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--sign-command") from exc
+    if not argv:
+        raise click.BadParameter("empty command", param_hint="--sign-command")
+    return CommandSigner(load_public_key(public_key_path), argv)
 
 
 def show_identity(sig: Sigstruct, out: Path | None, sig_out: Path | None, as_json: bool) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
+import subprocess
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -25,6 +26,7 @@ from sgxtool.errors import SgxToolError, VerificationError
 from sgxtool.keys import check_key
 
 __all__ = [
+    "CommandSigner",
     "ExternalSignature",
     "KeySigner",
     "Signer",
@@ -82,6 +84,31 @@ class ExternalSignature:
                 "PKCS#1 v1.5, using the key that matches --public-key",
             ) from exc
         return self.signature
+
+
+@dataclass(frozen=True)
+class CommandSigner:
+    """An external program signs, as HSM and cloud-KMS command-line tools do: it reads the
+    256 bytes on stdin and writes the raw 384-byte big-endian signature on stdout. The
+    result is checked against ``public_key`` before it is used."""
+
+    public_key: rsa.RSAPublicKey
+    argv: tuple[str, ...]
+    timeout: float = 300.0
+
+    def sign(self, data: bytes) -> bytes:
+        try:
+            done = subprocess.run(self.argv, input=data, capture_output=True, check=False,
+                                  timeout=self.timeout)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SgxToolError(f"signing command {self.argv[0]!r} failed: {exc}") from exc
+        if done.returncode != 0:
+            said = done.stderr.decode(errors="replace").strip().splitlines()
+            raise SgxToolError(
+                f"signing command {self.argv[0]!r} exited with status {done.returncode}"
+                + (f": {said[-1]}" if said else "")
+            )
+        return ExternalSignature(self.public_key, done.stdout).sign(data)
 
 
 def unsigned_sigstruct(cfg: EnclaveConfig, enclavehash: bytes, date: int) -> Sigstruct:

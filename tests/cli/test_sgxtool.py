@@ -316,3 +316,43 @@ def test_import_config(sgxtool: Runner, vector: Vector, tmp_path: Path) -> None:
 def test_token_needs_a_signed_enclave(sgxtool: Runner, work: Path) -> None:
     r = sgxtool("token", str(work / "enclave.elf"))
     assert r.code == 2 and "unsigned ELF" in r.one_error_line()
+
+
+# An "HSM" for tests: signs stdin with the key named in argv[1] and writes the raw signature.
+HSM = (
+    "import sys\n"
+    "from cryptography.hazmat.primitives import hashes, serialization\n"
+    "from cryptography.hazmat.primitives.asymmetric import padding\n"
+    "key = serialization.load_pem_private_key(open(sys.argv[1], 'rb').read(), None)\n"
+    "sys.stdout.buffer.write(key.sign(sys.stdin.buffer.read(), padding.PKCS1v15(),"
+    " hashes.SHA256()))\n"
+)
+
+
+def test_sign_command(sgxtool: Runner, sample_key: Path, work: Path) -> None:
+    """One-step signing through an external program, as with an HSM's command-line tool."""
+    import shlex
+
+    hsm = work / "hsm.py"
+    hsm.write_text(HSM)
+    command = shlex.join([sys.executable, str(hsm), str(sample_key)])
+    elf = str(work / "enclave.elf")
+    r = sgxtool("sign", elf, "--sign-command", command, "--public-key", str(sample_key),
+                "--date", "2024-05-06", "-o", str(work / "hsm.img"))  # fmt: skip
+    assert r.code == 0, r.err
+    assert sgxtool("sign", elf, "-k", str(sample_key), "--date", "2024-05-06", "-o",
+                   str(work / "key.img")).code == 0  # fmt: skip
+    assert (work / "hsm.img").read_bytes() == (work / "key.img").read_bytes()
+    other = work / "other.pem"
+    assert sgxtool("keygen", str(other)).code == 0
+    r = sgxtool("sign", elf, "--sign-command", command, "--public-key", str(other), "-o",
+                str(work / "bad.img"))  # fmt: skip
+    assert r.code == 1 and "does not verify" in r.one_error_line()
+    r = sgxtool("sign", elf, "--sign-command", "false", "--public-key", str(sample_key), "-o",
+                str(work / "bad.img"))  # fmt: skip
+    assert r.code == 1 and "exited with status 1" in r.one_error_line()
+    assert not (work / "bad.img").exists()
+    r = sgxtool("sign", elf, "--sign-command", command, "-o", str(work / "bad.img"))
+    assert r.code == 2 and "needs --public-key" in r.one_error_line()
+    r = sgxtool("sign", elf, "-o", str(work / "bad.img"))
+    assert r.code == 2 and "either --key or --sign-command" in r.one_error_line()
