@@ -141,7 +141,9 @@ def _coerce_size(key: str, value: Any) -> int:
 
 
 def _parse_size(key: str, text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(i?B)?\s*", text, re.IGNORECASE)
+    # At most 20 digits: any larger size is refused anyway, and int() of more than 4300
+    # digits raises ValueError.
+    match = re.fullmatch(r"\s*([0-9]{1,20})\s*([KMG]?)(i?B)?\s*", text, re.IGNORECASE)
     if match is None:
         raise InvalidInput(f"{key} = {text!r}: allowed a size such as 64M or 1G")
     size = int(match.group(1)) * _UNITS[match.group(2).upper()]
@@ -231,6 +233,10 @@ def read_machine_toml(path: Path) -> tuple[Profile, BiosConfig]:
         raise MachineError(f"cannot read {path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise MachineError(f"{path}: invalid TOML: {exc}") from exc
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise MachineError(f"{path}: invalid TOML: nested too deeply") from None
+    except ValueError as exc:  # int() refuses more than 4300 digits (CVE-2020-10735)
+        raise MachineError(f"{path}: invalid TOML: a number has too many digits") from exc
     try:
         return _from_document(doc)
     except InvalidInput as exc:
