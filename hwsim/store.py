@@ -168,6 +168,12 @@ class Store:
                 version += 1
                 self._db.execute(f"PRAGMA user_version = {version}")
             self._db.execute("COMMIT")
+        except ValueError as exc:  # a row the migration cannot convert (int() of a key)
+            self._db.execute("ROLLBACK")
+            raise MachineError(
+                f"state database {self.path} cannot be migrated from schema version "
+                f"{version}: {exc}"
+            ) from exc
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
