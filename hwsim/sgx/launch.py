@@ -276,6 +276,7 @@ def vendor_info(machine: Machine) -> VendorInfo:
 
 def parse_signer(text: str) -> bytes:
     """An MRSIGNER from 64 hex digits, or from a PEM RSA key file (public or private)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -293,7 +294,7 @@ def parse_signer(text: str) -> bytes:
             if b"PUBLIC KEY" in pem
             else serialization.load_pem_private_key(pem, password=None).public_key()
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise InvalidInput(f"{path}: not an unencrypted PEM RSA key ({exc})") from exc
     if not isinstance(key, rsa.RSAPublicKey) or key.key_size != 3072:
         raise InvalidInput(f"{path}: SGX signers are RSA-3072 keys")
