@@ -140,10 +140,18 @@ def msr_index(name_or_number: str) -> int:
         if msr.name.lower() == name_or_number.strip().lower():
             return msr.index
     try:
-        return int(name_or_number, 0)
+        index = int(name_or_number, 0)
     except ValueError:
         names = ", ".join(m.name for m in MSRS.values())
         raise InvalidInput(f"unknown MSR {name_or_number!r}; known: {names}") from None
+    return _u32("MSR number", index)
+
+
+def _u32(what: str, value: int) -> int:
+    # RDMSR/WRMSR take the index in ECX, CPUID its operands in EAX and ECX: 32 bits each.
+    if not 0 <= value <= 0xFFFF_FFFF:
+        raise InvalidInput(f"{what} {value:#x} does not fit in 32 bits")
+    return value
 
 
 def raw_msr(txn: StateTxn, index: int) -> int:
@@ -274,5 +282,6 @@ LEAVES: dict[int, Callable[[Profile, BiosConfig, int], Regs]] = {
 
 def cpuid(profile: Profile, config: BiosConfig, leaf: int, subleaf: int = 0) -> Regs:
     """CPUID(leaf, subleaf) as (EAX, EBX, ECX, EDX); leaves not modelled read as zeros."""
-    handler = LEAVES.get(leaf)
+    handler = LEAVES.get(_u32("CPUID leaf", leaf))
+    _u32("CPUID subleaf", subleaf)
     return (0, 0, 0, 0) if handler is None else handler(profile, config, subleaf)
