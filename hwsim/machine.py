@@ -79,7 +79,13 @@ class Transaction(StateTxn):
         raw = self.get("boot.bios", "config")
         if raw is None:
             return self.machine.config
-        return BiosConfig.from_table(self.profile, json.loads(raw))
+        try:
+            table = json.loads(raw)
+            if not isinstance(table, dict):
+                raise InvalidInput("not a table")
+            return BiosConfig.from_table(self.profile, table)
+        except (ValueError, InvalidInput) as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise self._corrupt("boot.bios/config", exc) from exc
 
     def cpuid(self, leaf: int, subleaf: int = 0) -> tuple[int, int, int, int]:
         return cpu.cpuid(self.profile, self.booted_config(), leaf, subleaf)
@@ -117,20 +123,28 @@ class Transaction(StateTxn):
         from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
         from cryptography.hazmat.primitives.serialization import load_der_private_key
 
-        key = load_der_private_key(self._need(_VENDOR_NS, "signing_key"), password=None)
+        try:
+            key = load_der_private_key(self._need(_VENDOR_NS, "signing_key"), password=None)
+        except ValueError as exc:
+            raise self._corrupt(f"{_VENDOR_NS}/signing_key", exc) from exc
         if not isinstance(key, RSAPrivateKey):
             raise MachineError(f"{self.machine.path}: the SGX vendor key is not an RSA key")
         return key
 
     def sgx_vendor_key_hash(self) -> bytes:
         """SHA-256 of the vendor key's modulus, 384 bytes little-endian (its MRSIGNER)."""
-        return self._need(_VENDOR_NS, "mrsigner")
+        return self._need(_VENDOR_NS, "mrsigner", size=32)
 
-    def _need(self, ns: str, key: str) -> bytes:
+    def _need(self, ns: str, key: str, *, size: int | None = None) -> bytes:
         value = self.get(ns, key)
         if value is None:
             raise MachineError(f"{self.machine.path}: state.db has no {ns}/{key}")
+        if size is not None and len(value) != size:
+            raise self._corrupt(f"{ns}/{key}", f"{len(value)} bytes, not {size}")
         return value
+
+    def _corrupt(self, what: str, why: object) -> MachineError:
+        return MachineError(f"{self.machine.path / DB_NAME}: {what} is corrupt ({why})")
 
 
 def _derive(root: bytes, domain: str, label: str) -> bytes:
@@ -229,10 +243,11 @@ class Machine:
     def _check_profile(self) -> None:
         with self.transaction(write=False) as txn:
             made = txn.get("machine", "profile")
-        if made is not None and made.decode() != self.profile.name:
+        made_as = None if made is None else made.decode("utf-8", "replace")
+        if made_as is not None and made_as != self.profile.name:
             raise MachineError(
                 f"{self.path / TOML_NAME} names profile {self.profile.name!r} but the "
-                f"machine was made as {made.decode()!r}",
+                f"machine was made as {made_as!r}",
                 hint="a machine's part is fixed; make another with hwsim init --profile",
             )
 
@@ -358,6 +373,8 @@ def _boot(txn: StateTxn, profile: Profile, config: BiosConfig) -> None:
     txn.put("boot.secret", "root", os.urandom(32))
     txn.put("boot.bios", "config", json.dumps(config.as_dict()).encode())
     vendor_hash = txn.get(_VENDOR_NS, "mrsigner") or bytes(32)
+    if len(vendor_hash) != 32:
+        raise MachineError(f"state.db: {_VENDOR_NS}/mrsigner is corrupt ({len(vendor_hash)} bytes)")
     cpu.bios_boot(txn, profile, config, vendor_hash)
     engine = MemoryEngine(txn, profile.phys_addr_bits - profile.phys_addr_reduction)
     if profile.sme and config.sme_enabled:

@@ -74,7 +74,10 @@ class MemoryEngine:
         self._ciphers.pop(keyid, None)
 
     def key_ids(self) -> list[int]:
-        return sorted(int(k) for k in self._txn.keys(_KEY_NS))
+        names = self._txn.keys(_KEY_NS)
+        if not all(k.isdecimal() for k in names):
+            raise HwsimError(f"state.db: a memory encryption key slot name is corrupt: {names}")
+        return sorted(int(k) for k in names)
 
     @staticmethod
     def _check_keyid(keyid: int) -> int:
@@ -88,6 +91,8 @@ class MemoryEngine:
             key = self._txn.get(_KEY_NS, str(self._check_keyid(keyid)))
             if key is None:
                 raise HwsimError(f"no key is loaded in memory encryption key slot {keyid}")
+            if len(key) != 32:  # set_key stores the 32-byte XTS key
+                raise HwsimError(f"state.db: memory encryption key slot {keyid} is corrupt")
             cached = self._ciphers[keyid] = _page_cipher(key)
         return cached
 
