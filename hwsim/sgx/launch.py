@@ -146,13 +146,14 @@ def set_launch_policy(
             hint="use vendor-key on this part, or a part with FLC (sim, icelake-sp)",
         )
     locked, le_hash, owner = _settings_for(policy, owner_key_hash, allow)
+    launch_control(machine)  # what the result shows must be readable before anything changes
     config = machine.config
     for key, text in (("sgx_enabled", "true"), ("lc_locked", str(locked).lower()),
                       ("le_pubkey_hash", "" if le_hash is None else le_hash.hex())):  # fmt: skip
         config = config.with_setting(profile, key, text)
-    _write_config(machine, config)
-    with machine.transaction() as txn:
+    with machine.transaction() as txn:  # machine.toml last: a failure leaves both alone
         txn.put(_OWNER_NS, "allow", b"".join(owner))
+        _write_config(machine, config)
     return launch_control(machine)
 
 
