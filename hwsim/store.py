@@ -99,8 +99,17 @@ class StateTxn:
         self.db.execute("DELETE FROM dram")
 
 
-def _wrap(path: Path, exc: sqlite3.Error) -> MachineError:
-    return MachineError(f"state database {path} is unusable: {exc}")
+# What a damaged database file raises: SQLite's errors, and UnicodeDecodeError when the
+# sqlite3 module decodes text that is not UTF-8 (a stored name, or an error message that
+# quotes a damaged schema).
+_DB_ERRORS = (sqlite3.Error, UnicodeDecodeError)
+
+
+def _wrap(path: Path, exc: Exception) -> MachineError:
+    why = "it holds text that is not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
+    # SQLite's message may quote a damaged schema: keep the error on one printable line.
+    why = "".join(c if c.isprintable() else "?" for c in " ".join(why.split()))
+    return MachineError(f"state database {path} is unusable: {why}")
 
 
 class Store:
@@ -147,7 +156,7 @@ class Store:
             db.execute("PRAGMA synchronous = NORMAL")
             store = cls(path, db)
             store._check_schema()
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             db.close()
             raise _wrap(path, exc) from exc
         except BaseException:
@@ -198,7 +207,7 @@ class Store:
     def schema_version(self) -> int:
         try:
             return self._version()
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             raise _wrap(self.path, exc) from exc
 
     @contextmanager
@@ -228,7 +237,7 @@ class Store:
     def _outermost(self, write: bool) -> Iterator[None]:
         try:
             self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             raise _wrap(self.path, exc) from exc
         self._depth, self._writing = 1, write
         try:
@@ -237,7 +246,7 @@ class Store:
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, _DB_ERRORS):
                 raise _wrap(self.path, exc) from exc
             raise
         finally:
