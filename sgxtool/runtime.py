@@ -232,6 +232,11 @@ class Enclave:
                 result, out = self._call(tcs, self.ecalls.index(name), data, out_size)
                 if result < 0:
                     raise EnclaveCallError(name, result)
+                if result > out_size:  # RSI at EEXIT is the enclave's word: never trust it
+                    raise SgxToolError(
+                        f"ECALL {name} claims {result} bytes of output, more than the "
+                        f"{out_size}-byte output buffer"
+                    )
                 return self.cpu.cpu.read_phys(out, result)
             finally:
                 self._busy.discard(tcs)
