@@ -77,6 +77,7 @@ class Exit:
     fault: Fault | None = None
     budget_exhausted: bool = False
     base: int = 0
+    size: int = 0  # ELRANGE is base..base+size
 
     def describe(self) -> str:
         if self.budget_exhausted:
@@ -87,12 +88,13 @@ class Exit:
         where = f"at enclave offset {f.rip - self.base:#x}"
         text = f"{f.name} (error code {f.error_code:#x}) {where}"
         if f.address is not None:
-            text += f", address {_offset_text(f.address, self.base)}"
+            text += f", address {_offset_text(f.address, self.base, self.size)}"
         return text + (f": {f.detail}" if f.detail else "")
 
 
-def _offset_text(addr: int, base: int) -> str:
-    return f"enclave offset {addr - base:#x}" if addr >= base else f"{addr:#x}"
+def _offset_text(addr: int, base: int, size: int) -> str:
+    inside = base <= addr < base + size
+    return f"enclave offset {addr - base:#x}" if inside else f"{addr:#x}"
 
 
 class EnclaveCpu:
@@ -217,7 +219,7 @@ class EnclaveCpu:
             return Exit("eexit", self.cpu.regs("rdi", "rsi", "rdx", "rax", "rbx", "rcx", "rip"),
                         base=self.base)  # fmt: skip
         saved = self._aex(t, stop.fault)
-        return Exit("aex", saved, stop.fault, stop.kind == "budget", self.base)
+        return Exit("aex", saved, stop.fault, stop.kind == "budget", self.base, self.size)
 
     def _leave(self, t: _Thread, **regs: int) -> None:
         t.active = False
@@ -270,6 +272,8 @@ class EnclaveCpu:
 
     # -- address translation and the page cache -----------------------------------------
     def _translate(self, vaddr: int, access: int) -> tuple[int, int]:
+        if not -(1 << 47) <= _signed64(vaddr) < 1 << 47:  # SDM vol. 1 3.3.7.1: #GP(0)
+            raise PageDenied(GP, 0, f"non-canonical address {vaddr:#x}")
         inside = self.base <= vaddr < self.base + self.size
         if self.inside is None:  # host code: untrusted memory is RWX, ELRANGE aborts
             if inside:
@@ -423,6 +427,10 @@ class EnclaveCpu:
         emodpe(self.enclave, self.cpu.reg("rcx"), flags & 0x7)
         self.cache.flush()
         self.cpu.set_regs(rip=rip + 3)
+
+
+def _signed64(value: int) -> int:
+    return value - (1 << 64) if value >> 63 else value
 
 
 class _OperandFault(SgxFault):
