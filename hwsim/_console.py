@@ -105,7 +105,8 @@ def passphrase_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def resolve_passphrase(
     env: str | None, file: Path | None, ask: bool, *, confirm: bool = False
 ) -> bytes | None:
-    """The passphrase from at most one of: environment variable, file (first line), prompt."""
+    """The passphrase from at most one of: environment variable, file (its whole contents
+    less trailing line ends), prompt."""
     if sum((env is not None, file is not None, ask)) > 1:
         raise click.UsageError(
             "give only one of --passphrase-env, --passphrase-file, --ask-passphrase"

@@ -36,7 +36,7 @@ _MAX_CERT = 64 * 1024
 @click.version_option(__version__, prog_name="sevtool")
 @machine_option
 def cli() -> None:
-    """Manage AMD SEV platforms, guest launches and SME."""
+    """Manage AMD SEV platforms: keys, certificates, ownership and chain verification."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:

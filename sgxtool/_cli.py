@@ -60,7 +60,7 @@ def target_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "--config",
         "config_path",
         type=_in_file,
-        help="enclave.toml (default: ./enclave.toml next to the ELF).",
+        help="enclave.toml (default: enclave.toml in the input file's directory).",
     )(f)
     f = click.argument("enclave", type=_in_file, required=False)(f)
     return f
@@ -261,7 +261,7 @@ def gendata(
     """Write the 256 bytes to sign elsewhere (two-step signing, step 1).
 
     Sign them with SHA-256 and PKCS#1 v1.5, e.g.
-    `openssl pkeyutl -sign -inkey key.pem -pkeyopt digest:sha256 -in data -out sig`.
+    `openssl dgst -sha256 -sign key.pem -out sig data`.
     """
     from sgxtool.build import gendata as gendata_
     from sgxtool.sign import signing_date

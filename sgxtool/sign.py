@@ -62,7 +62,7 @@ class KeySigner:
 
 @dataclass(frozen=True)
 class ExternalSignature:
-    """A signature made elsewhere (``openssl pkeyutl``, an HSM), checked before use."""
+    """A signature made elsewhere (``openssl dgst -sign``, an HSM), checked before use."""
 
     public_key: rsa.RSAPublicKey
     signature: bytes
@@ -72,7 +72,7 @@ class ExternalSignature:
             raise VerificationError(
                 f"the signature is {len(self.signature)} bytes; expected {MODULUS_BYTES} raw "
                 "big-endian bytes",
-                hint="`openssl pkeyutl -sign` writes this form; "
+                hint="`openssl dgst -sha256 -sign` writes this form; "
                 "base64 or hex text must be decoded first",
             )
         try:
