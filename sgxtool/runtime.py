@@ -91,7 +91,9 @@ def read_ecalls(path: str | Path, limit: int | None = None) -> tuple[str, ...]:
             if section is not None and section["sh_size"] > _MAX_ECALL_TABLE:
                 raise FormatError(f"{path}: .sgx_ecalls claims {section['sh_size']} bytes")
             raw = b"" if section is None else section.data()
-    except (OSError, ELFError, struct.error, AssertionError) as exc:
+    except (OSError, ELFError, struct.error, AssertionError, ValueError, KeyError) as exc:
+        # ValueError: a section header table or section at an offset seek() cannot reach
+        # (unmeasured bytes, so anything goes); the same set read_elf catches.
         raise FormatError(f"cannot read the ECALL table of {path}: {exc}") from exc
     if section is None:
         raise FormatError(
