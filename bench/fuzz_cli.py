@@ -1,9 +1,12 @@
 """Long fuzz run of the command-line robustness properties (not part of CI).
 
-Runs ``tests/cli/test_robustness.py`` with many more hypothesis examples than CI uses:
+Runs ``tests/cli/test_robustness.py`` (sgxtool, sevtool) and
+``tests/cli/test_robustness_hwsim.py`` (hwsim machines, sgxtool token and run) with many
+more hypothesis examples than CI uses:
 
     python bench/fuzz_cli.py --examples 5000
     python bench/fuzz_cli.py --examples 500 -k sev     # only the SEV properties
+    python bench/fuzz_cli.py --examples 500 -k hwsim   # only the hwsim file
 
 Every property checks that damaged input gives exit 1 or 2 and one ``prog: error:`` line,
 never a traceback, and that a failed command leaves existing output files alone. A failure
@@ -19,7 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = ROOT / "tests" / "cli" / "test_robustness.py"
+TESTS = [
+    ROOT / "tests" / "cli" / name for name in ("test_robustness.py", "test_robustness_hwsim.py")
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     import pytest
 
-    pytest_args = [str(TESTS), "-q", "-p", "no:cacheprovider", "--hypothesis-show-statistics"]
+    pytest_args = [*map(str, TESTS), "-q", "-p", "no:cacheprovider", "--hypothesis-show-statistics"]
     if args.seed is not None:
         pytest_args.append(f"--hypothesis-seed={args.seed}")
     if args.select:

@@ -52,6 +52,13 @@ def sgxtool(capsys: pytest.CaptureFixture[str]) -> Runner:
 
 
 @pytest.fixture
+def hwsim(capsys: pytest.CaptureFixture[str]) -> Runner:
+    from hwsim._cli import main
+
+    return make_runner(main, capsys)
+
+
+@pytest.fixture
 def sevtool(capsys: pytest.CaptureFixture[str]) -> Runner:
     from sevtool._cli import main
 
