@@ -141,7 +141,8 @@ class Store:
     def open(cls, path: Path) -> Store:
         """Open an existing state.db, migrating an older schema; never creates the file."""
         if not path.is_file():
-            raise MachineError(f"state database {path} is missing")
+            what = "is not a regular file" if path.exists() else "is missing"
+            raise MachineError(f"state database {path} {what}")
         try:
             db = sqlite3.connect(
                 f"file:{path}?mode=rw",
