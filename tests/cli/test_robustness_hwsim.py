@@ -586,12 +586,16 @@ def loads_quickly(image: Path) -> bool:
 
 
 def image_regions(image: bytes) -> dict[str, tuple[int, int]]:
-    """Where a signed image's unmeasured parts are: section headers, metadata tail."""
+    """Where a signed image's parsed parts are: program headers (they decide the layout),
+    section headers and the metadata tail (neither is measured)."""
     (e_shoff,) = struct.unpack_from("<Q", image, 0x28)
     e_shentsize, e_shnum = struct.unpack_from("<HH", image, 0x3A)
     (elf_size,) = struct.unpack_from("<Q", image, len(image) - 32)
+    (e_phoff,) = struct.unpack_from("<Q", image, 0x20)
+    e_phentsize, e_phnum = struct.unpack_from("<HH", image, 0x36)
     return {
         "all": (0, len(image)),
+        "program-headers": (e_phoff, e_phoff + e_phentsize * e_phnum),
         "section-headers": (e_shoff, e_shoff + e_shentsize * e_shnum),
         "metadata": (elf_size, len(image)),
     }
