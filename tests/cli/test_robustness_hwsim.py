@@ -667,9 +667,10 @@ _RUN_OPTIONS = st.lists(
 @examples(40)
 @given(entry=st.sampled_from(["echo", "spin", "nope", "", "returns"]), tokens=_RUN_OPTIONS)
 def test_random_run_options(
-    sgxtool: Runner, bad_enclave: Path, machine: Machine, tmp_path: Path, entry: str,
-    tokens: list[str],
+    sgxtool: Runner, bad_enclave: Path, machine: Machine, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, entry: str, tokens: list[str],
 ) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # a drawn `--out echo` writes ./echo
     paths = {"MISSING": str(tmp_path / "missing" / "file"), "DIR": str(tmp_path)}
     argv = [paths.get(t, t) for t in tokens]
     argv += ["--budget", "100000"]  # the last wins: a "spin" must not run for long
