@@ -725,3 +725,45 @@ def test_enclu_with_random_operands(
     )  # fmt: skip
     clean(result, "sgxtool")
     assert result.code in (0, 1)
+
+
+def _immutable(path: Path, on: bool) -> bool:
+    """chattr +i / -i: what makes a file unwritable even for root (when permitted)."""
+    import subprocess
+
+    chattr = shutil.which("chattr")
+    if chattr is None:
+        return False
+    flag = "+i" if on else "-i"
+    done = subprocess.run([chattr, flag, str(path)], check=False, capture_output=True)
+    return done.returncode == 0
+
+
+@pytest.mark.parametrize("target", ["machine.toml", "directory"])
+def test_unwritable_machine(
+    hwsim: Runner, templates: dict[str, Path], tmp_path: Path, target: str
+) -> None:
+    """Tests run as root, so permissions do not stop writes; the immutable flag does."""
+    m = fresh(templates["sim"], tmp_path)
+    locked = m / "machine.toml" if target == "machine.toml" else m
+    before = files(m)
+    if not _immutable(locked, True):
+        pytest.skip("chattr +i is not permitted here")
+    try:
+        commands = [
+            ("config", "set", "sgx_enabled", "false"),
+            ("sgx", "launch-control", "set", "flc-locked", "--allow", HASH),
+            ("power-cycle",),
+        ]
+        for command in commands:
+            result = hwsim("--machine", str(m), *command)
+            if target == "machine.toml" and command[0] == "power-cycle":
+                assert result.code == 0, result.err  # reads machine.toml only
+                before = files(m)
+                continue
+            refused(result, "hwsim")
+            assert files(m) == before, command
+    finally:
+        _immutable(locked, False)
+    # The refused launch-control set stored no owner allow-list either.
+    assert ("sgx.owner", "allow", bytes.fromhex(HASH)) not in state_rows(m)
