@@ -278,8 +278,10 @@ class SgxEnclaveDevice:
         if self._va_page is None:
             self._va_page = self.epc.alloc()
             encls(self.epc, EPa(self._va_page))
-        used = {slot for _, slot in self._backing.values()}
-        slot = min(set(range(PAGE_SIZE // 8)) - used)
+        free = set(range(PAGE_SIZE // 8)) - {slot for _, slot in self._backing.values()}
+        if not free:  # one VA page holds 512 versions; this reclaimer keeps one VA page
+            raise SgxError(f"cannot evict {offset:#x}: the version array page is full")
+        slot = min(free)
         encls(self.epc, EBlock(page))
         encls(self.epc, ETrack(self.enclave.secs_page))
         self._backing[offset] = (encls(self.epc, EWb(page, self._va_page, slot)), slot)
