@@ -29,6 +29,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hwsim.machine import Machine
+from hwsim.sgx.arch import PAGE_SIZE
 from tests.cli.conftest import Result, Runner
 from tests.cli.test_robustness import SENTINEL, clean, examples, mutated, refused, write
 from tests.examples.build import compile_enclave, sign_image
@@ -767,3 +768,19 @@ def test_unwritable_machine(
         _immutable(locked, False)
     # The refused launch-control set stored no owner allow-list either.
     assert ("sgx.owner", "allow", bytes.fromhex(HASH)) not in state_rows(m)
+
+
+def test_evict_with_a_full_version_array(machine: Machine, bad_enclave: Path) -> None:
+    """The device's one VA page has 512 slots: the 513th eviction is refused in words
+    (it crashed with ValueError from min() of no free slot)."""
+    from hwsim.sgx.errors import SgxError
+    from sgxtool.runtime import Enclave
+
+    with Enclave.load(bad_enclave, machine=machine) as enclave:
+        device = enclave.device
+        device.evict(0)
+        taken = next(iter(device._backing.values()))
+        device._backing.update({(1 << 40) + i: (taken[0], i) for i in range(1, 512)})
+        with pytest.raises(SgxError, match="version array page is full"):
+            device.evict(PAGE_SIZE)
+        device._backing = {0: taken}  # the rest were never evicted: nothing to reload
