@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hwsim.bios import format_size
@@ -40,7 +41,8 @@ def _details(p: Profile) -> str:
 
 
 def render_status(out: Console, st: MachineStatus) -> None:
-    table = Table(title=f"machine {st.path}", show_header=False)
+    # The path is the user's text: escaped, or "[/]" in it is a rich MarkupError.
+    table = Table(title=f"machine {escape(str(st.path))}", show_header=False)
     table.add_column("item", style="bold")
     table.add_column("value")
     real = "" if st.profile.real else " (not a real part)"
