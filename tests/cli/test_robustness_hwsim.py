@@ -784,3 +784,13 @@ def test_evict_with_a_full_version_array(machine: Machine, bad_enclave: Path) ->
         with pytest.raises(SgxError, match="version array page is full"):
             device.evict(PAGE_SIZE)
         device._backing = {0: taken}  # the rest were never evicted: nothing to reload
+
+
+@pytest.mark.parametrize("name", ["a[/]b", "[bold]m[/bold]", "x[red"])
+def test_status_of_a_machine_whose_path_looks_like_markup(
+    hwsim: Runner, templates: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    m = shutil.copytree(templates["sim"], tmp_path / name)
+    result = hwsim("--machine", str(m), "status")
+    assert result.code == 0, result.err
+    assert name in result.out.replace("\n", "")
