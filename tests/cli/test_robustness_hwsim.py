@@ -491,6 +491,24 @@ SGX_ECALL(exit_code) { leave(arg(in, in_len), 0, 0); return 0; }
 SGX_ECALL(bare_exit) { sgx_exit(arg(in, in_len)); }
 SGX_ECALL(returns) { return (long)arg(in, in_len); }
 SGX_ECALL(missing_ocall) { return sgx_ocall("no-such-handler", in, in_len, out, out_cap); }
+/* EGETKEY with a KEYREQUEST, and EREPORT with a TARGETINFO and REPORTDATA, of any bytes. */
+SGX_ECALL(getkey_any) {
+    static sgx_keyrequest_t req;
+    uint8_t key[16];
+    memcpy(&req, in, in_len < sizeof req ? in_len : sizeof req);
+    long status = sgx_getkey(&req, key);
+    memcpy(out, &status, 8);
+    return 8;
+}
+SGX_ECALL(report_any) {
+    static sgx_targetinfo_t target;
+    static sgx_reportdata_t data;
+    static sgx_report_t report;
+    memcpy(&target, in, in_len < sizeof target ? in_len : sizeof target);
+    if (in_len > sizeof target) memcpy(&data, in + sizeof target, in_len - sizeof target);
+    sgx_report(&target, &data, &report);
+    return 0;
+}
 /* ENCLU with chosen RAX, RBX, RCX, RDX; bit i of the fifth word adds the enclave base to
  * register i + 1, so that operands can point into (or just past) ELRANGE. */
 SGX_ECALL(raw_enclu) {
@@ -794,3 +812,17 @@ def test_status_of_a_machine_whose_path_looks_like_markup(
     result = hwsim("--machine", str(m), "status")
     assert result.code == 0, result.err
     assert name in result.out.replace("\n", "")
+
+
+@examples(40)
+@given(entry=st.sampled_from(["getkey_any", "report_any"]), blob=st.binary(max_size=576))
+def test_egetkey_ereport_with_any_bytes(
+    sgxtool: Runner, bad_enclave: Path, machine: Machine, entry: str, blob: bytes
+) -> None:
+    """Every KEYREQUEST / TARGETINFO an enclave can pass: a key, a status or a report."""
+    result = sgxtool(
+        "run", str(bad_enclave), entry, "--in-hex", blob.hex(), "--budget", "200000",
+        "--machine", str(machine.path),
+    )  # fmt: skip
+    clean(result, "sgxtool")
+    assert result.code in (0, 1)
