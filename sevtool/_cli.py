@@ -53,11 +53,12 @@ def _render_status(info: PlatformInfo, as_json: bool, action: str | None = None)
         return
     if action:
         click.echo(f"sevtool: {action}", err=True)
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(show_header=False, box=None, pad_edge=False)
     rows = [
-        ("machine", f"{info.machine} ({info.profile})"),
+        ("machine", escape(f"{info.machine} ({info.profile})")),  # a path, not markup
         ("state", info.state),
         ("owner", "externally owned" if info.externally_owned else "self-owned"),
         ("api", f"{info.api_major}.{info.api_minor} build {info.build}"),

@@ -334,9 +334,11 @@ def dump(file: Path, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{info['file']} ({info['kind']})", show_header=False)
+    # A path is data, not rich markup: "[/]" in a file name must not be parsed.
+    table = Table(title=escape(f"{info['file']} ({info['kind']})"), show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in _dump_rows(info):
@@ -434,9 +436,10 @@ def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
     if as_json:
         emit_json({**layout_summary(plan), "regions": rows})
         return
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{elf}: SIZE {plan.size:#x}, entry {plan.entry:#x}")
+    table = Table(title=escape(f"{elf}: SIZE {plan.size:#x}, entry {plan.entry:#x}"))
     for col in ("offset", "pages", "type/perms", "measured", "region"):
         table.add_column(col)
     for r in plan.regions:

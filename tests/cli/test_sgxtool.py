@@ -356,3 +356,16 @@ def test_sign_command(sgxtool: Runner, sample_key: Path, work: Path) -> None:
     assert r.code == 2 and "needs --public-key" in r.one_error_line()
     r = sgxtool("sign", elf, "-o", str(work / "bad.img"))
     assert r.code == 2 and "either --key or --sign-command" in r.one_error_line()
+
+
+def test_paths_are_not_markup(sgxtool: Runner, sample_key: Path, work: Path) -> None:
+    """Tables show file names as given, even ones that look like rich markup."""
+    odd = work / "x[" / "]y[bold]"  # the path reads ".../x[/]y[bold]"
+    odd.mkdir(parents=True)
+    elf = odd / "enclave.elf"
+    elf.write_bytes((work / "enclave.elf").read_bytes())
+    r = sgxtool("layout", str(elf))
+    assert r.code == 0 and "x[/]y[bold]" in "".join(r.out.split())
+    assert sgxtool("sign", str(elf), "-k", str(sample_key), "-o", str(odd / "s")).code == 0
+    r = sgxtool("dump", str(odd / "s"))
+    assert r.code == 0 and "x[/]y[bold]" in "".join(r.out.split())
