@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsim.errors import InvalidInput, MachineError
-from hwsim.fileio import write_atomic
+from hwsim.fileio import read_file, write_atomic
 from hwsim.profiles import PROFILES, Profile, get_profile
 
 __all__ = [
@@ -228,8 +228,11 @@ def read_machine_toml(path: Path) -> tuple[Profile, BiosConfig]:
     if not path.is_file():
         raise MachineError(f"{path.parent} is not a hwsim machine (no {path.name})")
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
+        # A hand-edited file is a few hundred bytes; refuse one that is not.
+        doc = tomllib.loads(read_file(path, "machine.toml", max_size=1 << 20).decode("utf-8"))
+    except InvalidInput as exc:
+        raise MachineError(str(exc)) from exc
+    except UnicodeDecodeError as exc:
         raise MachineError(f"cannot read {path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise MachineError(f"{path}: invalid TOML: {exc}") from exc

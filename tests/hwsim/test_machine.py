@@ -215,3 +215,12 @@ def test_threads_share_one_machine_object(machine: Machine) -> None:
         t.join()
     with machine.transaction(write=False) as txn:
         assert txn.get("t", "n") == b"200"
+
+
+def test_oversized_machine_toml_is_refused(machine: Machine) -> None:
+    """machine.toml is hand-edited and small; a huge one is refused, not parsed."""
+    toml = machine.path / "machine.toml"
+    with toml.open("a") as f:
+        f.write("#" + "x" * (2 << 20) + "\n")
+    with pytest.raises(MachineError, match="larger than 1048576 bytes"):
+        Machine.open(machine.path)
