@@ -12,15 +12,15 @@ import datetime as _dt
 import os
 import re
 import subprocess
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from hwsim.sgx.arch import MODULUS_BYTES, SIGSTRUCT_EXPONENT, Sigstruct
-from hwsim.sgx.sigcheck import q1_q2
+from hwsim.sgx.arch import MODULUS_BYTES, Sigstruct
+from hwsim.sgx.sigcheck import attach_signature
 from sgxtool.config import EnclaveConfig
 from sgxtool.errors import SgxToolError, VerificationError
 from sgxtool.keys import check_key
@@ -136,17 +136,8 @@ def sign_sigstruct(sig: Sigstruct, signer: Signer) -> Sigstruct:
     """Fill in MODULUS, EXPONENT, SIGNATURE, Q1 and Q2 (all little-endian)."""
     public = signer.public_key
     check_key(public, "signing key")
-    n = public.public_numbers().n
-    sig = replace(sig, modulus=n.to_bytes(MODULUS_BYTES, "little"), exponent=SIGSTRUCT_EXPONENT)
-    raw = signer.sign(sig.signed_bytes())
-    s = int.from_bytes(raw, "big")
-    q1, q2 = q1_q2(s, n)
-    return replace(
-        sig,
-        signature=s.to_bytes(MODULUS_BYTES, "little"),
-        q1=q1.to_bytes(MODULUS_BYTES, "little"),
-        q2=q2.to_bytes(MODULUS_BYTES, "little"),
-    )
+    # The signed bytes (0-127, 900-1027) hold neither MODULUS nor EXPONENT.
+    return attach_signature(sig, public.public_numbers().n, signer.sign(sig.signed_bytes()))
 
 
 def bcd_date(day: _dt.date) -> int:

@@ -44,7 +44,7 @@ from hwsim.sgx.encls import EAdd, ECreate, EExtend, EInit, encls
 from hwsim.sgx.errors import LaunchRefused
 from hwsim.sgx.keys import cmac
 from hwsim.sgx.launch import read_allow_list
-from hwsim.sgx.sigcheck import q1_q2
+from hwsim.sgx.sigcheck import attach_signature
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -100,14 +100,8 @@ def le_sigstruct(vendor_key: RSAPrivateKey) -> Sigstruct:
         attributemask_flags=_U64, attributemask_xfrm=_U64, miscmask=0xFFFFFFFF,
         enclavehash=le_mrenclave(), isvprodid=LE_ISVPRODID, isvsvn=LE_ISVSVN,
     )  # fmt: skip
-    s = int.from_bytes(
-        vendor_key.sign(sig.signed_bytes(), padding.PKCS1v15(), hashes.SHA256()), "big"
-    )
-    q1, q2 = q1_q2(s, n)
-    return replace(
-        sig, signature=s.to_bytes(MODULUS_BYTES, "little"),
-        q1=q1.to_bytes(MODULUS_BYTES, "little"), q2=q2.to_bytes(MODULUS_BYTES, "little"),
-    )  # fmt: skip
+    raw = vendor_key.sign(sig.signed_bytes(), padding.PKCS1v15(), hashes.SHA256())
+    return attach_signature(sig, n, raw)
 
 
 @dataclass(eq=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from dataclasses import replace
 
 from hwsim.errors import HwsimError
 from hwsim.sgx.arch import (
@@ -22,7 +23,13 @@ from hwsim.sgx.arch import (
     Sigstruct,
 )
 
-__all__ = ["SigstructError", "check_sigstruct", "pkcs1_sha256_encoding", "q1_q2"]
+__all__ = [
+    "SigstructError",
+    "attach_signature",
+    "check_sigstruct",
+    "pkcs1_sha256_encoding",
+    "q1_q2",
+]
 
 # DER DigestInfo prefix for SHA-256 (RFC 8017 9.2 note 1).
 _SHA256_DIGESTINFO = bytes.fromhex("3031300d060960864801650304020105000420")
@@ -49,6 +56,19 @@ def q1_q2(signature: int, modulus: int) -> tuple[int, int]:
     q1 = signature * signature // modulus
     q2 = (signature**3 - q1 * signature * modulus) // modulus
     return q1, q2
+
+
+def attach_signature(sig: Sigstruct, modulus: int, signature: bytes) -> Sigstruct:
+    """``sig`` carrying ``modulus`` and the big-endian RSA ``signature`` over its signed
+    bytes, stored as SIGSTRUCT stores them: little-endian, with exponent 3, Q1 and Q2."""
+    s = int.from_bytes(signature, "big")
+    q1, q2 = q1_q2(s, modulus)
+
+    def le(n: int) -> bytes:
+        return n.to_bytes(MODULUS_BYTES, "little")
+
+    return replace(sig, modulus=le(modulus), exponent=SIGSTRUCT_EXPONENT, signature=le(s),
+                   q1=le(q1), q2=le(q2))  # fmt: skip
 
 
 def check_sigstruct(raw: bytes) -> Sigstruct:
