@@ -220,6 +220,23 @@ def render_toml(profile: Profile, config: BiosConfig) -> str:
 
 def read_machine_toml(path: Path) -> tuple[Profile, BiosConfig]:
     """The profile and BIOS settings in a machine.toml; :class:`MachineError` naming it."""
+    doc = _load(path)
+    try:
+        return _from_document(doc)
+    except InvalidInput as exc:
+        raise MachineError(f"{path}: {exc}") from exc
+
+
+def profile_named_in(path: Path) -> str | None:
+    """The ``profile`` a machine.toml names, or None when it cannot be read at all."""
+    try:
+        name = _load(path).get("profile")
+    except MachineError:
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _load(path: Path) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:
@@ -229,7 +246,8 @@ def read_machine_toml(path: Path) -> tuple[Profile, BiosConfig]:
         raise MachineError(f"{path.parent} is not a hwsim machine (no {path.name})")
     try:
         # A hand-edited file is a few hundred bytes; refuse one that is not.
-        doc = tomllib.loads(read_file(path, "machine.toml", max_size=1 << 20).decode("utf-8"))
+        text = read_file(path, "machine.toml", max_size=1 << 20).decode("utf-8")
+        doc: dict[str, Any] = tomllib.loads(text)
     except InvalidInput as exc:
         raise MachineError(str(exc)) from exc
     except UnicodeDecodeError as exc:
@@ -240,10 +258,7 @@ def read_machine_toml(path: Path) -> tuple[Profile, BiosConfig]:
         raise MachineError(f"{path}: invalid TOML: nested too deeply") from None
     except ValueError as exc:  # int() refuses more than 4300 digits (CVE-2020-10735)
         raise MachineError(f"{path}: invalid TOML: a number has too many digits") from exc
-    try:
-        return _from_document(doc)
-    except InvalidInput as exc:
-        raise MachineError(f"{path}: {exc}") from exc
+    return doc
 
 
 def _from_document(doc: Mapping[str, Any]) -> tuple[Profile, BiosConfig]:

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hwsim import cpu
-from hwsim.bios import BiosConfig, read_machine_toml, write_machine_toml
+from hwsim.bios import BiosConfig, profile_named_in, read_machine_toml, write_machine_toml
 from hwsim.errors import InvalidInput, MachineError
 from hwsim.memory import EPC_KEYID, HOST_KEYID, MemoryEngine
-from hwsim.profiles import DEFAULT_PROFILE, Profile, get_profile
+from hwsim.profiles import DEFAULT_PROFILE, PROFILES, Profile, get_profile
 from hwsim.store import StateTxn, Store
 
 if TYPE_CHECKING:
@@ -207,7 +207,11 @@ class Machine:
             raise MachineError(f"no machine at {root}", hint=f"create one with: hwsim init {root}")
         if not root.is_dir():
             raise MachineError(f"machine path {root} is not a directory")
-        profile, config = read_machine_toml(root / TOML_NAME)
+        try:
+            profile, config = read_machine_toml(root / TOML_NAME)
+        except MachineError:
+            _refuse_profile_change(root)  # a clearer reason than the first setting it breaks
+            raise
         store = Store.open(root / DB_NAME)
         machine = cls(root, profile, config, store)
         try:
@@ -390,6 +394,30 @@ def default_machine_path() -> Path:
         return Path(explicit).absolute()
     data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data) / "hwsim" / "default"
+
+
+def _refuse_profile_change(root: Path) -> None:
+    """Raise the profile-change error if machine.toml names another part than state.db."""
+    named = profile_named_in(root / TOML_NAME)
+    if named not in PROFILES or not (root / DB_NAME).is_file():
+        return  # nothing to explain, or the unknown name is the clearer error
+    try:
+        store = Store.open(root / DB_NAME)
+    except MachineError:
+        return
+    try:
+        with store.transaction(write=False) as db:
+            made = StateTxn(db).get("machine", "profile")
+    except MachineError:
+        return
+    finally:
+        store.close()
+    if made is not None and made.decode("utf-8", "replace") != named:
+        raise MachineError(
+            f"{root / TOML_NAME} names profile {named!r} but the machine was made as "
+            f"{made.decode('utf-8', 'replace')!r}",
+            hint="a machine's part is fixed; make another with hwsim init --profile",
+        )
 
 
 def open_for_cli(path: str | os.PathLike[str] | None) -> Machine:

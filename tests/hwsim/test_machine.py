@@ -224,3 +224,13 @@ def test_oversized_machine_toml_is_refused(machine: Machine) -> None:
         f.write("#" + "x" * (2 << 20) + "\n")
     with pytest.raises(MachineError, match="larger than 1048576 bytes"):
         Machine.open(machine.path)
+
+
+def test_profile_change_is_named(machine_factory: MachineFactory) -> None:
+    """A machine.toml edited to another part is refused for that reason, not for the first
+    setting the other part cannot have."""
+    made = machine_factory("naples", "n")
+    toml = made.path / "machine.toml"
+    toml.write_text(toml.read_text().replace('profile = "naples"', 'profile = "skylake"'))
+    with pytest.raises(MachineError, match="names profile 'skylake' but the machine was made"):
+        Machine.open(made.path)
