@@ -185,17 +185,22 @@ def _algo(code: int, what: str) -> SevAlgo:
         ) from None
 
 
-def check_sev_cert(cert: SevCert, usage: SevUsage, what: str | None = None) -> PublicKey:
-    """Check a SEV certificate's own fields for the role ``usage``; return its public key."""
-    name = what or usage.name
-    if cert.version != 1:
-        raise CertificateError(f"{name}: version {cert.version}, expected 1", check="version")
-    if cert.pub_key_usage != usage:
+def _check_version_and_usage(name: str, version: int, key_usage: int, usage: SevUsage) -> None:
+    """Both certificate formats are version 1 and name the key's role (its usage code)."""
+    if version != 1:
+        raise CertificateError(f"{name}: version {version}, expected 1", check="version")
+    if key_usage != usage:
         raise CertificateError(
-            f"{name}: key usage is {_usage_name(cert.pub_key_usage)}, "
+            f"{name}: key usage is {_usage_name(key_usage)}, "
             f"expected {usage.name} ({usage.value:#x})",
             check="usage",
         )
+
+
+def check_sev_cert(cert: SevCert, usage: SevUsage, what: str | None = None) -> PublicKey:
+    """Check a SEV certificate's own fields for the role ``usage``; return its public key."""
+    name = what or usage.name
+    _check_version_and_usage(name, cert.version, cert.pub_key_usage, usage)
     algo = _algo(cert.pub_key_algo, name)
     allowed = _ROLE_KINDS.get(usage, ())
     if algo.kind not in allowed:
@@ -275,14 +280,7 @@ def check_amd_cert(cert: AmdCert, usage: SevUsage, what: str | None = None) -> N
     """Check an ARK/ASK certificate's own fields (version, usage, self-certification)."""
     name = what or usage.name
     head = cert.header
-    if head.version != 1:
-        raise CertificateError(f"{name}: version {head.version}, expected 1", check="version")
-    if head.key_usage != usage:
-        raise CertificateError(
-            f"{name}: key usage is {_usage_name(head.key_usage)}, "
-            f"expected {usage.name} ({usage.value:#x})",
-            check="usage",
-        )
+    _check_version_and_usage(name, head.version, head.key_usage, usage)
     if any(head.reserved):
         raise CertificateError(f"{name}: reserved header bytes are not zero", check="reserved")
 

@@ -213,14 +213,15 @@ def test_missing_signature_slot_is_refused(sev_vector: Vec) -> None:
     assert exc.value.check == "signature"
 
 
-def test_ecdsa_big_endian_signature_is_refused() -> None:
+def _self_signed_oca() -> SevCert:
+    """A fresh owner (OCA) certificate signed by its own P-384 key."""
     key = ec.generate_private_key(ec.SECP384R1())
-    cert = sign_sev_cert(
-        make_sev_cert(key.public_key(), SevUsage.OCA, SevAlgo.ECDSA_SHA256),
-        key,
-        SevUsage.OCA,
-        SevAlgo.ECDSA_SHA256,
-    )
+    unsigned = make_sev_cert(key.public_key(), SevUsage.OCA, SevAlgo.ECDSA_SHA256)
+    return sign_sev_cert(unsigned, key, SevUsage.OCA, SevAlgo.ECDSA_SHA256)
+
+
+def test_ecdsa_big_endian_signature_is_refused() -> None:
+    cert = _self_signed_oca()
     verify_sev_cert(cert, SevUsage.OCA, cert)
     sig = EcdsaSig.unpack(cert.sig1)
     flipped = EcdsaSig(sig.r[:48][::-1] + bytes(24), sig.s[:48][::-1] + bytes(24)).pack()
@@ -231,13 +232,7 @@ def test_ecdsa_big_endian_signature_is_refused() -> None:
 
 
 def test_ecdsa_signature_under_rsa_algorithm_code_is_refused() -> None:
-    key = ec.generate_private_key(ec.SECP384R1())
-    cert = sign_sev_cert(
-        make_sev_cert(key.public_key(), SevUsage.OCA, SevAlgo.ECDSA_SHA256),
-        key,
-        SevUsage.OCA,
-        SevAlgo.ECDSA_SHA256,
-    )
+    cert = _self_signed_oca()
     bad = cert.with_slot(0, SevUsage.OCA, SevAlgo.RSA_SHA256, cert.sig1)
     with pytest.raises(CertificateError) as exc:
         verify_sev_cert(bad, SevUsage.OCA, bad)
