@@ -5,8 +5,9 @@ Public names are imported on first use so that the command-line programs start f
 
 from __future__ import annotations
 
-from hwsim._console import lazy_attr
-from hwsim.errors import FormatError, HwsimError, InvalidInput, MachineError, MemcryptError
+from hwsim.errors import HwsimError, MachineError
+from memcrypt.cli import lazy_attr
+from memcrypt.errors import FormatError, InvalidInput, MemcryptError
 
 __version__ = "0.1.0"
 

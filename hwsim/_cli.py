@@ -12,9 +12,9 @@ from typing import Any
 import click
 
 from hwsim import __version__
-from hwsim._climachine import cli_machine, machine_dir, machine_option
-from hwsim._console import console, emit_json, run_main
+from hwsim.climachine import cli_machine, machine_dir, machine_option
 from hwsim.profiles import DEFAULT_PROFILE, PROFILES
+from memcrypt.cli import console, emit_json, run_main
 
 __all__ = ["cli", "main"]
 
@@ -114,7 +114,7 @@ def config() -> None:
 @_json_option
 def config_get(key: str | None, as_json: bool) -> None:
     """Print one BIOS setting, or all of them."""
-    from hwsim.errors import InvalidInput
+    from memcrypt.errors import InvalidInput
 
     settings = cli_machine().config.as_dict()
     if key is not None and key not in settings:

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar
 
-from hwsim.errors import FormatError
+from memcrypt.errors import FormatError
 
 __all__ = ["Layout", "Packed"]
 

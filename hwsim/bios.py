@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hwsim.errors import InvalidInput, MachineError
-from hwsim.fileio import read_file, write_atomic
+from hwsim.errors import MachineError
 from hwsim.profiles import PROFILES, Profile, get_profile
+from memcrypt.errors import InvalidInput
+from memcrypt.files import read_file, write_atomic
 
 __all__ = [
     "SETTINGS",

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hwsim.bios import BiosConfig
-from hwsim.errors import HwsimError, InvalidInput
+from hwsim.errors import HwsimError
 from hwsim.profiles import Profile
 from hwsim.store import StateTxn
+from memcrypt.errors import InvalidInput
 
 __all__ = [
     "FC_LOCK",

@@ -1,29 +1,15 @@
-"""The exception roots shared by the three packages.
+"""The simulator's exception base.
 
-Every error a user can cause derives from :class:`MemcryptError`. The CLIs catch that one
-class, print ``prog: error: <message>`` (plus a hint line when there is one) and exit with
-``exit_code``: 1 for a refused or failed operation, 2 for unreadable or invalid input.
+Errors of the simulated hardware derive from :class:`HwsimError`; those that model a
+firmware or instruction failure carry its architectural status code as an attribute
+(``SgxStatusError.status``, ``PspError.status``).
 """
 
 from __future__ import annotations
 
-__all__ = ["FormatError", "HwsimError", "InvalidInput", "MachineError", "MemcryptError"]
+from memcrypt.errors import MemcryptError
 
-
-class MemcryptError(Exception):
-    """Root of every error memcrypt reports to a user."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
-
-
-class InvalidInput(MemcryptError):
-    """Input that cannot be read or does not make sense (exit 2)."""
-
-    exit_code = 2
+__all__ = ["HwsimError", "MachineError"]
 
 
 class HwsimError(MemcryptError):
@@ -32,7 +18,3 @@ class HwsimError(MemcryptError):
 
 class MachineError(HwsimError):
     """A machine directory, its configuration or its state store is unusable."""
-
-
-class FormatError(InvalidInput):
-    """A binary structure is truncated, oversized or has a bad magic or length."""

@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING
 
 from hwsim import cpu
 from hwsim.bios import BiosConfig, profile_named_in, read_machine_toml, write_machine_toml
-from hwsim.errors import InvalidInput, MachineError
+from hwsim.errors import MachineError
 from hwsim.memory import EPC_KEYID, HOST_KEYID, MemoryEngine
 from hwsim.profiles import DEFAULT_PROFILE, PROFILES, Profile, get_profile
 from hwsim.store import StateTxn, Store
+from memcrypt.errors import InvalidInput
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey

@@ -22,8 +22,9 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from hwsim.errors import HwsimError, InvalidInput
+from hwsim.errors import HwsimError
 from hwsim.store import StateTxn
+from memcrypt.errors import InvalidInput
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers import Cipher, modes

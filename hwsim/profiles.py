@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hwsim.errors import InvalidInput
+from memcrypt.errors import InvalidInput
 
 __all__ = ["DEFAULT_PROFILE", "PROFILES", "Profile", "get_profile"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hwsim._console import lazy_attr
+from memcrypt.cli import lazy_attr
 from sevtool.errors import SevToolError
 
 __version__ = "0.1.0"

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hwsim._climachine import cli_machine, machine_option
-from hwsim._console import (
+from hwsim.climachine import cli_machine, machine_option
+from memcrypt.cli import (
     console,
     emit_json,
     passphrase_options,
@@ -127,11 +127,11 @@ def generate(
     ask_passphrase: bool,
 ) -> None:
     """Generate a platform owner's OCA: CERT (2084-byte SEV certificate) and KEY (PEM, 0600)."""
-    from hwsim.errors import InvalidInput
+    from sevtool.errors import SevInputError
     from sevtool.platform import generate_oca
 
     if key.exists() and not force:
-        raise InvalidInput(f"{key} exists; not overwriting an owner key (use --force)")
+        raise SevInputError(f"{key} exists; not overwriting an owner key (use --force)")
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase, confirm=True)
     generate_oca().write(cert, key, secret)
     click.echo(f"sevtool: wrote OCA certificate {cert} and private key {key}", err=True)
@@ -173,7 +173,7 @@ def pek() -> None:
 @click.argument("out", type=_path)
 def pek_csr_cmd(out: Path) -> None:
     """Write the platform's PEK certificate signing request (PEK_CSR) to OUT."""
-    from hwsim.fileio import write_atomic
+    from memcrypt.files import write_atomic
     from sevtool.platform import pek_csr
 
     write_atomic(out, pek_csr(cli_machine()).pack())
@@ -196,8 +196,8 @@ def pek_sign_cmd(
     ask_passphrase: bool,
 ) -> None:
     """Sign the PEK CSR with the OCA CERT's KEY; write the signed PEK to OUT."""
-    from hwsim.fileio import read_file, write_atomic
     from hwsim.sev.certs import load_sev_cert
+    from memcrypt.files import read_file, write_atomic
     from sevtool.platform import load_owner_key, sign_pek_csr
 
     request = load_sev_cert(read_file(csr, "PEK CSR", max_size=_MAX_CERT), f"PEK CSR {csr}")
@@ -213,8 +213,8 @@ def pek_sign_cmd(
 @_json_option
 def pek_import_cmd(pek_cert: Path, oca: Path, as_json: bool) -> None:
     """Import the owner-signed PEK and the owner's OCA (PEK_CERT_IMPORT)."""
-    from hwsim.fileio import read_file
     from hwsim.sev.certs import load_sev_cert
+    from memcrypt.files import read_file
     from sevtool.platform import pek_cert_import
 
     signed = load_sev_cert(read_file(pek_cert, "PEK", max_size=_MAX_CERT), f"PEK {pek_cert}")

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwsim.errors import FormatError, InvalidInput
-from hwsim.fileio import read_file
 from hwsim.sev.arch import SEV_CERT_SIZE, AmdCert, SevCert, SevUsage
 from hwsim.sev.certs import (
     CertificateError,
@@ -25,7 +23,8 @@ from hwsim.sev.certs import (
     verify_amd_cert,
     verify_sev_cert,
 )
-from sevtool.errors import SevToolError
+from memcrypt.files import read_file
+from sevtool.errors import SevFormatError, SevInputError, SevToolError
 
 __all__ = [
     "CERT_NAMES",
@@ -125,7 +124,7 @@ def read_chain_file(path: Path) -> Chain:
         names = ("pek", "oca", "cek")
     rest = data[len(names) * SEV_CERT_SIZE :]
     if len(rest) not in (0, 2 * 832, 2 * 1600) or not data:
-        raise FormatError(
+        raise SevFormatError(
             f"{path}: {len(data)} bytes is not a chain file (PDH+PEK+OCA+CEK [+ASK+ARK], "
             "PEK+OCA+CEK, or ASK+ARK)"
         )
@@ -243,9 +242,9 @@ def verify_chain(chain: Chain, *, partial: bool = False) -> ChainReport:
     """
     missing = [n for n in CERT_NAMES if chain.get(n) is None]
     if not chain.present():
-        raise InvalidInput("nothing to verify: give a directory or certificate files")
+        raise SevInputError("nothing to verify: give a directory or certificate files")
     if missing and not partial:
-        raise InvalidInput(
+        raise SevInputError(
             f"incomplete chain: no {', '.join(m.upper() for m in missing)} certificate",
             hint="give them (e.g. --ark/--ask; `sevtool export --full` includes the "
             "simulator's), or verify only what is there with --partial",

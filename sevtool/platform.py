@@ -15,8 +15,6 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hwsim.errors import InvalidInput
-from hwsim.fileio import read_file, write_atomic
 from hwsim.sev.arch import PlatformState, PlatformStatus, SevAlgo, SevCert, SevUsage
 from hwsim.sev.certs import (
     check_sev_cert,
@@ -27,8 +25,9 @@ from hwsim.sev.certs import (
     verify_sev_cert,
 )
 from hwsim.sev.device import SevDevice
+from memcrypt.files import read_file, write_atomic
 from sevtool.chain import Chain
-from sevtool.errors import SevToolError
+from sevtool.errors import SevInputError, SevToolError
 
 if TYPE_CHECKING:
     from hwsim.machine import Machine
@@ -176,15 +175,15 @@ def load_owner_key(cert_path: Path, key_path: Path, passphrase: bytes | None = N
     try:
         key = serialization.load_pem_private_key(pem, password=passphrase)
     except TypeError as exc:  # encrypted without a passphrase, or a passphrase for plain PEM
-        raise InvalidInput(f"OCA key {key_path}: {exc}") from exc
+        raise SevInputError(f"OCA key {key_path}: {exc}") from exc
     except ValueError as exc:
-        raise InvalidInput(
+        raise SevInputError(
             f"cannot load OCA key {key_path}: not a PEM private key, or a wrong passphrase"
         ) from exc
     except UnsupportedAlgorithm as exc:
-        raise InvalidInput(f"OCA key {key_path} is not an ECDSA key ({exc})") from exc
+        raise SevInputError(f"OCA key {key_path} is not an ECDSA key ({exc})") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise InvalidInput(f"OCA key {key_path} is not an ECDSA key")
+        raise SevInputError(f"OCA key {key_path} is not an ECDSA key")
     verify_sev_cert(cert, SevUsage.OCA, cert, f"OCA certificate {cert_path}")
     if sev_public_key(cert) != key.public_key():
         raise SevToolError(f"OCA key {key_path} does not belong to certificate {cert_path}")
@@ -229,7 +228,7 @@ def write_chain(chain: Chain, directory: Path) -> list[Path]:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InvalidInput(f"cannot create directory {directory}: {exc.strerror}") from exc
+        raise SevInputError(f"cannot create directory {directory}: {exc.strerror}") from exc
     written = []
     for name, data in chain.files().items():
         write_atomic(directory / name, data)

@@ -5,7 +5,7 @@ Public names are imported on first use so that the command line starts fast.
 
 from __future__ import annotations
 
-from hwsim._console import lazy_attr
+from memcrypt.cli import lazy_attr
 from sgxtool.errors import (
     ConfigError,
     ElfError,

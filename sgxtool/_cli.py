@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hwsim._climachine import cli_machine, machine_option
-from hwsim._console import (
+from hwsim.climachine import cli_machine, machine_option
+from memcrypt.cli import (
     console,
     emit_json,
     passphrase_options,
@@ -146,7 +146,7 @@ def keygen(
     ask_passphrase: bool,
 ) -> None:
     """Make an RSA-3072 (e=3) signing key; KEYFILE is written with mode 0600."""
-    from hwsim.fileio import write_atomic
+    from memcrypt.files import write_atomic
     from sgxtool.keys import generate_key, public_pem, save_private_key
 
     if keyfile.exists() and not force:
@@ -306,7 +306,7 @@ def catsig(
     as_json: bool,
 ) -> None:
     """Assemble a SIGSTRUCT from an external signature (two-step signing, step 2)."""
-    from hwsim.fileio import read_file
+    from memcrypt.files import read_file
     from sgxtool.build import catsig as catsig_
     from sgxtool.keys import load_public_key
 
@@ -501,7 +501,7 @@ def sdk(what: str | None) -> None:
 @json_option
 def token(image: Path, out: Path | None, as_json: bool) -> None:
     """Get an EINITTOKEN for IMAGE (signed image or SIGSTRUCT) from the Launch Enclave."""
-    from hwsim.fileio import write_atomic
+    from memcrypt.files import write_atomic
     from sgxtool.token import get_token, load_sigstruct
 
     sigstruct = load_sigstruct(image)  # before the machine: a bad input creates nothing
@@ -553,7 +553,7 @@ def run(
     Output that is UTF-8 text is printed as text, other output as hex. What the enclave
     prints through its console OCALL goes to stderr.
     """
-    from hwsim.fileio import write_atomic
+    from memcrypt.files import write_atomic
     from sgxtool.runtime import run_ecall
 
     data = _ecall_input(in_file, in_hex, in_text)
@@ -572,7 +572,7 @@ def run(
 
 def _ecall_input(in_file: Path | None, in_hex: str | None, in_text: str | None) -> bytes:
     """The ECALL's input bytes from at most one of --in, --in-hex, --in-text."""
-    from hwsim.fileio import read_file
+    from memcrypt.files import read_file
 
     if sum(x is not None for x in (in_file, in_hex, in_text)) > 1:
         raise click.UsageError("give at most one of --in, --in-hex and --in-text")
@@ -593,7 +593,7 @@ def import_config(xml: Path, out: Path) -> None:
     """Convert Intel's sgx_sign Enclave.config.xml into enclave.toml."""
     import tomli_w
 
-    from hwsim.fileio import write_atomic
+    from memcrypt.files import write_atomic
     from sgxtool.intelxml import import_intel_config
 
     cfg, notes = import_intel_config(xml)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from hwsim.fileio import read_file, write_atomic
 from hwsim.sgx.arch import Sigstruct
+from memcrypt.files import read_file, write_atomic
 from sgxtool.config import EnclaveConfig
 from sgxtool.elf import read_elf
 from sgxtool.errors import UsageError, VerificationError

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwsim.fileio import read_file
 from hwsim.sgx.arch import PAGE_SIZE, VENDOR_INTEL, AttributeFlag
+from memcrypt.files import read_file
 from sgxtool.errors import ConfigError
 
 if sys.version_info >= (3, 11):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from hwsim.errors import InvalidInput, MemcryptError
+from memcrypt.errors import FormatError, InvalidInput, MemcryptError
 
 __all__ = [
     "ConfigError",
     "ElfError",
+    "ImageError",
     "SgxToolError",
     "SigningKeyError",
     "UsageError",
@@ -24,6 +25,10 @@ class ConfigError(SgxToolError, InvalidInput):
 
 class ElfError(SgxToolError, InvalidInput):
     """The enclave ELF cannot be used (not an ELF, wrong class, not PIE, corrupt)."""
+
+
+class ImageError(SgxToolError, FormatError):
+    """A signed image, SIGSTRUCT or SGXS stream is truncated or malformed (exit 2)."""
 
 
 class SigningKeyError(SgxToolError, InvalidInput):

@@ -23,11 +23,11 @@ from typing import BinaryIO
 
 import tomli_w
 
-from hwsim.errors import FormatError
-from hwsim.fileio import atomic_open, write_atomic
 from hwsim.sgx.arch import Sigstruct
+from memcrypt.files import atomic_open, write_atomic
 from sgxtool.config import EnclaveConfig, parse_config
 from sgxtool.elf import read_elf
+from sgxtool.errors import ImageError
 from sgxtool.layout import EnclaveLayout, plan_layout
 from sgxtool.sgxs import is_sgxs
 
@@ -86,14 +86,14 @@ def detect(path: str | Path) -> ImageKind:
                 f.seek(size - _FOOTER.size)
                 tail = f.read(_FOOTER.size)
     except OSError as exc:
-        raise FormatError(f"cannot read {p}: {exc.strerror}") from exc
+        raise ImageError(f"cannot read {p}: {exc.strerror}") from exc
     if head[:4] == b"\x7fELF":
         return ImageKind.SIGNED_ELF if tail[-16:] == _FOOTER_MAGIC else ImageKind.ELF
     if is_sgxs(head):
         return ImageKind.SGXS
     if size == _SIGSTRUCT_SIZE:
         return ImageKind.SIGSTRUCT
-    raise FormatError(f"{p}: not an ELF, signed image, SIGSTRUCT or SGXS stream ({size} bytes)")
+    raise ImageError(f"{p}: not an ELF, signed image, SIGSTRUCT or SGXS stream ({size} bytes)")
 
 
 def read_image(path: str | Path) -> SignedImage:
@@ -103,39 +103,39 @@ def read_image(path: str | Path) -> SignedImage:
         with p.open("rb") as f:
             size = f.seek(0, os.SEEK_END)
             if size < _FOOTER.size:
-                raise FormatError(f"{p}: not a signed image (too short)")
+                raise ImageError(f"{p}: not a signed image (too short)")
             f.seek(size - _FOOTER.size)
             elf_size, meta_size, magic = _FOOTER.unpack(f.read(_FOOTER.size))
             if magic != _FOOTER_MAGIC:
-                raise FormatError(
+                raise ImageError(
                     f"{p}: not a signed image (no metadata footer)",
                     hint="sign it with `sgxtool sign`",
                 )
             if elf_size + meta_size + _FOOTER.size != size:
-                raise FormatError(f"{p}: signed image is truncated or has trailing bytes")
+                raise ImageError(f"{p}: signed image is truncated or has trailing bytes")
             f.seek(elf_size)
             meta = f.read(meta_size)
     except OSError as exc:
-        raise FormatError(f"cannot read {p}: {exc.strerror}") from exc
+        raise ImageError(f"cannot read {p}: {exc.strerror}") from exc
     sig, cfg_text = _parse_meta(meta, p)
     return SignedImage(p, elf_size, sig, parse_config(cfg_text, f"{p} (embedded config)"))
 
 
 def _parse_meta(meta: bytes, p: Path) -> tuple[bytes, str]:
     if len(meta) < _META.size + _SIGSTRUCT_SIZE + 4:
-        raise FormatError(f"{p}: image metadata is truncated")
+        raise ImageError(f"{p}: image metadata is truncated")
     magic, version, sig_len = _META.unpack_from(meta)
     if magic != _META_MAGIC or version != _VERSION or sig_len != _SIGSTRUCT_SIZE:
-        raise FormatError(f"{p}: unknown image metadata (version {version})")
+        raise ImageError(f"{p}: unknown image metadata (version {version})")
     sig = meta[_META.size : _META.size + sig_len]
     at = _META.size + sig_len
     (cfg_len,) = struct.unpack_from("<I", meta, at)
     if at + 4 + cfg_len != len(meta):
-        raise FormatError(f"{p}: image metadata has a bad config length")
+        raise ImageError(f"{p}: image metadata has a bad config length")
     try:
         return sig, meta[at + 4 :].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise FormatError(f"{p}: embedded config is not UTF-8") from exc
+        raise ImageError(f"{p}: embedded config is not UTF-8") from exc
 
 
 def elf_length(path: str | Path) -> int:
@@ -159,7 +159,7 @@ def write_image(elf: str | Path, out: str | Path, sigstruct: Sigstruct, cfg: Enc
     try:
         src = open(elf, "rb")  # noqa: SIM115 - closed by the with below, after open errors
     except OSError as exc:
-        raise FormatError(f"cannot read {elf}: {exc.strerror}") from exc
+        raise ImageError(f"cannot read {elf}: {exc.strerror}") from exc
     with src, atomic_open(out, mode=0o755) as dst:
         _copy(src, dst, elf_size)
         dst.write(meta)
@@ -171,7 +171,7 @@ def _copy(src: BinaryIO, dst: BinaryIO, n: int) -> None:
     while remaining:
         chunk = src.read(min(remaining, 1 << 20))
         if not chunk:
-            raise FormatError("input shrank while it was being copied")
+            raise ImageError("input shrank while it was being copied")
         dst.write(chunk)
         remaining -= len(chunk)
 

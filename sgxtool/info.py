@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hwsim.fileio import read_file
 from hwsim.sgx.arch import VENDOR_INTEL, Attributes, Sigstruct, Xfrm
 from hwsim.sgx.sigcheck import SigstructError, check_sigstruct
+from memcrypt.files import read_file
 from sgxtool.build import layout_of
 from sgxtool.config import EnclaveConfig
 from sgxtool.errors import UsageError, VerificationError

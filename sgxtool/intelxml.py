@@ -15,8 +15,8 @@ from pathlib import Path
 
 import tomli_w
 
-from hwsim.fileio import read_file
 from hwsim.sgx.arch import VENDOR_INTEL, AttributeFlag
+from memcrypt.files import read_file
 from sgxtool.config import U64, EnclaveConfig, parse_config
 from sgxtool.errors import ConfigError
 

@@ -12,8 +12,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from hwsim.fileio import read_file, write_atomic
 from hwsim.sgx.arch import MODULUS_BYTES, SIGSTRUCT_EXPONENT
+from memcrypt.files import read_file, write_atomic
 from sgxtool.errors import SigningKeyError
 
 __all__ = [

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from hwsim.errors import FormatError
 from hwsim.sgx.arch import PAGE_SIZE, Sigstruct
-from sgxtool.errors import SgxToolError
+from sgxtool.errors import ImageError, SgxToolError
 from sgxtool.layout import EnclaveLayout
 
 if TYPE_CHECKING:
@@ -89,14 +88,14 @@ def read_ecalls(path: str | Path, limit: int | None = None) -> tuple[str, ...]:
             section = ELFFile(f).get_section_by_name(".sgx_ecalls")
             # Section headers are not measured: bound the size before reading.
             if section is not None and section["sh_size"] > _MAX_ECALL_TABLE:
-                raise FormatError(f"{path}: .sgx_ecalls claims {section['sh_size']} bytes")
+                raise ImageError(f"{path}: .sgx_ecalls claims {section['sh_size']} bytes")
             raw = b"" if section is None else section.data()
     except (OSError, ELFError, struct.error, AssertionError, ValueError, KeyError) as exc:
         # ValueError: a section header table or section at an offset seek() cannot reach
         # (unmeasured bytes, so anything goes); the same set read_elf catches.
-        raise FormatError(f"cannot read the ECALL table of {path}: {exc}") from exc
+        raise ImageError(f"cannot read the ECALL table of {path}: {exc}") from exc
     if section is None:
-        raise FormatError(
+        raise ImageError(
             f"{path} has no .sgx_ecalls table", hint="build it with the SDK: sgxtool sdk --help"
         )
     names = []
@@ -105,7 +104,7 @@ def read_ecalls(path: str | Path, limit: int | None = None) -> tuple[str, ...]:
         try:
             names.append(field.decode("ascii"))
         except UnicodeDecodeError as exc:
-            raise FormatError(f"{path}: ECALL {len(names)} has a name that is not ASCII") from exc
+            raise ImageError(f"{path}: ECALL {len(names)} has a name that is not ASCII") from exc
     return tuple(names)
 
 

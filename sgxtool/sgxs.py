@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from hwsim.errors import FormatError
-from hwsim.fileio import atomic_open
 from hwsim.sgx.arch import EEXTEND_CHUNK, MEASURE_BLOCK, PAGE_SIZE, PageType
+from memcrypt.files import atomic_open
+from sgxtool.errors import ImageError
 from sgxtool.layout import Content, EnclaveLayout, LayoutBuilder, Region
 from sgxtool.measure import Progress, stream_measurement
 
@@ -93,7 +93,7 @@ def _open(path: str | Path) -> BinaryIO:
     try:
         return Path(path).open("rb")
     except OSError as exc:
-        raise FormatError(f"cannot read SGXS stream {path}: {exc.strerror}") from exc
+        raise ImageError(f"cannot read SGXS stream {path}: {exc.strerror}") from exc
 
 
 def _pages(records: Iterator[tuple[bytes, int, int, bytes]]) -> Iterator[_Page]:
@@ -119,7 +119,7 @@ def _records(
     state = _Canonical(name)
     while block := f.read(MEASURE_BLOCK):
         if len(block) != MEASURE_BLOCK:
-            raise FormatError(f"{name}: truncated record at byte {state.position}")
+            raise ImageError(f"{name}: truncated record at byte {state.position}")
         if h is not None:
             h.update(block)
         tag = block[:8]
@@ -135,13 +135,13 @@ def _records(
             (offset,) = struct.unpack_from("<Q", block, 8)
             data = f.read(EEXTEND_CHUNK)
             if len(data) != EEXTEND_CHUNK:
-                raise FormatError(f"{name}: EEXTEND at byte {state.position} is truncated")
+                raise ImageError(f"{name}: EEXTEND at byte {state.position} is truncated")
             if h is not None:
                 h.update(data)
             state.eextend(offset)
             yield tag, offset, 0, data
         else:
-            raise FormatError(f"{name}: unknown record {tag!r} at byte {state.position}")
+            raise ImageError(f"{name}: unknown record {tag!r} at byte {state.position}")
         state.position += len(block) + (EEXTEND_CHUNK if tag == _EEXTEND else 0)
     state.finish()
 
@@ -156,8 +156,8 @@ class _Canonical:
         self.page: int | None = None
         self.extended: set[int] = set()
 
-    def fail(self, message: str) -> FormatError:
-        return FormatError(f"{self.name}: {message} (record at byte {self.position})")
+    def fail(self, message: str) -> ImageError:
+        return ImageError(f"{self.name}: {message} (record at byte {self.position})")
 
     def ecreate(self, size: int) -> None:
         if self.size is not None:
@@ -190,4 +190,4 @@ class _Canonical:
 
     def finish(self) -> None:
         if self.size is None:
-            raise FormatError(f"{self.name}: empty SGXS stream (no ECREATE)")
+            raise ImageError(f"{self.name}: empty SGXS stream (no ECREATE)")

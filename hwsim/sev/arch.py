@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hwsim._layout import Layout, Packed
-from hwsim.errors import FormatError
+from memcrypt.errors import FormatError
 
 __all__ = [
     "AMD_CERT_HEADER_SIZE",

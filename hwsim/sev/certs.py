@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from hwsim.errors import FormatError, HwsimError
+from hwsim.errors import HwsimError
 from hwsim.sev.arch import (
     ECC_COORD_SIZE,
     SEV_CERT_SIZE,
@@ -38,6 +38,7 @@ from hwsim.sev.arch import (
     int_to_le,
     le_to_int,
 )
+from memcrypt.errors import FormatError
 
 __all__ = [
     "CertificateError",

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hwsim._climachine import cli_machine, machine_option
-from hwsim._console import emit_json
+from hwsim.climachine import cli_machine, machine_option
+from memcrypt.cli import emit_json
 
 if TYPE_CHECKING:
     from hwsim.sgx.launch import LaunchControl

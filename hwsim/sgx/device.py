@@ -19,7 +19,6 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from hwsim.errors import InvalidInput
 from hwsim.sgx.arch import (
     EEXTEND_CHUNK,
     PAGE_SIZE,
@@ -55,6 +54,7 @@ from hwsim.sgx.errors import LaunchRefused, SgxError, SgxStatusError
 from hwsim.sgx.launch import launch_control, msrs_writable, owner_allow_list
 from hwsim.sgx.le import LaunchEnclave
 from hwsim.sgx.platform import epc_of
+from memcrypt.errors import InvalidInput
 
 if TYPE_CHECKING:
     from hwsim.machine import Machine, Transaction

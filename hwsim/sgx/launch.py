@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hwsim.errors import InvalidInput
 from hwsim.sgx.errors import SgxError
+from memcrypt.errors import InvalidInput
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -286,7 +286,7 @@ def parse_signer(text: str) -> bytes:
     path = Path(text)
     if not path.is_file():
         raise InvalidInput(f"signer {text!r}: give an MRSIGNER (64 hex digits) or a PEM key file")
-    from hwsim.fileio import read_file
+    from memcrypt.files import read_file
 
     pem = read_file(path, "signing key", max_size=1 << 20)
     try:

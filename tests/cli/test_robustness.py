@@ -152,7 +152,7 @@ def quick_to_measure(path: Path, config: Path | None = None) -> bool:
     """Whether measuring ``path`` is quick. A mutation can make a valid but huge enclave
     (a bss of 1 TiB): measuring it in full is correct and slow, so such examples skip the
     commands that measure. Library errors other than memcrypt's still fail the test."""
-    from hwsim.errors import MemcryptError
+    from memcrypt.errors import MemcryptError
     from sgxtool.build import layout_of
     from sgxtool.config import EnclaveConfig, load_config
     from sgxtool.image import ImageKind, detect, read_image

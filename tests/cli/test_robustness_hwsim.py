@@ -593,7 +593,7 @@ def loads_quickly(image: Path) -> bool:
     """Whether loading ``image`` adds few pages. A mutation can make a valid but huge
     layout (a bss of 1 TiB), which is slow to load though correct; such examples skip the
     commands that load. Errors other than memcrypt's still fail the test."""
-    from hwsim.errors import MemcryptError
+    from memcrypt.errors import MemcryptError
     from sgxtool.build import layout_of
     from sgxtool.image import read_image
 

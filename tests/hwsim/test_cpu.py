@@ -20,8 +20,9 @@ from hwsim.cpu import (
     GeneralProtection,
     msr_index,
 )
-from hwsim.errors import HwsimError, InvalidInput
+from hwsim.errors import HwsimError
 from hwsim.machine import Machine
+from memcrypt.errors import InvalidInput
 
 MachineFactory = Callable[..., Machine]
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hwsim.errors import InvalidInput, MachineError
+from hwsim.errors import MachineError
 from hwsim.machine import Machine, default_machine_path
+from memcrypt.errors import InvalidInput
 
 MachineFactory = Callable[..., Machine]
 

@@ -10,9 +10,10 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hwsim.errors import HwsimError, InvalidInput
+from hwsim.errors import HwsimError
 from hwsim.machine import Machine
 from hwsim.memory import EPC_KEYID, HOST_KEYID, PAGE_SIZE, xts_key
+from memcrypt.errors import InvalidInput
 
 MachineFactory = Callable[..., Machine]
 KEY = bytes(range(32))

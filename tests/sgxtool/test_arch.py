@@ -7,7 +7,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hwsim._layout import Packed
-from hwsim.errors import FormatError
 from hwsim.sgx.arch import (
     Einittoken,
     Keyrequest,
@@ -22,6 +21,7 @@ from hwsim.sgx.arch import (
     ecreate_block,
     eextend_header,
 )
+from memcrypt.errors import FormatError
 
 STRUCTS: list[type[Packed]] = [
     Sigstruct,

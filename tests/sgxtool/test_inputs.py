@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hwsim.errors import FormatError
+from memcrypt.errors import FormatError
 from sgxtool.elf import read_elf
 from sgxtool.errors import ElfError
 from sgxtool.sgxs import read_sgxs, sgxs_mrenclave

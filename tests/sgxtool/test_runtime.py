@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from hwsim.errors import FormatError
 from hwsim.machine import Machine
 from hwsim.sgx.errors import LaunchRefused
 from hwsim.sgx.launch import LaunchPolicy, set_launch_policy
+from memcrypt.errors import FormatError
 from sgxtool.runtime import Enclave, EnclaveCallError, read_ecalls, run_ecall
 from tests.conftest import MachineFactory
 from tests.examples.conftest import Built, other_key, signed_example

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hwsim.errors import FormatError
 from hwsim.sev.arch import (
     SEV_CERT_SIGNED_LEN,
     SEV_CERT_SIZE,
@@ -22,6 +21,7 @@ from hwsim.sev.arch import (
     SevCert,
     SevUsage,
 )
+from memcrypt.errors import FormatError
 from tests.hwsim.sev.conftest import CHAINS, GENERATIONS
 
 CHAIN_FILES = [f"{g}/{n}.cert" for g in CHAINS for n in ("cek", "pek", "oca", "pdh")]

@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwsim.errors import FormatError
 from hwsim.sev.arch import AmdCert, EcdsaSig, EcPubKey, SevAlgo, SevCert, SevUsage
 from hwsim.sev.certs import (
     CertificateError,
@@ -24,6 +23,7 @@ from hwsim.sev.certs import (
     verify_amd_cert,
     verify_sev_cert,
 )
+from memcrypt.errors import FormatError
 from tests.hwsim.sev.conftest import CHAINS, GENERATIONS
 
 Vec = Callable[[str], bytes]

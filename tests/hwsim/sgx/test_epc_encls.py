@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import pytest
 
-from hwsim.errors import InvalidInput
 from hwsim.machine import Machine
 from hwsim.sgx.arch import PAGE_SIZE, PageType, SecinfoFlag, SgxStatus, secinfo_flags
 from hwsim.sgx.device import SgxEnclaveDevice
@@ -26,6 +25,7 @@ from hwsim.sgx.encls import (
 from hwsim.sgx.enclu import eaccept, emodpe
 from hwsim.sgx.errors import GP, PF, SgxError, SgxFault, SgxStatusError
 from hwsim.sgx.platform import epc_of
+from memcrypt.errors import InvalidInput
 from tests.hwsim.sgx.conftest import RW, ImageMaker, build_device
 
 MachineFactory = Callable[..., Machine]

@@ -8,7 +8,6 @@ from collections.abc import Callable
 import pytest
 
 from hwsim._cli import main as hwsim_main
-from hwsim.errors import InvalidInput
 from hwsim.machine import Machine
 from hwsim.sgx.arch import AttributeFlag, SgxStatus
 from hwsim.sgx.device import launch_token
@@ -21,6 +20,7 @@ from hwsim.sgx.launch import (
     revoke_signer,
     set_launch_policy,
 )
+from memcrypt.errors import InvalidInput
 from tests.hwsim.sgx.conftest import ImageMaker, build_device
 
 MachineFactory = Callable[..., Machine]

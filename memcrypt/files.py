@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from hwsim.errors import InvalidInput, MemcryptError
+from memcrypt.errors import InvalidInput, MemcryptError
 
 __all__ = ["atomic_open", "read_file", "write_atomic"]
 

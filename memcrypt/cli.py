@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hwsim.errors import MemcryptError
+from memcrypt.errors import MemcryptError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -116,7 +116,7 @@ def resolve_passphrase(
             raise click.UsageError(f"--passphrase-env: environment variable {env} is not set")
         return os.fsencode(os.environ[env])  # the bytes as set, even when not UTF-8
     if file is not None:
-        from hwsim.fileio import read_file
+        from memcrypt.files import read_file
 
         return read_file(file, "passphrase file", max_size=4096).rstrip(b"\r\n")
     if ask:

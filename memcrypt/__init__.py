@@ -1,0 +1,11 @@
+"""memcrypt: plumbing shared by the three programs and their packages.
+
+Tool-neutral and public: the error root (:mod:`memcrypt.errors`), bounded reads and atomic
+writes (:mod:`memcrypt.files`), and the command-line helpers (:mod:`memcrypt.cli`). It sits
+below every layer: the simulator (``hwsim``) and both tools (``sgxtool``, ``sevtool``) import
+it, and it imports none of them.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
