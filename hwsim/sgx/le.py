@@ -131,13 +131,13 @@ class LaunchEnclave:
             mrenclave=sigstruct.enclavehash, mrsigner=sigstruct.mrsigner,
             cpusvnle=me.cpusvn, isvprodidle=me.isvprodid, isvsvnle=me.isvsvn,
             maskedmiscselectle=me.miscselect,
-            maskedattributesle_flags=me.attributes_flags & ~AttributeFlag.MODE64BIT,
+            maskedattributesle_flags=me.attributes_flags & ~int(AttributeFlag.MODE64BIT),
             maskedattributesle_xfrm=0, keyid=os.urandom(32),
         )  # fmt: skip
         # linux-sgx le_calc_lic_token: EGETKEY(EINITTOKEN) with these masks, CMAC the body.
         request = Keyrequest(
             keyname=KeyName.EINITTOKEN, isvsvn=me.isvsvn, cpusvn=me.cpusvn,
-            attributemask_flags=_U64 & ~AttributeFlag.MODE64BIT, attributemask_xfrm=0,
+            attributemask_flags=_U64 & ~int(AttributeFlag.MODE64BIT), attributemask_xfrm=0,
             keyid=token.keyid, miscmask=0xFFFFFFFF,
         )  # fmt: skip
         key = enclu.egetkey_leaf(self.enclave, request.pack())
