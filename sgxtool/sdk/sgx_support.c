@@ -62,12 +62,15 @@ static void relocate(void) {
     relocated = 1;
 }
 
+/* Zeroed: an unmeasured heap holds whatever the host put there before EINIT, and a
+ * measured one what earlier ECALLs left; neither may reach code that expects fresh memory. */
 void *sgx_alloc(size_t n) {
     size_t size = td_read(TD_HEAP_SIZE);
     n = (n + 15) & ~(size_t)15;
     if (n > size - heap_used) return 0;
     void *p = (void *)((uintptr_t)__ehdr_start + td_read(TD_HEAP) + heap_used);
     heap_used += n;
+    memset(p, 0, n);
     return p;
 }
 
