@@ -17,7 +17,13 @@ from hwsim.sev.arch import SESSION_SIZE, SEV_CERT_SIZE, SevAlgo, SevCert, SevSta
 from hwsim.sev.psp import NV_NS, PspError
 from hwsim.sev.session import open_session
 from sevtool.errors import SevInputError
-from sevtool.session import describe_blob, read_blob, read_value
+from sevtool.session import (
+    describe_blob,
+    explain_launch_start,
+    read_blob,
+    read_session_files,
+    read_value,
+)
 from tests.conftest import MachineFactory
 from tests.sevtool.test_cli import AMD, one_error_line, sevtool
 
@@ -168,3 +174,26 @@ def test_blob_readers_name_what_a_wrong_file_is(tmp_path: Path) -> None:
     with pytest.raises(SevInputError, match="no file of that name"):
         read_value("not-a-file-nor-base64!", "TIK", 16)
     assert describe_blob(b"x" * 5) == "5 bytes of binary"
+
+
+def test_launch_start_refusals_name_the_files_and_causes(
+    machine_factory: MachineFactory, tmp_path: Path
+) -> None:
+    mine, other = machine_factory("sim", "mine"), machine_factory("sim", "other")
+    chain = _export(mine, tmp_path / "chain")
+    _export(other, tmp_path / "other")
+    assert sevtool("session", chain, "--policy", "0x1", "-o", tmp_path).code == 0
+    godh_file, session_file = tmp_path / "vm_godh.b64", tmp_path / "vm_session.b64"
+    godh, session = read_session_files(godh_file, session_file)
+    with pytest.raises(PspError) as wrong_platform:
+        open_session(_pdh_key(other), godh, session, 0x1)
+    message = str(explain_launch_start(wrong_platform.value, godh_file, session_file, 0x1))
+    assert str(session_file) in message and str(godh_file) in message
+    assert "another platform's PDH" in message and "same `sevtool session` run" in message
+    with pytest.raises(PspError) as wrong_policy:
+        open_session(_pdh_key(mine), godh, session, 0x3)
+    message = str(explain_launch_start(wrong_policy.value, godh_file, session_file, 0x3))
+    assert "a policy other than 0x3" in message
+    with pytest.raises(SevInputError, match="found a session blob") as swapped:
+        read_session_files(session_file, godh_file)
+    assert swapped.value.hint is not None and "swapped" in swapped.value.hint
