@@ -197,3 +197,13 @@ def test_launch_start_refusals_name_the_files_and_causes(
     with pytest.raises(SevInputError, match="found a session blob") as swapped:
         read_session_files(session_file, godh_file)
     assert swapped.value.hint is not None and "swapped" in swapped.value.hint
+
+
+def test_base64_key_file_is_read_and_a_header_is_not_a_blob(tmp_path: Path) -> None:
+    tik = tmp_path / "tik.b64"
+    tik.write_text(base64.b64encode(bytes(range(16))).decode() + "\n")
+    assert read_value(str(tik), "TIK", 16) == bytes(range(16))
+    header = tmp_path / "secret_header.bin"
+    header.write_bytes(bytes(52))
+    with pytest.raises(SevInputError, match="found a secret packet header, binary"):
+        read_value(str(header), "--launch-measure-blob", 48)
