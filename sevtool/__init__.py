@@ -22,13 +22,18 @@ _LAZY = {
     "provision": "sevtool.platform",
     "rotate": "sevtool.platform",
     "sign_pek_csr": "sevtool.platform",
-    "write_chain": "sevtool.platform",
     # certificate chains (sevtool.chain)
     "Chain": "sevtool.chain",
-    "ChainReport": "sevtool.chain",
-    "ChainVerificationError": "sevtool.chain",
     "load_chain": "sevtool.chain",
-    "verify_chain": "sevtool.chain",
+    "read_chain_file": "sevtool.chain",
+    "write_chain": "sevtool.chain",
+    "write_chain_dir": "sevtool.chain",
+    # verification and roots (sevtool.verify, sevtool.roots)
+    "ChainReport": "sevtool.verify",
+    "ChainVerificationError": "sevtool.verify",
+    "verify_chain": "sevtool.verify",
+    "Roots": "sevtool.roots",
+    "amd_roots": "sevtool.roots",
 }
 
 __all__ = ["SevToolError", "__version__", *_LAZY]  # noqa: PLE0604

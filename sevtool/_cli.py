@@ -24,8 +24,8 @@ from memcrypt.cli import (
 from sevtool import __version__
 
 if TYPE_CHECKING:
-    from sevtool.chain import ChainReport
     from sevtool.platform import PlatformInfo
+    from sevtool.verify import ChainReport
 
 _path = click.Path(path_type=Path)
 _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
@@ -226,16 +226,41 @@ def pek_import_cmd(pek_cert: Path, oca: Path, as_json: bool) -> None:
 @cli.command()
 @machine_option
 @click.option("--full", is_flag=True, help="Also write the ASK and ARK the CEK chains to.")
-@click.argument("directory", metavar="DIR", type=_path)
-def export(full: bool, directory: Path) -> None:
-    """Write the certificate chain to DIR: pdh.cert pek.cert oca.cert cek.cert [ask ark].
+@click.option(
+    "--dir",
+    "directory",
+    metavar="DIR",
+    type=_path,
+    help="Write one file per certificate into DIR (pdh.cert, pek.cert, ...) instead.",
+)
+@click.argument("file", metavar="FILE", required=False, type=_path)
+@_json_option
+def export(full: bool, directory: Path | None, file: Path | None, as_json: bool) -> None:
+    """Write the platform's certificate chain to FILE, as sevctl export does:
+    PDH||PEK||OCA||CEK, and ASK||ARK after them with --full.
 
-    The CEK comes signed by the AMD key server, which for a simulated machine is the
-    simulator's own ASK and ARK (not AMD's).
+    With --dir DIR, one file per certificate (pdh.cert pek.cert oca.cert cek.cert [ask.cert
+    ark.cert]). The CEK comes signed by the AMD key server, which for a simulated machine is
+    the simulator's own ASK and ARK (not AMD's).
     """
-    from sevtool.platform import export_chain, write_chain
+    from sevtool.chain import write_chain, write_chain_dir
+    from sevtool.platform import export_chain
 
-    for path in write_chain(export_chain(cli_machine(), full=full), directory):
+    if (file is None) == (directory is None):
+        raise click.UsageError("give FILE (one chain file) or --dir DIR (one file per certificate)")
+    if file is not None and file.is_dir():
+        click.echo(
+            f"sevtool: note: {file} is a directory: writing one file per certificate into it "
+            "(say --dir to mean that; a FILE gets sevctl's one-file chain)",
+            err=True,
+        )
+        file, directory = None, file
+    chain = export_chain(cli_machine(), full=full)
+    paths = write_chain_dir(chain, directory) if directory else [write_chain(chain, file)]  # type: ignore[arg-type]
+    if as_json:
+        emit_json({"format": "dir" if directory else "sevctl", "files": [str(p) for p in paths]})
+        return
+    for path in paths:
         click.echo(str(path))
 
 
@@ -268,6 +293,18 @@ def _cert_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument(
     "source", metavar="[DIR|FILE]", required=False, type=click.Path(path_type=Path, exists=True)
 )
+@click.option(
+    "--sev",
+    type=_in_file,
+    metavar="FILE",
+    help="A chain file as sevctl export writes it: PDH||PEK||OCA||CEK [||ASK||ARK].",
+)
+@click.option(
+    "--ca",
+    type=_in_file,
+    metavar="FILE",
+    help="The CA chain ASK||ARK, as AMD's key server serves ask_ark_<generation>.cert.",
+)
 @_cert_options
 @click.option(
     "--ark-sig",
@@ -278,18 +315,30 @@ def _cert_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--partial", is_flag=True, help="Verify only the links present.")
 @_json_option
 def verify(
-    source: Path | None, ark_sig: Path | None, partial: bool, as_json: bool, **files: Path | None
+    source: Path | None,
+    sev: Path | None,
+    ca: Path | None,
+    ark_sig: Path | None,
+    partial: bool,
+    as_json: bool,
+    **files: Path | None,
 ) -> None:
     """Verify a certificate chain: ARK -> ASK -> CEK -> PEK <- OCA, PEK -> PDH.
 
     Certificates come from DIR (ark.cert, ask.cert, cek.cert, pek.cert, oca.cert,
-    pdh.cert) or a chain FILE (sevctl export, sev-tool cert_chain.cert, AMD ask_ark), and
-    the options, which override them; AMD's real ARK/ASK or the simulator's may be given.
-    Exit 1 names the first failed link and check; exit 2 for unreadable input.
+    pdh.cert), a chain FILE or --sev FILE (sevctl export, sev-tool cert_chain.cert), --ca
+    FILE (ASK||ARK, AMD's ask_ark_<generation>.cert), and the per-certificate options, which
+    override them; binary or hex text. Without an ARK and ASK, AMD's built-in roots of the
+    generation that signed the CEK are used (the simulator's for a simulated machine's
+    chain), and the output says which. Exit 1 names the first failed link and check; exit 2
+    for unreadable input.
     """
-    from sevtool.chain import ChainVerificationError, load_chain, verify_chain
+    from sevtool.chain import load_chain
+    from sevtool.verify import ChainVerificationError, verify_chain
 
-    chain = load_chain(source, files, ark_signature=ark_sig)
+    if source is not None and sev is not None:
+        raise click.UsageError("give the chain as FILE or as --sev FILE, not both")
+    chain = load_chain(source, files, ark_signature=ark_sig, sev=sev, ca=ca)
     try:
         report = verify_chain(chain, partial=partial)
     except ChainVerificationError as exc:
@@ -308,8 +357,12 @@ def _render_report(report: ChainReport, as_json: bool) -> None:
     for link in report.links:
         mark = "[green]    ok[/]" if link.ok else "[red]FAILED[/]"
         text = f"{link.error} [check: {link.check}]" if link.error else link.title
-        out.print(f"{mark} {escape(text)}")
+        out.print(f"{mark} {escape(text)}", soft_wrap=True)
+    if report.roots:
+        out.print(f"roots: {escape(report.roots)}", soft_wrap=True)
     for name, key_id in report.key_ids.items():
         out.print(f"{name.upper()} key id {key_id}")
+    for warning in report.warnings:
+        out.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if report.ok:
         out.print("chain verified" if report.complete else "present links verified (partial)")

@@ -46,7 +46,6 @@ __all__ = [
     "provision",
     "rotate",
     "sign_pek_csr",
-    "write_chain",
 ]
 
 _MAX_FILE = 64 * 1024
@@ -221,16 +220,3 @@ def export_chain(machine: Machine, *, full: bool = False) -> Chain:
         if full:
             chain.ask, chain.ark = dev.kds_ca()
         return chain
-
-
-def write_chain(chain: Chain, directory: Path) -> list[Path]:
-    """Write ``<name>.cert`` files into ``directory`` (made if missing)."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SevInputError(f"cannot create directory {directory}: {exc.strerror}") from exc
-    written = []
-    for name, data in chain.files().items():
-        write_atomic(directory / name, data)
-        written.append(directory / name)
-    return written
