@@ -24,7 +24,7 @@ from memcrypt.cli import (
 from sevtool import __version__
 
 if TYPE_CHECKING:
-    from sevtool.platform import PlatformInfo
+    from sevtool.platform import OwnerKey, PlatformInfo
     from sevtool.verify import ChainReport
 
 _path = click.Path(path_type=Path)
@@ -115,21 +115,43 @@ def rotate(pek: bool, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("cert", type=_path)
-@click.argument("key", type=_path)
+@click.argument("key", type=_path, required=False)
+@click.option(
+    "--key",
+    "existing",
+    type=_in_file,
+    metavar="EXISTING",
+    help="Make the OCA certificate for this existing key (PEM or DER) instead of a new one.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing KEY file.")
 @passphrase_options
 def generate(
     cert: Path,
-    key: Path,
+    key: Path | None,
+    existing: Path | None,
     force: bool,
     passphrase_env: str | None,
     passphrase_file: Path | None,
     ask_passphrase: bool,
 ) -> None:
-    """Generate a platform owner's OCA: CERT (2084-byte SEV certificate) and KEY (PEM, 0600)."""
-    from sevtool.errors import SevInputError
-    from sevtool.platform import generate_oca
+    """Generate a platform owner's OCA: CERT (2084-byte SEV certificate) and KEY (PEM, 0600).
 
+    With --key EXISTING, only CERT is written: the self-signed OCA of that key.
+    """
+    from sevtool.errors import SevInputError
+    from sevtool.platform import generate_oca, load_private_key, oca_for_key
+
+    if existing is not None:
+        if key is not None:
+            raise click.UsageError("give KEY (a new key) or --key EXISTING, not both")
+        secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
+        from memcrypt.files import write_atomic
+
+        write_atomic(cert, oca_for_key(load_private_key(existing, secret)).cert.pack())
+        click.echo(f"sevtool: wrote OCA certificate {cert} for key {existing}", err=True)
+        return
+    if key is None:
+        raise click.UsageError("give KEY, the file for the new private key (or --key EXISTING)")
     if key.exists() and not force:
         raise SevInputError(f"{key} exists; not overwriting an owner key (use --force)")
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase, confirm=True)
@@ -181,29 +203,62 @@ def pek_csr_cmd(out: Path) -> None:
 
 
 @pek.command("sign")
-@click.argument("csr", type=_in_file)
-@click.argument("cert", type=_in_file)
-@click.argument("key", type=_in_file)
-@click.argument("out", type=_path)
+@click.argument("files", metavar="CSR [CERT] KEY OUT", nargs=-1, required=True, type=_path)
+@click.option(
+    "--oca-out",
+    type=_path,
+    metavar="FILE",
+    help="Without CERT: where to write the OCA certificate made from KEY "
+    "(default: oca.cert beside OUT).",
+)
 @passphrase_options
 def pek_sign_cmd(
-    csr: Path,
-    cert: Path,
-    key: Path,
-    out: Path,
+    files: tuple[Path, ...],
+    oca_out: Path | None,
     passphrase_env: str | None,
     passphrase_file: Path | None,
     ask_passphrase: bool,
 ) -> None:
-    """Sign the PEK CSR with the OCA CERT's KEY; write the signed PEK to OUT."""
+    """Sign the PEK CSR with the OCA CERT's KEY; write the signed PEK to OUT.
+
+    Without CERT, the OCA certificate is made from KEY as sev-tool's sign_pek_csr does, and
+    written to --oca-out (default oca.cert beside OUT).
+    """
     from hwsim.sev.certs import load_sev_cert
     from memcrypt.files import read_file, write_atomic
-    from sevtool.platform import load_owner_key, sign_pek_csr
+    from sevtool.errors import SevInputError
+    from sevtool.platform import load_owner_key, load_private_key, oca_for_key, sign_pek_csr
 
+    if len(files) not in (3, 4):
+        raise click.UsageError("give CSR CERT KEY OUT, or CSR KEY OUT to make the OCA from KEY")
+    for path in files[:-1]:
+        if not path.is_file():
+            raise click.BadParameter(f"{path}: no such file", param_hint="CSR/CERT/KEY")
+    csr, key, out = files[0], files[-2], files[-1]
     request = load_sev_cert(read_file(csr, "PEK CSR", max_size=_MAX_CERT), f"PEK CSR {csr}")
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
-    write_atomic(out, sign_pek_csr(request, load_owner_key(cert, key, secret)).pack())
+    if len(files) == 4:
+        owner = load_owner_key(files[1], key, secret)
+    else:
+        owner = oca_for_key(load_private_key(key, secret))
+        oca_path = oca_out or out.with_name("oca.cert")
+        if oca_path.exists() and not _same_owner(oca_path, owner):
+            raise SevInputError(
+                f"{oca_path} exists and is another key's OCA; not overwriting it "
+                "(name another file with --oca-out)"
+            )
+        write_atomic(oca_path, owner.cert.pack())
+        click.echo(f"sevtool: wrote OCA certificate {oca_path}", err=True)
+    write_atomic(out, sign_pek_csr(request, owner).pack())
     click.echo(f"sevtool: wrote signed PEK {out}", err=True)
+
+
+def _same_owner(path: Path, owner: OwnerKey) -> bool:
+    from hwsim.sev.certs import load_sev_cert, sev_public_key
+    from memcrypt.files import read_file
+
+    existing = load_sev_cert(read_file(path, "OCA", max_size=_MAX_CERT), f"OCA {path}")
+    return sev_public_key(existing) == owner.key.public_key()
 
 
 @pek.command("import")

@@ -43,6 +43,7 @@ from memcrypt.errors import FormatError
 __all__ = [
     "CertificateError",
     "PublicKey",
+    "add_ecdsa_signature",
     "amd_public_key",
     "cert_bytes",
     "check_amd_cert",
@@ -412,10 +413,24 @@ def _sign(key: PrivateKey, algo: SevAlgo, data: bytes) -> bytes:
 
 def sign_sev_cert(cert: SevCert, key: PrivateKey, signer_usage: SevUsage, algo: SevAlgo) -> SevCert:
     """``cert`` with a signature by ``key`` (role ``signer_usage``) in its first free slot."""
-    sig = _sign(key, algo, cert.signed_bytes()).ljust(SIG_SIZE, b"\0")
+    return _in_free_slot(cert, signer_usage, algo, _sign(key, algo, cert.signed_bytes()))
+
+
+def add_ecdsa_signature(
+    cert: SevCert, signer_usage: SevUsage, algo: SevAlgo, raw: bytes
+) -> SevCert:
+    """``cert`` with an ECDSA signature made elsewhere in its first free slot; ``raw`` is
+    ``r || s`` big-endian, as signers and PKCS#11 return it (stored little-endian here)."""
+    half = len(raw) // 2
+    r, s = int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
+    sig = EcdsaSig(int_to_le(r, ECC_COORD_SIZE), int_to_le(s, ECC_COORD_SIZE)).pack()
+    return _in_free_slot(cert, signer_usage, algo, sig)
+
+
+def _in_free_slot(cert: SevCert, signer_usage: SevUsage, algo: SevAlgo, sig: bytes) -> SevCert:
     for index, (usage, _, _) in enumerate(cert.slots()):
         if usage == SevUsage.INVALID:
-            return cert.with_slot(index, signer_usage, algo, sig)
+            return cert.with_slot(index, signer_usage, algo, sig.ljust(SIG_SIZE, b"\0"))
     raise FormatError("certificate has no free signature slot")
 
 
