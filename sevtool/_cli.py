@@ -24,6 +24,7 @@ from memcrypt.cli import (
 from sevtool import __version__
 
 if TYPE_CHECKING:
+    from sevtool.checks import CheckResult
     from sevtool.platform import OwnerKey, PlatformInfo
     from sevtool.verify import ChainReport
 
@@ -421,3 +422,42 @@ def _render_report(report: ChainReport, as_json: bool) -> None:
         out.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if report.ok:
         out.print("chain verified" if report.complete else "present links verified (partial)")
+
+
+@cli.command()
+@machine_option
+@click.argument("features", metavar="[sme|sev|es]...", nargs=-1,
+                type=click.Choice(["sme", "sev", "es"]))  # fmt: skip
+@_json_option
+def ok(features: tuple[str, ...], as_json: bool) -> None:
+    """Check that the machine can run what SME, SEV and SEV-ES need, as sevctl ok does.
+
+    Each requirement (CPUID bits, SYSCFG, BIOS settings, firmware state and version, ASIDs)
+    passes or fails, with what was seen and what to change. Exit 1 if any fails.
+    """
+    from sevtool.checks import FEATURES, gather, run_checks
+
+    results = run_checks(gather(cli_machine()), features or FEATURES)
+    failed = [r for r in results if r.status == "fail"]
+    if as_json:
+        emit_json({"ok": not failed, "checks": [r.as_json() for r in results]})
+    else:
+        _render_checks(results)
+    if failed:
+        from sevtool.errors import SevToolError
+
+        raise SevToolError(f"{len(failed)} requirement(s) not met; first: {failed[0].name}",
+                           hint=failed[0].change)  # fmt: skip
+
+
+def _render_checks(results: Sequence[CheckResult]) -> None:
+    from rich.markup import escape
+
+    marks = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "skip": "[yellow]SKIP[/]"}
+    out = console()
+    for r in results:
+        indent = "  " * r.level
+        seen = f": {r.seen}" if r.seen else ""
+        out.print(f"[ {marks[r.status]} ] {indent}- {escape(r.name + seen)}", soft_wrap=True)
+        if r.change:
+            out.print(f"         {indent}  change: {escape(r.change)}", soft_wrap=True)
