@@ -22,16 +22,15 @@ _LAZY = {
     "provision": "sevtool.platform",
     "rotate": "sevtool.platform",
     "sign_pek_csr": "sevtool.platform",
-    # certificate chains (sevtool.chain)
-    "Chain": "sevtool.chain",
-    "load_chain": "sevtool.chain",
-    "read_chain_file": "sevtool.chain",
-    "write_chain": "sevtool.chain",
-    "write_chain_dir": "sevtool.chain",
-    # verification and roots (sevtool.verify, sevtool.roots)
-    "ChainReport": "sevtool.verify",
-    "ChainVerificationError": "sevtool.verify",
-    "verify_chain": "sevtool.verify",
+    # certificate chains: files (sevtool.chainfiles), verification (sevtool.chain), roots
+    "Chain": "sevtool.chainfiles",
+    "load_chain": "sevtool.chainfiles",
+    "read_chain_file": "sevtool.chainfiles",
+    "write_chain": "sevtool.chainfiles",
+    "write_chain_dir": "sevtool.chainfiles",
+    "ChainReport": "sevtool.chain",
+    "ChainVerificationError": "sevtool.chain",
+    "verify_chain": "sevtool.chain",
     "Roots": "sevtool.roots",
     "amd_roots": "sevtool.roots",
 }

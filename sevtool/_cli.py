@@ -24,9 +24,9 @@ from memcrypt.cli import (
 from sevtool import __version__
 
 if TYPE_CHECKING:
+    from sevtool.chain import ChainReport
     from sevtool.checks import CheckResult
     from sevtool.platform import OwnerKey, PlatformInfo
-    from sevtool.verify import ChainReport
 
 _path = click.Path(path_type=Path)
 _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
@@ -299,7 +299,7 @@ def export(full: bool, directory: Path | None, file: Path | None, as_json: bool)
     ark.cert]). The CEK comes signed by the AMD key server, which for a simulated machine is
     the simulator's own ASK and ARK (not AMD's).
     """
-    from sevtool.chain import write_chain, write_chain_dir
+    from sevtool.chainfiles import write_chain, write_chain_dir
     from sevtool.platform import export_chain
 
     if (file is None) == (directory is None):
@@ -389,8 +389,7 @@ def verify(
     chain), and the output says which. Exit 1 names the first failed link and check; exit 2
     for unreadable input.
     """
-    from sevtool.chain import load_chain
-    from sevtool.verify import ChainVerificationError, verify_chain
+    from sevtool.chain import ChainVerificationError, load_chain, verify_chain
 
     if source is not None and sev is not None:
         raise click.UsageError("give the chain as FILE or as --sev FILE, not both")

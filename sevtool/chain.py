@@ -1,234 +1,280 @@
-"""SEV certificate chains: the chain of one platform, and the files it travels in.
+"""Verifying a SEV chain link by link, with the roots it really ends in.
 
-The chain of a SEV platform (SEV API chapter 2.1; ``shared/reference/sev.md`` 2.1-2.2):
-ARK signs itself and the ASK; the ASK signs the CEK; the CEK and the owner's OCA both sign
-the PEK; the OCA signs itself; the PEK signs the PDH.
+Reading chain files is :mod:`sevtool.chainfiles`; ``Chain`` and ``load_chain`` are
+re-exported here.
 
-Files, binary or hex text, in every layout the tools write: one certificate per file
-(``sevtool export --dir``, sev-tool's ``pdh.cert``...), sevctl's ``export`` file
-(PDH||PEK||OCA||CEK, and ASK||ARK after them with ``--full``; virtee/sev
-``certs/sev/chain.rs``), sev-tool's ``cert_chain.cert`` (PEK||OCA||CEK) and AMD's
-``ask_ark_<generation>.cert`` (ASK||ARK). Verification is in :mod:`sevtool.verify`.
+When the chain brings no ARK/ASK, the roots come from :mod:`sevtool.roots`: the AMD
+generation whose ASK signs the CEK, or the simulator's for a simulated machine's chain, and
+the report says which were used. A failed link is explained where the cause is known: a
+CEK of another generation than the ASK, the simulator's chain checked against AMD's roots
+(or the reverse), a CEK still unsigned as PDH_CERT_EXPORT returns it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from hwsim.sev.arch import SEV_CERT_SIZE, AmdCert, SevCert, SevUsage
-from hwsim.sev.certs import cert_bytes, load_amd_cert, load_sev_cert, slot_quirks
-from memcrypt.files import read_file, write_atomic
-from sevtool.errors import SevFormatError, SevInputError
+from hwsim.sev.arch import AmdCert, SevAlgo, SevCert, SevUsage
+from hwsim.sev.certs import (
+    CertificateError,
+    check_amd_cert,
+    check_sev_cert,
+    verify_amd_cert,
+    verify_sev_cert,
+)
+from sevtool.chainfiles import CERT_NAMES, Chain, load_chain
+from sevtool.errors import SevInputError, SevToolError
+from sevtool.roots import Roots, cek_signer, identify
 
+# Chain and load_chain are re-exported: callers verify what they load from one module.
 __all__ = [
-    "CERT_NAMES",
-    "SEVCTL_ORDER",
     "Chain",
+    "ChainReport",
+    "ChainVerificationError",
+    "LinkResult",
     "load_chain",
-    "read_chain_file",
-    "split_certs",
-    "write_chain",
-    "write_chain_dir",
+    "verify_chain",
 ]
 
-CERT_NAMES = ("ark", "ask", "cek", "pek", "oca", "pdh")
-# sevctl `export` writes the platform's certificates, then with --full the CA's.
-SEVCTL_ORDER = ("pdh", "pek", "oca", "cek", "ask", "ark")
-_MAX_CERT_FILE = 64 * 1024
-# AMD certificates after the SEV ones: none, ASK||ARK (Naples 832 B each, later 1600 B),
-# one certificate, or the Naples ARK as first published (576 B, no signature).
-_AMD_TAILS = (0, 2 * 832, 2 * 1600, 832, 1600, 576)
-_ROLES = {SevUsage.ARK: "ark", SevUsage.ASK: "ask", SevUsage.CEK: "cek"}
-_ROLES |= {SevUsage.PEK: "pek", SevUsage.OCA: "oca", SevUsage.PDH: "pdh"}
+# (subject, signer) in the order a reader follows the chain from the root down.
+_LINKS = (
+    ("ark", "ark"),
+    ("ask", "ark"),
+    ("cek", "ask"),
+    ("pek", "cek"),
+    ("oca", "oca"),
+    ("pek", "oca"),
+    ("pdh", "pek"),
+)
+_KDS_HINT = (
+    "AMD's key server has the signed CEK: https://kdsintf.amd.com/cek/id/<chip id> "
+    "(`sevtool get-id` prints the id; sevctl export and sev-tool --generate_cek_ask fetch it)"
+)
 
 
-@dataclass
-class Chain:
-    """Whichever certificates of one platform's chain are at hand, and the quirks that
-    reading them tolerated (``notes``: one sentence each, reported as warnings)."""
+@dataclass(frozen=True)
+class LinkResult:
+    """One checked link: ``signer`` is None when only the certificate's fields were checked."""
 
-    ark: AmdCert | None = None
-    ask: AmdCert | None = None
-    cek: SevCert | None = None
-    pek: SevCert | None = None
-    oca: SevCert | None = None
-    pdh: SevCert | None = None
-    notes: list[str] = field(default_factory=list)
+    subject: str
+    signer: str | None
+    ok: bool
+    check: str | None = None
+    error: str | None = None
+    hint: str | None = None
 
-    def get(self, name: str) -> AmdCert | SevCert | None:
-        value: AmdCert | SevCert | None = getattr(self, name)
-        return value
+    @property
+    def title(self) -> str:
+        subject = self.subject.upper()
+        if self.signer is None:
+            return f"{subject} (fields only: its signer was not given)"
+        if self.signer == self.subject:
+            return f"{subject} signed by itself"
+        return f"{subject} signed by {self.signer.upper()}"
 
-    def present(self) -> list[str]:
-        return [n for n in CERT_NAMES if self.get(n) is not None]
-
-    def files(self) -> dict[str, bytes]:
-        """``<name>.cert`` file contents, as ``sevtool export --dir`` writes them."""
-        return {f"{n}.cert": self._bytes(n) for n in self.present()}
-
-    def sevctl_bytes(self) -> bytes:
-        """The one-file chain of sevctl ``export``: PDH||PEK||OCA||CEK, then ASK||ARK."""
-        missing = [n.upper() for n in SEVCTL_ORDER[:4] if self.get(n) is None]
-        if missing:
-            raise SevInputError(f"a chain file needs the {', '.join(missing)} certificate")
-        names = SEVCTL_ORDER if self.ask and self.ark else SEVCTL_ORDER[:4]
-        return b"".join(self._bytes(n) for n in names)
-
-    def _bytes(self, name: str) -> bytes:
-        cert = self.get(name)
-        assert cert is not None
-        return cert.pack()
-
-    def take(self, name: str, cert: AmdCert | SevCert, where: str) -> None:
-        """Set one certificate, noting the slot quirks it carries."""
-        setattr(self, name, cert)
-        if isinstance(cert, SevCert):
-            self.notes += slot_quirks(cert, f"{name.upper()} ({where})")
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "signer": self.signer,
+            "ok": self.ok,
+            "check": self.check,
+            "error": self.error,
+        }
 
 
-def _tail_size(total: int) -> int:
-    for tail in _AMD_TAILS:
-        head = total - tail
-        if head >= 0 and head % SEV_CERT_SIZE == 0 and head // SEV_CERT_SIZE <= 4:
-            return tail
-    raise SevFormatError(
-        f"{total} bytes is not a certificate or chain file (one certificate, PDH+PEK+OCA+CEK "
-        "[+ASK+ARK], PEK+OCA+CEK, or ASK+ARK)"
+@dataclass(frozen=True)
+class ChainReport:
+    """Every link's result, which roots were used (and where they came from), and the
+    quirks that were tolerated."""
+
+    links: tuple[LinkResult, ...]
+    complete: bool
+    key_ids: dict[str, str] = field(default_factory=dict)
+    roots: str | None = None
+    generation: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return all(link.ok for link in self.links)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "verified": self.ok,
+            "complete": self.complete,
+            "roots": self.roots,
+            "generation": self.generation,
+            "key_ids": self.key_ids,
+            "links": [link.as_json() for link in self.links],
+            "warnings": list(self.warnings),
+        }
+
+
+class ChainVerificationError(SevToolError):
+    """A chain failed; ``report`` holds every link's result."""
+
+    def __init__(self, report: ChainReport) -> None:
+        failed = [link for link in report.links if not link.ok]
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more failed links)" if len(failed) > 1 else ""
+        super().__init__(
+            f"chain does not verify: {first.error} [check: {first.check}]{more}", hint=first.hint
+        )
+        self.report = report
+
+
+def _check_link(chain: Chain, subject: str, signer: str | None) -> None:
+    usage = SevUsage[subject.upper()]
+    cert = chain.get(subject)
+    issuer = chain.get(signer) if signer else None
+    if isinstance(cert, AmdCert):
+        if isinstance(issuer, AmdCert):
+            verify_amd_cert(cert, usage, issuer)
+        else:
+            check_amd_cert(cert, usage)
+    elif isinstance(cert, SevCert):
+        if issuer is None:
+            check_sev_cert(cert, usage)
+        else:
+            verify_sev_cert(cert, usage, issuer)
+
+
+def _plan(chain: Chain) -> list[tuple[str, str | None]]:
+    """Links to check: every link with both ends, plus field checks for orphans."""
+    have = set(chain.present())
+    links: list[tuple[str, str | None]] = [(s, i) for s, i in _LINKS if s in have and i in have]
+    covered = {s for s, _ in links}
+    links += [(n, None) for n in CERT_NAMES if n in have and n not in covered]
+    return links
+
+
+def _unsigned(cek: SevCert) -> bool:
+    return all(usage != SevUsage.ASK for usage, _, _ in cek.slots())
+
+
+def _generation_of(roots: Roots | None, algo: int) -> str:
+    """``Rome-generation (RSA_SHA384)``, ``the simulator's``, or what the algorithm says."""
+    name = SevAlgo(algo).name if algo in SevAlgo._value2member_map_ else f"algo {algo:#x}"
+    if roots is None:
+        era = "Naples" if algo == SevAlgo.RSA_SHA256 else "Rome or later"
+        return f"of no known generation ({name}: {era})"
+    if roots.generation is None:
+        return f"the simulator's ({name})"
+    return f"{roots.generation.capitalize()}-generation ({name})"
+
+
+def _explain_cek(cek: SevCert, ask: AmdCert, failure: CertificateError) -> LinkResult:
+    """Why the given ASK does not sign this CEK, in terms a user can act on."""
+    if _unsigned(cek):
+        unsigned = "the CEK is unsigned (as PDH_CERT_EXPORT returns it)"
+        return LinkResult("cek", "ask", False, "signature", unsigned, _KDS_HINT)
+    actual, given = cek_signer(cek), identify(ask)
+    algo = next(a for u, a, _ in cek.slots() if u == SevUsage.ASK)
+    if actual is None or given is None or actual == given:
+        return LinkResult("cek", "ask", False, failure.check, str(failure), failure.hint)
+    if not actual.is_amd:
+        message = (
+            f"this chain is the simulator's, not AMD's: its CEK is signed by the simulator's "
+            f"ASK, and the ASK given is {given.name}'s"
+        )
+        hint = "leave out --ca/--ask/--ark: the simulator's roots are used for its chains"
+    elif not given.is_amd:
+        message = (
+            f"this CEK is AMD's, {_generation_of(actual, algo)}; the ASK given is the simulator's"
+        )
+        hint = "leave out --ca/--ask/--ark: AMD's roots are built in"
+    else:
+        message = f"this CEK is {_generation_of(actual, algo)}, the ASK is {given.era}"
+        hint = (
+            f"leave out --ca/--ask/--ark to use the built-in {actual.name} roots, or give "
+            f"ask_ark_{actual.generation}.cert"
+        )
+    return LinkResult("cek", "ask", False, "generation", message, hint)
+
+
+def _find_roots(chain: Chain, partial: bool) -> tuple[str | None, str | None, list[str]]:
+    """Fill in a missing ARK/ASK from the known roots; return (roots, generation, warnings)."""
+    given = chain.ark or chain.ask
+    if given is not None:
+        known = identify(given)
+        if known is None:
+            return "given (not AMD's published roots, nor the simulator's)", None, [
+                f"the {'ARK' if chain.ark else 'ASK'} given (key id {given.header.key_id.hex()}) "
+                "is neither one of AMD's published roots nor the simulator's: the chain is "
+                "only as good as your trust in it"
+            ]  # fmt: skip
+        return f"{known.name} (given)", known.generation, []
+    if chain.cek is None:
+        return None, None, []
+    roots = cek_signer(chain.cek)
+    if roots is None:
+        if partial:
+            return None, None, []
+        _no_roots(chain.cek)
+    assert roots is not None
+    chain.ark, chain.ask = roots.ark, roots.ask
+    return f"{roots.name} (built in)", roots.generation, []
+
+
+def _no_roots(cek: SevCert) -> None:
+    if _unsigned(cek):
+        raise SevToolError(
+            "the CEK is unsigned (as PDH_CERT_EXPORT returns it), so nothing links it to AMD",
+            hint=_KDS_HINT,
+        )
+    algo = next(a for u, a, _ in cek.slots() if u == SevUsage.ASK)
+    raise SevToolError(
+        f"no built-in root signs this CEK: it is {_generation_of(None, algo)}, not from an "
+        "AMD Naples, Rome, Milan, Genoa or Turin part, nor from the simulator",
+        hint="give its roots with --ca ask_ark_<generation>.cert",
     )
 
 
-def split_certs(
-    data: bytes, what: str, ark_signature: bytes | None = None
-) -> tuple[list[AmdCert | SevCert], list[str]]:
-    """Every certificate in one file's bytes (binary or hex text), in file order, and notes
-    on what was tolerated: an ARK without its signature takes ``ark_signature``."""
-    raw = cert_bytes(data, what)
-    if not raw:
-        raise SevFormatError(f"{what} is empty")
-    try:
-        tail = _tail_size(len(raw))
-    except SevFormatError as exc:
-        if len(raw) < SEV_CERT_SIZE:  # meant as one certificate: say what one must be
-            raise SevFormatError(
-                f"{what} must be {SEV_CERT_SIZE} bytes, got {len(raw)} (AMD's ARK and ASK "
-                "certificates are 832 or 1600)"
-            ) from None
-        raise SevFormatError(f"{what}: {exc}") from None
-    count = (len(raw) - tail) // SEV_CERT_SIZE
-    certs: list[AmdCert | SevCert] = []
-    for i in range(count):
-        part = raw[i * SEV_CERT_SIZE : (i + 1) * SEV_CERT_SIZE]
-        certs.append(load_sev_cert(part, what if count == 1 else f"certificate {i + 1} of {what}"))
-    amd = raw[len(raw) - tail :]
-    halves = [amd[: tail // 2], amd[tail // 2 :]] if tail in (2 * 832, 2 * 1600) else [amd]
-    notes = []
-    for half in filter(None, halves):
-        cert = load_amd_cert(half, what)
-        if cert.signature is None and ark_signature is not None:
-            cert = load_amd_cert(half, what, ark_signature)
-            notes.append(f"{what} has no signature (as AMD first published the Naples ARK); "
-                         "its signature was read from a separate file")  # fmt: skip
-        certs.append(cert)
-    return certs, notes
+def _results(chain: Chain) -> list[LinkResult]:
+    results = []
+    for subject, signer in _plan(chain):
+        try:
+            _check_link(chain, subject, signer)
+        except CertificateError as exc:
+            result = LinkResult(subject, signer, False, exc.check, str(exc), exc.hint)
+            if (subject, signer) == ("cek", "ask") and chain.cek and chain.ask:
+                result = _explain_cek(chain.cek, chain.ask, exc)
+            results.append(result)
+        else:
+            results.append(LinkResult(subject, signer, True))
+    return results
 
 
-def _role(cert: AmdCert | SevCert, what: str) -> str:
-    usage = cert.header.key_usage if isinstance(cert, AmdCert) else cert.pub_key_usage
-    try:
-        return _ROLES[SevUsage(usage)]
-    except (ValueError, KeyError):
-        raise SevFormatError(f"{what}: key usage {usage:#x} names no certificate role") from None
+def verify_chain(chain: Chain, *, partial: bool = False) -> ChainReport:
+    """Verify every link present; raise :class:`ChainVerificationError` if any fails.
 
-
-def _add_file(chain: Chain, certs: list[AmdCert | SevCert], what: str, name: str | None) -> None:
-    """Certificates of one file into ``chain``: a lone certificate given for a role takes
-    that role (verification then checks its usage); several are placed by their usage."""
-    if name is not None and len(certs) == 1:
-        chain.take(name, certs[0], what)
-        return
-    seen: set[str] = set()
-    for cert in certs:
-        role = _role(cert, what)
-        if role in seen:
-            raise SevFormatError(f"{what} holds two {role.upper()} certificates")
-        seen.add(role)
-        if name is None or role == name or chain.get(role) is None:
-            chain.take(role, cert, what)
-    if name is not None and name not in seen:
-        held = ", ".join(r.upper() for r in seen)
-        raise SevInputError(f"{what} holds no {name.upper()} certificate (it holds {held})")
-
-
-def read_chain_file(path: Path, name: str | None = None, ark_sig: Path | None = None) -> Chain:
-    """The certificates in one file, placed by their usage (see the module's layouts)."""
-    chain = Chain()
-    _read_into(chain, path, name, ark_sig)
-    return chain
-
-
-def _read_into(chain: Chain, path: Path, name: str | None, ark_sig: Path | None) -> None:
-    data = read_file(path, "certificate file", max_size=_MAX_CERT_FILE)
-    sig_path = (ark_sig or _beside(path)) if name in (None, "ark") else None
-    signature = read_file(sig_path, "ARK signature", max_size=_MAX_CERT_FILE) if sig_path else None
-    what = f"{name.upper()} certificate {path}" if name else str(path)
-    certs, notes = split_certs(data, what, signature)
-    _add_file(chain, certs, what, name)
-    chain.notes += notes
-
-
-def load_chain(
-    source: Path | None = None,
-    files: Mapping[str, Path | None] | None = None,
-    *,
-    ark_signature: Path | None = None,
-    sev: Path | None = None,
-    ca: Path | None = None,
-) -> Chain:
-    """Read a chain from ``source`` (a directory of ``<name>.cert`` files, or one chain
-    file), sevctl's ``sev`` chain file and ``ca`` file (ASK||ARK), and the files named per
-    certificate, which win over the others.
-
-    An ARK without its signature (the Naples ARK as AMD published it) takes the signature
-    from ``ark_signature``, or from ``ark.cert.sig`` next to the ARK file.
+    A chain without its ARK and ASK is completed from the built-in roots its CEK names.
+    Unless ``partial``, all six certificates must then be there: a chain that does not reach
+    an ARK proves nothing about the platform.
     """
-    chain = Chain()
-    if source is not None and source.is_dir():
-        for name in CERT_NAMES:
-            if (source / f"{name}.cert").is_file():
-                _read_into(chain, source / f"{name}.cert", name, ark_signature)
-    for whole in (source if source and not source.is_dir() else None, sev, ca):
-        if whole is not None:
-            _read_into(chain, whole, None, ark_signature)
-    for name, path in (files or {}).items():
-        if path is not None:
-            _read_into(chain, path, name, ark_signature if name == "ark" else None)
-    return chain
-
-
-def _beside(ark: Path) -> Path | None:
-    """A separately published ARK signature next to the ARK file (``ark.cert.sig``)."""
-    for candidate in (ark.with_name(ark.name + ".sig"), ark.with_suffix(".sig")):
-        if candidate.is_file() and candidate != ark:
-            return candidate
-    return None
-
-
-def write_chain(chain: Chain, path: Path) -> Path:
-    """One file in sevctl ``export``'s order: PDH||PEK||OCA||CEK [||ASK||ARK]."""
-    write_atomic(path, chain.sevctl_bytes())
-    return path
-
-
-def write_chain_dir(chain: Chain, directory: Path) -> list[Path]:
-    """Write ``<name>.cert`` files into ``directory`` (made if missing)."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SevInputError(f"cannot create directory {directory}: {exc.strerror}") from exc
-    written = []
-    for name, data in chain.files().items():
-        write_atomic(directory / name, data)
-        written.append(directory / name)
-    return written
+    if not chain.present():
+        raise SevInputError("nothing to verify: give a directory or certificate files")
+    chain = replace(chain, notes=list(chain.notes))
+    roots, generation, warnings = _find_roots(chain, partial)
+    missing = [n for n in CERT_NAMES if chain.get(n) is None]
+    if missing and not partial:
+        raise SevInputError(
+            f"incomplete chain: no {', '.join(m.upper() for m in missing)} certificate",
+            hint="give them (a sevctl export file, a directory, or --pdh/--pek/--oca/--cek), "
+            "or verify only what is there with --partial",
+        )
+    key_ids = {
+        n: c.header.key_id.hex() for n in ("ark", "ask") if isinstance(c := chain.get(n), AmdCert)
+    }
+    report = ChainReport(
+        tuple(_results(chain)),
+        complete=not missing,
+        key_ids=key_ids,
+        roots=roots,
+        generation=generation,
+        warnings=tuple(chain.notes + warnings),
+    )
+    if not report.ok:
+        raise ChainVerificationError(report)
+    return report

@@ -35,7 +35,7 @@ from memcrypt.signer import (
     describe_key,
     load_pem_private_key,
 )
-from sevtool.chain import Chain
+from sevtool.chainfiles import Chain
 from sevtool.errors import SevInputError, SevToolError
 
 if TYPE_CHECKING:
