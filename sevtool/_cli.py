@@ -25,6 +25,7 @@ from sevtool import __version__
 from sevtool._owner_cli import measurement, secret, session
 
 if TYPE_CHECKING:
+    from hwsim.sev.arch import Vmsa
     from sevtool.chain import ChainReport
     from sevtool.checks import CheckResult
     from sevtool.platform import OwnerKey, PlatformInfo
@@ -466,3 +467,103 @@ def _render_checks(results: Sequence[CheckResult]) -> None:
         out.print(f"[ {marks[r.status]} ] {indent}- {escape(r.name + seen)}", soft_wrap=True)
         if r.change:
             out.print(f"         {indent}  change: {escape(r.change)}", soft_wrap=True)
+
+
+@cli.group()
+def vmsa() -> None:
+    """SEV-ES VMSAs (vCPU register state) for measuring a launch offline, as sevctl vmsa."""
+
+
+def _vmsa_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        click.option("--cpu", type=click.IntRange(min=0), required=True, help="vCPU index."),
+        click.option("--family", type=click.IntRange(min=0), default=0, help="CPU family."),
+        click.option("--model", type=click.IntRange(min=0), default=0, help="CPU model."),
+        click.option("--stepping", type=click.IntRange(min=0), default=0, help="CPU stepping."),
+        click.option("--userspace", type=click.Choice(["qemu", "krun"]), default="qemu",
+                     show_default=True, help="The VMM whose vCPU setup to follow."),
+        click.option("--firmware", type=_in_file, help="OVMF image: APs start at its reset block."),
+        _json_option,
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _vmsa_written(path: Path, data: bytes, as_json: bool) -> None:
+    import hashlib
+
+    from memcrypt.files import write_atomic
+
+    write_atomic(path, data)
+    if as_json:
+        emit_json({"file": str(path), "sha256": hashlib.sha256(data).hexdigest()})
+    else:
+        click.echo(f"sevtool: wrote VMSA {path}", err=True)
+
+
+@vmsa.command("build")
+@click.argument("file", type=_path)
+@_vmsa_options
+@click.option("--fpu", type=click.Choice(["zero", "reset"]), default="zero", show_default=True,
+              help="x87/SSE state: zero (sevctl, libvirt 9, KVM_SEV_ES_INIT) or reset "
+              "(MXCSR 0x1f80, FCW 0x37f: KVM_SEV_INIT2, sev-snp-measure).")  # fmt: skip
+def vmsa_build(
+    file: Path,
+    cpu: int,
+    family: int,
+    model: int,
+    stepping: int,
+    userspace: str,
+    firmware: Path | None,
+    as_json: bool,
+    fpu: str,
+) -> None:
+    """Write the VMSA of vCPU --cpu to FILE (4096 bytes), as sevctl vmsa build does."""
+    from sevtool.vmsa import build_vmsa
+
+    built = build_vmsa(cpu, userspace=userspace, sku=(family, model, stepping),
+                       firmware=firmware, fpu=fpu)  # fmt: skip
+    _vmsa_written(file, built.pack(), as_json)
+
+
+@vmsa.command("update")
+@click.argument("file", type=_in_file)
+@_vmsa_options
+def vmsa_update(
+    file: Path,
+    cpu: int,
+    family: int,
+    model: int,
+    stepping: int,
+    userspace: str,
+    firmware: Path | None,
+    as_json: bool,
+) -> None:
+    """Set the CPU signature and, for an AP, OVMF's reset address in the VMSA FILE."""
+    from sevtool.vmsa import update_vmsa
+
+    updated = update_vmsa(_read_vmsa(file), cpu, userspace=userspace,
+                          sku=(family, model, stepping), firmware=firmware)  # fmt: skip
+    _vmsa_written(file, updated.pack(), as_json)
+
+
+@vmsa.command("show")
+@click.argument("file", type=_in_file)
+def vmsa_show(file: Path) -> None:
+    """Print the VMSA FILE as JSON, as sevctl vmsa show does."""
+    from sevtool.vmsa import show_json
+
+    click.echo(show_json(_read_vmsa(file)))
+
+
+def _read_vmsa(path: Path) -> Vmsa:
+    from hwsim.sev.arch import VMSA_SIZE, Vmsa
+    from memcrypt.errors import FormatError
+    from memcrypt.files import read_file
+    from sevtool.errors import SevFormatError
+
+    try:
+        return Vmsa.unpack(read_file(path, "VMSA", max_size=VMSA_SIZE + 1))
+    except FormatError as exc:
+        raise SevFormatError(f"{path}: {exc}") from exc
