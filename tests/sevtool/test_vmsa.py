@@ -116,3 +116,41 @@ def test_bad_inputs_are_one_line(vector: Callable[[str], Path], tmp_path: Path) 
     refused = sevtool("vmsa", "build", tmp_path / "v.bin", "--cpu", "1", "--firmware", not_ovmf)
     assert refused.code == 2 and "no OVMF footer table" in one_error_line(refused)
     assert not (tmp_path / "v.bin").exists()
+
+
+def test_measurement_build_reproduces_the_sev_es_vector(
+    vector: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """sevctl's SEV-ES entry of expected.json: policy 0x05, API 1.49 build 6, 4 vCPUs,
+    digest over OVMF || VMSA0 || VMSA1 x 3, with VMSAs this tool builds."""
+    expected = json.loads(vector("sev/expected.json").read_text())["launch_measurement"][4]
+    vmsas = []
+    for cpu in (0, 1):
+        out = tmp_path / f"vmsa{cpu}.bin"
+        args: list[str | Path] = ["vmsa", "build", out, "--cpu", str(cpu), *SKU]
+        assert sevtool(*args, "--firmware", vector(OVMF)).code == 0
+        vmsas.append(out)
+    common: list[str | Path] = [
+        "measurement",
+        "build",
+        "--api-major",
+        "1",
+        "--api-minor",
+        "49",
+        "--build-id",
+        "6",
+        "--tik",
+        vector(f"{DATA}/measurement/tik1.bin"),
+        "--firmware",
+        vector(OVMF),
+        "--launch-measure-blob",
+        expected["output_b64"],
+    ]
+    es: list[str | Path] = ["--num-cpus", "4", "--vmsa-cpu0", vmsas[0], "--vmsa-cpu1", vmsas[1]]
+    result = sevtool(*common, "--policy", "0x05", *es)
+    assert result.code == 0, result.err
+    assert result.out.strip() == expected["output_b64"]
+    no_vmsas = sevtool(*common, "--policy", "0x05")
+    assert no_vmsas.code == 2 and "--vmsa-cpu0" in one_error_line(no_vmsas)
+    not_es = sevtool(*common, "--policy", "0x01", *es)
+    assert not_es.code == 2 and "only with the ES policy bit" in one_error_line(not_es)
