@@ -319,7 +319,11 @@ def export(full: bool, directory: Path | None, file: Path | None, as_json: bool)
         )
         file, directory = None, file
     chain = export_chain(cli_machine(), full=full)
-    paths = write_chain_dir(chain, directory) if directory else [write_chain(chain, file)]  # type: ignore[arg-type]
+    if directory is not None:
+        paths = write_chain_dir(chain, directory)
+    else:
+        assert file is not None
+        paths = [write_chain(chain, file)]
     if as_json:
         emit_json({"format": "dir" if directory else "sevctl", "files": [str(p) for p in paths]})
         return

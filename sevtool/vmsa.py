@@ -150,14 +150,13 @@ def show_json(v: Vmsa) -> str:
     """The VMSA as ``sevctl vmsa show`` prints it (serde's JSON of virtee's ``Vmsa``), with
     the x87/SSE fields after it when they are set."""
     out: dict[str, object] = {}
-    segments = {f"{seg}_": seg for seg in VMSA_SEGMENTS}
     for off, name, _ in VMSA_LAYOUT.fields:
         value = v[name]
-        if off >= VMSA_SEVCTL_END and not value:
-            continue
-        prefix = name.split("_")[0] + "_"
-        if prefix in segments and off < 0xA0:
-            out.setdefault(segments[prefix], {})[name[len(prefix) :]] = value  # type: ignore[index]
-            continue
-        out[name] = list(value) if isinstance(value, bytes) else value
+        if off < 0x10 * len(VMSA_SEGMENTS):  # segments print as objects
+            segment = VMSA_SEGMENTS[off // 0x10]
+            fields = out.setdefault(segment, {})
+            assert isinstance(fields, dict)
+            fields[name[len(segment) + 1 :]] = value
+        elif off < VMSA_SEVCTL_END or value:
+            out[name] = list(value) if isinstance(value, bytes) else value
     return json.dumps(out, indent=2)
