@@ -82,7 +82,15 @@ class Chain:
         return cert.pack()
 
     def take(self, name: str, cert: AmdCert | SevCert, where: str) -> None:
-        """Set one certificate, noting the slot quirks it carries."""
+        """Set one certificate, noting the slot quirks it carries; ARK and ASK are AMD key
+        certificates, the others SEV certificates, and a file of the other kind is refused."""
+        amd_role = name in ("ark", "ask")
+        if amd_role != isinstance(cert, AmdCert):
+            held = "an AMD key certificate" if isinstance(cert, AmdCert) else "a SEV certificate"
+            want = "an AMD key certificate" if amd_role else "a SEV certificate"
+            raise SevInputError(
+                f"{where} holds {held} (key usage {_usage_of(cert)}); the {name.upper()} is {want}"
+            )
         setattr(self, name, cert)
         if isinstance(cert, SevCert):
             self.notes += slot_quirks(cert, f"{name.upper()} ({where})")
@@ -132,6 +140,11 @@ def split_certs(
                          "its signature was read from a separate file")  # fmt: skip
         certs.append(cert)
     return certs, notes
+
+
+def _usage_of(cert: AmdCert | SevCert) -> str:
+    usage = cert.header.key_usage if isinstance(cert, AmdCert) else cert.pub_key_usage
+    return SevUsage(usage).name if usage in SevUsage._value2member_map_ else f"{usage:#x}"
 
 
 def _role(cert: AmdCert | SevCert, what: str) -> str:

@@ -334,3 +334,13 @@ def test_pek_sign_without_cert_makes_the_oca_like_sev_tool(m: Path, tmp_path: Pa
     clash = sevtool("pek", "sign", tmp_path / "pek_csr.cert", tmp_path / "other.pem", signed)
     assert clash.code == 2 and "another key's OCA" in one_error_line(clash)
     assert os.path.getsize(signed) == 2084
+
+
+def test_certificate_of_the_other_kind_is_named(vector: Vec) -> None:
+    result = sevtool("verify", "--cek", vector(f"{AMD}/rome/ask.cert"), "--partial")
+    assert result.code == 2
+    assert "holds an AMD key certificate (key usage ASK); the CEK is a SEV" in (
+        one_error_line(result)
+    )
+    pdh_as_pek = sevtool("verify", "--pek", vector("sev/virtee-sev/rome/pdh.cert"), "--partial")
+    assert pdh_as_pek.code == 1 and "key usage is PDH" in one_error_line(pdh_as_pek)
