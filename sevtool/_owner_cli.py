@@ -155,6 +155,9 @@ def _measurement_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--kernel", type=_in_file, help="Kernel measured by OVMF's hashes table."),
         click.option("--initrd", type=_in_file, help="Initrd (absent: hash of nothing)."),
         click.option("--cmdline", help="Kernel command line (hashed with a trailing NUL)."),
+        click.option("--num-cpus", type=click.IntRange(min=1), help="SEV-ES: number of vCPUs."),
+        click.option("--vmsa-cpu0", type=_in_file, help="SEV-ES: the boot vCPU's VMSA."),
+        click.option("--vmsa-cpu1", type=_in_file, help="SEV-ES: the other vCPUs' VMSA."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -181,16 +184,20 @@ def _digest(launch_digest: str | None, image: GuestImage | None, policy: int) ->
 
 
 def _image(
-    firmware: Path | None, kernel: Path | None, initrd: Path | None, cmdline: str | None
+    firmware: Path | None,
+    kernel: Path | None,
+    initrd: Path | None,
+    cmdline: str | None,
+    es: tuple[int | None, Path | None, Path | None] = (None, None, None),
 ) -> GuestImage | None:
     from sevtool.errors import SevInputError
     from sevtool.measurement import GuestImage
 
     if firmware is None:
-        if kernel or initrd or cmdline is not None:
-            raise SevInputError("--kernel, --initrd and --cmdline need --firmware")
+        if kernel or initrd or cmdline is not None or any(es):
+            raise SevInputError("--kernel, --initrd, --cmdline and the VMSAs need --firmware")
         return None
-    return GuestImage(firmware, kernel, initrd, cmdline)
+    return GuestImage(firmware, kernel, initrd, cmdline, es[0] or 0, es[1], es[2])
 
 
 def _keys(tik: str | None, tek: str | None, tk: Path | None, *, need_tek: bool) -> TransportKeys:
@@ -221,6 +228,9 @@ def measurement_build(
     kernel: Path | None,
     initrd: Path | None,
     cmdline: str | None,
+    num_cpus: int | None,
+    vmsa_cpu0: Path | None,
+    vmsa_cpu1: Path | None,
     nonce: str | None,
     launch_measure_blob: str | None,
     outfile: Path | None,
@@ -232,7 +242,8 @@ def measurement_build(
 
     mnonce = _mnonce(nonce, launch_measure_blob)
     keys = _keys(tik, None, tk, need_tek=False)
-    digest = _digest(launch_digest, _image(firmware, kernel, initrd, cmdline), policy)
+    image = _image(firmware, kernel, initrd, cmdline, (num_cpus, vmsa_cpu0, vmsa_cpu1))
+    digest = _digest(launch_digest, image, policy)
     result = build_measurement(
         keys.tik, _version(api_major, api_minor, build_id), policy, digest, mnonce
     )
@@ -281,6 +292,9 @@ def measurement_verify(
     kernel: Path | None,
     initrd: Path | None,
     cmdline: str | None,
+    num_cpus: int | None,
+    vmsa_cpu0: Path | None,
+    vmsa_cpu1: Path | None,
     tek: str | None,
     launch_measure_blob: str,
     as_json: bool,
@@ -291,7 +305,7 @@ def measurement_verify(
 
     reported = read_value(launch_measure_blob, "--launch-measure-blob", MEASURE_SIZE)
     keys = _keys(tik, tek, tk, need_tek=False)
-    image = _image(firmware, kernel, initrd, cmdline)
+    image = _image(firmware, kernel, initrd, cmdline, (num_cpus, vmsa_cpu0, vmsa_cpu1))
     digest = _digest(launch_digest, image, policy)
     version = _version(api_major, api_minor, build_id)
     try:

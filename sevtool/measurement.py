@@ -76,10 +76,21 @@ class GuestImage:
     kernel: Path | None = None
     initrd: Path | None = None
     cmdline: str | None = None
+    # SEV-ES: the boot vCPU's VMSA, and the one every other vCPU starts with.
+    num_cpus: int = 0
+    vmsa_cpu0: Path | None = None
+    vmsa_cpu1: Path | None = None
 
     def __post_init__(self) -> None:
         if self.kernel is None and (self.initrd is not None or self.cmdline is not None):
             raise SevInputError("--initrd and --cmdline are measured only with --kernel")
+        given = self.num_cpus > 0 or self.vmsa_cpu0 is not None or self.vmsa_cpu1 is not None
+        whole = self.num_cpus > 0 and self.vmsa_cpu0 is not None
+        if given and not (whole and (self.vmsa_cpu1 is not None or self.num_cpus == 1)):
+            raise SevInputError(
+                "an SEV-ES digest needs --num-cpus N (1 or more), --vmsa-cpu0 and, for more "
+                "than one vCPU, --vmsa-cpu1 (`sevtool vmsa build`)"
+            )
 
 
 @dataclass(frozen=True)
@@ -169,15 +180,41 @@ def _firmware_hash(image: GuestImage) -> Any:
 
 def launch_digest(image: GuestImage, policy: int) -> bytes:
     """The SEV launch digest of ``image``: SHA-256(OVMF || kernel-hashes table)."""
-    if policy & GuestPolicy.ES:
+    es = bool(policy & GuestPolicy.ES)
+    if es != (image.num_cpus > 0):
         raise SevInputError(
-            f"policy {policy:#x} has the ES bit: an SEV-ES launch digest also covers the "
-            "vCPUs' VMSAs, which sevtool does not build yet; give --launch-digest"
+            f"policy {policy:#x} has the ES bit: an SEV-ES launch digest also covers the vCPUs' "
+            "VMSAs; give --num-cpus, --vmsa-cpu0 and --vmsa-cpu1 (`sevtool vmsa build`)"
+            if es
+            else f"--num-cpus and the VMSAs are measured only with the ES policy bit (0x4); "
+            f"policy {policy:#x} does not have it"
         )
     digest = _firmware_hash(image)
     digest.update(_hashes_table(image, image.cmdline))
+    if es:
+        _update_vmsas(digest, image)
     result: bytes = digest.digest()
     return result
+
+
+def _update_vmsas(digest: Any, image: GuestImage) -> None:
+    """SEV-ES: LAUNCH_UPDATE_VMSA measures VMSA0 then VMSA1 once per other vCPU (sevctl
+    ``build_cpu_state``; ``shared/reference/sev.md`` 2.4)."""
+    from hwsim.sev.arch import VMSA_SIZE
+    from memcrypt.files import read_file
+
+    def vmsa(path: Path | None, what: str) -> bytes:
+        assert path is not None
+        data = read_file(path, what, max_size=VMSA_SIZE + 1)
+        if len(data) != VMSA_SIZE:
+            raise SevInputError(f"{what} {path} must be {VMSA_SIZE} bytes, got {len(data)}")
+        return data
+
+    digest.update(vmsa(image.vmsa_cpu0, "--vmsa-cpu0"))
+    if image.num_cpus > 1:
+        ap = vmsa(image.vmsa_cpu1, "--vmsa-cpu1")
+        for _ in range(image.num_cpus - 1):
+            digest.update(ap)
 
 
 def build_measurement(

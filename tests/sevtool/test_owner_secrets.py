@@ -23,7 +23,7 @@ def _forms(data: bytes) -> list[str]:
 
 def test_no_key_or_secret_bytes_in_any_output(machine: Machine, tmp_path: Path) -> None:
     chain = tmp_path / "chain"
-    assert sevtool("--machine", machine.path, "export", "--full", chain).code == 0
+    assert sevtool("--machine", machine.path, "export", "--full", "--dir", chain).code == 0
     outputs = []
 
     def run(*args: str | Path) -> int:

@@ -36,7 +36,7 @@ def _pdh_key(machine: Machine) -> ec.EllipticCurvePrivateKey:
 
 
 def _export(machine: Machine, out: Path) -> Path:
-    result = sevtool("--machine", machine.path, "export", "--full", out)
+    result = sevtool("--machine", machine.path, "export", "--full", "--dir", out)
     assert result.code == 0, result.err
     return out
 
