@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from hwsim.machine import Machine
 from hwsim.sgx.arch import PAGE_SIZE
-from hwsim.sgx.enclu import egetkey_leaf
+from hwsim.sgx._enclu import egetkey_leaf
 from hwsim.sgx.epc import Enclave
 from hwsim.sgx.errors import SgxError
 from hwsim.sgx.launch import AllowList

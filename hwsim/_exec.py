@@ -1,6 +1,6 @@
 """The execution core: real x86-64 code on Unicorn, with our own page tables.
 
-Shared by SGX enclaves (:mod:`hwsim.sgx.run`) and, later, SEV guests. The CPU runs in
+Shared by SGX enclaves (:mod:`hwsim.sgx._run`) and, later, SEV guests. The CPU runs in
 Unicorn's virtual-TLB mode: every TLB miss asks the owner's :data:`Translator` for the
 physical page and its permissions, so access rules (EPCM, abort pages, the C-bit) are
 enforced per page mapping when the TLB is filled, never by per-instruction or
@@ -20,6 +20,8 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +60,7 @@ __all__ = [
     "RW",
     "RWX",
     "UD",
+    "WATCHDOG_TICK",
     "WRITE",
     "Cpu",
     "ExecError",
@@ -138,7 +141,8 @@ class Fault:
 
 @dataclass(frozen=True)
 class Stop:
-    """Why a run ended: a handler left (``trap``), a ``fault``, or the ``budget`` ran out."""
+    """Why a run ended: a handler left (``trap``), a ``fault``, the ``budget`` of
+    instructions ran out, or the wall-clock deadline passed (``timeout``)."""
 
     kind: str
     fault: Fault | None = None
@@ -197,6 +201,13 @@ class Cpu:
         """Drop every cached translation; required after any mode or permission change."""
         self.uc.ctl(_UC_TLB_FLUSH, _UC_CTL_IO_WRITE)
 
+    def flush_code(self) -> None:
+        """Drop all translated code. Needed when memory that held code is refilled from
+        outside the CPU (EDBGWR, ELDU into a reused slot): a store through Unicorn's
+        memory API made while no code runs does not reliably invalidate it (probed on 2.1.4).
+        Call it between runs only, never from a hook."""
+        self.uc.ctl_flush_tb()
+
     # -- registers --------------------------------------------------------------------
     def reg(self, name: str) -> int:
         return self._regfile.read(_reg_ids((name,)))[0]
@@ -222,19 +233,40 @@ class Cpu:
             self.uc.reg_write(reg, value)
 
     # -- running ----------------------------------------------------------------------
-    def run(self, rip: int, budget: int) -> Stop:
-        """Execute from ``rip`` until a handler stops, a fault, or ``budget`` instructions."""
+    def run(self, rip: int, budget: int = 0, deadline: float | None = None) -> Stop:
+        """Execute from ``rip`` until a handler stops, a fault, ``budget`` instructions
+        (0: no count) or the ``time.monotonic()`` ``deadline`` (checked by a watchdog
+        thread every :data:`WATCHDOG_TICK` seconds, so it costs nothing per instruction;
+        Unicorn's exact count costs a call per instruction, 4-14x on tight loops)."""
+        while True:
+            stop = self._run_once(rip, budget, deadline)
+            if stop is not None:
+                return stop
+            # Stopped by nobody we know of: a watchdog stop meant for an earlier run that
+            # landed in this one. Without a count to lose, carry on where it stopped.
+            rip = self.reg("rip")
+
+    def _run_once(self, rip: int, budget: int, deadline: float | None) -> Stop | None:
         self._stop = self._error = self._denied = None
+        if deadline is not None:
+            _WATCHDOG.watch(self, deadline)
         try:
             self.uc.emu_start(rip, _UNTIL, count=budget)
         except UcError as exc:
             if self._error is None and self._stop is None:
                 self._stop = Stop("fault", self._fault_from(exc))
+        finally:
+            if deadline is not None:
+                _WATCHDOG.unwatch(self)
         if self._error is not None:
             raise self._error
-        if self._stop is None and self.reg("rip") == _UNTIL:
+        if self._stop is not None:
+            return self._stop
+        if self.reg("rip") == _UNTIL:
             return Stop("fault", Fault(GP, 0, _UNTIL, None, "jump to address 0"))
-        return self._stop or Stop("budget")
+        if deadline is not None and time.monotonic() >= deadline:
+            return Stop("timeout")
+        return Stop("budget") if budget else None
 
     def trap_done(self) -> None:
         """Called by a handler that has left the code (EEXIT): end this run."""
@@ -353,6 +385,44 @@ def _abort_write(_uc: Any, _offset: int, _size: int, _value: int, _data: object)
 
 RW = UC_PROT_READ | UC_PROT_WRITE
 RWX = UC_PROT_ALL
+WATCHDOG_TICK = 0.01  # seconds: how late a deadline may stop a run
+
+
+class _Watchdog:
+    """One daemon thread that stops runs past their deadline.
+
+    ``emu_start`` releases the GIL, so the thread runs beside the emulation and stops it
+    with ``emu_stop`` (Unicorn's own timeout would start a thread per run: 0.1 ms each).
+    Watching costs a dict store per run; the lock makes sure a stop only ever reaches a
+    run that is still watched with the deadline that passed."""
+
+    def __init__(self) -> None:
+        self._runs: dict[int, tuple[Cpu, float]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, cpu: Cpu, deadline: float) -> None:
+        with self._lock:
+            self._runs[id(cpu)] = (cpu, deadline)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="hwsim-watchdog", daemon=True)
+            self._thread.start()
+
+    def unwatch(self, cpu: Cpu) -> None:
+        with self._lock:
+            self._runs.pop(id(cpu), None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(WATCHDOG_TICK)
+            now = time.monotonic()
+            with self._lock:
+                for cpu, deadline in self._runs.values():
+                    if now >= deadline:
+                        cpu.uc.emu_stop()  # repeated every tick until the run ends
+
+
+_WATCHDOG = _Watchdog()
 
 
 class ExecError(HwsimError):
