@@ -178,6 +178,9 @@ class EnclaveCpu:
         if self.inside is not None:
             raise SgxFault(GP, "the CPU is in enclave mode")
         self._cache.forget_tlb()  # no enclave translation may survive into host mode
+        # Host memory is written through Unicorn's memory API, which does not drop code
+        # translated from it (probed on 2.1.4); host code is rare, so translate it afresh.
+        self._cpu.flush_code()
         self._cpu.set_regs(**regs)
         stop = self._cpu.run(rip, budget, deadline)
         self._cache.forget_tlb()  # nor a host one into enclave mode
