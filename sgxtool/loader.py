@@ -50,4 +50,3 @@ def load_enclave(
                 offset = region.offset + first * PAGE_SIZE
                 device.add_pages(offset, data, region.flags, measure=region.mrmask)
     device.init(sigstruct, token)
-

@@ -27,20 +27,6 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from hwsim.sgx.arch import (
-    EEXTEND_CHUNK,
-    PAGE_SIZE,
-    VENDOR_INTEL,
-    AttributeFlag,
-    Attributes,
-    Einittoken,
-    PageType,
-    SecinfoFlag,
-    Secs,
-    SgxStatus,
-    Sigstruct,
-    secinfo_flags,
-)
 from hwsim.sgx._encls import (
     EAdd,
     EAug,
@@ -60,6 +46,20 @@ from hwsim.sgx._encls import (
     EWb,
     encls,
 )
+from hwsim.sgx.arch import (
+    EEXTEND_CHUNK,
+    PAGE_SIZE,
+    VENDOR_INTEL,
+    AttributeFlag,
+    Attributes,
+    Einittoken,
+    PageType,
+    SecinfoFlag,
+    Secs,
+    SgxStatus,
+    Sigstruct,
+    secinfo_flags,
+)
 from hwsim.sgx.errors import LaunchRefused, SgxError, SgxStatusError
 from hwsim.sgx.launch import launch_control, msrs_writable, owner_allow_list
 from hwsim.sgx.le import LaunchEnclave
@@ -67,10 +67,10 @@ from hwsim.sgx.platform import epc_of
 from memcrypt.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from hwsim._exec import Stop as Stop  # noqa: PLC0414 (re-exported for annotations)
     from hwsim.machine import Machine, Transaction
-    from hwsim._exec import Stop as Stop  # re-exported for callers' annotations
     from hwsim.sgx._run import EnclaveCpu
-    from hwsim.sgx._run import Exit as Exit
+    from hwsim.sgx._run import Exit as Exit  # noqa: PLC0414 (re-exported)
     from hwsim.sgx.epc import Enclave
     from hwsim.sgx.keys import EnclaveIdentity
 

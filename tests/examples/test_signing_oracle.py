@@ -15,8 +15,8 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from hwsim.machine import Machine
-from hwsim.sgx.errors import SgxFault
 from hwsim.sgx.device import HOST_BASE
+from hwsim.sgx.errors import SgxFault
 from sgxtool.runtime import Enclave, EnclaveCallError
 from tests.conftest import MachineFactory
 from tests.examples.build import EXAMPLES, sign_image

@@ -4,6 +4,7 @@ code rewritten by a debugger or the host, and a budget and timeout for the whole
 from __future__ import annotations
 
 import dataclasses
+import io
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -45,29 +46,17 @@ def image(tmp_path_factory: pytest.TempPathFactory, vector: Callable[[str], Path
 
 @pytest.fixture
 def enclave(image: Path, machine: Machine) -> Iterator[Enclave]:
-    with Enclave.load(image, machine=machine, console=_Sink()) as loaded:
+    with Enclave.load(image, machine=machine, console=io.StringIO()) as loaded:
         yield loaded
-
-
-class _Sink:
-    """A console that keeps what the enclave printed."""
-
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> int:
-        self.text += text
-        return len(text)
-
-    def flush(self) -> None:
-        return None
 
 
 def symbol(image: Path, name: str) -> int:
     with image.open("rb") as f:
         symtab = ELFFile(f).get_section_by_name(".symtab")
         assert isinstance(symtab, SymbolTableSection)
-        return int(symtab.get_symbol_by_name(name)[0]["st_value"])
+        found = symtab.get_symbol_by_name(name)
+        assert found, f"{image} has no symbol {name}"
+        return int(found[0]["st_value"])
 
 
 # -- issue 10 item 2: the page cache is inside the CPU package ------------------------------
@@ -122,11 +111,11 @@ def test_rewritten_host_code_runs_as_rewritten(enclave: Enclave) -> None:
 
 # -- issue 10 item 11: the budget and timeout bound the whole call ---------------------------
 def test_a_budget_stops_an_enclave_that_loops_through_ocalls(image: Path, machine: Machine) -> None:
-    sink = _Sink()
+    sink = io.StringIO()
     with Enclave.load(image, machine=machine, console=sink, budget=1000, timeout=None) as e:
         with pytest.raises(EnclaveCrashed, match=r"ran 1000 instructions \(its budget"):
             e.call("chatter")
-        assert 0 < len(sink.text) < 1000  # each round trip ran at least one instruction
+        assert 0 < len(sink.getvalue()) < 1000  # each round trip ran at least one instruction
         with pytest.raises(EnclaveCrashed, match="crashed earlier"):
             e.call("calc")
 
@@ -134,15 +123,13 @@ def test_a_budget_stops_an_enclave_that_loops_through_ocalls(image: Path, machin
 def test_a_budget_charges_at_least_what_ran(image: Path, machine: Machine) -> None:
     """Slices charge an entry at most twice what it ran plus the first slice: a call of a
     few thousand instructions with two entries fits a budget of a few slices."""
-    with Enclave.load(image, machine=machine, console=_Sink(), budget=40_000) as e:
+    with Enclave.load(image, machine=machine, console=io.StringIO(), budget=40_000) as e:
         assert e.call("say") == b""
         assert e.call("calc", b"ab") == struct.pack("<q", 5)
 
 
-def test_a_timeout_stops_a_call_looping_outside_the_enclave(
-    image: Path, machine: Machine
-) -> None:
-    with Enclave.load(image, machine=machine, console=_Sink(), timeout=0.3) as e:
+def test_a_timeout_stops_a_call_looping_outside_the_enclave(image: Path, machine: Machine) -> None:
+    with Enclave.load(image, machine=machine, console=io.StringIO(), timeout=0.3) as e:
         started = time.monotonic()
         with pytest.raises(EnclaveCrashed, match=r"ran out of time: .* more than 0.3 s"):
             e.call("chatter")
@@ -150,9 +137,11 @@ def test_a_timeout_stops_a_call_looping_outside_the_enclave(
 
 
 def test_a_timeout_stops_a_loop_inside_the_enclave(image: Path, machine: Machine) -> None:
-    with Enclave.load(image, machine=machine, timeout=0.2) as e:
-        with pytest.raises(EnclaveCrashed, match="ran out of time.*stopped at enclave offset"):
-            e.call("spin")
+    with (
+        Enclave.load(image, machine=machine, timeout=0.2) as e,
+        pytest.raises(EnclaveCrashed, match=r"ran out of time.*stopped at enclave offset"),
+    ):
+        e.call("spin")
 
 
 def test_sgxtool_run_budget_stops_an_ocall_loop(

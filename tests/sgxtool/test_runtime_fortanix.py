@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from hwsim.machine import Machine
-from hwsim.sgx.arch import PageType, Report, SecinfoFlag, Sigstruct, Targetinfo, secinfo_flags
 from hwsim.sgx._enclu import check_report
-from hwsim.sgx.errors import SgxError
+from hwsim.sgx.arch import PageType, Report, SecinfoFlag, Sigstruct, Targetinfo, secinfo_flags
 from hwsim.sgx.device import HOST_BASE
+from hwsim.sgx.errors import SgxError
 from sgxtool.config import EnclaveConfig
 from sgxtool.keys import load_private_key
 from sgxtool.layout import Content, EnclaveLayout, Region
@@ -89,7 +89,8 @@ def test_fortanix_flow_reports_its_own_measurement(
             assert isinstance(report, Report)
             assert report.mrenclave == mrenclave(layout) == enclave.mrenclave
             assert report.mrsigner == enclave.mrsigner
-            check_report(t.device.enclave, report.pack())  # the target verifies the MAC on this machine
+            # the target verifies the MAC on this machine
+            check_report(t.device.enclave, report.pack())
     with (
         Enclave.from_layout(
             target_layout, signed(target_layout, key), machine=machine_factory("sim", "other")

@@ -8,8 +8,6 @@ from collections.abc import Callable
 import pytest
 
 from hwsim.machine import Machine
-from hwsim.sgx.arch import PAGE_SIZE, PageType, SecinfoFlag, SgxStatus, secinfo_flags
-from hwsim.sgx.device import SgxEnclaveDevice
 from hwsim.sgx._encls import (
     EAdd,
     EBlock,
@@ -23,6 +21,8 @@ from hwsim.sgx._encls import (
     encls,
 )
 from hwsim.sgx._enclu import eaccept, emodpe
+from hwsim.sgx.arch import PAGE_SIZE, PageType, SecinfoFlag, SgxStatus, secinfo_flags
+from hwsim.sgx.device import SgxEnclaveDevice
 from hwsim.sgx.errors import GP, PF, SgxError, SgxFault, SgxStatusError
 from hwsim.sgx.platform import epc_of
 from memcrypt.errors import InvalidInput
