@@ -159,7 +159,8 @@ class Cpu:
         self.uc: Any = Uc(UC_ARCH_X86, UC_MODE_64)  # the binding is untyped
         self.uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         self.translate: Translator = _no_memory
-        self.on_invalid: Callable[[int], None] = self._undefined
+        # (rip, rax): the invalid instruction's address and RAX, the leaf of ENCLS/ENCLU/...
+        self.on_invalid: Callable[[int, int], None] = self._undefined
         self.illegal: frozenset[str] = frozenset()  # hookable instructions that #UD now
         self._stop: Stop | None = None
         self._error: BaseException | None = None
@@ -305,13 +306,14 @@ class Cpu:
 
     def _invalid(self, uc: Any, _data: object) -> bool:
         try:
-            self.on_invalid(self.reg("rip"))
+            rip, rax = self._regfile.read(_RIP_RAX)  # one transfer: an ECALL makes two
+            self.on_invalid(rip, rax)
         except BaseException as exc:
             self._error = exc
             uc.emu_stop()
         return True
 
-    def _undefined(self, rip: int) -> None:
+    def _undefined(self, rip: int, _rax: int) -> None:
         self.fault(Fault(UD, 0, rip, None, "invalid instruction"))
 
     def _interrupt(self, uc: Any, intno: int, _data: object) -> None:
@@ -364,6 +366,9 @@ class _RegFile:
 @functools.lru_cache(maxsize=256)
 def _reg_ids(names: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(REGS[n] for n in names)
+
+
+_RIP_RAX = (x86.UC_X86_REG_RIP, x86.UC_X86_REG_RAX)
 
 
 @functools.lru_cache(maxsize=256)

@@ -47,6 +47,7 @@ _ABORT_PAGE = 0x3F_FFFF_F000
 _GPRSGX = struct.Struct("<18Q2QI4x2Q")  # SDM table 38-8 (GPRSGX), 184 bytes
 _GPR_ORDER = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10",
               "r11", "r12", "r13", "r14", "r15", "rflags", "rip")  # fmt: skip
+_EEXIT_OUT = ("rdi", "rsi", "rdx", "rax", "rbx")  # the registers an EEXIT hands the host
 _ZERO_ON_AEX = ("rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 _EXITINFO_VECTORS = {0, 1, 3, 4, 5, 6, 13, 14, 16, 17, 19}  # SDM 40.4.1
 _ZF = 1 << 6
@@ -71,6 +72,7 @@ class _Thread:
     host_fs: int = 0
     host_gs: int = 0
     urs: tuple[int, int] | None = None  # URSP/URBP last written into each SSA frame
+    frame_ok: tuple[int, int] | None = None  # (EPC generation, CSSA) of the last good check
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ class EnclaveCpu:
         self._cpu.translate = self._translate
         self._cpu.on_invalid = self._enclu
         self.inside: _Thread | None = None
+        self._exit_regs: dict[str, int] = {}  # at the last EEXIT
         self._threads: dict[int, _Thread] = {}
         self._cache = PageCache(self._cpu, self.epc)
         self._leaves = {0: self._ereport, 1: self._egetkey, 4: self._eexit,
@@ -141,10 +144,11 @@ class EnclaveCpu:
         host = self._cpu.regs("rsp", "rbp", "fs_base", "gs_base")
         t.host_fs, t.host_gs = host["fs_base"], host["gs_base"]
         self._save_user_stack(t, regs.get("rsp", host["rsp"]), regs.get("rbp", host["rbp"]))
-        self._cpu.set_regs(**regs, rax=t.cssa, rcx=ret or self.host[0],
-                          rip=self.base + t.tcs.oentry, fs_base=self.base + t.tcs.ofsbase,
+        rip = self.base + t.tcs.oentry
+        self._cpu.set_regs(**regs, rax=t.cssa, rcx=ret or self.host[0], rip=rip,
+                          fs_base=self.base + t.tcs.ofsbase,
                           gs_base=self.base + t.tcs.ogsbase)  # fmt: skip
-        return self._enter(t, ret or self.host[0], budget, deadline)
+        return self._enter(t, rip, ret or self.host[0], budget, deadline)
 
     def eresume(
         self, tcs: int, budget: int = 0, *, ret: int = 0, deadline: float | None = None
@@ -169,7 +173,7 @@ class EnclaveCpu:
         self._cpu.set_xmm([int.from_bytes(xsave[160 + 16 * i : 176 + 16 * i], "little")
                           for i in range(16)])  # fmt: skip
         self._cpu.set_mxcsr(struct.unpack_from("<I", xsave, 24)[0])
-        return self._enter(t, ret or self.host[0], budget, deadline)
+        return self._enter(t, values[17], ret or self.host[0], budget, deadline)
 
     def run_host(
         self, rip: int, regs: dict[str, int], budget: int = 0, deadline: float | None = None
@@ -250,44 +254,49 @@ class EnclaveCpu:
         return t
 
     def _check_frame(self, t: _Thread, leaf: str) -> None:
-        """The current SSA frame must be writable PT_REG pages of this enclave (#PF)."""
+        """The current SSA frame must be writable PT_REG pages of this enclave (#PF).
+        The EPCM changes only with the EPC generation, so a passed check holds until then."""
+        if t.frame_ok == (self.epc.generation, t.cssa):
+            return
         for at in range(self._frame(t), self._frame(t) + self.frame, PAGE):
             try:
                 self._check_page(at, WRITE, "SSA frame")
             except PageDenied as denied:
                 raise SgxFault(PF, f"{leaf}: {denied.detail}") from None
+        t.frame_ok = (self.epc.generation, t.cssa)
 
-    def _enter(self, t: _Thread, aep: int, budget: int, deadline: float | None) -> Exit:
+    def _enter(
+        self, t: _Thread, rip: int, aep: int, budget: int, deadline: float | None
+    ) -> Exit:
         t.active, t.aep = True, aep
         self._cpu.illegal = _BARE
         self.inside = t
         self.enclave.enter()
         self._cache.enter()
         try:
-            stop, charged = self._run_slices(budget, deadline)
+            stop, charged = self._run_slices(rip, budget, deadline)
         except BaseException:
             if self.inside is t:
                 self._leave(t)
             raise
         return self._finish(t, stop, charged)
 
-    def _run_slices(self, budget: int, deadline: float | None) -> tuple[Stop, int]:
+    def _run_slices(self, rip: int, budget: int, deadline: float | None) -> tuple[Stop, int]:
         """Run until the thread leaves; with a budget, in doubling slices (see FIRST_SLICE)."""
         if not budget:
-            return self._cpu.run(self._cpu.reg("rip"), 0, deadline), 0
+            return self._cpu.run(rip, 0, deadline), 0
         charged, size = 0, FIRST_SLICE
         while True:
             size = min(size, budget - charged)
-            stop = self._cpu.run(self._cpu.reg("rip"), size, deadline)
+            stop = self._cpu.run(rip, size, deadline)
             charged += size
             if stop.kind != "budget" or charged >= budget:
                 return stop, charged
-            size = min(2 * size, MAX_SLICE)
+            size, rip = min(2 * size, MAX_SLICE), self._cpu.reg("rip")
 
     def _finish(self, t: _Thread, stop: Stop, charged: int) -> Exit:
         if stop.kind == "trap":
-            regs = self._cpu.regs("rdi", "rsi", "rdx", "rax", "rbx", "rcx", "rip")
-            return Exit("eexit", regs, base=self.base, instructions=charged)
+            return Exit("eexit", self._exit_regs, base=self.base, instructions=charged)
         saved = self._aex(t, stop.fault)
         return Exit("aex", saved, stop.fault, stop.kind == "budget", self.base, self.size,
                     charged, stop.kind == "timeout")  # fmt: skip
@@ -417,7 +426,7 @@ class EnclaveCpu:
             at += n
 
     # -- ENCLU ----------------------------------------------------------------------------
-    def _enclu(self, rip: int) -> None:
+    def _enclu(self, rip: int, leaf: int) -> None:
         if self.inside is None:
             self._cpu.fault(Fault(UD, 0, rip, None, "invalid instruction outside an enclave"))
             return
@@ -433,7 +442,6 @@ class EnclaveCpu:
         if code != ENCLU:
             self._cpu.fault(Fault(UD, 0, rip, None, f"invalid instruction {code.hex()}"))
             return
-        leaf = self._cpu.reg("rax")
         handler = self._leaves.get(leaf)
         try:
             if handler is None:
@@ -476,7 +484,10 @@ class EnclaveCpu:
     def _eexit(self, rip: int) -> None:
         t = self.inside
         assert t is not None
-        self._leave(t, rip=self._cpu.reg("rbx"), rcx=t.aep)
+        out = self._cpu.regs(*_EEXIT_OUT)  # what the exit reports, read once
+        out.update(rip=out["rbx"], rcx=t.aep)
+        self._exit_regs = out
+        self._leave(t, rip=out["rbx"], rcx=t.aep)
         self._cpu.trap_done()
 
     def _sgx2(self, leaf: str) -> None:
