@@ -17,6 +17,7 @@ replace them with a generic error (sim.md 5.1, "exceptions are masked").
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import importlib
@@ -422,9 +423,12 @@ class _Watchdog:
             time.sleep(WATCHDOG_TICK)
             now = time.monotonic()
             with self._lock:
-                for cpu, deadline in self._runs.values():
-                    if now >= deadline:
-                        cpu.uc.emu_stop()  # repeated every tick until the run ends
+                late = [cpu for cpu, deadline in self._runs.values() if now >= deadline]
+                for cpu in late:
+                    # Repeated every tick until the run ends, so a failed stop is retried;
+                    # this thread must outlive any error.
+                    with contextlib.suppress(UcError):
+                        cpu.uc.emu_stop()
 
 
 _WATCHDOG = _Watchdog()

@@ -300,7 +300,7 @@ class Enclave:
         if self.crashed:
             raise EnclaveCrashed(f"the enclave crashed earlier ({self.crashed}); load it again")
         allow = self._allowance or self._new_allowance()
-        self._check_allowance(allow, "before entering the enclave")
+        self._check_allowance(allow, "between two entries (an OCALL round trip)")
         stack = {"rsp": HOST_BASE + _SCRATCH[0] - 64, "rbp": 0}
         ex = self.device.enter(self.tcs[0] if tcs is None else tcs, stack | regs,
                                allow.budget or 0, deadline=allow.deadline)  # fmt: skip

@@ -265,9 +265,7 @@ class EnclaveCpu:
                 raise SgxFault(PF, f"{leaf}: {denied.detail}") from None
         t.frame_ok = (self.epc.generation, t.cssa)
 
-    def _enter(
-        self, t: _Thread, rip: int, aep: int, budget: int, deadline: float | None
-    ) -> Exit:
+    def _enter(self, t: _Thread, rip: int, aep: int, budget: int, deadline: float | None) -> Exit:
         t.active, t.aep = True, aep
         self._cpu.illegal = _BARE
         self.inside = t

@@ -5,6 +5,7 @@ write-back of dirty pages, abort-page host views, and the SDK's entry checks."""
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -158,6 +159,24 @@ def test_eresume_continues_after_the_budget_aex(image: Path, machine: Machine) -
         assert resumes >= 3
         assert (ex.regs["rdi"], ex.regs["rsi"]) == (0, 8)
         assert device.host_read(src + 0x1000, 8) == struct.pack("<Q", 300_000)
+
+
+def test_a_deadline_is_an_aex_and_the_thread_resumes(image: Path, machine: Machine) -> None:
+    """The watchdog stops a run at its deadline like a timer interrupt: an AEX that saved
+    the real state, after which ERESUME finishes the work with the right result."""
+    with Enclave.load(image, machine=machine) as enclave:
+        device, tcs = enclave.device, enclave.tcs[0]
+        src = HOST_BASE + 0x11000
+        device.host_write(src, struct.pack("<Q", 10_000_000))
+        regs = dict(rdi=enclave.ecalls.index("count"), rsi=src, rdx=8, r8=src + 0x1000, r9=64,
+                    r10=HOST_BASE + 0x1000, r11=0x10000)  # fmt: skip
+        ex = device.enter(tcs, regs, deadline=time.monotonic() + 0.01)
+        assert ex.kind == "aex" and ex.timed_out and not ex.budget_exhausted
+        assert ex.instructions == 0  # nothing counted without a budget
+        while ex.kind == "aex":
+            ex = device.enter(tcs, {}, resume=True)
+        assert (ex.regs["rdi"], ex.regs["rsi"]) == (0, 8)
+        assert device.host_read(src + 0x1000, 8) == struct.pack("<Q", 10_000_000)
 
 
 @pytest.mark.parametrize(
