@@ -17,7 +17,8 @@ import weakref
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from hwsim.sgx import enclu
+from hwsim.sgx import _enclu as enclu
+from hwsim.sgx._encls import EAdd, ECreate, EExtend, EInit, encls
 from hwsim.sgx.arch import (
     EEXTEND_CHUNK,
     MODULUS_BYTES,
@@ -40,7 +41,6 @@ from hwsim.sgx.arch import (
     eextend_header,
     secinfo_flags,
 )
-from hwsim.sgx.encls import EAdd, ECreate, EExtend, EInit, encls
 from hwsim.sgx.errors import LaunchRefused
 from hwsim.sgx.keys import cmac
 from hwsim.sgx.launch import read_allow_list

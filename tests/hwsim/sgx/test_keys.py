@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from hwsim.machine import Machine
+from hwsim.sgx._enclu import check_report, egetkey_leaf, ereport
 from hwsim.sgx.arch import (
     AttributeFlag,
     KeyName,
@@ -16,7 +17,6 @@ from hwsim.sgx.arch import (
     SgxStatus,
     Targetinfo,
 )
-from hwsim.sgx.enclu import check_report, egetkey_leaf, ereport
 from hwsim.sgx.epc import Enclave
 from hwsim.sgx.errors import GP, SgxError, SgxFault, SgxStatusError
 from hwsim.sgx.keys import CR_CPUSVN
