@@ -157,6 +157,10 @@ class Cpu:
         self.translate: Translator = _no_memory
         self.on_invalid: Callable[[int], None] = self._undefined
         self.illegal: frozenset[str] = frozenset()  # hookable instructions that #UD now
+        # Hookable instructions the owner emulates (a VM exit, for a guest): called with
+        # the hook's arguments (IN: port, size -> value; OUT: port, size, value; CPUID:
+        # none -> 1 to skip the instruction after setting the registers).
+        self.emulate: dict[str, Callable[..., int]] = {}
         self._stop: Stop | None = None
         self._error: BaseException | None = None
         self._denied: tuple[PageDenied, int] | None = None
@@ -290,9 +294,17 @@ class Cpu:
             uc.emu_stop()
 
     def _insn_hook(self, name: str) -> Callable[..., int]:
-        def hook(uc: Any, *_args: object) -> int:
+        def hook(uc: Any, *args: Any) -> int:
             if name not in self.illegal:
-                return 0
+                handler = self.emulate.get(name)
+                if handler is None:
+                    return 0
+                try:
+                    return handler(*args[:-1])  # the last argument is the hook's user data
+                except BaseException as exc:
+                    self._error = exc
+                    uc.emu_stop()
+                    return 0
             self.fault(Fault(UD, 0, self.reg("rip"), None, f"{name.upper()} is illegal here"))
             return 1  # skip the instruction (CPUID/RDTSC hooks, misc_helper.c)
 
