@@ -22,6 +22,9 @@ __all__ = [
     "CHIP_ID_SIZE",
     "ECC_COORD_SIZE",
     "GUEST_POLICY_RESERVED",
+    "MEASURE_SIZE",
+    "SECRET_HEADER_SIZE",
+    "SESSION_SIZE",
     "SEV_CERT_SIGNED_LEN",
     "SEV_CERT_SIZE",
     "SIG_SIZE",
@@ -33,9 +36,12 @@ __all__ = [
     "GuestPolicy",
     "GuestState",
     "GuestStatus",
+    "LaunchMeasure",
+    "LaunchSession",
     "PlatformState",
     "PlatformStatus",
     "RsaPubKey",
+    "SecretHeader",
     "SevAlgo",
     "SevCert",
     "SevCommand",
@@ -463,3 +469,69 @@ class GuestStatus(Packed):
     policy: int = 0
     asid: int = 0
     state: int = GuestState.UNINIT
+
+
+# -- Guest launch transport (SEV API chapter 6; sevapi.h sev_session_buf, sev_measure_buf,
+# sev_hdr_buf; shared/reference/sev.md 2.3-2.5). Keys are 16 bytes, MACs HMAC-SHA256.
+
+SESSION_SIZE = 0x80
+MEASURE_SIZE = 48
+SECRET_HEADER_SIZE = 52
+
+
+@dataclass
+class LaunchSession(Packed):
+    """LAUNCH_START session buffer, 0x80 bytes (``sev_session_buf``).
+
+    ``wrap_tk`` is TEK || TIK under AES-128-CTR with the KEK and ``wrap_iv``; ``wrap_mac``
+    is HMAC-SHA256 of ``wrap_tk`` with the KIK; ``policy_mac`` HMAC-SHA256 of LE32(policy)
+    with the TIK. ``nonce`` is the KDF context of the master secret.
+    """
+
+    LAYOUT = Layout(
+        "sev_session_buf",
+        SESSION_SIZE,
+        [
+            (0x00, "nonce", "16s"),
+            (0x10, "wrap_tk", "32s"),
+            (0x30, "wrap_iv", "16s"),
+            (0x40, "wrap_mac", "32s"),
+            (0x60, "policy_mac", "32s"),
+        ],
+    )
+
+    nonce: bytes = bytes(16)
+    wrap_tk: bytes = bytes(32)
+    wrap_iv: bytes = bytes(16)
+    wrap_mac: bytes = bytes(32)
+    policy_mac: bytes = bytes(32)
+
+
+@dataclass
+class LaunchMeasure(Packed):
+    """LAUNCH_MEASURE output, 48 bytes (``sev_measure_buf``): what QEMU's
+    ``query-sev-launch-measure`` and libvirt's ``domlaunchsecinfo`` report in base64."""
+
+    LAYOUT = Layout(
+        "sev_measure_buf", MEASURE_SIZE, [(0x00, "measure", "32s"), (0x20, "mnonce", "16s")]
+    )
+
+    measure: bytes = bytes(32)
+    mnonce: bytes = bytes(16)
+
+
+@dataclass
+class SecretHeader(Packed):
+    """LAUNCH_SECRET packet header, 52 bytes (``sev_hdr_buf``; SEV API 6.6, Table 55)."""
+
+    LAYOUT = Layout(
+        "sev_hdr_buf",
+        SECRET_HEADER_SIZE,
+        [(0x00, "flags", "I"), (0x04, "iv", "16s"), (0x14, "mac", "32s")],
+    )
+
+    flags: int = 0
+    iv: bytes = bytes(16)
+    mac: bytes = bytes(32)
+
+    COMPRESSED = 0x1

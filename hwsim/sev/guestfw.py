@@ -32,11 +32,11 @@ from hwsim.sev.arch import (
     GuestState,
     GuestStatus,
     PlatformState,
-    SevCert,
     SevCommand,
     SevStatus,
 )
 from hwsim.sev.psp import ASID_NS, GUEST_NS, STATE_NS, KeySlots, Psp, PspError
+from hwsim.sev.session import TransportKeys, launch_measurement, open_secret
 
 __all__ = ["GUEST_STATES", "MAX_SECRET", "MAX_UPDATE", "GuestContext", "GuestFirmware"]
 
@@ -153,7 +153,7 @@ class GuestFirmware:
     # -- launch -----------------------------------------------------------------------
 
     def launch_start(
-        self, policy: int, godh: SevCert | None, session: bytes | None, *, share_with: int = 0
+        self, policy: int, godh: bytes | None, session: bytes | None, *, share_with: int = 0
     ) -> int:
         """LAUNCH_START: a new context in LUPDATE; returns its handle.
 
@@ -218,12 +218,18 @@ class GuestFirmware:
 
     def launch_measure(self, handle: int) -> tuple[bytes, bytes]:
         """LAUNCH_MEASURE: (measurement, mnonce); the guest moves to LSECRET."""
-        from hwsim.sev.session import launch_measurement
-
         ctx = self.context(SevCommand.LAUNCH_MEASURE, handle)
         mnonce = os.urandom(16)
-        digest = ResumableSha256.load(ctx.digest).digest()
-        ctx.measure = launch_measurement(ctx.tik, self.psp.api, ctx.policy, digest, mnonce)
+        major, minor, build = self.psp.api
+        ctx.measure = launch_measurement(
+            ctx.tik,
+            api_major=major,
+            api_minor=minor,
+            build=build,
+            policy=ctx.policy,
+            digest=ResumableSha256.load(ctx.digest).digest(),
+            mnonce=mnonce,
+        )
         ctx.state = _G.LSECRET
         self._save(ctx)
         return ctx.measure, mnonce
@@ -231,16 +237,11 @@ class GuestFirmware:
     def launch_secret(self, handle: int, header: bytes, payload: bytes, paddr: int) -> None:
         """LAUNCH_SECRET: check the packet's MAC with the TIK, decrypt it with the TEK and
         write it at ``paddr`` through the guest's key."""
-        from hwsim.sev.session import SecretError, open_secret
-
         cmd = SevCommand.LAUNCH_SECRET
         ctx = self.context(cmd, handle)
         asid = self._active(cmd, ctx)
         _check_range(cmd, paddr, len(payload), MAX_SECRET)
-        try:
-            plain = open_secret(ctx.tek, ctx.tik, ctx.measure, header, payload)
-        except SecretError as exc:
-            raise PspError(cmd, SevStatus.BAD_MEASUREMENT, str(exc)) from exc
+        plain = open_secret(TransportKeys(ctx.tek, ctx.tik), header, payload, ctx.measure)
         self._memory.write(paddr, plain, asid)
 
     def launch_finish(self, handle: int) -> None:

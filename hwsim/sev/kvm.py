@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from hwsim.errors import HwsimError
 from hwsim.memory import PAGE_SIZE
-from hwsim.sev.arch import GuestPolicy, GuestStatus, SevCert
+from hwsim.sev.arch import GuestPolicy, GuestStatus
 
 if TYPE_CHECKING:
     from hwsim.sev.device import SevDevice
@@ -121,7 +121,7 @@ class SevVm:
         memory_size: int,
         firmware_size: int,
         policy: int,
-        godh: SevCert | None = None,
+        godh: bytes | None = None,
         session: bytes | None = None,
     ) -> SevVm:
         """KVM_SEV_INIT + KVM_SEV_LAUNCH_START: memory, a firmware context and an ASID."""

@@ -37,6 +37,7 @@ from hwsim.sev.arch import (
     SevUsage,
 )
 from hwsim.sev.certs import CertificateError, make_sev_cert, sign_sev_cert, verify_sev_cert
+from hwsim.sev.errors import PspError
 
 __all__ = [
     "ALLOWED_STATES",
@@ -98,19 +99,6 @@ class KeySlots(Protocol):
     def clear_key(self, keyid: int) -> None: ...
     def read(self, paddr: int, n: int, keyid: int | None) -> bytes: ...
     def write(self, paddr: int, data: bytes, keyid: int | None) -> None: ...
-
-
-class PspError(HwsimError):
-    """A SEV firmware command failed with API status ``status``."""
-
-    def __init__(
-        self, command: SevCommand, status: SevStatus, why: str, *, hint: str | None = None
-    ) -> None:
-        super().__init__(
-            f"{command.name} failed: {status.name} ({status.value:#04x}): {why}", hint=hint
-        )
-        self.command = command
-        self.status = status
 
 
 def _scalar(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -323,18 +311,16 @@ class Psp:
         chain = (self._cert("pek.cert"), self._cert("oca.cert"), self.cek_cert())
         return self._cert("pdh.cert"), chain
 
-    def open_session(self, godh: SevCert, session: bytes, policy: int) -> tuple[bytes, bytes]:
+    def open_session(self, godh: bytes, session: bytes, policy: int) -> tuple[bytes, bytes]:
         """LAUNCH_START's unwrap: (TEK, TIK) from the guest owner's session buffer.
 
         The shared secret is ECDH of this platform's PDH key and the owner's GODH; a
         wrap or policy MAC that does not verify is BAD_MEASUREMENT, as on hardware.
         """
-        from hwsim.sev.session import SessionError, open_launch_session
+        from hwsim.sev.session import open_session
 
-        try:
-            return open_launch_session(_key(self._get("pdh.key")), godh, session, policy)
-        except SessionError as exc:
-            raise PspError(SevCommand.LAUNCH_START, SevStatus.BAD_MEASUREMENT, str(exc)) from exc
+        keys = open_session(_key(self._get("pdh.key")), godh, session, policy)
+        return keys.tek, keys.tik
 
     def get_id(self) -> bytes:
         """GET_ID: the 64-byte chip id AMD's key server indexes CEKs by."""
