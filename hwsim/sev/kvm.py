@@ -63,6 +63,10 @@ class VmRecord:
     status: str = "launching"  # launching, ready, running, halted, shutdown, crashed
     serial: str = ""  # hex of every byte the guest wrote to its serial port
     exits: int = 0
+    # What the VMM learned from the firmware's footer at launch (QEMU keeps its flash
+    # copy for the same reason): where LAUNCH_SECRET may put a secret, 0 if nowhere.
+    secret_gpa: int = 0
+    secret_size: int = 0
 
     @property
     def flash_gpa(self) -> int:
