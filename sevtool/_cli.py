@@ -22,6 +22,7 @@ from memcrypt.cli import (
     run_main,
 )
 from sevtool import __version__
+from sevtool._owner_cli import measurement, secret, session
 
 if TYPE_CHECKING:
     from sevtool.chain import ChainReport
@@ -38,6 +39,11 @@ _MAX_CERT = 64 * 1024
 @machine_option
 def cli() -> None:
     """Manage AMD SEV platforms: keys, certificates, ownership and chain verification."""
+
+
+# The guest owner's commands need no machine; they live in their own module.
+for _owner_command in (session, measurement, secret):
+    cli.add_command(_owner_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
