@@ -6,7 +6,7 @@ result; library modules are imported inside the commands, to keep ``--help`` fas
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +72,7 @@ def _render_guest(info: GuestInfo, as_json: bool, extra: dict[str, Any] | None =
     _table([*rows, *((k, str(v)) for k, v in (extra or {}).items())], header=None)
 
 
-def _table(rows: list[tuple[str, ...]], header: tuple[str, ...] | None) -> None:
+def _table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...] | None) -> None:
     """A rich table on a terminal; piped, aligned lines of whole values, no trailing space."""
     out = console()
     if out.is_terminal:
