@@ -25,7 +25,8 @@ def serial(text: bytes) -> bytes:
 
 def store(gva: int, value: int) -> bytes:
     """movabs rax, value; movabs rbx, gva; mov [rbx], rax."""
-    return b"\x48\xb8" + value.to_bytes(8, "little") + b"\x48\xbb" + gva.to_bytes(8, "little") + b"\x48\x89\x03"
+    rax, rbx = value.to_bytes(8, "little"), gva.to_bytes(8, "little")
+    return b"\x48\xb8" + rax + b"\x48\xbb" + rbx + b"\x48\x89\x03"
 
 
 POWER_OFF = b"\xb0\x00\xe6\xf4"  # mov al, 0; out 0xf4, al

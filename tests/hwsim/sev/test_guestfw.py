@@ -50,8 +50,9 @@ def test_launch_digest_is_sha256_of_what_was_measured(machine: Machine) -> None:
     with SevDevice.open(machine) as dev:
         pdh, _ = dev.pdh_cert_export()
         owner = build_session(pdh, 0, keys=keys)
+        godh, session = owner.godh.pack(), owner.session.pack()
         vm = SevVm.create(dev, name="d", memory_size=16 << 20, firmware_size=len(IMAGE),
-                          policy=0, godh=owner.godh.pack(), session=owner.session.pack())  # fmt: skip
+                          policy=0, godh=godh, session=session)  # fmt: skip
         vm.load(vm.record.flash_gpa, IMAGE)
         vm.launch_update_data(vm.record.flash_gpa, 2048)
         handle = vm.record.handle
