@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 
 import pytest
 
@@ -26,7 +27,7 @@ def _status(excinfo: pytest.ExceptionInfo[PspError]) -> SevStatus:
 
 def test_launch_measure_finish_walk_the_states(machine: Machine) -> None:
     with SevDevice.open(machine) as dev:
-        assert dev.psp.state == PlatformState.UNINIT
+        assert dev.platform_status().state == PlatformState.UNINIT
         vm = launch(dev, IMAGE)
         assert GuestState(vm.status().state) == GuestState.LUPDATE
         assert dev.psp.state == PlatformState.WORKING
@@ -82,14 +83,17 @@ def test_commands_in_the_wrong_state_get_invalid_guest_state(machine: Machine) -
     with SevDevice.open(machine) as dev:
         vm = launch(dev, IMAGE)
         g, h = dev.guests, vm.record.handle
-        for call in (lambda: g.launch_secret(h, bytes(52), bytes(16), vm.record.spa),
-                     lambda: g.launch_finish(h)):  # fmt: skip
+        calls: list[Callable[[], object]] = [
+            lambda: g.launch_secret(h, bytes(52), bytes(16), vm.record.spa),
+            lambda: g.launch_finish(h),
+        ]
+        for call in calls:
             with pytest.raises(PspError) as exc:
                 call()
             assert _status(exc) == SevStatus.INVALID_GUEST_STATE
         vm.launch_measure()
-        for call in (lambda: g.launch_measure(h),
-                     lambda: g.launch_update_data(h, vm.record.spa, 16)):  # fmt: skip
+        calls = [lambda: g.launch_measure(h), lambda: g.launch_update_data(h, vm.record.spa, 16)]
+        for call in calls:
             with pytest.raises(PspError) as exc:
                 call()
             assert _status(exc) == SevStatus.INVALID_GUEST_STATE
@@ -167,7 +171,7 @@ def test_asid_rules(machine: Machine) -> None:
         a = launch(dev, IMAGE, name="a")
         b = launch(dev, IMAGE, name="b")
         g, asid_a = dev.guests, a.status().asid
-        cases = [
+        cases: list[tuple[Callable[[], object], SevStatus]] = [
             (lambda: g.activate(b.record.handle, asid_a), SevStatus.ASID_OWNED),
             (lambda: g.activate(b.record.handle, 0), SevStatus.INVALID_ASID),
             (lambda: g.activate(b.record.handle, g.min_sev_asid - 1), SevStatus.INVALID_ASID),
