@@ -38,7 +38,7 @@ def test_launch_measure_finish_walk_the_states(machine: Machine) -> None:
         vm.launch_finish()
         assert GuestState(vm.status().state) == GuestState.RUNNING
         vm.decommission()
-        assert dev.psp.state == PlatformState.INIT
+        assert dev.platform_status().state == PlatformState.INIT
         assert dev.platform_status().guest_count == 0
 
 
