@@ -1,6 +1,7 @@
 """The execution core: real x86-64 code on Unicorn, with our own page tables.
 
-Shared by SGX enclaves (:mod:`hwsim.sgx.run`) and, later, SEV guests. The CPU runs in
+Shared by SGX enclaves (:mod:`hwsim.sgx.run`) and SEV guests (:mod:`hwsim.sev.guest`).
+The CPU runs in
 Unicorn's virtual-TLB mode: every TLB miss asks the owner's :data:`Translator` for the
 physical page and its permissions, so access rules (EPCM, abort pages, the C-bit) are
 enforced per page mapping when the TLB is filled, never by per-instruction or

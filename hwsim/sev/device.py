@@ -8,6 +8,9 @@ SHUTDOWN before a factory reset of an INIT platform and refuses one while guests
 (``drivers/crypto/ccp/sev-dev.c``). Failures are :class:`~hwsim.sev.psp.PspError` with the
 firmware status, as the ioctl's ``error`` field carries it.
 
+The guest commands the kernel issues for KVM are :attr:`SevDevice.guests`
+(:mod:`hwsim.sev.guestfw`); the hypervisor that issues them is :mod:`hwsim.sev.kvm`.
+
 Also here, because a real host reaches it over the network rather than the PSP: the
 simulated AMD key server (KDS), which returns this chip's CEK signed by the simulator's ASK.
 """
