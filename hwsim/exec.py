@@ -1,8 +1,8 @@
 """The execution core: real x86-64 code on Unicorn, with our own page tables.
 
-Shared by SGX enclaves (:mod:`hwsim.sgx.run`) and SEV guests (:mod:`hwsim.sev.guest`).
-The CPU runs in Unicorn's virtual-TLB mode: every TLB miss asks the owner's
-:data:`Translator` for the physical page and its permissions, so access rules (EPCM, abort pages, the C-bit) are
+Shared by SGX enclaves (:mod:`hwsim.sgx.run`) and SEV guests (hwsim.sev.guest). The CPU runs in
+Unicorn's virtual-TLB mode: every TLB miss asks the owner's :data:`Translator` for the
+physical page and its permissions, so access rules (EPCM, abort pages, the C-bit) are
 enforced per page mapping when the TLB is filled, never by per-instruction or
 per-access hooks (``shared/reference/sim.md`` 5.2, 5.3). A change of mode or of page
 rights must be followed by :meth:`Cpu.flush_tlb`: Unicorn keeps filled entries across
