@@ -29,6 +29,20 @@ _LAZY = {
     "ChainVerificationError": "sevtool.chain",
     "load_chain": "sevtool.chain",
     "verify_chain": "sevtool.chain",
+    # the guest owner's session, measurement and secret (sevtool.session, .measurement, .secret)
+    "create_session": "sevtool.session",
+    "explain_launch_start": "sevtool.session",
+    "load_platform_pdh": "sevtool.session",
+    "read_session_files": "sevtool.session",
+    "read_transport_keys": "sevtool.session",
+    "GuestImage": "sevtool.measurement",
+    "MeasurementMismatch": "sevtool.measurement",
+    "PlatformVersion": "sevtool.measurement",
+    "build_measurement": "sevtool.measurement",
+    "launch_digest": "sevtool.measurement",
+    "verify_measurement": "sevtool.measurement",
+    "build_packet": "sevtool.secret",
+    "open_packet": "sevtool.secret",
 }
 
 __all__ = ["SevToolError", "__version__", *_LAZY]  # noqa: PLE0604

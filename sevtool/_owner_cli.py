@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from hwsim.sev.arch import MEASURE_SIZE
 from memcrypt.cli import emit_json
 
 if TYPE_CHECKING:
@@ -227,19 +228,9 @@ def measurement_build(
 ) -> None:
     """Print the expected measurement: base64 of measure || nonce, as sevctl does."""
     from memcrypt.files import write_atomic
-    from sevtool.errors import SevInputError
-    from sevtool.measurement import build_measurement, split_measure_blob
-    from sevtool.session import read_value
+    from sevtool.measurement import build_measurement
 
-    if (nonce is None) == (launch_measure_blob is None):
-        raise SevInputError("give one of --nonce or --launch-measure-blob")
-    mnonce = (
-        read_value(nonce, "--nonce", 16)
-        if nonce is not None
-        else split_measure_blob(
-            read_value(launch_measure_blob or "", "--launch-measure-blob", 48)
-        ).mnonce
-    )
+    mnonce = _mnonce(nonce, launch_measure_blob)
     keys = _keys(tik, None, tk, need_tek=False)
     digest = _digest(launch_digest, _image(firmware, kernel, initrd, cmdline), policy)
     result = build_measurement(
@@ -252,6 +243,20 @@ def measurement_build(
         emit_json(result.as_json())
     elif outfile is None:
         click.echo(base64.b64encode(result.blob).decode())
+
+
+def _mnonce(nonce: str | None, launch_measure_blob: str | None) -> bytes:
+    """The nonce from --nonce, or bytes 32-48 of --launch-measure-blob (sevctl's rule)."""
+    from sevtool.errors import SevInputError
+    from sevtool.measurement import split_measure_blob
+    from sevtool.session import read_value
+
+    if nonce is not None and launch_measure_blob is None:
+        return read_value(nonce, "--nonce", 16)
+    if launch_measure_blob is not None and nonce is None:
+        blob = read_value(launch_measure_blob, "--launch-measure-blob", MEASURE_SIZE)
+        return split_measure_blob(blob).mnonce
+    raise SevInputError("give one of --nonce or --launch-measure-blob")
 
 
 @measurement.command("verify")
@@ -284,7 +289,7 @@ def measurement_verify(
     from sevtool.measurement import MeasurementMismatch, verify_measurement
     from sevtool.session import read_value
 
-    reported = read_value(launch_measure_blob, "--launch-measure-blob", 48)
+    reported = read_value(launch_measure_blob, "--launch-measure-blob", MEASURE_SIZE)
     keys = _keys(tik, tek, tk, need_tek=False)
     image = _image(firmware, kernel, initrd, cmdline)
     digest = _digest(launch_digest, image, policy)
@@ -373,7 +378,9 @@ def secret_build(
     from sevtool.session import read_value
 
     keys = _keys(tik, tek, tk, need_tek=True)
-    blob = split_measure_blob(read_value(launch_measure_blob, "--launch-measure-blob", 48))
+    blob = split_measure_blob(
+        read_value(launch_measure_blob, "--launch-measure-blob", MEASURE_SIZE)
+    )
     fixed_iv = read_value(iv, "--iv", 16) if iv is not None else None
     entries = [parse_secret_option(value) for value in secrets]
     packet = build_packet(keys, blob.measure, entries, iv=fixed_iv)
@@ -409,7 +416,9 @@ def secret_verify(
     from sevtool.session import read_blob, read_value
 
     keys = _keys(tik, tek, tk, need_tek=True)
-    blob = split_measure_blob(read_value(launch_measure_blob, "--launch-measure-blob", 48))
+    blob = split_measure_blob(
+        read_value(launch_measure_blob, "--launch-measure-blob", MEASURE_SIZE)
+    )
     head = read_blob(header, "secret header", SECRET_HEADER_SIZE)
     body = _payload_bytes(read_file(payload, "secret payload", max_size=2 * MAX_SECRET_PAYLOAD))
     entries = open_packet(keys, head, body, blob.measure)

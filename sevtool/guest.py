@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hwsim.sev.arch import SECRET_HEADER_SIZE, SESSION_SIZE, SEV_CERT_SIZE, GuestState
+from hwsim.sev.arch import SECRET_HEADER_SIZE, GuestState, SevCommand
 from hwsim.sev.device import SevDevice
+from hwsim.sev.errors import PspError
 from hwsim.sev.guest import GuestRun, run_guest
 from hwsim.sev.guestfw import MAX_SECRET
 from hwsim.sev.kvm import MAX_FIRMWARE, SevVm
@@ -39,6 +40,7 @@ from hwsim.sev.ovmf import (
 )
 from memcrypt.files import read_file
 from sevtool.errors import SevInputError, SevToolError
+from sevtool.session import explain_launch_start, read_blob, read_session_files
 
 if TYPE_CHECKING:
     from hwsim.machine import Machine
@@ -58,7 +60,6 @@ __all__ = [
     "launch",
     "list_guests",
     "measure",
-    "read_owner_blob",
     "run",
     "status",
 ]
@@ -189,23 +190,6 @@ def _select(dev: SevDevice, guest: str | None) -> SevVm:
     raise SevInputError(f"no SEV guest {guest!r} on this machine (sevtool guest list)")
 
 
-def read_owner_blob(path: Path, size: int, what: str) -> bytes:
-    """A guest owner's buffer from ``path``: binary of ``size`` bytes (sev-tool) or its
-    base64 (sevctl's ``.b64`` files, what QEMU reads)."""
-    raw = read_file(path, what, max_size=_MAX_OWNER_FILE)
-    if len(raw) == size:
-        return raw
-    try:
-        decoded = base64.b64decode(b"".join(raw.split()), validate=True)
-    except (binascii.Error, ValueError):
-        decoded = b""
-    if len(decoded) == size:
-        return decoded
-    raise SevInputError(
-        f"{what} {path} is {len(raw)} bytes: neither the {size}-byte buffer nor its base64"
-    )
-
-
 def launch(
     machine: Machine,
     firmware: Path,
@@ -224,16 +208,21 @@ def launch(
         raise SevInputError("--session and --dh-cert come together (the guest owner's files)")
     image = read_file(firmware, "firmware image", max_size=MAX_FIRMWARE)
     blobs = (
-        (read_owner_blob(dh_cert, SEV_CERT_SIZE, "GODH certificate"),
-         read_owner_blob(session, SESSION_SIZE, "session"))
-        if dh_cert is not None and session is not None else (None, None)
-    )  # fmt: skip
+        read_session_files(dh_cert, session)
+        if dh_cert is not None and session is not None
+        else (None, None)
+    )
     footer = footer_table(image[-4096:])
     table = _hashes_table(kernel, initrd, cmdline)
     with SevDevice.open(machine) as dev:
         label = name or f"guest{len(SevVm.all(dev)) + 1}"
-        vm = SevVm.create(dev, name=label, memory_size=memory, firmware_size=len(image),
-                          policy=policy, godh=blobs[0], session=blobs[1])  # fmt: skip
+        try:
+            vm = SevVm.create(dev, name=label, memory_size=memory, firmware_size=len(image),
+                              policy=policy, godh=blobs[0], session=blobs[1])  # fmt: skip
+        except PspError as exc:
+            if dh_cert is None or session is None or exc.command != SevCommand.LAUNCH_START:
+                raise
+            raise explain_launch_start(exc, dh_cert, session, policy) from exc
         vm.load(vm.record.flash_gpa, image)
         vm.launch_update_data(vm.record.flash_gpa, len(image))
         digest = hashlib.sha256(image)
@@ -292,7 +281,7 @@ def inject_secret(
 ) -> int:  # fmt: skip
     """LAUNCH_SECRET of the owner's packet at ``gpa`` (default: the firmware's secret
     area); returns the address used."""
-    head = read_owner_blob(header, SECRET_HEADER_SIZE, "secret header")
+    head = read_blob(header, "secret header", SECRET_HEADER_SIZE)
     body = _read_payload(payload)
     with _vm(machine, guest) as vm:
         if gpa is None:

@@ -29,9 +29,11 @@ from hwsim.sev.arch import (
     SESSION_SIZE,
     SEV_CERT_SIZE,
     SevCert,
+    SevStatus,
     SevUsage,
 )
 from hwsim.sev.certs import CertificateError, check_sev_cert, load_sev_cert
+from hwsim.sev.errors import PspError
 from hwsim.sev.session import KEY_SIZE, OwnerSession, TransportKeys, build_session
 from memcrypt.files import read_file, write_atomic
 from sevtool.chain import Chain, ChainReport, load_chain, verify_chain
@@ -40,11 +42,14 @@ from sevtool.errors import SevInputError, SevToolError
 __all__ = [
     "MAX_BLOB_FILE",
     "SessionResult",
+    "check_policy",
     "create_session",
     "describe_blob",
+    "explain_launch_start",
     "load_platform_pdh",
     "read_blob",
     "read_key",
+    "read_session_files",
     "read_transport_keys",
     "read_value",
 ]
@@ -282,3 +287,37 @@ def create_session(
                 os.unlink(path)
         raise
     return SessionResult(policy, {kind: path for kind, (path, _, _) in plan.items()}, verified)
+
+
+# -- what a host reads, and what it says when LAUNCH_START refuses -----------------------
+
+
+def read_session_files(godh: Path, session: Path) -> tuple[bytes, bytes]:
+    """GODH certificate and session blob, each raw or base64 (QEMU takes base64 only)."""
+    return (
+        read_blob(godh, "GODH certificate (--dh-cert)", SEV_CERT_SIZE),
+        read_blob(session, "session (--session)", SESSION_SIZE),
+    )
+
+
+def explain_launch_start(exc: PspError, godh: Path, session: Path, policy: int) -> SevToolError:
+    """LAUNCH_START's refusal as one line naming the files and both possible causes.
+
+    The firmware sees only a MAC that does not verify; the owner needs to hear what can
+    make that happen (QEMU reports just "fw_error=11 'Bad measurement'").
+    """
+    if exc.status != SevStatus.BAD_MEASUREMENT:
+        return SevToolError(f"{session}: {exc}", hint=exc.hint)
+    if "policy" in str(exc):
+        return SevToolError(
+            f"{session}: the session was made for a policy other than {policy:#x} "
+            f"(LAUNCH_START: BAD_MEASUREMENT)",
+            hint="launch with the policy given to `sevtool session --policy`",
+        )
+    return SevToolError(
+        f"{session} with {godh} does not open on this platform (LAUNCH_START: "
+        "BAD_MEASUREMENT): it was made for another platform's PDH, or the two files are "
+        "not from the same `sevtool session` run",
+        hint="make the session from this platform's current chain (`sevtool export`; "
+        "`sevtool rotate` makes a new PDH), and give the GODH and session of one run",
+    )
