@@ -104,3 +104,14 @@ def test_guest_writes_host_never_sees_plaintext(
         assert guests[0].host_read(flash, len(image)) != image
         for vm in guests:
             vm.decommission()
+
+
+def test_the_hypervisor_can_remap_a_guest_page(machine: Machine) -> None:
+    """An NPT edit (SEVered): the guest reads another of its own pages' plaintext."""
+    value = 0x0BADC0FFEE
+    image = flat_image(store(PRIVATE, value) + POWER_OFF)
+    with SevDevice.open(machine) as dev:
+        vm = running(dev, image)
+        assert run_guest(vm, 10_000).stop == "shutdown"
+        vm.remap(PRIVATE + 0x1000, PRIVATE)
+        assert guest_read(vm, PRIVATE + 0x1000, 8) == value.to_bytes(8, "little")
