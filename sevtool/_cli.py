@@ -22,6 +22,7 @@ from memcrypt.cli import (
     run_main,
 )
 from sevtool import __version__
+from sevtool._guest_cli import guest
 from sevtool._owner_cli import measurement, secret, session
 
 if TYPE_CHECKING:
@@ -42,9 +43,10 @@ def cli() -> None:
     """Manage AMD SEV platforms: keys, certificates, ownership and chain verification."""
 
 
-# The guest owner's commands need no machine; they live in their own module.
-for _owner_command in (session, measurement, secret):
-    cli.add_command(_owner_command)
+# The guest owner's commands need no machine; they live in their own module, and so do
+# the hypervisor's commands over the guests of a machine.
+for _command in (session, measurement, secret, guest):
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
