@@ -103,6 +103,11 @@ def _table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...] | None) -> N
 @click.option("--cmdline", help="Kernel command line measured through the hashes table.")
 @click.option("--name", help="A name for the guest (default guestN).")
 @click.option("--memory", **_INT, default="64", show_default=True, help="Guest RAM in MiB.")
+@click.option("--num-cpus", **_INT, default="1", show_default=True,
+              help="SEV-ES: vCPUs whose VMSAs are measured.")  # fmt: skip
+@click.option("--family", **_INT, default="0", help="SEV-ES: vCPU family (VMSA RDX).")
+@click.option("--model", **_INT, default="0", help="SEV-ES: vCPU model.")
+@click.option("--stepping", **_INT, default="0", help="SEV-ES: vCPU stepping.")
 @_json_option
 def guest_launch(
     firmware: Path,
@@ -114,18 +119,25 @@ def guest_launch(
     cmdline: str | None,
     name: str | None,
     memory: int,
+    num_cpus: int,
+    family: int,
+    model: int,
+    stepping: int,
     as_json: bool,
 ) -> None:
-    """Launch FIRMWARE as an SEV guest: LAUNCH_START, ACTIVATE, LAUNCH_UPDATE_DATA.
+    """Launch FIRMWARE as an SEV guest: LAUNCH_START, ACTIVATE, LAUNCH_UPDATE_DATA, and
+    with the ES policy bit LAUNCH_UPDATE_VMSA of --num-cpus VMSAs.
 
     The launch digest printed is what the firmware measured: SHA-256 of FIRMWARE (and
-    of the kernel-hashes table with --kernel), as `sevtool measurement build` computes it.
+    of the kernel-hashes table with --kernel, and the VMSAs of an SEV-ES guest), as
+    `sevtool measurement build` computes it.
     """
     from sevtool.guest import launch
 
     info = launch(cli_machine(), firmware, policy=policy, session=session, dh_cert=dh_cert,
                   kernel=kernel, initrd=initrd, cmdline=cmdline, name=name,
-                  memory=memory << 20)  # fmt: skip
+                  memory=memory << 20, num_cpus=num_cpus,
+                  sku=(family, model, stepping))  # fmt: skip
     if as_json:
         emit_json(info.as_json())
         return

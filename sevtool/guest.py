@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hwsim.sev.arch import SECRET_HEADER_SIZE, GuestState, SevCommand
+from hwsim.sev.arch import SECRET_HEADER_SIZE, GuestPolicy, GuestState, SevCommand
 from hwsim.sev.device import SevDevice
 from hwsim.sev.errors import PspError
 from hwsim.sev.guest import GuestRun, run_guest
 from hwsim.sev.guestfw import MAX_SECRET
-from hwsim.sev.kvm import MAX_FIRMWARE, SevVm
+from hwsim.sev.kvm import MAX_FIRMWARE, MAX_VCPUS, SevVm
 from hwsim.sev.ovmf import (
     SEV_HASH_TABLE_RV,
     SEV_SECRET_BLOCK,
@@ -41,6 +41,7 @@ from hwsim.sev.ovmf import (
 from memcrypt.files import read_file
 from sevtool.errors import SevInputError, SevToolError
 from sevtool.session import explain_launch_start, read_blob, read_session_files
+from sevtool.vmsa import build_vmsa
 
 if TYPE_CHECKING:
     from hwsim.machine import Machine
@@ -202,8 +203,14 @@ def launch(
     cmdline: str | None = None,
     name: str | None = None,
     memory: int = DEFAULT_MEMORY,
+    num_cpus: int = 1,
+    sku: tuple[int, int, int] = (0, 0, 0),
 ) -> LaunchInfo:
-    """Start a guest from ``firmware``: LAUNCH_START, ACTIVATE, LAUNCH_UPDATE_DATA."""
+    """Start a guest from ``firmware``: LAUNCH_START, ACTIVATE, LAUNCH_UPDATE_DATA, and
+    for an SEV-ES policy LAUNCH_UPDATE_VMSA of ``num_cpus`` VMSAs built as QEMU and
+    ``sevtool vmsa build`` do (``sku``: the vCPUs' family, model, stepping)."""
+    es = bool(policy & GuestPolicy.ES)
+    vmsas = _vmsas(firmware, num_cpus, sku) if es else []
     if (session is None) != (dh_cert is None):
         raise SevInputError("--session and --dh-cert come together (the guest owner's files)")
     image = read_file(firmware, "firmware image", max_size=MAX_FIRMWARE)
@@ -232,10 +239,24 @@ def launch(
             vm.load(hashes_gpa, table)
             vm.launch_update_data(hashes_gpa, len(table))
             digest.update(table)
+        if vmsas:
+            vm.launch_update_vmsa(vmsas)
+            for page in vmsas:
+                digest.update(page)
         vm.record.secret_gpa = footer_u32(footer, SEV_SECRET_BLOCK) or 0
         vm.record.secret_size = footer_u32(footer, SEV_SECRET_BLOCK, 1) or 0
         vm.save()
         return LaunchInfo(GuestInfo.of(vm), digest.digest(), hashes_gpa)
+
+
+def _vmsas(firmware: Path, num_cpus: int, sku: tuple[int, int, int]) -> list[bytes]:
+    if not 1 <= num_cpus <= MAX_VCPUS:
+        raise SevInputError(f"--num-cpus must be 1 to {MAX_VCPUS}, not {num_cpus}")
+    bsp = build_vmsa(0, sku=sku).pack()
+    if num_cpus == 1:
+        return [bsp]
+    ap = build_vmsa(1, sku=sku, firmware=firmware).pack()
+    return [bsp] + [ap] * (num_cpus - 1)
 
 
 def _hashes_table(kernel: Path | None, initrd: Path | None, cmdline: str | None) -> bytes | None:

@@ -28,10 +28,12 @@ from dataclasses import asdict, dataclass
 from hwsim.errors import HwsimError
 from hwsim.sev._sha256 import ResumableSha256
 from hwsim.sev.arch import (
+    VMSA_SIZE,
     GuestPolicy,
     GuestState,
     GuestStatus,
     PlatformState,
+    PlatformStatus,
     SevCommand,
     SevStatus,
 )
@@ -46,6 +48,7 @@ _LIVE = (_G.LUPDATE, _G.LSECRET, _G.RUNNING, _G.SUPDATE, _G.RUPDATE, _G.SENT)
 # that table (it predates them): simulator rule, any state of a live guest.
 GUEST_STATES: dict[SevCommand, tuple[GuestState, ...]] = {
     SevCommand.LAUNCH_UPDATE_DATA: (_G.LUPDATE,),
+    SevCommand.LAUNCH_UPDATE_VMSA: (_G.LUPDATE,),
     SevCommand.LAUNCH_MEASURE: (_G.LUPDATE,),
     SevCommand.LAUNCH_SECRET: (_G.LSECRET,),
     SevCommand.LAUNCH_FINISH: (_G.LSECRET,),
@@ -103,6 +106,11 @@ class GuestFirmware:
         self._memory = memory
         self.sev_asids = sev_asids
         self.min_sev_asid = min_sev_asid
+
+    @property
+    def es(self) -> bool:
+        """Whether the platform was initialised with SEV-ES (PLATFORM_STATUS config bit 0)."""
+        return bool(self.psp.platform_status().config & PlatformStatus.CONFIG_ES)
 
     # -- contexts ---------------------------------------------------------------------
 
@@ -164,7 +172,7 @@ class GuestFirmware:
         """
         cmd = SevCommand.LAUNCH_START
         self._platform(cmd, (PlatformState.INIT, PlatformState.WORKING))
-        _check_policy(cmd, policy, self.psp.api)
+        _check_policy(cmd, policy, self.psp.api, es=self.es)
         if (godh is None) != (session is None):
             raise PspError(cmd, SevStatus.INVALID_PARAM, "give both the GODH and the session")
         if godh is not None and session is not None:
@@ -213,6 +221,25 @@ class GuestFirmware:
             plain = self._memory.read(at, n, None)
             digest.update(plain)
             self._memory.write(at, plain, asid)
+        ctx.digest = digest.save()
+        self._save(ctx)
+
+    def launch_update_vmsa(self, handle: int, paddr: int) -> None:
+        """LAUNCH_UPDATE_VMSA: encrypt one vCPU's VMSA page in place under the guest's key
+        and extend the launch digest with its plaintext (QEMU doc; sev-guests.md 3.3)."""
+        cmd = SevCommand.LAUNCH_UPDATE_VMSA
+        ctx = self.context(cmd, handle)
+        if not ctx.policy & GuestPolicy.ES:
+            raise PspError(
+                cmd, SevStatus.POLICY_FAILURE, f"guest {handle} is not SEV-ES (policy bit 2 clear)"
+            )
+        asid = self._active(cmd, ctx)
+        if paddr % VMSA_SIZE:
+            raise PspError(cmd, SevStatus.INVALID_ADDRESS, f"VMSA at {paddr:#x} is not a page")
+        digest = ResumableSha256.load(ctx.digest)
+        plain = self._memory.read(paddr, VMSA_SIZE, None)
+        digest.update(plain)
+        self._memory.write(paddr, plain, asid)
         ctx.digest = digest.save()
         self._save(ctx)
 
@@ -367,16 +394,15 @@ class GuestFirmware:
         return asid
 
 
-def _check_policy(cmd: SevCommand, policy: int, api: tuple[int, int, int]) -> None:
+def _check_policy(cmd: SevCommand, policy: int, api: tuple[int, int, int], *, es: bool) -> None:
     if not 0 <= policy <= 0xFFFF_FFFF:
         raise PspError(cmd, SevStatus.INVALID_PARAM, f"policy {policy:#x} is not 32 bits")
-    if policy & GuestPolicy.ES:
+    if policy & GuestPolicy.ES and not es:
         raise PspError(
             cmd,
             SevStatus.POLICY_FAILURE,
-            "policy bit 2 (ES) asks for an SEV-ES guest, which this simulator does not "
-            "launch yet (VMSA, GHCB and #VC are not modelled)",
-            hint="clear bit 2 of the policy for a plain SEV guest",
+            "policy bit 2 (ES) asks for an SEV-ES guest; this platform has no SEV-ES",
+            hint="clear bit 2 of the policy, or use a part with SEV-ES (profile rome or sim)",
         )
     need = GuestPolicy.api_minimum(policy)
     if need > api[:2]:

@@ -30,10 +30,12 @@ __all__ = [
     "FLASH_END",
     "MAX_FIRMWARE",
     "MAX_MEMORY",
+    "MAX_VCPUS",
     "MIN_MEMORY",
     "VM_NS",
     "KvmError",
     "SevVm",
+    "VcpuView",
     "VmRecord",
 ]
 
@@ -42,6 +44,9 @@ FLASH_END = 1 << 32  # the firmware flash ends at 4 GiB (its reset vector is at 
 MIN_MEMORY = 16 << 20
 MAX_MEMORY = 1 << 30
 MAX_FIRMWARE = 64 << 20  # QEMU maps OVMF below 4 GiB; 64 MiB bounds the work of a launch
+MAX_VCPUS = 64  # VMSA pages an SEV-ES VM has (the simulator runs vCPU 0 only)
+# Host pages after a VM's memory: the debug bounce page, then one VMSA page per vCPU.
+_HOST_PAGES = 1 + MAX_VCPUS
 _POOL_BASE = 8 << 30  # guest RAM is allocated from here up (above any EPC of the profiles)
 
 
@@ -67,6 +72,15 @@ class VmRecord:
     # copy for the same reason): where LAUNCH_SECRET may put a secret, 0 if nowhere.
     secret_gpa: int = 0
     secret_size: int = 0
+    es: bool = False
+    vcpus: int = 0  # VMSAs given to LAUNCH_UPDATE_VMSA (SEV-ES)
+    ghcb_msr: int = 0  # VMCB control ghcb_gpa: the GHCB MSR at the last VMGEXIT
+    last_exit: dict[str, object] = field(default_factory=dict)  # the last GHCB exit seen
+
+    def vmsa_spa(self, cpu: int) -> int:
+        """System physical address of vCPU ``cpu``'s VMSA page (host memory, as the
+        VMCB's ``vmsa_pa``)."""
+        return self.spa + self.span + PAGE_SIZE * (1 + cpu)
 
     @property
     def flash_gpa(self) -> int:
@@ -133,11 +147,17 @@ class SevVm:
         if any(vm.record.name == name for vm in cls.all(dev)):
             raise KvmError(f"a SEV VM named {name!r} exists already")
         dev.platform_init()
+        if policy & GuestPolicy.ES and not dev.guests.es:  # KVM_SEV_ES_INIT is refused
+            raise KvmError(
+                "policy bit 2 (ES) asks for an SEV-ES guest; this part has no SEV-ES",
+                hint="clear bit 2 of the policy, or use a part with SEV-ES (profile rome or sim)",
+            )
         asid = cls._take_asid(dev, bool(policy & GuestPolicy.ES))
         handle = dev.guests.launch_start(policy, godh, session)
         dev.guests.activate(handle, asid)
         span = memory_size + _pages(firmware_size)
         record = VmRecord(handle, name, memory_size, firmware_size, _allocate(dev, span))
+        record.es = bool(policy & GuestPolicy.ES)
         vm = cls(dev, record)
         vm.save()
         return vm
@@ -192,6 +212,21 @@ class SevVm:
         """KVM_SEV_LAUNCH_UPDATE_DATA: encrypt and measure ``length`` bytes at ``gpa``."""
         for spa, chunk in self._runs(gpa, length):
             self.dev.guests.launch_update_data(self.record.handle, spa, chunk.stop - chunk.start)
+
+    def launch_update_vmsa(self, vmsas: list[bytes]) -> None:
+        """KVM_SEV_LAUNCH_UPDATE_VMSA: each vCPU's VMSA, in index order, copied into its
+        page and encrypted and measured by the firmware (``__sev_launch_update_vmsa``);
+        from then on the register state is the guest's, not the hypervisor's."""
+        if not self.record.es:
+            raise KvmError(f"guest {self.record.handle} is not an SEV-ES guest")
+        if not 1 <= len(vmsas) <= MAX_VCPUS or self.record.vcpus:
+            raise KvmError(f"an SEV-ES VM has 1 to {MAX_VCPUS} vCPUs, given once")
+        for cpu, page in enumerate(vmsas):
+            spa = self.record.vmsa_spa(cpu)
+            self.dev.memory.write(spa, page, None)
+            self.dev.guests.launch_update_vmsa(self.record.handle, spa)
+        self.record.vcpus = len(vmsas)
+        self.save()
 
     def launch_measure(self) -> bytes:
         """KVM_SEV_LAUNCH_MEASURE: the 48-byte blob, measurement || mnonce."""
@@ -256,6 +291,31 @@ class SevVm:
         for spa, chunk in self._runs(gpa, len(data)):
             self.dev.memory.physical_write(spa, data[chunk])
 
+    def vcpu_view(self) -> VcpuView:
+        """What the hypervisor sees of vCPU 0's registers at a VM exit (sev-guests.md 4):
+        plain SEV, every register (the VMCB save area and KVM's copy of the GPRs); SEV-ES,
+        only the encrypted VMSA as DRAM holds it and the GHCB fields of the last exit."""
+        if not self.record.es:
+            return VcpuView(False, dict(self.record.vcpu), b"", {})
+        vmsa = self.dev.memory.physical_read(self.record.vmsa_spa(0), PAGE_SIZE)
+        return VcpuView(True, {}, vmsa, dict(self.record.last_exit))
+
+    def set_registers(self, **values: int) -> None:
+        """The hypervisor changes guest registers before resuming it: possible for a plain
+        SEV guest (RIP included), refused for SEV-ES, whose registers are in its VMSA."""
+        if self.record.es:
+            raise KvmError(
+                f"guest {self.record.handle} is SEV-ES: its registers are in the encrypted "
+                "VMSA; the hypervisor can only answer through the GHCB"
+            )
+        if not self.record.vcpu:
+            raise KvmError(f"guest {self.record.handle} has not run: its vCPU is at reset")
+        unknown = set(values) - set(self.record.vcpu)
+        if unknown:
+            raise KvmError(f"no such register: {', '.join(sorted(unknown))}")
+        self.record.vcpu.update(values)
+        self.save()
+
     def remap(self, gpa: int, to_gpa: int) -> None:
         """Point the nested page table's entry for ``gpa``'s page at the system page
         that ``to_gpa`` uses (a hypervisor's NPT edit, as in the SEVered attack)."""
@@ -286,6 +346,17 @@ class SevVm:
         return runs
 
 
+@dataclass(frozen=True)
+class VcpuView:
+    """A hypervisor's view of a vCPU: ``registers`` in plain (SEV), or for SEV-ES the
+    ``vmsa`` page's ciphertext and the ``ghcb`` fields the guest last exposed."""
+
+    protected: bool
+    registers: dict[str, int]
+    vmsa: bytes
+    ghcb: dict[str, object]
+
+
 def _round16(n: int) -> int:
     return -(-n // 16) * 16
 
@@ -311,15 +382,15 @@ def _allocate(dev: SevDevice, span: int) -> int:
     """The lowest free system physical range of ``span`` bytes in the guest pool (first
     fit), so a decommissioned guest's memory is used again."""
     taken = sorted(
-        (r.spa, r.spa + r.span + PAGE_SIZE)  # + the debug bounce page
+        (r.spa, r.spa + r.span + _HOST_PAGES * PAGE_SIZE)
         for r in (SevVm.get(dev, int(k)).record for k in _vm_keys(dev))
     )
     base = _POOL_BASE
     for lo, hi in taken:
-        if base + span + PAGE_SIZE <= lo:
+        if base + span + _HOST_PAGES * PAGE_SIZE <= lo:
             break
         base = max(base, hi)
     limit = 1 << dev.address_bits
-    if base + span + PAGE_SIZE > limit:
+    if base + span + _HOST_PAGES * PAGE_SIZE > limit:
         raise KvmError("the machine's physical address space has no room for this guest")
     return base

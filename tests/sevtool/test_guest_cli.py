@@ -16,6 +16,7 @@ from tests.sevtool.test_cli import Result, one_error_line, sevtool
 OVMF = "sev/sevctl/data/OVMF.amdsev.fd_trimmed_edk2-ovmf-20220126gitbb1bba3d77-4.el9"
 KERNEL = "sev/sevctl/data/measurement/vmlinuz-fake"
 INITRD = "sev/sevctl/data/measurement/initrd-fake"
+OVMF_ES = "sev/sevctl/data/OVMF.amdsev.fd_trimmed_edk2-ovmf-20220126gitbb1bba3d77-4.el9"
 
 
 def ok(result: Result) -> Result:
@@ -128,7 +129,7 @@ def test_a_session_for_another_machine_fails(
 @pytest.mark.parametrize(
     ("args", "code", "words"),
     [
-        (("--policy", "0x4"), 1, "SEV-ES"),
+        (("--policy", "0x4", "--num-cpus", "0"), 2, "--num-cpus must be"),
         (("--policy", "nope"), 2, "not an integer"),
         (("--policy", "0x1", "--session", "{image}"), 2, "--dh-cert come together"),
         (("--policy", "0x1", "--session", "{image}", "--dh-cert", "{image}"), 2, "expected 2084"),
@@ -155,3 +156,22 @@ def test_commands_without_a_guest(machine: Machine) -> None:
         assert result.code == 1 and "no SEV guest" in one_error_line(result), command
     bad = sevtool("--machine", machine.path, "guest", "dump", "--gpa", "0", "--length", "0")
     assert bad.code == 2
+
+
+def test_es_launch_digest_is_what_measurement_build_computes(
+    machine: Machine, tmp_path: Path, vector: Callable[[str], Path]
+) -> None:
+    """LAUNCH_UPDATE_VMSA measures the VMSAs `sevtool vmsa build` (and sevctl) makes."""
+    m, ovmf = machine.path, vector(OVMF_ES)
+    owner = owner_session(m, tmp_path, policy="0x5")
+    sku = ("--family", "25", "--model", "1", "--stepping", "1")
+    launched = json.loads(ok(launch(m, owner, ovmf, "--num-cpus", "3", *sku, "--json",
+                                    policy="0x5")).out)  # fmt: skip
+    assert launched["asid"] < machine.profile.min_sev_asid
+    info = measure(m)
+    vmsas = (vector("sev/sevctl/data/vmsa0.bin"), vector("sev/sevctl/data/vmsa1.bin"))
+    ok(expected(owner, info, "--firmware", ovmf, "--num-cpus", "3",
+                "--vmsa-cpu0", vmsas[0], "--vmsa-cpu1", vmsas[1]))  # fmt: skip
+    two = expected(owner, info, "--firmware", ovmf, "--num-cpus", "2",
+                   "--vmsa-cpu0", vmsas[0], "--vmsa-cpu1", vmsas[1])  # fmt: skip
+    assert two.code == 1

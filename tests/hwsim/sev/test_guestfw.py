@@ -122,20 +122,13 @@ def test_guest_commands_need_a_working_platform(machine: Machine) -> None:
     assert _status(exc) == SevStatus.INVALID_PLATFORM_STATE
 
 
-@pytest.mark.parametrize(
-    ("policy", "words"),
-    [
-        (GuestPolicy.ES, "SEV-ES"),
-        (0x00FF0000, "needs firmware API 255.0"),
-    ],
-)
-def test_launch_start_policy_failures(machine: Machine, policy: int, words: str) -> None:
+def test_launch_start_policy_failures(machine: Machine) -> None:
     with SevDevice.open(machine) as dev:
         dev.platform_init()
         with pytest.raises(PspError) as exc:
-            dev.guests.launch_start(policy, None, None)
+            dev.guests.launch_start(0x00FF0000, None, None)
     assert _status(exc) == SevStatus.POLICY_FAILURE
-    assert words in str(exc.value)
+    assert "needs firmware API 255.0" in str(exc.value)
 
 
 def test_key_sharing_is_refused_under_noks(machine: Machine) -> None:
