@@ -32,6 +32,28 @@ Boot contract (what a guest image can rely on; ``examples/sev-guest`` does):
   its line status register (``0x3FD``) always reads "transmitter empty" (0x60); a write
   to port ``0xF4`` (QEMU's isa-debug-exit) powers the guest off with that exit code. HLT
   stops the run; running again resumes after it.
+
+SEV-ES guests (policy bit 2; sev-guests.md 3):
+
+* The vCPU's registers live in its VMSA page, encrypted under the guest's key: VMRUN
+  decrypts it, #VMEXIT encrypts the state back; the hypervisor's record holds none of
+  them (:meth:`hwsim.sev.kvm.SevVm.vcpu_view`). A VMSA with CR0.PG clear is at reset: the
+  vCPU starts at CS.base + RIP (the reset vector for the BSP) under the same long-mode
+  contract as above, with the VMSA's general registers (RDX: the CPU signature).
+* Port I/O and CPUID reach the hypervisor only through the GHCB: the guest fills it (exit
+  code, exit info, the registers it chooses to expose, their valid bits), writes its
+  address to the GHCB MSR (0xC0010130) and executes VMGEXIT (``rep vmmcall``); the
+  hypervisor reads the page through its own mapping (:mod:`hwsim.sev.ghcb`), so a GHCB
+  the guest did not share is ciphertext to it.
+* Simulator limits, both from Unicorn 2.1.4 (probed): its IN/OUT/CPUID hooks cannot stop
+  at the instruction, so a #VC cannot be delivered precisely, and an IN, OUT or CPUID an
+  SEV-ES guest executes itself stops it with a fault naming the #VC; the guest does what
+  its #VC handler would (the GHCB exit) directly. Unicorn also drops WRMSR to MSRs it
+  does not know and cannot trap it, so VMGEXIT takes the GHCB MSR's new value from the
+  WRMSR operands the guest leaves in ECX (0xC0010130) and EDX:EAX just before it, as
+  Linux's ``sev_es_wr_ghcb_msr(); VMGEXIT()`` does; otherwise the previous value holds.
+  Of the MSR protocol, the GHCB address (code 0) and termination (0x100) are served;
+  RDMSR of the GHCB MSR reads 0, so requests answered through it are not.
 """
 
 from __future__ import annotations
