@@ -76,7 +76,7 @@ from hwsim._exec import (
 )
 from hwsim.errors import HwsimError
 from hwsim.memory import MemoryEngine
-from hwsim.sev.arch import Vmsa
+from hwsim.sev.arch import GuestState, Vmsa
 from hwsim.sev.ghcb import GHCB_MSR, GHCB_SIZE, MSR_GHCB_GPA, MSR_TERMINATE, handle_ghcb
 from hwsim.sev.kvm import SevVm
 from memcrypt.errors import FormatError
@@ -244,6 +244,7 @@ class _Runner:
         self.package = _Package(self.cpu, vm.dev.memory)
         self.walker = _Walker(vm, self.package, profile.cbit, asid)
         self.serial = bytearray()
+        self.shared = set(vm.record.shared)
         self.io_exits = 0
         self.exit_code: int | None = None
         self.cpu.translate = self._translate
@@ -256,6 +257,8 @@ class _Runner:
     def _translate(self, vaddr: int, access: int) -> tuple[int, int]:
         cr3 = int(self.cpu.uc.reg_read(_CR3))
         page, keyid, rights = self.walker.translate(cr3, vaddr, access)
+        if keyid is None:
+            self.shared.add(page)
         if rights & RW == RW:
             self.package.writable.add((page, keyid))
         return self.package.load(page, keyid), rights
@@ -381,6 +384,7 @@ class _Runner:
             self.package.write_back()
         saved = self.cpu.regs(*_SAVED)
         saved["cr3"] = int(self.cpu.uc.reg_read(_CR3))
+        self.vm.record.shared = sorted(self.shared)
         if es:
             self._save_vmsa(saved)
         else:
@@ -438,6 +442,9 @@ def run_guest(vm: SevVm, budget: int) -> GuestRun:
     asid = vm.status().asid
     if not asid:
         raise ExecError(f"guest {vm.record.handle} is not active: it has no key loaded")
+    state = vm.status().state
+    if state != GuestState.RUNNING:
+        raise ExecError(f"guest {vm.record.handle} is {GuestState(state).name}, not RUNNING")
     if vm.record.es and not vm.record.vcpus:
         raise ExecError(f"SEV-ES guest {vm.record.handle} has no VMSA (LAUNCH_UPDATE_VMSA)")
     if vm.record.status in ("shutdown", "crashed"):

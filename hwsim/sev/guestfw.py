@@ -40,7 +40,14 @@ from hwsim.sev.arch import (
 from hwsim.sev.psp import ASID_NS, GUEST_NS, STATE_NS, KeySlots, Psp, PspError
 from hwsim.sev.session import TransportKeys, launch_measurement, open_secret
 
-__all__ = ["GUEST_STATES", "MAX_SECRET", "MAX_UPDATE", "GuestContext", "GuestFirmware"]
+__all__ = [
+    "GUEST_STATES",
+    "MAX_SECRET",
+    "MAX_UPDATE",
+    "GuestContext",
+    "GuestFirmware",
+    "check_policy",
+]
 
 _G = GuestState
 _LIVE = (_G.LUPDATE, _G.LSECRET, _G.RUNNING, _G.SUPDATE, _G.RUPDATE, _G.SENT)
@@ -58,6 +65,14 @@ GUEST_STATES: dict[SevCommand, tuple[GuestState, ...]] = {
     SevCommand.GUEST_STATUS: _LIVE,
     SevCommand.DBG_DECRYPT: _LIVE,
     SevCommand.DBG_ENCRYPT: _LIVE,
+    SevCommand.SEND_START: (_G.RUNNING,),
+    SevCommand.SEND_UPDATE_DATA: (_G.SUPDATE,),
+    SevCommand.SEND_UPDATE_VMSA: (_G.SUPDATE,),
+    SevCommand.SEND_FINISH: (_G.SUPDATE,),
+    SevCommand.SEND_CANCEL: (_G.SUPDATE,),
+    SevCommand.RECEIVE_UPDATE_DATA: (_G.RUPDATE,),
+    SevCommand.RECEIVE_UPDATE_VMSA: (_G.RUPDATE,),
+    SevCommand.RECEIVE_FINISH: (_G.RUPDATE,),
 }
 
 # Largest LAUNCH_UPDATE_DATA / DBG_* / LAUNCH_SECRET transfer in one command: 1 GiB of
@@ -81,6 +96,13 @@ class GuestContext:
     asid: int = 0  # 0: not activated
     digest: bytes = b""  # ResumableSha256 state
     measure: bytes = b""  # set by LAUNCH_MEASURE
+    transfer: bytes = b""  # migration TEK || TIK (SEND_START / RECEIVE_START)
+    moved: int = 0  # pages sent or received since SEND_START / RECEIVE_START
+    launch_digest: bytes = b""  # a received guest's launch digest, from its source
+
+    def final_digest(self) -> bytes:
+        """The launch digest: measured here, or brought by migration."""
+        return self.launch_digest or ResumableSha256.load(self.digest).digest()
 
     def dumps(self) -> bytes:
         fields = {k: v.hex() if isinstance(v, bytes) else v for k, v in asdict(self).items()}
@@ -90,7 +112,7 @@ class GuestContext:
     def loads(cls, raw: bytes) -> GuestContext:
         try:
             fields = json.loads(raw)
-            for name in ("vek", "tek", "tik", "digest", "measure"):
+            for name in ("vek", "tek", "tik", "digest", "measure", "transfer", "launch_digest"):
                 fields[name] = bytes.fromhex(fields[name])
             return cls(**fields)
         except (ValueError, TypeError, KeyError) as exc:
@@ -103,7 +125,7 @@ class GuestFirmware:
     def __init__(self, psp: Psp, memory: KeySlots, *, sev_asids: int, min_sev_asid: int) -> None:
         self.psp = psp
         self._store = psp.store
-        self._memory = memory
+        self.memory = memory
         self.sev_asids = sev_asids
         self.min_sev_asid = min_sev_asid
 
@@ -119,7 +141,7 @@ class GuestFirmware:
 
     def context(self, command: SevCommand, handle: int) -> GuestContext:
         """The context of ``handle`` for ``command``: platform and guest state checked."""
-        self._platform(command, (PlatformState.WORKING,))
+        self.platform(command, (PlatformState.WORKING,))
         raw = self._store.get(GUEST_NS, str(handle))
         if raw is None:
             raise PspError(command, SevStatus.INVALID_GUEST, f"no guest has handle {handle}")
@@ -134,10 +156,10 @@ class GuestFirmware:
             )
         return ctx
 
-    def _save(self, ctx: GuestContext) -> None:
+    def save(self, ctx: GuestContext) -> None:
         self._store.put(GUEST_NS, str(ctx.handle), ctx.dumps())
 
-    def _platform(self, command: SevCommand, allowed: tuple[PlatformState, ...]) -> None:
+    def platform(self, command: SevCommand, allowed: tuple[PlatformState, ...]) -> None:
         state = self.psp.state
         if state not in allowed:
             names = ", ".join(s.name for s in allowed)
@@ -148,7 +170,7 @@ class GuestFirmware:
                 hint="INIT the platform first" if state == PlatformState.UNINIT else None,
             )
 
-    def _active(self, command: SevCommand, ctx: GuestContext) -> int:
+    def active(self, command: SevCommand, ctx: GuestContext) -> int:
         if not ctx.asid:
             raise PspError(
                 command,
@@ -171,8 +193,8 @@ class GuestFirmware:
         ``share_with`` is the handle whose VEK the new guest shares (0: a new VEK).
         """
         cmd = SevCommand.LAUNCH_START
-        self._platform(cmd, (PlatformState.INIT, PlatformState.WORKING))
-        _check_policy(cmd, policy, self.psp.api, es=self.es)
+        self.platform(cmd, (PlatformState.INIT, PlatformState.WORKING))
+        check_policy(cmd, policy, self.psp.api, es=self.es)
         if (godh is None) != (session is None):
             raise PspError(cmd, SevStatus.INVALID_PARAM, "give both the GODH and the session")
         if godh is not None and session is not None:
@@ -180,10 +202,10 @@ class GuestFirmware:
         else:
             tek, tik = os.urandom(16), os.urandom(16)
         vek = self._shared_vek(share_with, policy) if share_with else os.urandom(16)
-        handle = self._new_handle()
+        handle = self.new_handle()
         digest = ResumableSha256().save()
         ctx = GuestContext(handle, policy, _G.LUPDATE, vek, tek, tik, digest=digest)
-        self._save(ctx)
+        self.save(ctx)
         self.psp.set_working(True)
         return handle
 
@@ -202,7 +224,7 @@ class GuestFirmware:
             )
         return peer.vek
 
-    def _new_handle(self) -> int:
+    def new_handle(self) -> int:
         raw = self._store.get(STATE_NS, "next_handle")
         handle = int.from_bytes(raw, "little") if raw else 1
         self._store.put(STATE_NS, "next_handle", (handle + 1).to_bytes(4, "little"))
@@ -213,16 +235,16 @@ class GuestFirmware:
         guest's key and extend the launch digest with their plaintext."""
         cmd = SevCommand.LAUNCH_UPDATE_DATA
         ctx = self.context(cmd, handle)
-        asid = self._active(cmd, ctx)
+        asid = self.active(cmd, ctx)
         _check_range(cmd, paddr, length, MAX_UPDATE)
         digest = ResumableSha256.load(ctx.digest)
         for at in range(paddr, paddr + length, _CHUNK):
             n = min(_CHUNK, paddr + length - at)
-            plain = self._memory.read(at, n, None)
+            plain = self.memory.read(at, n, None)
             digest.update(plain)
-            self._memory.write(at, plain, asid)
+            self.memory.write(at, plain, asid)
         ctx.digest = digest.save()
-        self._save(ctx)
+        self.save(ctx)
 
     def launch_update_vmsa(self, handle: int, paddr: int) -> None:
         """LAUNCH_UPDATE_VMSA: encrypt one vCPU's VMSA page in place under the guest's key
@@ -233,15 +255,15 @@ class GuestFirmware:
             raise PspError(
                 cmd, SevStatus.POLICY_FAILURE, f"guest {handle} is not SEV-ES (policy bit 2 clear)"
             )
-        asid = self._active(cmd, ctx)
+        asid = self.active(cmd, ctx)
         if paddr % VMSA_SIZE:
             raise PspError(cmd, SevStatus.INVALID_ADDRESS, f"VMSA at {paddr:#x} is not a page")
         digest = ResumableSha256.load(ctx.digest)
-        plain = self._memory.read(paddr, VMSA_SIZE, None)
+        plain = self.memory.read(paddr, VMSA_SIZE, None)
         digest.update(plain)
-        self._memory.write(paddr, plain, asid)
+        self.memory.write(paddr, plain, asid)
         ctx.digest = digest.save()
-        self._save(ctx)
+        self.save(ctx)
 
     def launch_measure(self, handle: int) -> tuple[bytes, bytes]:
         """LAUNCH_MEASURE: (measurement, mnonce); the guest moves to LSECRET."""
@@ -254,11 +276,11 @@ class GuestFirmware:
             api_minor=minor,
             build=build,
             policy=ctx.policy,
-            digest=ResumableSha256.load(ctx.digest).digest(),
+            digest=ctx.final_digest(),
             mnonce=mnonce,
         )
         ctx.state = _G.LSECRET
-        self._save(ctx)
+        self.save(ctx)
         return ctx.measure, mnonce
 
     def launch_secret(self, handle: int, header: bytes, payload: bytes, paddr: int) -> None:
@@ -266,16 +288,16 @@ class GuestFirmware:
         write it at ``paddr`` through the guest's key."""
         cmd = SevCommand.LAUNCH_SECRET
         ctx = self.context(cmd, handle)
-        asid = self._active(cmd, ctx)
+        asid = self.active(cmd, ctx)
         _check_range(cmd, paddr, len(payload), MAX_SECRET)
         plain = open_secret(TransportKeys(ctx.tek, ctx.tik), header, payload, ctx.measure)
-        self._memory.write(paddr, plain, asid)
+        self.memory.write(paddr, plain, asid)
 
     def launch_finish(self, handle: int) -> None:
         """LAUNCH_FINISH: the guest is RUNNING; nothing more can be measured into it."""
         ctx = self.context(SevCommand.LAUNCH_FINISH, handle)
         ctx.state = _G.RUNNING
-        self._save(ctx)
+        self.save(ctx)
 
     def guest_status(self, handle: int) -> GuestStatus:
         ctx = self.context(SevCommand.GUEST_STATUS, handle)
@@ -303,9 +325,9 @@ class GuestFirmware:
         if ctx.asid and ctx.asid != asid:
             raise PspError(cmd, SevStatus.ACTIVE, f"guest {handle} is active on ASID {ctx.asid}")
         self._store.put(ASID_NS, str(asid), str(handle).encode())
-        self._memory.set_key(asid, ctx.vek)
+        self.memory.set_key(asid, ctx.vek)
         ctx.asid = asid
-        self._save(ctx)
+        self.save(ctx)
 
     def _check_asid(self, cmd: SevCommand, ctx: GuestContext, asid: int) -> None:
         es = bool(ctx.policy & GuestPolicy.ES)
@@ -326,17 +348,17 @@ class GuestFirmware:
         """DEACTIVATE: unbind the ASID; it needs WBINVD and DF_FLUSH before reuse."""
         cmd = SevCommand.DEACTIVATE
         ctx = self.context(cmd, handle)
-        asid = self._active(cmd, ctx)
+        asid = self.active(cmd, ctx)
         sharers = [h for h in self.handles() if h != handle and self._asid_of(h) == asid]
         if not sharers:
             self._store.delete(ASID_NS, str(asid))
             self._store.put(ASID_NS, f"dirty.{asid}", b"\x01")
-            self._memory.clear_key(asid)
+            self.memory.clear_key(asid)
         elif self._asid_owner(asid) == handle:
             self._store.put(ASID_NS, str(asid), str(sharers[0]).encode())
         self._store.delete(STATE_NS, "wbinvd")  # the WBINVD indicator (KVM sev_flush_asids)
         ctx.asid = 0
-        self._save(ctx)
+        self.save(ctx)
 
     def _asid_of(self, handle: int) -> int:
         raw = self._store.get(GUEST_NS, str(handle))
@@ -375,12 +397,12 @@ class GuestFirmware:
         """DBG_DECRYPT: ``length`` bytes at ``src`` through the guest's key, to ``dst``
         in plain; refused under NODBG."""
         asid = self._debuggable(SevCommand.DBG_DECRYPT, handle, (src, dst), length)
-        self._memory.write(dst, self._memory.read(src, length, asid), None)
+        self.memory.write(dst, self.memory.read(src, length, asid), None)
 
     def dbg_encrypt(self, handle: int, src: int, dst: int, length: int) -> None:
         """DBG_ENCRYPT: plaintext at ``src`` written to ``dst`` through the guest's key."""
         asid = self._debuggable(SevCommand.DBG_ENCRYPT, handle, (src, dst), length)
-        self._memory.write(dst, self._memory.read(src, length, None), asid)
+        self.memory.write(dst, self.memory.read(src, length, None), asid)
 
     def _debuggable(self, cmd: SevCommand, handle: int, addrs: tuple[int, int], length: int) -> int:
         ctx = self.context(cmd, handle)
@@ -388,13 +410,13 @@ class GuestFirmware:
             raise PspError(
                 cmd, SevStatus.POLICY_FAILURE, f"guest {handle}'s policy forbids debugging (NODBG)"
             )
-        asid = self._active(cmd, ctx)
+        asid = self.active(cmd, ctx)
         for addr in addrs:
             _check_range(cmd, addr, length, MAX_UPDATE)
         return asid
 
 
-def _check_policy(cmd: SevCommand, policy: int, api: tuple[int, int, int], *, es: bool) -> None:
+def check_policy(cmd: SevCommand, policy: int, api: tuple[int, int, int], *, es: bool) -> None:
     if not 0 <= policy <= 0xFFFF_FFFF:
         raise PspError(cmd, SevStatus.INVALID_PARAM, f"policy {policy:#x} is not 32 bits")
     if policy & GuestPolicy.ES and not es:

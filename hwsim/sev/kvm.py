@@ -76,6 +76,9 @@ class VmRecord:
     vcpus: int = 0  # VMSAs given to LAUNCH_UPDATE_VMSA (SEV-ES)
     ghcb_msr: int = 0  # VMCB control ghcb_gpa: the GHCB MSR at the last VMGEXIT
     last_exit: dict[str, object] = field(default_factory=dict)  # the last GHCB exit seen
+    # System pages the guest mapped shared (C-bit clear), as it announces them to KVM
+    # (KVM_HC_MAP_GPA_RANGE): migration sends these as plain RAM.
+    shared: list[int] = field(default_factory=list)
 
     def vmsa_spa(self, cpu: int) -> int:
         """System physical address of vCPU ``cpu``'s VMSA page (host memory, as the

@@ -311,16 +311,27 @@ class Psp:
         chain = (self._cert("pek.cert"), self._cert("oca.cert"), self.cek_cert())
         return self._cert("pdh.cert"), chain
 
-    def open_session(self, godh: bytes, session: bytes, policy: int) -> tuple[bytes, bytes]:
-        """LAUNCH_START's unwrap: (TEK, TIK) from the guest owner's session buffer.
+    def open_session(
+        self,
+        godh: bytes,
+        session: bytes,
+        policy: int,
+        command: SevCommand = SevCommand.LAUNCH_START,
+    ) -> tuple[bytes, bytes]:
+        """LAUNCH_START's (and RECEIVE_START's) unwrap: (TEK, TIK) from a session buffer.
 
-        The shared secret is ECDH of this platform's PDH key and the owner's GODH; a
-        wrap or policy MAC that does not verify is BAD_MEASUREMENT, as on hardware.
+        The shared secret is ECDH of this platform's PDH key and the owner's GODH (the
+        sending platform's PDH for RECEIVE_START); a wrap or policy MAC that does not
+        verify is BAD_MEASUREMENT, as on hardware.
         """
         from hwsim.sev.session import open_session
 
-        keys = open_session(_key(self._get("pdh.key")), godh, session, policy)
+        keys = open_session(_key(self._get("pdh.key")), godh, session, policy, command=command)
         return keys.tek, keys.tik
+
+    def pdh_secret(self, peer: ec.EllipticCurvePublicKey) -> bytes:
+        """Z of this platform's PDH and another platform's (SEND_START's ECDH)."""
+        return _key(self._get("pdh.key")).exchange(ec.ECDH(), peer)
 
     def get_id(self) -> bytes:
         """GET_ID: the 64-byte chip id AMD's key server indexes CEKs by."""
