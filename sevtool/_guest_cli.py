@@ -316,3 +316,39 @@ def guest_decommission(guest: str | None, as_json: bool) -> None:
         emit_json({"handle": handle, "decommissioned": True})
     else:
         click.echo(f"sevtool: guest {handle} decommissioned", err=True)
+
+
+@guest.command("send")
+@machine_option
+@_guest_option
+@click.option("--to", "target", type=_in_file, required=True,
+              help="The target platform's chain file (sevtool export --full on it).")  # fmt: skip
+@click.option("-o", "--outfile", type=_path, required=True, help="Write the transport here.")
+@_json_option
+def guest_send(guest: str | None, target: Path, outfile: Path, as_json: bool) -> None:
+    """Migrate the guest out: SEND_START to the target's PDH, SEND_UPDATE_DATA (and
+    SEND_UPDATE_VMSA for SEV-ES), SEND_FINISH. The guest is then SENT here."""
+    from sevtool.guest import send
+
+    info = send(cli_machine(), target, outfile, guest)
+    if as_json:
+        emit_json(info.as_json())
+    else:
+        click.echo(f"sevtool: guest {info.handle} sent: {info.packets} packets, "
+                   f"{info.size} bytes in {info.path}", err=True)  # fmt: skip
+
+
+@guest.command("receive")
+@machine_option
+@click.argument("transport", type=_in_file)
+@click.option("--name", help="A name for the guest here (default: its name on the source).")
+@_json_option
+def guest_receive(transport: Path, name: str | None, as_json: bool) -> None:
+    """Migrate a guest in: RECEIVE_START, RECEIVE_UPDATE_DATA (/VMSA), RECEIVE_FINISH of
+    a file `sevtool guest send` wrote for this machine's PDH."""
+    from sevtool.guest import receive
+
+    info = receive(cli_machine(), transport, name)
+    if not as_json:
+        click.echo(f"sevtool: received guest {info.handle} on ASID {info.asid}", err=True)
+    _render_guest(info, as_json)

@@ -10,7 +10,9 @@ by name; with one guest on the machine, neither is needed.
 
 Size bounds: firmware images up to :data:`hwsim.sev.kvm.MAX_FIRMWARE`, guest memory
 16 MiB-1 GiB, kernel and initrd up to 256 MiB each (only hashed), secrets up to 16 KiB,
-session and GODH files up to 8 KiB.
+session and GODH files up to 8 KiB, migration files up to
+:data:`hwsim.sev.transport.MAX_TRANSPORT` (guest memory and firmware plus 65 bytes per
+page, the VMSAs and a 4 MiB header).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwsim.errors import HwsimError
 from hwsim.sev.arch import SECRET_HEADER_SIZE, GuestPolicy, GuestState, SevCommand
 from hwsim.sev.device import SevDevice
 from hwsim.sev.errors import PspError
@@ -38,8 +41,11 @@ from hwsim.sev.ovmf import (
     footer_u32,
     kernel_hashes_table,
 )
-from memcrypt.files import read_file
-from sevtool.errors import SevInputError, SevToolError
+from hwsim.sev.transport import MAX_TRANSPORT, Transport, receive_vm, send_vm
+from memcrypt.files import read_file, write_atomic
+from sevtool.chain import verify_chain
+from sevtool.chainfiles import read_chain_file
+from sevtool.errors import SevFormatError, SevInputError, SevToolError
 from sevtool.session import explain_launch_start, read_blob, read_session_files
 from sevtool.vmsa import build_vmsa
 
@@ -53,6 +59,7 @@ __all__ = [
     "LaunchInfo",
     "MeasureInfo",
     "RunInfo",
+    "SendInfo",
     "debug_decrypt",
     "decommission",
     "dump",
@@ -61,7 +68,9 @@ __all__ = [
     "launch",
     "list_guests",
     "measure",
+    "receive",
     "run",
+    "send",
     "status",
 ]
 
@@ -380,6 +389,53 @@ def debug_decrypt(machine: Machine, gpa: int, length: int, guest: str | None = N
     _check_span(length)
     with _vm(machine, guest) as vm:
         return vm.dbg_decrypt(gpa, length)
+
+
+@dataclass(frozen=True)
+class SendInfo:
+    """A guest sent: how many packets and bytes the transport file holds."""
+
+    handle: int
+    path: Path
+    packets: int
+    size: int
+    roots: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"handle": self.handle, "file": str(self.path), "packets": self.packets,
+                "bytes": self.size, "target_roots": self.roots, "state": "SENT"}  # fmt: skip
+
+
+def send(machine: Machine, target: Path, outfile: Path, guest: str | None = None) -> SendInfo:
+    """SEND_START to the platform whose chain file is ``target`` (verified here first, as
+    the firmware verifies it again), every page and VMSA, SEND_FINISH; the transport file
+    goes to ``outfile``. The guest is SENT: it cannot run on this machine again."""
+    chain = read_chain_file(target)
+    report = verify_chain(chain)
+    pdh, pek, oca, cek, ask, ark = (chain.pdh, chain.pek, chain.oca, chain.cek, chain.ask,
+                                    chain.ark)  # fmt: skip
+    if pdh is None or pek is None or oca is None or cek is None or ask is None or ark is None:
+        raise SevInputError(
+            f"target chain {target} must hold all six certificates",
+            hint="on the target: sevtool export --full FILE",
+        )
+    with _vm(machine, guest) as vm:
+        transport = send_vm(vm, (pdh, pek, oca, cek, ask, ark))
+        data = transport.pack()
+        write_atomic(outfile, data)
+        return SendInfo(vm.record.handle, outfile, len(transport.records), len(data),
+                        report.roots or "")  # fmt: skip
+
+
+def receive(machine: Machine, path: Path, name: str | None = None) -> GuestInfo:
+    """RECEIVE_START ... RECEIVE_FINISH of a transport file made by :func:`send`."""
+    raw = read_file(path, "migration file", max_size=MAX_TRANSPORT)
+    try:
+        transport = Transport.unpack(raw)
+    except HwsimError as exc:
+        raise SevFormatError(f"{path}: {exc}") from exc
+    with SevDevice.open(machine) as dev:
+        return GuestInfo.of(receive_vm(dev, transport, name))
 
 
 def decommission(machine: Machine, guest: str | None = None) -> int:
