@@ -11,10 +11,20 @@
 # Usage: sh flow.sh OUTDIR [IMAGE]   (OUTDIR holds guest.bin and disk.key from `make O=OUTDIR`;
 # IMAGE, default OUTDIR/guest.bin, is what the host launches: give a tampered copy to see
 # the owner refuse.) Uses the machine in $HWSIM_MACHINE (or the default one).
+# With SEV_ES=1 the guest is OUTDIR/guest-es.bin launched as SEV-ES: its VMSA is measured
+# too, and its serial output reaches the host only through its GHCB.
 set -eu
 out=${1:?usage: flow.sh OUTDIR [IMAGE]}
-image=${2:-$out/guest.bin}
 policy=0x1  # NODBG: not even the host's debug commands may read the guest
+expected=$out/guest.bin
+vmsa=""
+if [ "${SEV_ES:-0}" = 1 ]; then
+    policy=0x5  # NODBG, ES
+    expected=$out/guest-es.bin
+    sevtool vmsa build "$out/vmsa0.bin" --cpu 0 >/dev/null
+    vmsa="--num-cpus 1 --vmsa-cpu0 $out/vmsa0.bin"
+fi
+image=${2:-$expected}
 owner=$out/owner
 mkdir -p "$owner"
 
@@ -33,7 +43,7 @@ set -- $version
 
 echo "== owner: recompute the measurement from the expected image and the TIK"
 if ! sevtool measurement verify --api-major "$1" --api-minor "$2" --build-id "$3" \
-        --policy $policy --tik "$owner/vm_tik.bin" --firmware "$out/guest.bin" \
+        --policy $policy --tik "$owner/vm_tik.bin" --firmware "$expected" $vmsa \
         --launch-measure-blob "$blob"; then
     echo "== owner: measurement mismatch: the disk key is NOT released" >&2
     sevtool guest decommission --guest sev-guest

@@ -12,14 +12,80 @@
 #define COM1 0x3F8
 #define EXIT_PORT 0xF4
 
+#ifdef SEV_ES
+/* An SEV-ES guest's port I/O and CPUID go to the host only through the GHCB, a page it
+ * shares (Linux struct ghcb; sev-guests.md 3.4-3.7): fill in the exit, mark the fields the
+ * host may read valid, write the GHCB's address to MSR 0xC0010130 and VMGEXIT. The host
+ * sees nothing else of the guest's registers. */
+#define GHCB_GPA 0x200000ul /* the 2 MiB page this guest shares (page directory entry 1) */
+#define GHCB ((volatile u8 *)GHCB_GPA)
+#define GHCB_Q(off) (*(volatile unsigned long *)(GHCB + (off)))
+enum { RAX = 0x1F8, RCX = 0x308, RDX = 0x310, RBX = 0x318, EXIT_CODE = 0x390, INFO1 = 0x398,
+       INFO2 = 0x3A0, VALID = 0x3F0 };
+
+static void valid(unsigned off) { GHCB[VALID + off / 64] |= (u8)(1u << (off / 8 % 8)); }
+
+static void ghcb_clear(void) { /* a new request: no field valid yet */
+    for (unsigned i = 0; i < 16; i++) GHCB[VALID + i] = 0;
+}
+
+static int vmgexit(unsigned long code, unsigned long info1) {
+    GHCB_Q(EXIT_CODE) = code, GHCB_Q(INFO1) = info1, GHCB_Q(INFO2) = 0;
+    valid(EXIT_CODE), valid(INFO1), valid(INFO2);
+    *(volatile unsigned short *)(GHCB + 0xFFA) = 1; /* protocol version */
+    *(volatile u32 *)(GHCB + 0xFFC) = 0;            /* usage */
+    __asm__ volatile("wrmsr\n\trep; vmmcall" : : "c"(0xC0010130u), "a"((u32)GHCB_GPA), "d"(0u)
+                     : "memory");
+    return (GHCB_Q(INFO1) & 0xFFFFFFFF) == 0;
+}
+
+static void share_ghcb(void) { /* clear the C-bit in the loader's entry, reload CR3 */
+    volatile unsigned long *pd = (volatile unsigned long *)0x3000ul;
+    pd[1] = GHCB_GPA | 0x83; /* present, writable, 2 MiB, no C-bit */
+    unsigned long cr3;
+    __asm__ volatile("mov %%cr3, %0\n\tmov %0, %%cr3" : "=r"(cr3) : : "memory");
+}
+
+static void outb(unsigned short port, u8 value) {
+    ghcb_clear();
+    GHCB_Q(RAX) = value;
+    valid(RAX);
+    vmgexit(0x7B, (unsigned long)port << 16 | 0x10 | 0x200); /* IOIO out, 8-bit, 64-bit addr */
+}
+
+static u8 inb(unsigned short port) {
+    ghcb_clear();
+    return vmgexit(0x7B, (unsigned long)port << 16 | 0x10 | 0x200 | 1) ? (u8)GHCB_Q(RAX) : 0;
+}
+
+static void cpuid(u32 leaf, u32 *eax, u32 *ebx) {
+    ghcb_clear();
+    GHCB_Q(RAX) = leaf, GHCB_Q(RCX) = 0;
+    valid(RAX), valid(RCX);
+    vmgexit(0x72, 0);
+    *eax = (u32)GHCB_Q(RAX), *ebx = (u32)GHCB_Q(RBX);
+}
+#else
+static void share_ghcb(void) {}
+
 static void outb(unsigned short port, u8 value) {
     __asm__ volatile("outb %0, %1" : : "a"(value), "Nd"(port));
 }
 
+static u8 inb(unsigned short port) {
+    u8 value;
+    __asm__ volatile("inb %1, %0" : "=a"(value) : "Nd"(port));
+    return value;
+}
+
+static void cpuid(u32 leaf, u32 *eax, u32 *ebx) {
+    u32 ecx, edx;
+    __asm__ volatile("cpuid" : "=a"(*eax), "=b"(*ebx), "=c"(ecx), "=d"(edx) : "a"(leaf), "c"(0));
+}
+#endif
+
 static void putc_serial(char c) {
-    u8 lsr;
-    do __asm__ volatile("inb %1, %0" : "=a"(lsr) : "Nd"((unsigned short)(COM1 + 5)));
-    while (!(lsr & 0x20)); /* transmitter holding register empty */
+    while (!(inb(COM1 + 5) & 0x20)); /* transmitter holding register empty */
     outb(COM1, (u8)c);
 }
 
@@ -64,10 +130,11 @@ extern const u8 disk_image[], disk_image_end[];
 static u8 plain[4096 + 8];
 
 void _start(void) {
-    u32 eax, ebx, ecx, edx;
-    __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(0x8000001F), "c"(0));
+    u32 eax, ebx;
+    share_ghcb();
+    cpuid(0x8000001F, &eax, &ebx);
     puts_serial("sev-guest: memory encryption ");
-    puts_serial(eax & 2 ? "SEV" : "none");
+    puts_serial(eax & 8 ? "SEV-ES" : eax & 2 ? "SEV" : "none");
     puts_serial(", C-bit 0x");
     puthex(ebx & 0x3F, 2);
     puts_serial("\n");

@@ -21,8 +21,17 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def flow(out: Path, image: Path, machine_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, HWSIM_MACHINE=str(machine_dir),
+@pytest.fixture(scope="module")
+def built_es(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sev-guest-es")  # its own disk key (make -B remakes it)
+    make_example("sev-guest", out, "guest-es.bin")
+    return out
+
+
+def flow(
+    out: Path, image: Path, machine_dir: Path, es: bool = False
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, HWSIM_MACHINE=str(machine_dir), SEV_ES="1" if es else "0",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # fmt: skip
     return subprocess.run([tool("sh"), str(FLOW), str(out), str(image)], env=env,
                           capture_output=True, text=True, check=False)  # fmt: skip
@@ -47,3 +56,11 @@ def test_tampered_image_stops_the_owner_before_the_secret(built: Path, tmp_path:
     assert "the disk key is NOT released" in result.stderr
     assert "inject" not in result.stdout.split("recompute")[-1]
     assert "disk unlocked" not in result.stdout
+
+
+def test_the_sev_es_guest_prints_through_its_ghcb(built_es: Path, tmp_path: Path) -> None:
+    result = flow(built_es, built_es / "guest-es.bin", tmp_path / "machine", es=True)
+    assert result.returncode == 0, result.stderr
+    message = (EXAMPLES / "sev-guest" / "message.txt").read_text()
+    assert "sev-guest: memory encryption SEV-ES" in result.stdout
+    assert f"sev-guest: disk unlocked: {message}" in result.stdout
