@@ -14,7 +14,7 @@ import click
 from hwsim import __version__
 from hwsim.climachine import cli_machine, machine_dir, machine_option
 from hwsim.profiles import DEFAULT_PROFILE, PROFILES
-from memcrypt.cli import console, emit_json, run_main
+from memcrypt.cli import emit_json, run_main
 
 __all__ = ["cli", "main"]
 
@@ -67,7 +67,7 @@ def status(as_json: bool) -> None:
     if as_json:
         emit_json(snapshot.as_json())
     else:
-        render_status(console(), snapshot)
+        render_status(snapshot)
 
 
 @cli.command()
@@ -80,7 +80,7 @@ def profiles(as_json: bool) -> None:
     if as_json:
         emit_json([profile_dict(p) for p in PROFILES.values()])
     else:
-        render_profiles(console(), list(PROFILES.values()))
+        render_profiles(list(PROFILES.values()))
 
 
 @cli.command("power-cycle")

@@ -15,9 +15,12 @@ import click
 
 from hwsim.climachine import cli_machine, machine_option
 from memcrypt.cli import (
-    console,
     emit_json,
+    is_plain,
     passphrase_options,
+    print_fields,
+    print_records,
+    progress,
     resolve_passphrase,
     run_main,
 )
@@ -108,15 +111,12 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 @contextmanager
 def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
-    """A rich progress bar on stderr for long work, when stderr is a terminal."""
-    if total < _PROGRESS_MIN_PAGES or not sys.stderr.isatty():
+    """Progress of long work on stderr (a bar on a terminal, plain lines in a log)."""
+    if total < _PROGRESS_MIN_PAGES:
         yield None
         return
-    from rich.progress import Progress
-
-    with Progress(console=console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+    with progress(label, total, "sgxtool") as advance:
+        yield advance
 
 
 def pages_of(target: Target) -> int:
@@ -334,25 +334,18 @@ def dump(file: Path, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    from rich.markup import escape
-    from rich.table import Table
-
-    # A path is data, not rich markup: "[/]" in a file name must not be parsed.
-    table = Table(title=escape(f"{info['file']} ({info['kind']})"), show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    for key, value in _dump_rows(info):
-        table.add_row(key, value)
-    console().print(table)
+    whole = is_plain()
+    head = [("file", str(info["file"])), ("kind", str(info["kind"]))] if whole else []
+    print_fields([*head, *_dump_rows(info, whole)], title=f"{info['file']} ({info['kind']})")
 
 
-def _dump_rows(info: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def _dump_rows(info: dict[str, Any], whole: bool) -> Iterator[tuple[str, str]]:
     sig = info.get("sigstruct")
     if sig is None:
         yield "MRENCLAVE", info["mrenclave"]
         return
     for key, value in sig.items():
-        if key in _LONG_FIELDS:
+        if key in _LONG_FIELDS and not whole:
             yield key.upper(), f"{value[:32]}... ({len(value) // 2} bytes; --json has all)"
         elif isinstance(value, dict):
             named = key == "attributes"
@@ -436,21 +429,15 @@ def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
     if as_json:
         emit_json({**layout_summary(plan), "regions": rows})
         return
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=escape(f"{elf}: SIZE {plan.size:#x}, entry {plan.entry:#x}"))
-    for col in ("offset", "pages", "type/perms", "measured", "region"):
-        table.add_column(col)
-    for r in plan.regions:
-        table.add_row(
-            f"{r.offset:#x}",
-            str(r.pages),
-            _flags_text(r.flags),
-            "yes" if r.mrmask else "no",
-            r.label,
-        )
-    console().print(table)
+    print_records(
+        ("offset", "pages", "type/perms", "measured", "region"),
+        [
+            (f"{r.offset:#x}", str(r.pages), _flags_text(r.flags), "yes" if r.mrmask else "no",
+             r.label)
+            for r in plan.regions
+        ],
+        title=f"{elf}: SIZE {plan.size:#x}, entry {plan.entry:#x}",
+    )  # fmt: skip
 
 
 def _flags_text(flags: int) -> str:
