@@ -3,7 +3,8 @@
 Reports are printed in one of two looks, chosen once here for the three programs: rich
 tables for a person at a terminal, and plain text when stdout is a pipe or a file, where
 scripts grep whole values: one ``field: value`` per line (records one per line,
-tab-separated, under a title and a header line), nothing cut or wrapped, no trailing spaces, no colour.
+tab-separated, under a title and a header line), nothing cut or wrapped, no trailing
+spaces, no colour.
 ``MEMCRYPT_FORMAT=plain|table`` overrides the choice; ``--json`` is always there for scripts.
 Colour follows no-color.org: off when ``NO_COLOR`` is set and not empty.
 
