@@ -9,6 +9,9 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,hsm]'
+	# An editable install has no data files: link the pages where `man` looks (PATH/../share/man).
+	mkdir -p $(VENV)/share/man
+	for s in 1 5 7; do ln -sfn $(abspath man) $(VENV)/share/man/man$$s; done
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -44,4 +47,4 @@ fuzz: $(STAMP)
 	$(PY) bench/fuzz_cli.py --examples $${EXAMPLES:-2000}
 
 clean:
-	rm -rf $(VENV) $(MIN_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MIN_VENV) build dist demo-out *.egg-info .pytest_cache .mypy_cache .ruff_cache

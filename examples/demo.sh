@@ -3,7 +3,7 @@
 # run it on the default simulated machine, and verify that machine's SEV certificate chain.
 # Runs from the repository root with the memcrypt tools on PATH (`make demo` arranges it).
 set -eu
-out=build/demo
+out=demo-out  # not build/: package builds put their scratch files there
 mkdir -p "$out"
 
 echo "== build examples/hello with the enclave SDK"

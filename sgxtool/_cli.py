@@ -162,8 +162,10 @@ def keygen(
 @cli.command()
 @target_options
 @click.option(
-    "-k", "--key", "key_path", type=_in_file, help="Private key (PEM), RSA-3072 with e=3."
-)
+    "-k", "--key", "key_path", metavar="KEY",
+    help="Private key: a PEM file (RSA-3072, e=3), or a key in an HSM as an RFC 7512 URI "
+    "'pkcs11:token=...;object=...' (the passphrase options then give the PIN).",
+)  # fmt: skip
 @click.option(
     "--sign-command", metavar="CMD",
     help="Sign with an external program (HSM, KMS): it reads the 256 bytes on stdin and "
@@ -181,7 +183,7 @@ def sign(
     enclave: Path | None,
     config_path: Path | None,
     enclave_hash: str | None,
-    key_path: Path | None,
+    key_path: str | None,
     sign_command: str | None,
     public_key_path: Path | None,
     out: Path | None,
@@ -206,18 +208,22 @@ def sign(
     show_identity(sig, out, sig_out, as_json)
 
 
-def make_signer(key_path: Path | None, secret: bytes | None, sign_command: str | None,
+def make_signer(key: str | None, secret: bytes | None, sign_command: str | None,
                 public_key_path: Path | None) -> Signer:  # fmt: skip
-    """A key-file signer, or an external command checked against a public key."""
+    """A key-file or PKCS#11 signer, or an external command checked against a public key."""
     import shlex
 
     from sgxtool.keys import load_private_key, load_public_key
     from sgxtool.sign import CommandSigner, KeySigner
 
-    if (key_path is None) == (sign_command is None):
+    if (key is None) == (sign_command is None):
         raise click.UsageError("give either --key or --sign-command")
-    if key_path is not None:
-        return KeySigner(load_private_key(key_path, secret))
+    if key is not None:
+        from memcrypt.pkcs11 import Pkcs11Signer, is_pkcs11_uri
+
+        if is_pkcs11_uri(key):
+            return Pkcs11Signer.open(key, secret)
+        return KeySigner(load_private_key(_existing(key, "--key"), secret))
     if public_key_path is None:
         raise click.UsageError("--sign-command needs --public-key to check its signatures")
     try:
@@ -227,6 +233,13 @@ def make_signer(key_path: Path | None, secret: bytes | None, sign_command: str |
     if not argv:
         raise click.BadParameter("empty command", param_hint="--sign-command")
     return CommandSigner(load_public_key(public_key_path), argv)
+
+
+def _existing(path: str, option: str) -> Path:
+    """``path`` as a file that exists, or the usage error click would give."""
+    if not Path(path).is_file():
+        raise click.BadParameter(f"file {path!r} does not exist", param_hint=option)
+    return Path(path)
 
 
 def show_identity(sig: Sigstruct, out: Path | None, sig_out: Path | None, as_json: bool) -> None:
