@@ -6,6 +6,7 @@ modules contribute command groups through the explicit list at the end of this f
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,7 +54,7 @@ def init(profile: str, directory: str | None) -> None:
     from hwsim.machine import Machine, default_machine_path
 
     machine = Machine.init(directory or machine_dir() or default_machine_path(), profile)
-    click.echo(f"created machine {machine.path} (profile {machine.profile.name})")
+    click.echo(f"created machine {os.path.abspath(machine.path)} (profile {machine.profile.name})")
 
 
 @cli.command()

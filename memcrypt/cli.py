@@ -38,12 +38,23 @@ __all__ = [
     "print_fields",
     "print_records",
     "print_status_line",
+    "program_name",
     "progress",
+    "read_input",
     "resolve_passphrase",
     "run_main",
+    "write_output",
 ]
 
 Row = tuple[str, str]
+
+
+_program = {"name": Path(sys.argv[0]).name or "memcrypt"}
+
+
+def program_name() -> str:
+    """The program running (``sgxtool``, ``sevtool``, ``hwsim``), for notices on stderr."""
+    return _program["name"]
 
 
 def run_main(group: click.Group, prog: str, argv: Sequence[str] | None = None) -> None:
@@ -51,6 +62,7 @@ def run_main(group: click.Group, prog: str, argv: Sequence[str] | None = None) -
 
     ``--debug`` anywhere on the command line keeps the traceback, for bug reports.
     """
+    _program["name"] = prog
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:
@@ -193,6 +205,30 @@ def progress(label: str, total: int, prog: str) -> Iterator[Callable[[int], None
             click.echo(f"{prog}: {label}: {pct}% ({done}/{total})", err=True)
 
     yield advance
+
+
+def read_input(name: str, what: str, max_size: int) -> bytes:
+    """The bytes of file ``name``, or of standard input for ``-``, at most ``max_size``."""
+    from memcrypt.errors import InvalidInput
+    from memcrypt.files import read_file
+
+    if name != "-":
+        return read_file(name, what, max_size=max_size)
+    data = sys.stdin.buffer.read(max_size + 1)
+    if len(data) > max_size:
+        raise InvalidInput(f"{what} on standard input is larger than {max_size} bytes")
+    return data
+
+
+def write_output(name: str, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to file ``name`` atomically, or to standard output for ``-``."""
+    if name == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    from memcrypt.files import write_atomic
+
+    write_atomic(name, data, mode=mode)
 
 
 def emit_json(obj: Any) -> None:

@@ -21,8 +21,10 @@ from memcrypt.cli import (
     print_fields,
     print_records,
     progress,
+    read_input,
     resolve_passphrase,
     run_main,
+    write_output,
 )
 from sgxtool import __version__
 
@@ -340,16 +342,24 @@ def catsig(
 @click.argument("file", type=_in_file)
 @json_option
 def dump(file: Path, as_json: bool) -> None:
-    """Decode the SIGSTRUCT of a signed image or raw SIGSTRUCT (or measure an SGXS)."""
+    """Decode the SIGSTRUCT of a signed image or raw SIGSTRUCT (or measure an SGXS).
+
+    Bytes whose fixed fields (HEADER, HEADER2, VENDOR, DATE) are not a SIGSTRUCT's are
+    still decoded, with a warning for each and exit status 1.
+    """
     from sgxtool.info import describe
 
     info = describe(file)
     if as_json:
         emit_json(info)
-        return
-    whole = is_plain()
-    head = [("file", str(info["file"])), ("kind", str(info["kind"]))] if whole else []
-    print_fields([*head, *_dump_rows(info, whole)], title=f"{info['file']} ({info['kind']})")
+    else:
+        whole = is_plain()
+        head = [("file", str(info["file"])), ("kind", str(info["kind"]))] if whole else []
+        print_fields([*head, *_dump_rows(info, whole)], title=f"{info['file']} ({info['kind']})")
+    for warning in info.get("warnings", []):
+        click.echo(f"sgxtool: warning: not a plausible SIGSTRUCT: {warning}", err=True)
+    if info.get("warnings"):
+        sys.exit(1)
 
 
 def _dump_rows(info: dict[str, Any], whole: bool) -> Iterator[tuple[str, str]]:
@@ -523,10 +533,14 @@ def token(image: Path, out: Path | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("image", type=_in_file)
 @click.argument("entry")
-@click.option("--in", "in_file", type=_in_file, help="Input bytes: the contents of FILE.")
+@click.option(
+    "--in", "in_file", metavar="FILE", help="Input bytes: the contents of FILE (- for stdin)."
+)
 @click.option("--in-hex", metavar="HEX", help="Input bytes in hex.")
 @click.option("--in-text", metavar="TEXT", help="Input bytes: TEXT as UTF-8.")
-@click.option("--out", "out_file", type=_path, help="Write the output bytes to FILE.")
+@click.option(
+    "--out", "out_file", metavar="FILE", help="Write the output bytes to FILE (- for stdout)."
+)
 @click.option(
     "--out-size", type=click.IntRange(0, 8 << 20), default=64 << 10, show_default=True,
     help="Largest output accepted, in bytes.",
@@ -540,10 +554,10 @@ def token(image: Path, out: Path | None, as_json: bool) -> None:
 def run(
     image: Path,
     entry: str,
-    in_file: Path | None,
+    in_file: str | None,
     in_hex: str | None,
     in_text: str | None,
-    out_file: Path | None,
+    out_file: str | None,
     out_size: int,
     budget: int,
     as_json: bool,
@@ -553,7 +567,6 @@ def run(
     Output that is UTF-8 text is printed as text, other output as hex. What the enclave
     prints through its console OCALL goes to stderr.
     """
-    from memcrypt.files import write_atomic
     from sgxtool.runtime import run_ecall
 
     data = _ecall_input(in_file, in_hex, in_text)
@@ -562,7 +575,7 @@ def run(
         out_size=out_size, budget=budget,
     )  # fmt: skip
     if out_file is not None:
-        write_atomic(out_file, result.output)
+        write_output(out_file, result.output)
     if as_json:
         emit_json(result.as_json())
     elif out_file is None and result.output:
@@ -570,20 +583,31 @@ def run(
         click.echo(text if isinstance(text, str) and text.isprintable() else result.output.hex())
 
 
-def _ecall_input(in_file: Path | None, in_hex: str | None, in_text: str | None) -> bytes:
+def _ecall_input(in_file: str | None, in_hex: str | None, in_text: str | None) -> bytes:
     """The ECALL's input bytes from at most one of --in, --in-hex, --in-text."""
-    from memcrypt.files import read_file
-
     if sum(x is not None for x in (in_file, in_hex, in_text)) > 1:
         raise click.UsageError("give at most one of --in, --in-hex and --in-text")
     if in_file is not None:
-        return read_file(in_file, "ECALL input", max_size=8 << 20)
+        return read_input(in_file, "ECALL input", max_size=8 << 20)
     if in_hex is not None:
         try:
             return bytes.fromhex(in_hex)
         except ValueError as exc:
             raise click.BadParameter("not hex digits", param_hint="--in-hex") from exc
     return b"" if in_text is None else in_text.encode()
+
+
+def _hex_masks(toml_text: str) -> str:
+    """Bit masks in hex, as enclave.toml(5) and every dump show them (TOML allows 0x)."""
+    import re
+
+    keys = "miscselect|miscmask|attributes_mask|xfrm|xfrm_mask"
+    return re.sub(
+        rf"^({keys}) = (\d+)$",
+        lambda m: f"{m[1]} = {int(m[2]):#x}",
+        toml_text,
+        flags=re.M,
+    )
 
 
 @cli.command("import-config")
@@ -598,7 +622,7 @@ def import_config(xml: Path, out: Path) -> None:
 
     cfg, notes = import_intel_config(xml)
     header = f"# Imported from {xml.name} by sgxtool import-config.\n"
-    write_atomic(out, (header + tomli_w.dumps(cfg.to_toml_dict())).encode())
+    write_atomic(out, (header + _hex_masks(tomli_w.dumps(cfg.to_toml_dict()))).encode())
     for note in notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote {out}", err=True)
