@@ -239,7 +239,7 @@ class Machine:
                     raise
             else:
                 print(
-                    f"{program_name()}: created machine {os.path.abspath(path)} "
+                    f"{program_name('hwsim')}: created machine {os.path.abspath(path)} "
                     f"(profile {machine.profile.name})",
                     file=sys.stderr,
                     flush=True,

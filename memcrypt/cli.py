@@ -49,12 +49,13 @@ __all__ = [
 Row = tuple[str, str]
 
 
-_program = {"name": Path(sys.argv[0]).name or "memcrypt"}
+_program: dict[str, str] = {}
 
 
-def program_name() -> str:
-    """The program running (``sgxtool``, ``sevtool``, ``hwsim``), for notices on stderr."""
-    return _program["name"]
+def program_name(default: str) -> str:
+    """The program running (``sgxtool``, ``sevtool``, ``hwsim``), for notices on stderr;
+    ``default`` when called from Python rather than from one of the programs."""
+    return _program.get("name", default)
 
 
 def run_main(group: click.Group, prog: str, argv: Sequence[str] | None = None) -> None:

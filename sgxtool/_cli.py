@@ -27,6 +27,7 @@ from memcrypt.cli import (
     write_output,
 )
 from sgxtool import __version__
+from sgxtool.errors import VerificationError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -239,7 +240,7 @@ def make_signer(key: str | None, secret: bytes | None, sign_command: str | None,
 
 def _existing(path: str, option: str) -> Path:
     """``path`` as a file that exists, or the usage error click would give."""
-    if not Path(path).is_file():
+    if not Path(path).exists() or Path(path).is_dir():
         raise click.BadParameter(f"file {path!r} does not exist", param_hint=option)
     return Path(path)
 
@@ -345,7 +346,7 @@ def dump(file: Path, as_json: bool) -> None:
     """Decode the SIGSTRUCT of a signed image or raw SIGSTRUCT (or measure an SGXS).
 
     Bytes whose fixed fields (HEADER, HEADER2, VENDOR, DATE) are not a SIGSTRUCT's are
-    still decoded, with a warning for each and exit status 1.
+    still decoded, then refused: one error line naming each, exit status 1.
     """
     from sgxtool.info import describe
 
@@ -356,10 +357,11 @@ def dump(file: Path, as_json: bool) -> None:
         whole = is_plain()
         head = [("file", str(info["file"])), ("kind", str(info["kind"]))] if whole else []
         print_fields([*head, *_dump_rows(info, whole)], title=f"{info['file']} ({info['kind']})")
-    for warning in info.get("warnings", []):
-        click.echo(f"sgxtool: warning: not a plausible SIGSTRUCT: {warning}", err=True)
     if info.get("warnings"):
-        sys.exit(1)
+        raise VerificationError(
+            f"{file}: not a plausible SIGSTRUCT: {'; '.join(info['warnings'])}",
+            hint="the fields shown are these bytes decoded as if they were one",
+        )
 
 
 def _dump_rows(info: dict[str, Any], whole: bool) -> Iterator[tuple[str, str]]:
