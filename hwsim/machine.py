@@ -36,6 +36,7 @@ from hwsim.errors import MachineError
 from hwsim.memory import EPC_KEYID, HOST_KEYID, MemoryEngine
 from hwsim.profiles import DEFAULT_PROFILE, PROFILES, Profile, get_profile
 from hwsim.store import StateTxn, Store
+from memcrypt.cli import program_name
 from memcrypt.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -238,7 +239,8 @@ class Machine:
                     raise
             else:
                 print(
-                    f"hwsim: created machine {path} (profile {machine.profile.name})",
+                    f"{program_name('hwsim')}: created machine {os.path.abspath(path)} "
+                    f"(profile {machine.profile.name})",
                     file=sys.stderr,
                     flush=True,
                 )

@@ -15,13 +15,19 @@ import click
 
 from hwsim.climachine import cli_machine, machine_option
 from memcrypt.cli import (
-    console,
     emit_json,
+    is_plain,
     passphrase_options,
+    print_fields,
+    print_records,
+    progress,
+    read_input,
     resolve_passphrase,
     run_main,
+    write_output,
 )
 from sgxtool import __version__
+from sgxtool.errors import VerificationError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -108,15 +114,12 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 @contextmanager
 def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
-    """A rich progress bar on stderr for long work, when stderr is a terminal."""
-    if total < _PROGRESS_MIN_PAGES or not sys.stderr.isatty():
+    """Progress of long work on stderr (a bar on a terminal, plain lines in a log)."""
+    if total < _PROGRESS_MIN_PAGES:
         yield None
         return
-    from rich.progress import Progress
-
-    with Progress(console=console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+    with progress(label, total, "sgxtool") as advance:
+        yield advance
 
 
 def pages_of(target: Target) -> int:
@@ -162,8 +165,10 @@ def keygen(
 @cli.command()
 @target_options
 @click.option(
-    "-k", "--key", "key_path", type=_in_file, help="Private key (PEM), RSA-3072 with e=3."
-)
+    "-k", "--key", "key_path", metavar="KEY",
+    help="Private key: a PEM file (RSA-3072, e=3), or a key in an HSM as an RFC 7512 URI "
+    "'pkcs11:token=...;object=...' (the passphrase options then give the PIN).",
+)  # fmt: skip
 @click.option(
     "--sign-command", metavar="CMD",
     help="Sign with an external program (HSM, KMS): it reads the 256 bytes on stdin and "
@@ -181,7 +186,7 @@ def sign(
     enclave: Path | None,
     config_path: Path | None,
     enclave_hash: str | None,
-    key_path: Path | None,
+    key_path: str | None,
     sign_command: str | None,
     public_key_path: Path | None,
     out: Path | None,
@@ -206,18 +211,22 @@ def sign(
     show_identity(sig, out, sig_out, as_json)
 
 
-def make_signer(key_path: Path | None, secret: bytes | None, sign_command: str | None,
+def make_signer(key: str | None, secret: bytes | None, sign_command: str | None,
                 public_key_path: Path | None) -> Signer:  # fmt: skip
-    """A key-file signer, or an external command checked against a public key."""
+    """A key-file or PKCS#11 signer, or an external command checked against a public key."""
     import shlex
 
     from sgxtool.keys import load_private_key, load_public_key
     from sgxtool.sign import CommandSigner, KeySigner
 
-    if (key_path is None) == (sign_command is None):
+    if (key is None) == (sign_command is None):
         raise click.UsageError("give either --key or --sign-command")
-    if key_path is not None:
-        return KeySigner(load_private_key(key_path, secret))
+    if key is not None:
+        from memcrypt.pkcs11 import Pkcs11Signer, is_pkcs11_uri
+
+        if is_pkcs11_uri(key):
+            return Pkcs11Signer.open(key, secret)
+        return KeySigner(load_private_key(_existing(key, "--key"), secret))
     if public_key_path is None:
         raise click.UsageError("--sign-command needs --public-key to check its signatures")
     try:
@@ -227,6 +236,13 @@ def make_signer(key_path: Path | None, secret: bytes | None, sign_command: str |
     if not argv:
         raise click.BadParameter("empty command", param_hint="--sign-command")
     return CommandSigner(load_public_key(public_key_path), argv)
+
+
+def _existing(path: str, option: str) -> Path:
+    """``path`` as a file that exists, or the usage error click would give."""
+    if not Path(path).exists() or Path(path).is_dir():
+        raise click.BadParameter(f"file {path!r} does not exist", param_hint=option)
+    return Path(path)
 
 
 def show_identity(sig: Sigstruct, out: Path | None, sig_out: Path | None, as_json: bool) -> None:
@@ -327,32 +343,34 @@ def catsig(
 @click.argument("file", type=_in_file)
 @json_option
 def dump(file: Path, as_json: bool) -> None:
-    """Decode the SIGSTRUCT of a signed image or raw SIGSTRUCT (or measure an SGXS)."""
+    """Decode the SIGSTRUCT of a signed image or raw SIGSTRUCT (or measure an SGXS).
+
+    Bytes whose fixed fields (HEADER, HEADER2, VENDOR, DATE) are not a SIGSTRUCT's are
+    still decoded, then refused: one error line naming each, exit status 1.
+    """
     from sgxtool.info import describe
 
     info = describe(file)
     if as_json:
         emit_json(info)
-        return
-    from rich.markup import escape
-    from rich.table import Table
-
-    # A path is data, not rich markup: "[/]" in a file name must not be parsed.
-    table = Table(title=escape(f"{info['file']} ({info['kind']})"), show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    for key, value in _dump_rows(info):
-        table.add_row(key, value)
-    console().print(table)
+    else:
+        whole = is_plain()
+        head = [("file", str(info["file"])), ("kind", str(info["kind"]))] if whole else []
+        print_fields([*head, *_dump_rows(info, whole)], title=f"{info['file']} ({info['kind']})")
+    if info.get("warnings"):
+        raise VerificationError(
+            f"{file}: not a plausible SIGSTRUCT: {'; '.join(info['warnings'])}",
+            hint="the fields shown are these bytes decoded as if they were one",
+        )
 
 
-def _dump_rows(info: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def _dump_rows(info: dict[str, Any], whole: bool) -> Iterator[tuple[str, str]]:
     sig = info.get("sigstruct")
     if sig is None:
         yield "MRENCLAVE", info["mrenclave"]
         return
     for key, value in sig.items():
-        if key in _LONG_FIELDS:
+        if key in _LONG_FIELDS and not whole:
             yield key.upper(), f"{value[:32]}... ({len(value) // 2} bytes; --json has all)"
         elif isinstance(value, dict):
             named = key == "attributes"
@@ -436,21 +454,15 @@ def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
     if as_json:
         emit_json({**layout_summary(plan), "regions": rows})
         return
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=escape(f"{elf}: SIZE {plan.size:#x}, entry {plan.entry:#x}"))
-    for col in ("offset", "pages", "type/perms", "measured", "region"):
-        table.add_column(col)
-    for r in plan.regions:
-        table.add_row(
-            f"{r.offset:#x}",
-            str(r.pages),
-            _flags_text(r.flags),
-            "yes" if r.mrmask else "no",
-            r.label,
-        )
-    console().print(table)
+    print_records(
+        ("offset", "pages", "type/perms", "measured", "region"),
+        [
+            (f"{r.offset:#x}", str(r.pages), _flags_text(r.flags), "yes" if r.mrmask else "no",
+             r.label)
+            for r in plan.regions
+        ],
+        title=f"{elf}: SIZE {plan.size:#x}, entry {plan.entry:#x}",
+    )  # fmt: skip
 
 
 def _flags_text(flags: int) -> str:
@@ -523,10 +535,14 @@ def token(image: Path, out: Path | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("image", type=_in_file)
 @click.argument("entry")
-@click.option("--in", "in_file", type=_in_file, help="Input bytes: the contents of FILE.")
+@click.option(
+    "--in", "in_file", metavar="FILE", help="Input bytes: the contents of FILE (- for stdin)."
+)
 @click.option("--in-hex", metavar="HEX", help="Input bytes in hex.")
 @click.option("--in-text", metavar="TEXT", help="Input bytes: TEXT as UTF-8.")
-@click.option("--out", "out_file", type=_path, help="Write the output bytes to FILE.")
+@click.option(
+    "--out", "out_file", metavar="FILE", help="Write the output bytes to FILE (- for stdout)."
+)
 @click.option(
     "--out-size", type=click.IntRange(0, 8 << 20), default=64 << 10, show_default=True,
     help="Largest output accepted, in bytes.",
@@ -545,10 +561,10 @@ def token(image: Path, out: Path | None, as_json: bool) -> None:
 def run(
     image: Path,
     entry: str,
-    in_file: Path | None,
+    in_file: str | None,
     in_hex: str | None,
     in_text: str | None,
-    out_file: Path | None,
+    out_file: str | None,
     out_size: int,
     budget: int | None,
     timeout: float,
@@ -559,7 +575,6 @@ def run(
     Output that is UTF-8 text is printed as text, other output as hex. What the enclave
     prints through its console OCALL goes to stderr.
     """
-    from memcrypt.files import write_atomic
     from sgxtool.runtime import run_ecall
 
     data = _ecall_input(in_file, in_hex, in_text)
@@ -568,7 +583,7 @@ def run(
         out_size=out_size, budget=budget, timeout=timeout,
     )  # fmt: skip
     if out_file is not None:
-        write_atomic(out_file, result.output)
+        write_output(out_file, result.output)
     if as_json:
         emit_json(result.as_json())
     elif out_file is None and result.output:
@@ -576,20 +591,31 @@ def run(
         click.echo(text if isinstance(text, str) and text.isprintable() else result.output.hex())
 
 
-def _ecall_input(in_file: Path | None, in_hex: str | None, in_text: str | None) -> bytes:
+def _ecall_input(in_file: str | None, in_hex: str | None, in_text: str | None) -> bytes:
     """The ECALL's input bytes from at most one of --in, --in-hex, --in-text."""
-    from memcrypt.files import read_file
-
     if sum(x is not None for x in (in_file, in_hex, in_text)) > 1:
         raise click.UsageError("give at most one of --in, --in-hex and --in-text")
     if in_file is not None:
-        return read_file(in_file, "ECALL input", max_size=8 << 20)
+        return read_input(in_file, "ECALL input", max_size=8 << 20)
     if in_hex is not None:
         try:
             return bytes.fromhex(in_hex)
         except ValueError as exc:
             raise click.BadParameter("not hex digits", param_hint="--in-hex") from exc
     return b"" if in_text is None else in_text.encode()
+
+
+def _hex_masks(toml_text: str) -> str:
+    """Bit masks in hex, as enclave.toml(5) and every dump show them (TOML allows 0x)."""
+    import re
+
+    keys = "miscselect|miscmask|attributes_mask|xfrm|xfrm_mask"
+    return re.sub(
+        rf"^({keys}) = (\d+)$",
+        lambda m: f"{m[1]} = {int(m[2]):#x}",
+        toml_text,
+        flags=re.M,
+    )
 
 
 @cli.command("import-config")
@@ -604,7 +630,7 @@ def import_config(xml: Path, out: Path) -> None:
 
     cfg, notes = import_intel_config(xml)
     header = f"# Imported from {xml.name} by sgxtool import-config.\n"
-    write_atomic(out, (header + tomli_w.dumps(cfg.to_toml_dict())).encode())
+    write_atomic(out, (header + _hex_masks(tomli_w.dumps(cfg.to_toml_dict()))).encode())
     for note in notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote {out}", err=True)
