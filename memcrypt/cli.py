@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +22,14 @@ from memcrypt.errors import MemcryptError
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["console", "emit_json", "passphrase_options", "resolve_passphrase", "run_main"]
+__all__ = [
+    "console",
+    "emit_json",
+    "exit_on_signals",
+    "passphrase_options",
+    "resolve_passphrase",
+    "run_main",
+]
 
 
 def run_main(group: click.Group, prog: str, argv: Sequence[str] | None = None) -> None:
@@ -28,6 +37,7 @@ def run_main(group: click.Group, prog: str, argv: Sequence[str] | None = None) -
 
     ``--debug`` anywhere on the command line keeps the traceback, for bug reports.
     """
+    exit_on_signals()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:
@@ -50,6 +60,18 @@ def run_main(group: click.Group, prog: str, argv: Sequence[str] | None = None) -
     except KeyboardInterrupt:
         click.echo(f"{prog}: interrupted", err=True)
         sys.exit(130)
+
+
+def exit_on_signals() -> None:
+    """Make SIGTERM and SIGHUP exit through Python (SystemExit), so that temporary files
+    are removed and open transactions roll back, as on an error."""
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, leave)
 
 
 def _click_error(exc: click.ClickException, prog: str) -> None:

@@ -127,9 +127,11 @@ def generate(
     ask_passphrase: bool,
 ) -> None:
     """Generate a platform owner's OCA: CERT (2084-byte SEV certificate) and KEY (PEM, 0600)."""
+    from memcrypt.files import check_distinct
     from sevtool.errors import SevInputError
     from sevtool.platform import generate_oca
 
+    check_distinct([("CERT", cert), ("KEY", key)])
     if key.exists() and not force:
         raise SevInputError(f"{key} exists; not overwriting an owner key (use --force)")
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase, confirm=True)

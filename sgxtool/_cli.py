@@ -135,7 +135,7 @@ def pages_of(target: Target) -> int:
 @cli.command()
 @click.argument("keyfile", type=_path)
 @click.option("--public", "public_out", type=_path, help="Also write the public key here.")
-@click.option("--force", is_flag=True, help="Replace an existing KEYFILE.")
+@click.option("--force", is_flag=True, help="Replace an existing KEYFILE or public key.")
 @passphrase_options
 def keygen(
     keyfile: Path,
@@ -146,16 +146,15 @@ def keygen(
     ask_passphrase: bool,
 ) -> None:
     """Make an RSA-3072 (e=3) signing key; KEYFILE is written with mode 0600."""
-    from memcrypt.files import write_atomic
-    from sgxtool.keys import generate_key, public_pem, save_private_key
+    from memcrypt.files import check_distinct
+    from sgxtool.keys import generate_key, save_key_pair
 
-    if keyfile.exists() and not force:
-        raise click.UsageError(f"{keyfile} exists; use --force to replace it")
+    check_distinct([("KEYFILE", keyfile), ("--public", public_out)])
+    for existing in (keyfile, public_out):
+        if existing is not None and existing.exists() and not force:
+            raise click.UsageError(f"{existing} exists; use --force to replace it")
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase, confirm=True)
-    key = generate_key()
-    save_private_key(key, keyfile, secret)
-    if public_out is not None:
-        write_atomic(public_out, public_pem(key.public_key()))
+    save_key_pair(generate_key(), keyfile, public_out, secret)
     click.echo(f"wrote {keyfile}" + (" (encrypted)" if secret else ""), err=True)
 
 
