@@ -37,6 +37,7 @@ __all__ = [
     "Output",
     "atomic_open",
     "check_distinct",
+    "check_replaceable",
     "read_file",
     "write_atomic",
     "write_files",
@@ -83,6 +84,16 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644
     """Write ``data`` to ``path`` atomically (see :func:`atomic_open`)."""
     with atomic_open(path, mode=mode) as f:
         f.write(data)
+
+
+def check_replaceable(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`MemcryptError` now if a write of ``path`` would be refused later
+    (read-only or immutable file or directory), for callers that must commit elsewhere
+    first and cannot take the commit back."""
+    target = _writable_target(path)
+    for checked in (target.parent, target):
+        if checked.exists() and not os.access(checked, os.W_OK):
+            raise MemcryptError(f"cannot write {path}: {checked} is not writable")
 
 
 def _writable_target(path: str | os.PathLike[str]) -> Path:

@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.cli.conftest import Runner
+from tests.cli.conftest import Result, Runner
 
 SIG1_HASH = "c50673624a6cb17c1c6c2a4e6906f47a170c4629b8723781d1017ef376f1a75d"
 KEEP = b"an existing file a refused command must leave alone\n"
 
 
-def _refused_same_file(result: object) -> None:
+def _refused_same_file(result: Result) -> None:
     code, err = result.code, result.err
     assert code == 2, err
     assert "name the same file" in err and "Traceback" not in err
