@@ -34,3 +34,14 @@ def test_run_out_never_loosens_a_private_file(
     finally:
         os.umask(old)
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+
+
+def test_run_keeps_to_the_work_limit(
+    signed_example: Built, machine: Machine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sgxtool._cli import main
+
+    run = make_runner(main, capsys)
+    image = str(signed_example("hello", "hello"))
+    r = run("run", image, "hello", "--max-size", "4K", "--machine", str(machine.path))
+    assert r.code == 1 and "load " in r.err and "above the limit of 4.0 KiB" in r.err
