@@ -577,7 +577,12 @@ def run(
     if out_file is not None:
         write_atomic(out_file, result.output)
     if as_json:
-        emit_json(result.as_json())
+        doc = result.as_json()
+        if out_file is not None:  # the output went where it was sent, not to stdout too
+            doc = {k: v for k, v in doc.items() if not k.startswith("output")} | {
+                "out": str(out_file)
+            }
+        emit_json(doc)
     elif out_file is None and result.output:
         text = result.as_json()["output_text"]
         click.echo(text if isinstance(text, str) and text.isprintable() else result.output.hex())
