@@ -246,8 +246,9 @@ def show_identity(sig: Sigstruct, out: Path | None, sig_out: Path | None, as_jso
     if as_json:
         emit_json(result)
         return
-    click.echo(f"MRENCLAVE: {result['mrenclave']}")
-    click.echo(f"MRSIGNER: {result['mrsigner']}")
+    to_stderr = "-" in (str(out), str(sig_out))  # stdout carries the image or SIGSTRUCT
+    click.echo(f"MRENCLAVE: {result['mrenclave']}", err=to_stderr)
+    click.echo(f"MRSIGNER: {result['mrsigner']}", err=to_stderr)
     for written in (out, sig_out):
         if written:
             click.echo(f"wrote {written}", err=True)

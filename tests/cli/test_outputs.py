@@ -52,3 +52,10 @@ def test_gendata_to_a_device_is_refused_and_dash_is_stdout(sgxtool: Runner, tmp_
     args = ["gendata", "--enclave-hash", SIG1_HASH, "-o", "-"]
     proc = subprocess.run([sys.executable, "-c", main, *args], capture_output=True, check=True)
     assert proc.stdout == path.read_bytes()
+
+
+def test_sign_to_stdout_keeps_stdout_for_the_sigstruct(sample_key: Path) -> None:
+    main = "from sgxtool._cli import main; main()"
+    args = ["sign", "--enclave-hash", SIG1_HASH, "-k", str(sample_key), "-s", "-"]
+    proc = subprocess.run([sys.executable, "-c", main, *args], capture_output=True, check=True)
+    assert len(proc.stdout) == 1808 and b"MRENCLAVE" in proc.stderr
