@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-min lint bench clean fuzz dist
+.PHONY: demo test test-min lint bench clean fuzz dist soak
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -45,6 +45,10 @@ bench: $(STAMP)
 
 fuzz: $(STAMP)
 	$(PY) bench/fuzz_cli.py --examples $${EXAMPLES:-2000}
+
+# Soak: 8 processes against one machine for MINUTES (default 1), with random SIGKILLs.
+soak: $(STAMP)
+	$(PY) bench/soak.py --minutes $${MINUTES:-1}
 
 clean:
 	rm -rf $(VENV) $(MIN_VENV) build dist demo-out *.egg-info .pytest_cache .mypy_cache .ruff_cache

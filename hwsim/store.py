@@ -205,6 +205,11 @@ class Store:
             )
 
     @property
+    def in_transaction(self) -> bool:
+        """Whether this process has a transaction open on the store."""
+        return self._depth > 0 and self._pid == os.getpid()
+
+    @property
     def schema_version(self) -> int:
         try:
             return self._version()

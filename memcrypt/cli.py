@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,13 +33,13 @@ if TYPE_CHECKING:
 __all__ = [
     "console",
     "emit_json",
+    "exit_on_signals",
     "is_plain",
     "passphrase_options",
     "print_fields",
     "print_records",
     "print_status_line",
     "program_name",
-    "progress",
     "read_input",
     "resolve_passphrase",
     "run_main",
@@ -64,6 +64,7 @@ def run_main(group: click.Group, prog: str, argv: Sequence[str] | None = None) -
     ``--debug`` anywhere on the command line keeps the traceback, for bug reports.
     """
     _program["name"] = prog
+    exit_on_signals()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:
@@ -86,6 +87,18 @@ def run_main(group: click.Group, prog: str, argv: Sequence[str] | None = None) -
     except KeyboardInterrupt:
         click.echo(f"{prog}: interrupted", err=True)
         sys.exit(130)
+
+
+def exit_on_signals() -> None:
+    """Make SIGTERM and SIGHUP exit through Python (SystemExit), so that temporary files
+    are removed and open transactions roll back, as on an error."""
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, leave)
 
 
 def _click_error(exc: click.ClickException, prog: str) -> None:
@@ -180,32 +193,6 @@ def print_status_line(ok: bool, text: str, *, good: str = "ok", bad: str = "FAIL
 
     colour = "green" if ok else "red"
     console().print(f"[{colour}]{mark:>{width}}[/] {escape(text)}")
-
-
-@contextmanager
-def progress(label: str, total: int, prog: str) -> Iterator[Callable[[int], None]]:
-    """Progress of long work on stderr: a bar on a terminal; in a pipe or a CI log, a plain
-    ``prog: label: N% (done/total)`` line at every tenth and at least once a minute, so a log
-    shows the job is alive without filling with carriage returns."""
-    if sys.stderr.isatty():
-        from rich.progress import Progress
-
-        with Progress(console=console(stderr=True), transient=True) as bar:
-            task = bar.add_task(label, total=total)
-            yield lambda n: bar.advance(task, n)
-        return
-    done, shown, at = 0, -1, time.monotonic()
-
-    def advance(n: int) -> None:
-        nonlocal done, shown, at
-        done += n
-        tenth = done * 10 // max(total, 1)
-        if tenth > shown or time.monotonic() - at >= 60:
-            shown, at = tenth, time.monotonic()
-            pct = done * 100 // max(total, 1)
-            click.echo(f"{prog}: {label}: {pct}% ({done}/{total})", err=True)
-
-    yield advance
 
 
 def read_input(name: str, what: str, max_size: int) -> bytes:

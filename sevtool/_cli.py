@@ -139,9 +139,11 @@ def generate(
 
     With --key EXISTING, only CERT is written: the self-signed OCA of that key.
     """
+    from memcrypt.files import check_distinct
     from sevtool.errors import SevInputError
     from sevtool.platform import generate_oca, load_private_key, oca_for_key
 
+    check_distinct([("CERT", cert), ("KEY", key)] if key is not None else [("CERT", cert)])
     if existing is not None:
         if key is not None:
             raise click.UsageError("give KEY (a new key) or --key EXISTING, not both")

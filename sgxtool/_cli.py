@@ -20,12 +20,12 @@ from memcrypt.cli import (
     passphrase_options,
     print_fields,
     print_records,
-    progress,
     read_input,
     resolve_passphrase,
     run_main,
     write_output,
 )
+from memcrypt.work import work_options
 from sgxtool import __version__
 from sgxtool.errors import VerificationError
 
@@ -33,11 +33,10 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from hwsim.sgx.arch import Sigstruct
+    from memcrypt.work import Progress, Work
     from sgxtool.build import Target
     from sgxtool.config import EnclaveConfig
     from sgxtool.sign import Signer
-
-_PROGRESS_MIN_PAGES = 16384  # 64 MiB: below this a measurement is over before a bar shows
 
 _path = click.Path(path_type=Path)
 _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
@@ -113,23 +112,32 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextmanager
-def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
-    """Progress of long work on stderr (a bar on a terminal, plain lines in a log)."""
-    if total < _PROGRESS_MIN_PAGES:
-        yield None
-        return
-    with progress(label, total, "sgxtool") as advance:
-        yield advance
+def large_work(action: str, path: Path | None, cfg: EnclaveConfig | None) -> Iterator[Progress]:
+    """Measuring ``path`` under memcrypt.work's policy: cost said, limit, progress."""
+    from memcrypt.work import large_work as policy
+
+    with policy(enclave_work(action, path, cfg), prog="sgxtool") as progress:
+        yield progress
 
 
-def pages_of(target: Target) -> int:
-    """Page count of what is measured, for sizing a progress bar (0 when cheap to skip)."""
+def enclave_work(action: str, path: Path | None, cfg: EnclaveConfig | None) -> Work:
+    """Pages to add and bytes to hash for ``path``, from its layout (not by doing it)."""
+    from memcrypt.work import Work
     from sgxtool.build import layout_of
-    from sgxtool.image import ImageKind, detect
+    from sgxtool.image import ImageKind, detect, read_image
 
-    if target.path is None or detect(target.path) not in (ImageKind.ELF, ImageKind.SIGNED_ELF):
-        return 0
-    return layout_of(target.path, target.config).page_count
+    kind = None if path is None else detect(path)
+    if path is None or kind is ImageKind.SGXS:  # an SGXS stream is hashed as it is
+        return Work(f"{action} {path}", 0, 0 if path is None else path.stat().st_size)
+    if kind is ImageKind.SIGNED_ELF and cfg is None:
+        cfg = read_image(path).config
+    if kind not in (ImageKind.ELF, ImageKind.SIGNED_ELF) or cfg is None:
+        return Work(f"{action} {path}", 0, 0)
+    layout = layout_of(path, cfg)
+    # SDM 38.7: a 64-byte ECREATE block, a 64-byte EADD block per page, and per measured
+    # 256-byte chunk a 64-byte EEXTEND block followed by the chunk.
+    stream = 64 + 64 * layout.page_count + layout.measured_bytes * 320 // 256
+    return Work(f"{action} {path}", layout.page_count, stream)
 
 
 # -- keys and signing -----------------------------------------------------------------------
@@ -138,7 +146,7 @@ def pages_of(target: Target) -> int:
 @cli.command()
 @click.argument("keyfile", type=_path)
 @click.option("--public", "public_out", type=_path, help="Also write the public key here.")
-@click.option("--force", is_flag=True, help="Replace an existing KEYFILE.")
+@click.option("--force", is_flag=True, help="Replace an existing KEYFILE or public key.")
 @passphrase_options
 def keygen(
     keyfile: Path,
@@ -149,16 +157,15 @@ def keygen(
     ask_passphrase: bool,
 ) -> None:
     """Make an RSA-3072 (e=3) signing key; KEYFILE is written with mode 0600."""
-    from memcrypt.files import write_atomic
-    from sgxtool.keys import generate_key, public_pem, save_private_key
+    from memcrypt.files import check_distinct
+    from sgxtool.keys import generate_key, save_key_pair
 
-    if keyfile.exists() and not force:
-        raise click.UsageError(f"{keyfile} exists; use --force to replace it")
+    check_distinct([("KEYFILE", keyfile), ("--public", public_out)])
+    for existing in (keyfile, public_out):
+        if existing is not None and existing.exists() and not force:
+            raise click.UsageError(f"{existing} exists; use --force to replace it")
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase, confirm=True)
-    key = generate_key()
-    save_private_key(key, keyfile, secret)
-    if public_out is not None:
-        write_atomic(public_out, public_pem(key.public_key()))
+    save_key_pair(generate_key(), keyfile, public_out, secret)
     click.echo(f"wrote {keyfile}" + (" (encrypted)" if secret else ""), err=True)
 
 
@@ -182,6 +189,7 @@ def keygen(
 @date_option
 @passphrase_options
 @json_option
+@work_options
 def sign(
     enclave: Path | None,
     config_path: Path | None,
@@ -204,7 +212,7 @@ def sign(
     target = make_target(enclave, config_path, enclave_hash)
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
     signer = make_signer(key_path, secret, sign_command, public_key_path)
-    with progress_bar("measuring", pages_of(target)) as progress:
+    with large_work("measure", target.path, target.config) as progress:
         sig = sign_enclave(
             target, signer, signing_date(date), out=out, sig_out=sig_out, progress=progress
         )
@@ -256,8 +264,9 @@ def show_identity(sig: Sigstruct, out: Path | None, sig_out: Path | None, as_jso
     if as_json:
         emit_json(result)
         return
-    click.echo(f"MRENCLAVE: {result['mrenclave']}")
-    click.echo(f"MRSIGNER: {result['mrsigner']}")
+    to_stderr = "-" in (str(out), str(sig_out))  # stdout carries the image or SIGSTRUCT
+    click.echo(f"MRENCLAVE: {result['mrenclave']}", err=to_stderr)
+    click.echo(f"MRSIGNER: {result['mrsigner']}", err=to_stderr)
     for written in (out, sig_out):
         if written:
             click.echo(f"wrote {written}", err=True)
@@ -267,6 +276,7 @@ def show_identity(sig: Sigstruct, out: Path | None, sig_out: Path | None, as_jso
 @target_options
 @click.option("-o", "--out", type=_path, required=True, help="Where to write the 256 bytes.")
 @date_option
+@work_options
 def gendata(
     enclave: Path | None,
     config_path: Path | None,
@@ -283,7 +293,7 @@ def gendata(
     from sgxtool.sign import signing_date
 
     target = make_target(enclave, config_path, enclave_hash)
-    with progress_bar("measuring", pages_of(target)) as progress:
+    with large_work("measure", target.path, target.config) as progress:
         gendata_(target, signing_date(date), out, progress)
     click.echo(f"wrote {out}", err=True)
 
@@ -310,6 +320,7 @@ def gendata(
 @click.option("-o", "--out", type=_path, help="Write the signed image (ELF inputs).")
 @click.option("-s", "--sig", "sig_out", type=_path, help="Write the raw SIGSTRUCT.")
 @json_option
+@work_options
 def catsig(
     enclave: Path | None,
     config_path: Path | None,
@@ -329,7 +340,7 @@ def catsig(
     target = make_target(enclave, config_path, enclave_hash)
     public: rsa.RSAPublicKey = load_public_key(public_key_path)
     signature = read_file(signature_path, "signature", max_size=1 << 16)
-    with progress_bar("measuring", pages_of(target)) as progress:
+    with large_work("measure", target.path, target.config) as progress:
         sig = catsig_(
             target, data_path, signature, public, out=out, sig_out=sig_out, progress=progress
         )
@@ -389,16 +400,16 @@ _LONG_FIELDS = ("modulus", "signature", "q1", "q2")
 @click.argument("file", type=_in_file)
 @click.option("-c", "--config", "config_path", type=_in_file, help="enclave.toml for an ELF.")
 @json_option
+@work_options
 def measure(file: Path, config_path: Path | None, as_json: bool) -> None:
     """Print the MRENCLAVE of an ELF (with its enclave.toml), signed image or SGXS stream."""
-    from sgxtool.build import Target
     from sgxtool.image import ImageKind, detect
     from sgxtool.info import measure as measure_
 
     cfg = None
     if config_path is not None or detect(file) is ImageKind.ELF:
         cfg = load_cfg(config_path, file)
-    with progress_bar("measuring", pages_of(Target(cfg, file)) if cfg else 0) as progress:
+    with large_work("measure", file, cfg) as progress:
         info = measure_(file, cfg, progress)
     if as_json:
         emit_json(info)
@@ -413,12 +424,14 @@ def measure(file: Path, config_path: Path | None, as_json: bool) -> None:
 )
 @click.option("-c", "--config", "config_path", type=_in_file, help="enclave.toml for --enclave.")
 @json_option
+@work_options
 def verify(file: Path, enclave: Path | None, config_path: Path | None, as_json: bool) -> None:
     """Check signature, exponent, Q1/Q2 and MRENCLAVE; exit 1 naming a failed check."""
     from sgxtool.info import verify as verify_
 
     cfg = load_cfg(config_path, enclave) if config_path or enclave else None
-    report = verify_(file, config=cfg, enclave=enclave)
+    with large_work("measure", enclave or file, cfg) as progress:
+        report = verify_(file, config=cfg, enclave=enclave, progress=progress)
     if as_json:
         emit_json(report)
         return
@@ -476,13 +489,14 @@ def _flags_text(flags: int) -> str:
 @click.argument("elf", type=_in_file)
 @click.option("-c", "--config", "config_path", type=_in_file, help="enclave.toml.")
 @click.option("-o", "--out", type=_path, required=True, help="The SGXS file to write.")
+@work_options
 def sgxs_export(elf: Path, config_path: Path | None, out: Path) -> None:
     """Export the enclave as an SGXS stream (whose SHA-256 is MRENCLAVE)."""
-    from sgxtool.build import Target, layout_of
+    from sgxtool.build import layout_of
     from sgxtool.sgxs import write_sgxs
 
     cfg = load_cfg(config_path, elf)
-    with progress_bar("writing", pages_of(Target(cfg, elf))) as progress:
+    with large_work("export", elf, cfg) as progress:
         digest = write_sgxs(layout_of(elf, cfg), out, progress)
     click.echo(digest.hex())
 
@@ -558,6 +572,7 @@ def token(image: Path, out: Path | None, as_json: bool) -> None:
 )  # fmt: skip
 @machine_option
 @json_option
+@work_options
 def run(
     image: Path,
     entry: str,
@@ -578,14 +593,20 @@ def run(
     from sgxtool.runtime import run_ecall
 
     data = _ecall_input(in_file, in_hex, in_text)
-    result = run_ecall(
-        image, entry, data, machine=cli_machine(), console=sys.stderr,
-        out_size=out_size, budget=budget, timeout=timeout,
-    )  # fmt: skip
+    with large_work("load", image, None):
+        result = run_ecall(
+            image, entry, data, machine=cli_machine(), console=sys.stderr,
+            out_size=out_size, budget=budget, timeout=timeout,
+        )  # fmt: skip
     if out_file is not None:
         write_output(out_file, result.output)
     if as_json:
-        emit_json(result.as_json())
+        doc = result.as_json()
+        if out_file is not None:  # the output went where it was sent, not to stdout too
+            doc = {k: v for k, v in doc.items() if not k.startswith("output")} | {
+                "out": str(out_file)
+            }
+        emit_json(doc)
     elif out_file is None and result.output:
         text = result.as_json()["output_text"]
         click.echo(text if isinstance(text, str) and text.isprintable() else result.output.hex())
