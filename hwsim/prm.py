@@ -195,25 +195,30 @@ class _MeeRegion(PrmRegion):
         return b"".join(tags).ljust(PAGE_SIZE, b"\0")
 
     def dimm_write(self, page: int, data: bytes) -> None:
+        # A page never written gets its zero line and MAC first, so that the half the
+        # probe did not write keeps what the DIMM held.
         if page < self._meta_first:
-            index = page - self.first_page
-            self._tags.setdefault(index, self._line_and_tag(index)[1])
+            self._line_and_tag(page - self.first_page)
             super().dimm_write(page, data)
             return
         for n, index in enumerate(self._tag_span(page)):
-            self._lines.setdefault(index, self._line_and_tag(index)[0])
-            self._tags[index] = bytes(data[n * TAG_SIZE : (n + 1) * TAG_SIZE])
-            self._changed(index)
+            tag = bytes(data[n * TAG_SIZE : (n + 1) * TAG_SIZE])
+            if tag != self._line_and_tag(index)[1]:
+                self._tags[index] = tag
+                self._changed(index)
 
     def _tag_span(self, page: int) -> range:
         first = (page - self._meta_first) * _TAGS_PER_PAGE
         return range(first, min(first + _TAGS_PER_PAGE, self.map.epc_pages))
 
     def _line_and_tag(self, index: int) -> tuple[bytes, bytes]:
+        """The page's ciphertext and MAC on the DIMM; a page never written gets those of
+        the zero page at version 0 (kept, so each is computed once)."""
         line, tag = self._lines.get(index), self._tags.get(index)
         if line is None or tag is None:
             zero_line, zero_tag = self._cipher.seal(self.first_page + index, 0, _ZERO_PAGE)
-            line, tag = line or zero_line, tag or zero_tag
+            line = self._lines[index] = line or zero_line
+            tag = self._tags[index] = tag or zero_tag
         return line, tag
 
     def _zero_line(self, index: int) -> bytes:

@@ -199,3 +199,15 @@ def test_ewb_keystream_differs_across_device_opens(machine: Machine) -> None:
     victim = evict_known_page(machine, seed)
     attacker = evict_known_page(machine, known)
     assert _xor(victim, attacker, known) != seed
+
+
+def test_a_power_cycle_loses_every_key(machine: Machine) -> None:
+    epc = epc_of(machine)
+    with machine.transaction(write=False) as txn:
+        slots = {k: txn.get("boot.keys", str(k)) for k in txn.engine.key_ids()}
+    machine.power_cycle()
+    again = epc_of(machine)
+    assert again is not epc and again.region is not epc.region
+    assert again.paging_key != epc.paging_key
+    with machine.transaction(write=False) as txn:
+        assert all(txn.get("boot.keys", str(k)) != key for k, key in slots.items())
