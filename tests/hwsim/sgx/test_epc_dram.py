@@ -211,3 +211,33 @@ def test_a_power_cycle_loses_every_key(machine: Machine) -> None:
     assert again.paging_key != epc.paging_key
     with machine.transaction(write=False) as txn:
         assert all(txn.get("boot.keys", str(k)) != key for k, key in slots.items())
+
+
+# -- through the execution core: a running enclave meets the MEE ---------------------------
+
+_KEEPER = r"""
+#include <enclave.h>
+static char store[4096] __attribute__((aligned(4096)));
+SGX_ECALL(keep) { memcpy(store, in, in_len); return 0; }
+SGX_ECALL(give) { memcpy(out, store, 16); return 16; }
+"""
+_DEBUG = '[enclave]\ndebug = true\n[memory]\nheap_size = "256K"\nstack_size = "32K"\n'
+
+
+def test_a_running_enclave_trips_the_mee_on_tampered_memory(
+    machine_factory: MachineFactory, vector: Callable[[str], Path], tmp_path: Path
+) -> None:
+    from sgxtool.runtime import Enclave
+    from tests.examples.build import compile_enclave, sign_image
+
+    elf = compile_enclave(_KEEPER, tmp_path / "keeper.elf")
+    image = sign_image(elf, _DEBUG, vector("sgx/fortanix-rust-sgx/sig1.key.pem"), tmp_path / "k")
+    skylake = machine_factory("skylake")
+    secret = b"kept in the EPC!"
+    with Enclave.load(image, machine=skylake) as enclave:
+        enclave.call("keep", secret)
+        epc = epc_of(skylake)
+        (held,) = [i for i in epc.epcm if epc.read(i).startswith(secret)]
+        _flip_bit(skylake, epc.paddr(held))
+        with pytest.raises(MachineCheck):
+            enclave.call("give")
