@@ -55,6 +55,7 @@ class MemoryEngine:
         self._ciphers: dict[int, XtsCipher] = {}
         self._prm_map: PrmMap | None = None
         self._prm_known = False
+        self._prm_span = (0, 0)  # [base, end) of the PRM once known; empty when none
 
     # -- key slots ------------------------------------------------------------------
 
@@ -100,15 +101,18 @@ class MemoryEngine:
         if prm.end > self._limit:
             raise HwsimError(f"the PRM ends at {prm.end:#x}, outside the physical address space")
         self._txn.put(PRM_NS, "map", prm.pack())
-        self._prm_map, self._prm_known = prm, True
+        self._know_prm(prm)
 
     def prm(self) -> PrmMap | None:
         """Where the PRM is at this boot; None when the BIOS reserved none (SGX off)."""
         if not self._prm_known:
             raw = self._txn.get(PRM_NS, "map")
-            self._prm_map = None if raw is None else PrmMap.unpack(raw)
-            self._prm_known = True
+            self._know_prm(None if raw is None else PrmMap.unpack(raw))
         return self._prm_map
+
+    def _know_prm(self, prm: PrmMap | None) -> None:
+        self._prm_map, self._prm_known = prm, True
+        self._prm_span = (0, 0) if prm is None else (prm.base, prm.end)
 
     def epc_region(self) -> PrmRegion:
         """The PRM's contents for this boot in this process, under the EPC key slot."""
@@ -122,10 +126,10 @@ class MemoryEngine:
 
     def _prm_overlap(self, paddr: int, n: int) -> tuple[int, int] | None:
         """The part [lo, hi) of paddr..paddr+n that lies in the PRM, if any."""
-        prm = self.prm()
-        if prm is None:
-            return None
-        lo, hi = max(paddr, prm.base), min(paddr + n, prm.end)
+        if not self._prm_known:
+            self.prm()
+        base, end = self._prm_span  # read on every DRAM access: kept as two ints
+        lo, hi = max(paddr, base), min(paddr + n, end)
         return (lo, hi) if lo < hi else None
 
     # -- physical view (what is on the DIMM) -----------------------------------------
@@ -144,10 +148,10 @@ class MemoryEngine:
     def read(self, paddr: int, n: int, keyid: int | None) -> bytes:
         """``n`` bytes at ``paddr`` as host code sees them with ``keyid`` (None: no
         encryption); the PRM reads as the abort page, all ones."""
-        self._host_keyid(keyid)
-        self._span(paddr, n)
+        if keyid == EPC_KEYID:
+            raise _epc_keyid_refused()
         hole = self._prm_overlap(paddr, n)
-        if hole is None:
+        if hole is None:  # each _read checks its range against the address space
             return self._read(paddr, n, keyid)
         lo, hi = hole
         abort = bytes([_ABORT]) * (hi - lo)
@@ -156,7 +160,8 @@ class MemoryEngine:
     def write(self, paddr: int, data: bytes, keyid: int | None) -> None:
         """Write ``data`` at ``paddr`` through the engine with ``keyid`` (None: plaintext);
         what falls in the PRM is dropped, as the abort page does."""
-        self._host_keyid(keyid)
+        if keyid == EPC_KEYID:
+            raise _epc_keyid_refused()
         data = bytes(data)
         cipher = None if keyid is None else self._cipher(keyid)
         self._span(paddr, len(data))
@@ -173,13 +178,6 @@ class MemoryEngine:
 
     # -- internals -------------------------------------------------------------------
 
-    @staticmethod
-    def _host_keyid(keyid: int | None) -> None:
-        if keyid == EPC_KEYID:
-            raise InvalidInput(
-                f"key id {EPC_KEYID:#x} is the EPC's: only the SGX engine encrypts with it"
-            )
-
     def _span(self, paddr: int, n: int) -> tuple[int, int]:
         if paddr < 0 or n < 0 or paddr + n > self._limit:
             raise InvalidInput(
@@ -189,12 +187,12 @@ class MemoryEngine:
         return paddr // PAGE_SIZE, (paddr + max(n, 1) - 1) // PAGE_SIZE
 
     def _read(self, paddr: int, n: int, keyid: int | None) -> bytes:
-        if n == 0:
-            return b""
         if keyid is None:
             return self.physical_read(paddr, n)
         cipher = self._cipher(keyid)
         first, last = self._span(paddr, n)
+        if n == 0:
+            return b""
         stored = self._stored(first, last)
         remember = last - first < HOT_PAGES_MAX  # bulk reads would only flush the cache
         plain = b"".join(
@@ -264,3 +262,7 @@ class MemoryEngine:
                 region.dimm_write(p, bytes(images[p - first]))
         rows = [(p, img) for p, img in zip(pages, images, strict=True) if p not in prm]
         self._db.executemany("INSERT OR REPLACE INTO dram VALUES (?, ?)", rows)
+
+
+def _epc_keyid_refused() -> InvalidInput:
+    return InvalidInput(f"key id {EPC_KEYID:#x} is the EPC's: only the SGX engine encrypts with it")
