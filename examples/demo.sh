@@ -33,5 +33,5 @@ sgxtool run "$out/hello.signed.elf" hello --in-text "memcrypt"
 
 echo "== the AMD side: the simulated secure processor and its certificate chain"
 sevtool show
-sevtool export --full "$out/sev-chain"
-sevtool verify "$out/sev-chain"
+sevtool export --full "$out/sev-chain.cert"    # one file, in sevctl's format
+sevtool verify "$out/sev-chain.cert"

@@ -16,6 +16,7 @@ from sgxtool.build import layout_of
 from sgxtool.config import EnclaveConfig
 from sgxtool.errors import UsageError, VerificationError
 from sgxtool.image import ImageKind, detect, read_image
+from sgxtool.intelso import IntelMetadata, intel_layout, read_metadata
 from sgxtool.layout import EnclaveLayout
 from sgxtool.measure import Progress, mrenclave
 from sgxtool.sgxs import read_sgxs, sgxs_mrenclave
@@ -41,6 +42,9 @@ def load_sigstruct(path: Path) -> Loaded:
         return Loaded(kind, image.sigstruct_raw, image.config)
     if kind is ImageKind.SIGSTRUCT:
         return Loaded(kind, read_file(path, "SIGSTRUCT"), None)
+    if kind is ImageKind.INTEL_SO:
+        # Every copy carries the same SIGSTRUCT (sgx_sign copies it after signing).
+        return Loaded(kind, read_metadata(path)[0].sigstruct_raw, None)
     return Loaded(kind, None, None)
 
 
@@ -104,7 +108,25 @@ def describe(path: Path, progress: Progress | None = None) -> dict[str, Any]:
         )
     if loaded.config is not None:
         out["config"] = loaded.config.to_toml_dict()
+    if loaded.kind is ImageKind.INTEL_SO:
+        out["intel_metadata"] = [_describe_copy(c) for c in read_metadata(path)]
     return out
+
+
+def _describe_copy(c: IntelMetadata) -> dict[str, Any]:
+    """What sgx_sign recorded in one metadata copy, besides the SIGSTRUCT."""
+    return {
+        "version": c.version_text,
+        "file_offset": c.file_offset,
+        "enclave_size": c.enclave_size,
+        "ssa_frame_size": c.ssa_frame_size,
+        "tcs_policy": "unbind" if c.tcs_policy else "bind",
+        "tcs_min_pool": c.tcs_min_pool,
+        "desired_misc_select": f"{c.desired_misc_select:#010x}",
+        "attributes": {"flags": f"{c.attributes[0]:#018x}", "xfrm": f"{c.attributes[1]:#018x}"},
+        "layout_records": len(c.entries),
+        "patches": len(c.patches),
+    }
 
 
 def measure(
@@ -131,6 +153,8 @@ def _layout(path: Path, kind: ImageKind, config: EnclaveConfig | None) -> Enclav
         )
     if kind is ImageKind.SGXS:
         return read_sgxs(path)
+    if kind is ImageKind.INTEL_SO:
+        return intel_layout(path)
     if config is None and kind is ImageKind.SIGNED_ELF:
         config = read_image(path).config
     if config is None:
@@ -171,7 +195,7 @@ def verify(
     except SigstructError as exc:
         raise VerificationError(f"{path}: {exc}") from exc
     checks = ["format", "exponent", "signature", "Q1/Q2"]
-    source = path if loaded.kind is ImageKind.SIGNED_ELF else enclave
+    source = path if loaded.kind in (ImageKind.SIGNED_ELF, ImageKind.INTEL_SO) else enclave
     if source is not None:
         layout = _layout(source, detect(source), config or loaded.config)
         measured = mrenclave(layout, progress)

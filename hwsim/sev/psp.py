@@ -35,6 +35,7 @@ from hwsim.sev.arch import (
     SevUsage,
 )
 from hwsim.sev.certs import CertificateError, make_sev_cert, sign_sev_cert, verify_sev_cert
+from hwsim.sev.errors import PspError
 
 __all__ = ["ALLOWED_STATES", "NV_NS", "STATE_NS", "NvStore", "Psp", "PspError"]
 
@@ -75,19 +76,6 @@ class NvStore(Protocol):
     def put(self, ns: str, key: str, value: bytes) -> None: ...
     def delete(self, ns: str, key: str) -> None: ...
     def keys(self, ns: str) -> list[str]: ...
-
-
-class PspError(HwsimError):
-    """A SEV firmware command failed with API status ``status``."""
-
-    def __init__(
-        self, command: SevCommand, status: SevStatus, why: str, *, hint: str | None = None
-    ) -> None:
-        super().__init__(
-            f"{command.name} failed: {status.name} ({status.value:#04x}): {why}", hint=hint
-        )
-        self.command = command
-        self.status = status
 
 
 def _scalar(key: ec.EllipticCurvePrivateKey) -> bytes:

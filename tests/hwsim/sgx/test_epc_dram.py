@@ -18,8 +18,8 @@ import pytest
 from hwsim.machine import Machine
 from hwsim.memory import HOST_KEYID
 from hwsim.prm import MachineCheck
+from hwsim.sgx._encls import EAdd, EBlock, ECreate, EPa, ETrack, EWb, encls
 from hwsim.sgx.arch import PAGE_SIZE, XFRM_LEGACY, PageType, Secs, secinfo_flags
-from hwsim.sgx.encls import EAdd, EBlock, ECreate, EPa, ETrack, EWb, encls
 from hwsim.sgx.epc import Epc
 from hwsim.sgx.platform import epc_of
 from tests.hwsim.sgx.conftest import RW, ImageMaker, build_device
