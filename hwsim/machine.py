@@ -20,7 +20,8 @@ What lives where in state.db (namespaces of the key-value table):
 - ``vendor``: the simulated SGX vendor's RSA-3072 signing key (the vendor is not part of
   the machine: ``reset`` keeps it, like Intel's key hash burnt into real parts);
 - ``boot.*``: volatile state, emptied by every power cycle (boot root, booted BIOS
-  settings, MSRs, memory-encryption key slots, and whatever other modules keep there).
+  settings, MSRs, memory-encryption key slots, where the PRM is, and whatever other
+  modules keep there).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from hwsim.bios import (
 )
 from hwsim.errors import MachineError
 from hwsim.memory import EPC_KEYID, HOST_KEYID, MemoryEngine
+from hwsim.prm import PrmMap
 from hwsim.profiles import DEFAULT_PROFILE, PROFILES, Profile, get_profile
 from hwsim.store import StateTxn, Store
 from memcrypt.cli import program_name
@@ -449,6 +451,7 @@ def _boot(txn: StateTxn, profile: Profile, config: BiosConfig) -> None:
         engine.set_key(HOST_KEYID, os.urandom(16))  # the SME key, never leaves the SoC
     if profile.sgx1 and config.sgx_enabled:
         engine.set_key(EPC_KEYID, os.urandom(16))
+        engine.reserve_prm(PrmMap.at_boot(profile, config.epc_size))
 
 
 def default_machine_path() -> Path:
