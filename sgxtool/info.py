@@ -18,7 +18,7 @@ from sgxtool.errors import UsageError, VerificationError
 from sgxtool.image import ImageKind, detect, read_image
 from sgxtool.layout import EnclaveLayout
 from sgxtool.measure import Progress, mrenclave
-from sgxtool.sgxs import read_sgxs, sgxs_mrenclave
+from sgxtool.sgxs import sgxs_mrenclave
 from sgxtool.sign import decode_bcd_date
 
 __all__ = ["Loaded", "describe", "describe_sigstruct", "load_sigstruct", "measure", "verify"]
@@ -123,14 +123,20 @@ def measure(
     }
 
 
+def _mrenclave(path: Path, config: EnclaveConfig | None, progress: Progress | None) -> bytes:
+    """MRENCLAVE of an enclave file, streamed: an SGXS is hashed as it is read."""
+    kind = detect(path)
+    if kind is ImageKind.SGXS:
+        return sgxs_mrenclave(path)
+    return mrenclave(_layout(path, kind, config), progress)
+
+
 def _layout(path: Path, kind: ImageKind, config: EnclaveConfig | None) -> EnclaveLayout:
     if kind is ImageKind.SIGSTRUCT:
         raise UsageError(
             f"{path} is a SIGSTRUCT; it holds a measurement, it is not one",
             hint="use `sgxtool dump`",
         )
-    if kind is ImageKind.SGXS:
-        return read_sgxs(path)
     if config is None and kind is ImageKind.SIGNED_ELF:
         config = read_image(path).config
     if config is None:
@@ -173,8 +179,7 @@ def verify(
     checks = ["format", "exponent", "signature", "Q1/Q2"]
     source = path if loaded.kind is ImageKind.SIGNED_ELF else enclave
     if source is not None:
-        layout = _layout(source, detect(source), config or loaded.config)
-        measured = mrenclave(layout, progress)
+        measured = _mrenclave(source, config or loaded.config, progress)
         if measured != sig.enclavehash:
             raise VerificationError(
                 f"{path}: MRENCLAVE mismatch: the enclave measures {measured.hex()}, "

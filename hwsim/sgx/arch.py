@@ -12,10 +12,12 @@ import enum
 import hashlib
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from hwsim._layout import Layout, Packed
+from hwsim.arch import PAGE_SIZE as PAGE_SIZE  # noqa: PLC0414 (re-exported for the SGX formats)
+from memcrypt.errors import FormatError
 
-PAGE_SIZE = 4096
 EEXTEND_CHUNK = 256
 
 # SDM 38.13: SIGSTRUCT HEADER and HEADER2 are fixed; VENDOR is 0 or 0x8086.
@@ -93,6 +95,12 @@ class SecinfoFlag(enum.IntFlag):
 def secinfo_flags(page_type: PageType, perms: int = 0) -> int:
     """SECINFO.FLAGS for a page: the type in bits 15:8, permissions in bits 2:0."""
     return (int(page_type) << 8) | perms
+
+
+def mrsigner(modulus: int) -> bytes:
+    """MRSIGNER of a signer's RSA modulus: SHA-256 of the modulus as SIGSTRUCT stores it,
+    384 bytes little-endian (SDM vol. 3D 38.13, EINIT "Operation")."""
+    return hashlib.sha256(modulus.to_bytes(MODULUS_BYTES, "little")).digest()
 
 
 class KeyName(enum.IntEnum):
@@ -270,8 +278,7 @@ class Sigstruct(Packed):
 
     @property
     def mrsigner(self) -> bytes:
-        """MRSIGNER: SHA-256 of the modulus as stored (little-endian), SDM EINIT."""
-        return hashlib.sha256(self.modulus).digest()
+        return mrsigner(int.from_bytes(self.modulus, "little"))
 
     def signed_bytes(self) -> bytes:
         """The 256 bytes the signature covers: bytes 0-127 and 900-1027 (SDM 37.14)."""
@@ -535,24 +542,79 @@ class Keyrequest(Packed):
     configsvn: int = 0
 
 
-# Measurement blocks (SDM 38.x ECREATE/EADD/EEXTEND "Operation"): MRENCLAVE is SHA-256 over
-# 64-byte blocks, and an SGXS file is exactly that byte stream (rust-sgx doc/SGXS.md).
+# Measurement records (SDM vol. 3D 38.x, "Operation" of ECREATE, EADD and EEXTEND): MRENCLAVE
+# is SHA-256 over 64-byte records, and an SGXS file is exactly that byte stream (rust-sgx
+# doc/SGXS.md). Each record has its packer and its parser here, side by side.
 MEASURE_BLOCK = 64
+TAG_ECREATE = b"ECREATE\0"
+TAG_EADD = b"EADD\0\0\0\0"
+TAG_EEXTEND = b"EEXTEND\0"
+_ECREATE = struct.Struct("<8sIQ44x")
+_EADD = struct.Struct("<8sQQ40x")
+_EEXTEND = struct.Struct("<8sQ48x")
+
+
+class EcreateRecord(NamedTuple):
+    """ECREATE: "ECREATE\\0", SSAFRAMESIZE (u32), SIZE (u64), zeros."""
+
+    ssaframesize: int
+    size: int
+
+
+class EaddRecord(NamedTuple):
+    """EADD: "EADD", the page's offset from the base, SECINFO bytes 0-47 (FLAGS, zeros)."""
+
+    offset: int
+    flags: int
+
+    @property
+    def secinfo(self) -> Secinfo:
+        return Secinfo(self.flags)
+
+
+class EextendRecord(NamedTuple):
+    """EEXTEND: "EEXTEND\\0", the chunk's offset; its 256 bytes follow in the stream."""
+
+    offset: int
+
+
+MeasureRecord = EcreateRecord | EaddRecord | EextendRecord
 
 
 def ecreate_block(ssaframesize: int, size: int) -> bytes:
-    """The ECREATE block: "ECREATE\\0", SSAFRAMESIZE (u32), SIZE (u64), zeros."""
-    return struct.pack("<8sIQ44x", b"ECREATE", ssaframesize, size)
+    return _ECREATE.pack(TAG_ECREATE, ssaframesize, size)
 
 
 def eadd_block(offset: int, flags: int) -> bytes:
-    """The EADD block: "EADD", page offset from the base, SECINFO bytes 0-47."""
-    return struct.pack("<8sQQ40x", b"EADD", offset, flags)
+    return _EADD.pack(TAG_EADD, offset, flags)
 
 
 def eextend_header(offset: int) -> bytes:
-    """The EEXTEND header block; the 256 measured bytes follow it."""
-    return struct.pack("<8sQ48x", b"EEXTEND", offset)
+    return _EEXTEND.pack(TAG_EEXTEND, offset)
+
+
+def parse_record(block: bytes | memoryview) -> MeasureRecord:
+    """The record in a 64-byte block. Every byte a record does not define is zero in any
+    stream the hardware measures, so a non-zero one is refused like an unknown tag."""
+    if len(block) != MEASURE_BLOCK:
+        raise FormatError(f"a measurement record is {MEASURE_BLOCK} bytes, got {len(block)}")
+    tag = bytes(block[:8])
+    if tag == TAG_EADD:
+        _, offset, flags = _EADD.unpack(block)
+        record: MeasureRecord = EaddRecord(offset, flags)
+    elif tag == TAG_EEXTEND:
+        record = EextendRecord(_EEXTEND.unpack(block)[1])
+    elif tag == TAG_ECREATE:
+        record = EcreateRecord(*_ECREATE.unpack(block)[1:])
+    else:
+        raise FormatError(f"unknown record {tag!r}")
+    if any(block[_RECORD_END[tag] :]):
+        raise FormatError(f"{tag.rstrip(bytes(1)).decode()} record has non-zero reserved bytes")
+    return record
+
+
+# Where each record's defined bytes end (the struct formats above, without the padding).
+_RECORD_END = {TAG_ECREATE: 20, TAG_EADD: 24, TAG_EEXTEND: 16}
 
 
 @dataclass
