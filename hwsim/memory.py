@@ -22,6 +22,7 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from hwsim.arch import PAGE_SIZE
 from hwsim.errors import HwsimError
 from hwsim.store import StateTxn
 from memcrypt.errors import InvalidInput
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["EPC_KEYID", "HOST_KEYID", "PAGE_SIZE", "MemoryEngine", "xts_key"]
 
-PAGE_SIZE = 4096
 HOST_KEYID = 0
 # Outside any ASID range (SEV ASIDs are at most a few hundred), so never shared with a guest.
 EPC_KEYID = 0x10000

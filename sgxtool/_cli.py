@@ -454,10 +454,10 @@ def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
 
 
 def _flags_text(flags: int) -> str:
-    from hwsim.sgx.arch import PageType
+    from hwsim.sgx.arch import PageType, Secinfo
 
     perms = "".join(c if flags & bit else "-" for c, bit in (("r", 1), ("w", 2), ("x", 4)))
-    return f"{PageType((flags >> 8) & 0xFF).name} {perms}"
+    return f"{PageType(Secinfo(flags).page_type).name} {perms}"
 
 
 @cli.command("sgxs")
