@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from hwsim.sgx.arch import MODULUS_BYTES, Sigstruct
-from hwsim.sgx.sigcheck import attach_signature
+from hwsim.sgx.sigcheck import SigstructError, attach_signature
 from sgxtool.config import EnclaveConfig
-from sgxtool.errors import SgxToolError, VerificationError
+from sgxtool.errors import SgxToolError, SigningKeyError, VerificationError
 from sgxtool.keys import check_key
 
 __all__ = [
@@ -137,7 +137,14 @@ def sign_sigstruct(sig: Sigstruct, signer: Signer) -> Sigstruct:
     public = signer.public_key
     check_key(public, "signing key")
     # The signed bytes (0-127, 900-1027) hold neither MODULUS nor EXPONENT.
-    return attach_signature(sig, public.public_numbers().n, signer.sign(sig.signed_bytes()))
+    signature = signer.sign(sig.signed_bytes())
+    try:
+        return attach_signature(sig, public.public_numbers().n, signature)
+    except SigstructError as exc:
+        raise SigningKeyError(
+            "the signature made does not verify with the signing key's public key",
+            hint="the private key file is damaged; sign with an intact copy",
+        ) from exc
 
 
 def bcd_date(day: _dt.date) -> int:

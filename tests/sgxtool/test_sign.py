@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from hwsim.sgx.arch import SgxStatus, Sigstruct
 from hwsim.sgx.sigcheck import SigstructError, check_sigstruct, q1_q2
@@ -150,3 +150,17 @@ def test_keys_refused_and_protected(tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_text("not a key")
     with pytest.raises(SigningKeyError, match="not a PEM private key"):
         load_private_key(tmp_path / "junk.pem")
+
+
+def test_damaged_key_cannot_sign(vector: Vector, tmp_path: Path) -> None:
+    """Keys load without cryptography's slow full check, so a key whose private numbers
+    are damaged must be caught by verifying the signature it makes (issue: key loading)."""
+    good = load_private_key(vector("sgx/fortanix-rust-sgx/sig1.key.pem")).private_numbers()
+    broken = rsa.RSAPrivateNumbers(
+        good.p, good.q, good.d + 2, good.dmp1 + 2, good.dmq1, good.iqmp, good.public_numbers
+    ).private_key(unsafe_skip_rsa_key_validation=True)
+    path = tmp_path / "broken.pem"
+    save_private_key(broken, path)
+    signer = KeySigner(load_private_key(path))
+    with pytest.raises(SigningKeyError, match="does not verify with the signing key"):
+        sign_sigstruct(Sigstruct(enclavehash=bytes(range(32))), signer)
