@@ -20,7 +20,14 @@ from memcrypt.errors import MemcryptError
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["console", "emit_json", "passphrase_options", "resolve_passphrase", "run_main"]
+__all__ = [
+    "console",
+    "emit_json",
+    "json_option",
+    "passphrase_options",
+    "resolve_passphrase",
+    "run_main",
+]
 
 
 def run_main(group: click.Group, prog: str, argv: Sequence[str] | None = None) -> None:
@@ -76,6 +83,11 @@ def console(*, stderr: bool = False) -> Console:
 def emit_json(obj: Any) -> None:
     """Print ``obj`` as stable, sorted JSON on stdout (the ``--json`` schema)."""
     click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``: the command reports as JSON (:func:`emit_json`), passed as ``as_json``."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
 
 def lazy_attr(module: str, names: dict[str, str]) -> Callable[[str], Any]:

@@ -17,6 +17,7 @@ from hwsim.climachine import cli_machine, machine_option
 from memcrypt.cli import (
     console,
     emit_json,
+    json_option,
     passphrase_options,
     resolve_passphrase,
     run_main,
@@ -41,10 +42,6 @@ def cli() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     run_main(cli, "sevtool", argv)
-
-
-def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
 
 def _render_status(info: PlatformInfo, as_json: bool, action: str | None = None) -> None:
@@ -78,7 +75,7 @@ def _render_status(info: PlatformInfo, as_json: bool, action: str | None = None)
 
 @cli.command()
 @machine_option
-@_json_option
+@json_option
 def show(as_json: bool) -> None:
     """Platform state, owner, API version and build, guest count and flags."""
     from sevtool.platform import platform_status
@@ -88,7 +85,7 @@ def show(as_json: bool) -> None:
 
 @cli.command()
 @machine_option
-@_json_option
+@json_option
 def reset(as_json: bool) -> None:
     """Reset the platform (PLATFORM_RESET): new PEK, PDH and OCA; ownership cleared.
 
@@ -104,7 +101,7 @@ def reset(as_json: bool) -> None:
 @click.option(
     "--pek", is_flag=True, help="Rotate the PEK too (PEK_GEN): new PEK and PDH, self-owned again."
 )
-@_json_option
+@json_option
 def rotate(pek: bool, as_json: bool) -> None:
     """Generate a new PDH (PDH_GEN), or with --pek a new PEK and PDH (PEK_GEN)."""
     from sevtool.platform import rotate as rotate_keys
@@ -142,7 +139,7 @@ def generate(
 @click.argument("cert", type=_in_file)
 @click.argument("key", type=_in_file)
 @passphrase_options
-@_json_option
+@json_option
 def provision(
     cert: Path,
     key: Path,
@@ -210,7 +207,7 @@ def pek_sign_cmd(
 @machine_option
 @click.argument("pek_cert", metavar="PEK", type=_in_file)
 @click.argument("oca", type=_in_file)
-@_json_option
+@json_option
 def pek_import_cmd(pek_cert: Path, oca: Path, as_json: bool) -> None:
     """Import the owner-signed PEK and the owner's OCA (PEK_CERT_IMPORT)."""
     from hwsim.sev.certs import load_sev_cert
@@ -241,7 +238,7 @@ def export(full: bool, directory: Path) -> None:
 
 @cli.command("get-id")
 @machine_option
-@_json_option
+@json_option
 def get_id_cmd(as_json: bool) -> None:
     """Print the chip id (GET_ID) in hex, as AMD's key server URLs use it."""
     from sevtool.platform import get_id
@@ -276,7 +273,7 @@ def _cert_options(f: Callable[..., Any]) -> Callable[..., Any]:
     help="Signature of an ARK published without one (default: ARK file + .sig).",
 )
 @click.option("--partial", is_flag=True, help="Verify only the links present.")
-@_json_option
+@json_option
 def verify(
     source: Path | None, ark_sig: Path | None, partial: bool, as_json: bool, **files: Path | None
 ) -> None:

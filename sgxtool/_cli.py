@@ -17,6 +17,7 @@ from hwsim.climachine import cli_machine, machine_option
 from memcrypt.cli import (
     console,
     emit_json,
+    json_option,
     passphrase_options,
     resolve_passphrase,
     run_main,
@@ -100,10 +101,6 @@ def date_option(f: Callable[..., Any]) -> Callable[..., Any]:
         metavar="YYYY-MM-DD",
         help="SIGSTRUCT DATE (default: $SOURCE_DATE_EPOCH, else today UTC).",
     )(f)
-
-
-def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
 
 
 @contextmanager
@@ -330,7 +327,7 @@ def dump(file: Path, as_json: bool) -> None:
     """Decode the SIGSTRUCT of a signed image or raw SIGSTRUCT (or measure an SGXS)."""
     from sgxtool.info import describe
 
-    info = describe(file)
+    info = describe(file).as_json()
     if as_json:
         emit_json(info)
         return
@@ -381,11 +378,11 @@ def measure(file: Path, config_path: Path | None, as_json: bool) -> None:
     if config_path is not None or detect(file) is ImageKind.ELF:
         cfg = load_cfg(config_path, file)
     with progress_bar("measuring", pages_of(Target(cfg, file)) if cfg else 0) as progress:
-        info = measure_(file, cfg, progress)
+        result = measure_(file, cfg, progress)
     if as_json:
-        emit_json(info)
+        emit_json(result.as_json())
     else:
-        click.echo(info["mrenclave"])
+        click.echo(result.mrenclave.hex())
 
 
 @cli.command()
@@ -402,14 +399,14 @@ def verify(file: Path, enclave: Path | None, config_path: Path | None, as_json: 
     cfg = load_cfg(config_path, enclave) if config_path or enclave else None
     report = verify_(file, config=cfg, enclave=enclave)
     if as_json:
-        emit_json(report)
+        emit_json(report.as_json())
         return
-    for check in report["checks"]:
+    for check in report.checks:
         click.echo(f"ok  {check}")
-    if not report["measured"]:
+    if not report.measured:
         click.echo("--  MRENCLAVE not recomputed (give --enclave to check it)")
-    click.echo(f"MRENCLAVE: {report['mrenclave']}")
-    click.echo(f"MRSIGNER:  {report['mrsigner']}")
+    click.echo(f"MRENCLAVE: {report.mrenclave.hex()}")
+    click.echo(f"MRSIGNER:  {report.mrsigner.hex()}")
 
 
 @cli.command()
@@ -419,7 +416,7 @@ def verify(file: Path, enclave: Path | None, config_path: Path | None, as_json: 
 def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
     """Show where every page of the enclave goes."""
     from sgxtool.build import layout_of
-    from sgxtool.info import layout_summary
+    from sgxtool.info import LayoutSummary
 
     plan = layout_of(elf, load_cfg(config_path, elf))
     rows = [
@@ -434,7 +431,7 @@ def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
         for r in plan.regions
     ]
     if as_json:
-        emit_json({**layout_summary(plan), "regions": rows})
+        emit_json({**LayoutSummary.of(plan).as_json(), "regions": rows})
         return
     from rich.markup import escape
     from rich.table import Table

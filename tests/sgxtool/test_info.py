@@ -8,7 +8,7 @@ from pathlib import Path
 from hwsim.sgx.arch import PageType, secinfo_flags
 from sgxtool.build import Target, sign_enclave
 from sgxtool.config import EnclaveConfig
-from sgxtool.info import verify
+from sgxtool.info import describe, measure, verify
 from sgxtool.keys import load_private_key
 from sgxtool.layout import LayoutBuilder, Region
 from sgxtool.sgxs import write_sgxs
@@ -34,6 +34,28 @@ def test_verify_sgxs_memory_stays_bounded(tmp_path: Path, sample_key: Path) -> N
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert report["checks"][-1] == "MRENCLAVE"
-    assert report["mrenclave"] == digest.hex()
+    assert report.measured and report.checks[-1] == "MRENCLAVE"
+    assert report.mrenclave == digest
     assert peak < 8 << 20, f"verify peaked at {peak >> 20} MiB"
+
+
+def test_typed_results_render_the_json_schema(tmp_path: Path, sample_key: Path) -> None:
+    b = LayoutBuilder()
+    b.add(Region(0, 3, RW, "heap", "heap", mrmask=0))
+    sgxs = tmp_path / "e.sgxs"
+    digest = write_sgxs(b.build(), sgxs)
+    measured = measure(sgxs, None)
+    assert measured.as_json() == {
+        "file": str(sgxs),
+        "kind": "SGXS stream",
+        "mrenclave": digest.hex(),
+    }
+    sig = tmp_path / "e.sig"
+    signer = KeySigner(load_private_key(sample_key))
+    made = sign_enclave(Target(EnclaveConfig(), sgxs), signer, 0x20240101, sig_out=sig)
+    dumped = describe(sig)
+    assert dumped.sigstruct == made and dumped.mrenclave == digest
+    assert dumped.as_json()["mrsigner"] == made.mrsigner.hex()
+    unmeasured = verify(sig)
+    assert not unmeasured.measured
+    assert unmeasured.as_json()["checks"] == ["format", "exponent", "signature", "Q1/Q2"]
