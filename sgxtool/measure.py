@@ -6,7 +6,7 @@ ECREATE/EADD/EEXTEND; ``shared/reference/sgx.md`` 2.7). The same byte stream is 
 file, so :func:`stream_measurement` serves both measuring and SGXS export.
 
 Speed: the records come from :class:`hwsim.sgx.measurement.PageRecords` templates (built
-once, only the offset bytes that change patched per 16 MiB window), and a file's measured
+once, only the offset bytes that change patched per window), and a file's measured
 bytes go straight into the template's data slots with one scatter read (``preadv``) per
 1024 chunks. One thread does everything: a second thread only pays off on an idle second
 core, and under load it was slower. Memory stays a few tens of MiB whatever the size.
@@ -21,7 +21,7 @@ from typing import Protocol
 
 from hwsim.arch import PAGE_SIZE
 from hwsim.sgx.arch import EEXTEND_CHUNK, ecreate_block
-from hwsim.sgx.measurement import ALL_CHUNKS, WINDOW_PAGES, PageRecords, windows
+from hwsim.sgx.measurement import ALL_CHUNKS, PageRecords, window_pages, windows
 from sgxtool.errors import SgxToolError
 from sgxtool.layout import EnclaveLayout, Region
 
@@ -84,14 +84,17 @@ class _Stream:
         if not pages:
             return
         start = r.offset + pages.start * PAGE_SIZE
-        for offset, n in windows(start, len(pages)):
+        size = window_pages(r.mrmask)
+        for offset, n in windows(start, len(pages), r.mrmask):
             first = (offset - r.offset) // PAGE_SIZE
-            yield self._template(r.mrmask, zero, (offset >> 12) % WINDOW_PAGES + n), first, n
+            yield self._template(r.mrmask, zero, (offset // PAGE_SIZE) % size + n), first, n
 
     def _template(self, mrmask: int, zero: bool, need: int) -> PageRecords:
+        """The template for ``mrmask``, holding at least ``need`` pages of its window
+        (grown by doubling, so that a small enclave builds small templates)."""
         t = self.templates.get((mrmask, zero))
         if t is None or t.capacity < need:
-            capacity = max(need, min(WINDOW_PAGES, 2 * t.capacity if t else 0))
+            capacity = max(need, min(window_pages(mrmask), 2 * t.capacity if t else 0))
             t = self.templates[mrmask, zero] = PageRecords(mrmask, capacity)
         return t
 

@@ -3,34 +3,51 @@
 MRENCLAVE covers, per page, one EADD record and, per measured 256-byte chunk, an EEXTEND
 record followed by the chunk (``arch``'s records). Building those records page by page in
 Python costs more than hashing them, so :class:`PageRecords` builds the records of a whole
-16 MiB window of pages once, with ``arch``'s packers, and reuses them: the offsets of two
-pages at the same place in different windows differ only in bits 24 and up, so moving the
-template to another window patches those bytes and nothing else (usually one byte per
-record), and a new SECINFO.FLAGS is patched once per run of pages. The measured bytes go
+window of pages once, with ``arch``'s packers, and reuses them: the offsets of two pages at
+the same place in different windows differ only in the bits above the window, so moving
+the template to another window patches those bytes and nothing else (usually one byte per
+record), and a new SECINFO.FLAGS is patched once per run of pages. A window is 16 MiB
+(4096 pages, 256 KiB of EADD records) without measured chunks, and 1 MiB (256 pages,
+1.3 MiB of records) with them, so that a template stays cheap to build. The measured bytes go
 into the template's data slots, which callers fill in place (a scatter read, for files).
 """
 
 from __future__ import annotations
 
 import array
+import functools
 from collections.abc import Iterator
 
 from hwsim.arch import PAGE_SIZE
 from hwsim.sgx.arch import EEXTEND_CHUNK, MEASURE_BLOCK, eadd_block, eextend_header
 
-__all__ = ["ALL_CHUNKS", "WINDOW_PAGES", "PageRecords", "windows"]
+__all__ = ["ALL_CHUNKS", "PageRecords", "window_pages", "windows"]
 
 ALL_CHUNKS = 0xFFFF  # every 256-byte chunk of a page is EEXTENDed
 _CHUNKS = PAGE_SIZE // EEXTEND_CHUNK
-_WINDOW_SHIFT = 24  # a window spans 16 MiB: offsets inside it share bytes 3 to 7
-WINDOW_PAGES = (1 << _WINDOW_SHIFT) // PAGE_SIZE
 _EXTEND_STEP = MEASURE_BLOCK + EEXTEND_CHUNK  # an EEXTEND record and its chunk
 
 
-def windows(offset: int, pages: int) -> Iterator[tuple[int, int]]:
-    """(offset, pages) pieces of a run of pages, none crossing a 16 MiB window."""
+@functools.cache
+def _or_table(bits: int) -> bytes:
+    """A ``bytes.translate`` table that ORs ``bits`` into every byte."""
+    return bytes(x | bits for x in range(256))
+
+
+def _window_shift(mrmask: int) -> int:
+    return 20 if mrmask else 24
+
+
+def window_pages(mrmask: int) -> int:
+    """Pages per window of a template for chunk mask ``mrmask``."""
+    return (1 << _window_shift(mrmask)) // PAGE_SIZE
+
+
+def windows(offset: int, pages: int, mrmask: int) -> Iterator[tuple[int, int]]:
+    """(offset, pages) pieces of a run of pages, none crossing a window."""
+    size = window_pages(mrmask)
     while pages:
-        n = min(pages, WINDOW_PAGES - (offset >> 12) % WINDOW_PAGES)
+        n = min(pages, size - (offset // PAGE_SIZE) % size)
         yield offset, n
         offset, pages = offset + n * PAGE_SIZE, pages - n
 
@@ -39,9 +56,12 @@ class PageRecords:
     """The records of up to ``capacity`` consecutive pages of a window, measured with
     chunk mask ``mrmask``; data slots start zeroed."""
 
-    def __init__(self, mrmask: int, capacity: int = WINDOW_PAGES) -> None:
-        if not 0 < capacity <= WINDOW_PAGES:
-            raise ValueError(f"a template holds 1 to {WINDOW_PAGES} pages, not {capacity}")
+    def __init__(self, mrmask: int, capacity: int | None = None) -> None:
+        self.shift = _window_shift(mrmask)
+        self.window_pages = window_pages(mrmask)
+        capacity = capacity or self.window_pages
+        if not 0 < capacity <= self.window_pages:
+            raise ValueError(f"a template holds 1 to {self.window_pages} pages, not {capacity}")
         self.chunks = [c for c in range(_CHUNKS) if mrmask >> c & 1]
         self.capacity = capacity
         page = eadd_block(0, 0) + b"".join(
@@ -60,14 +80,20 @@ class PageRecords:
         for at, chunk in self.columns:
             span = range(chunk, chunk + capacity * PAGE_SIZE, PAGE_SIZE)
             words[at // 8 :: stride] = array.array("Q", span)
-        self.window = 0  # offset bits 24 and up currently in the template
+        self.window = 0  # offset bits above the window currently in the template
         self.flags = 0
         self._slots: list[memoryview] | None = None
+        # The byte that holds both page-index bits and window bits (1 MiB windows): its
+        # page-index part per record, per column, to OR the window's part into.
+        self._mixed = [
+            bytes((chunk + p * PAGE_SIZE) >> self.shift // 8 * 8 & 0xFF for p in range(capacity))
+            for _, chunk in self.columns
+        ] if self.shift % 8 else []  # fmt: skip
 
     def batch(self, offset: int, pages: int, flags: int) -> memoryview:
         """The records of ``pages`` pages from ``offset`` (inside one window) with
         SECINFO.FLAGS ``flags``; valid until the next call."""
-        first = (offset >> 12) % WINDOW_PAGES
+        first = (offset // PAGE_SIZE) % self.window_pages
         if first + pages > self.capacity:
             raise ValueError(f"pages {first}..{first + pages} are beyond the template")
         if flags != self.flags:
@@ -75,7 +101,7 @@ class PageRecords:
                 self.capacity
             )
             self.flags = flags
-        self._move(offset >> _WINDOW_SHIFT)
+        self._move(offset >> self.shift)
         return self.view[first * self.record_size : (first + pages) * self.record_size]
 
     def slots(self, offset: int, pages: int) -> list[memoryview]:
@@ -87,16 +113,23 @@ class PageRecords:
                 for p in range(self.capacity)
                 for at, _ in self.columns[1:]
             ]
-        first = (offset >> 12) % WINDOW_PAGES * len(self.chunks)
+        first = (offset // PAGE_SIZE) % self.window_pages * len(self.chunks)
         return self._slots[first : first + pages * len(self.chunks)]
 
     def _move(self, window: int) -> None:
         """Patch the offset bytes that differ between the current window and ``window``."""
-        changed, self.window = window ^ self.window, window
-        byte = _WINDOW_SHIFT // 8
+        base, old = window << self.shift, self.window << self.shift
+        self.window = window
+        byte = self.shift // 8
+        if self._mixed and (base ^ old) >> 8 * byte & 0xFF:
+            table = _or_table(base >> 8 * byte & 0xFF)
+            for (at, _), low in zip(self.columns, self._mixed, strict=True):
+                self.buf[at + byte :: self.record_size] = low.translate(table)
+        byte += 1 if self._mixed else 0
+        changed, base = (base ^ old) >> 8 * byte, base >> 8 * byte
         while changed:
             if changed & 0xFF:
-                value = bytes([window & 0xFF]) * self.capacity
+                value = bytes([base & 0xFF]) * self.capacity
                 for at, _ in self.columns:
                     self.buf[at + byte :: self.record_size] = value
-            changed, window, byte = changed >> 8, window >> 8, byte + 1
+            changed, base, byte = changed >> 8, base >> 8, byte + 1

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwsim.sgx.arch import eadd_block, eextend_header
-from hwsim.sgx.measurement import WINDOW_PAGES, PageRecords, windows
+from hwsim.sgx.measurement import PageRecords, window_pages, windows
 
 
 def plain(offset: int, pages: int, flags: int, mrmask: int) -> bytes:
@@ -34,8 +34,8 @@ def test_template_matches_packers(mrmask: int, runs: list[tuple[int, int, int]])
     """Moving one template between windows and flags patches exactly what changes."""
     t = PageRecords(mrmask, 96)
     for page, pages, flags in runs:
-        for offset, n in windows(page * 4096, pages):
-            if (offset >> 12) % WINDOW_PAGES + n > t.capacity:
+        for offset, n in windows(page * 4096, pages, mrmask):
+            if (offset >> 12) % window_pages(mrmask) + n > t.capacity:
                 continue
             assert bytes(t.batch(offset, n, flags)) == plain(offset, n, flags, mrmask)
             assert len(t.slots(offset, n)) == n * bin(mrmask).count("1")
@@ -53,13 +53,26 @@ def test_slots_are_the_chunks_in_stream_order() -> None:
     assert bytes(t.batch(0x1000, 2, 7)) == expected
 
 
-def test_windows_split_at_16_mib() -> None:
-    assert list(windows(0xFFF000, 3)) == [(0xFFF000, 1), (0x1000000, 2)]
-    assert sum(n for _, n in windows(0x3000, 3 * WINDOW_PAGES)) == 3 * WINDOW_PAGES
+def test_windows_split_at_16_mib_or_1_mib() -> None:
+    assert list(windows(0xFFF000, 3, 0)) == [(0xFFF000, 1), (0x1000000, 2)]
+    assert list(windows(0xFF000, 3, 1)) == [(0xFF000, 1), (0x100000, 2)]
+    assert sum(n for _, n in windows(0x3000, 3 * 4096, 0)) == 3 * 4096
+
+
+def test_full_windows_far_apart() -> None:
+    """Whole templates moved across every offset byte, including the mixed one."""
+    for mrmask in (0, 0xFFFF):
+        t = PageRecords(mrmask)
+        for offset in (0, 0x7_1230_0000, 0x5_0000_0000_0000, 0x100000, 0x1F_FFF0_0000):
+            n = t.capacity
+            offset -= offset % (n * 4096)
+            assert bytes(t.batch(offset, n, 0x203)) == plain(offset, n, 0x203, mrmask)
 
 
 def test_template_bounds() -> None:
     with pytest.raises(ValueError, match="beyond the template"):
         PageRecords(0, 4).batch(0x3000, 2, 0)
     with pytest.raises(ValueError, match="1 to 4096 pages"):
-        PageRecords(0, WINDOW_PAGES + 1)
+        PageRecords(0, 4097)
+    with pytest.raises(ValueError, match="1 to 256 pages"):
+        PageRecords(1, 257)
