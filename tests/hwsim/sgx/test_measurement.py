@@ -63,9 +63,9 @@ def test_full_windows_far_apart() -> None:
     """Whole templates moved across every offset byte, including the mixed one."""
     for mrmask in (0, 0xFFFF):
         t = PageRecords(mrmask)
-        for offset in (0, 0x7_1230_0000, 0x5_0000_0000_0000, 0x100000, 0x1F_FFF0_0000):
+        for anywhere in (0, 0x7_1230_0000, 0x5_0000_0000_0000, 0x100000, 0x1F_FFF0_0000):
             n = t.capacity
-            offset -= offset % (n * 4096)
+            offset = anywhere - anywhere % (n * 4096)
             assert bytes(t.batch(offset, n, 0x203)) == plain(offset, n, 0x203, mrmask)
 
 
