@@ -10,9 +10,27 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# The floor for MRENCLAVE: a fresh interpreter hashing an SGXS file 1 MiB at a time.
+HASH_FILE = (
+    "import hashlib,sys\n"
+    "h=hashlib.sha256()\n"
+    "with open(sys.argv[1],'rb',buffering=0) as f:\n"
+    "    while b:=f.read(1<<20): h.update(b)\n"
+    "print(h.hexdigest())\n"
+)
+
+
+def sgxtool(*args: str, tree: Path | None = None) -> list[str]:
+    """sgxtool in a fresh interpreter, from this checkout or from ``tree``."""
+    code = "import sys; sys.path.insert(0, sys.argv.pop(1)); from sgxtool._cli import main; main()"
+    return [sys.executable, "-c", code, str(tree or REPO), *args]
 
 
 @dataclass

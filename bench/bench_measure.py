@@ -7,6 +7,7 @@ a fresh interpreter reading that file and hashing it with hashlib, 1 MiB at a ti
 run in interleaved rounds; min and median ratios, and each process's peak RSS.
 
 Usage: python bench/bench_measure.py [--measured-mib N] [--heap-gib N] [--rounds N]
+       [--before DIR]
 """
 
 from __future__ import annotations
@@ -17,36 +18,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _proc import interleaved, load_average, ratio_line
-
-HASH_FILE = (
-    "import hashlib,sys\n"
-    "h=hashlib.sha256()\n"
-    "with open(sys.argv[1],'rb',buffering=0) as f:\n"
-    "    while b:=f.read(1<<20): h.update(b)\n"
-    "print(h.hexdigest())\n"
-)
-
-
-def sgxtool(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from sgxtool._cli import main; main()", *args]
+from _proc import HASH_FILE, interleaved, load_average, ratio_line, sgxtool
+from bench_sign import build as build_elf
 
 
 def build(tmp: Path, measured_mib: int, heap_gib: int) -> tuple[Path, Path]:
     """An enclave ELF with ``measured_mib`` MiB of data, and its enclave.toml."""
-    sdk = subprocess.run(sgxtool("sdk", "--cflags"), capture_output=True, text=True, check=True)
-    ld = subprocess.run(sgxtool("sdk", "--ldflags"), capture_output=True, text=True, check=True)
-    src = tmp / "big.c"
-    src.write_text(
-        '#include "enclave.h"\n'
-        f"unsigned char blob[{measured_mib} << 20] = {{1}};\n"
-        "SGX_ECALL(peek) { (void)in; (void)in_len; out[0] = blob[in_len]; return 1; }\n"
-    )
-    elf = tmp / "big.elf"
-    cc = ["cc", *sdk.stdout.split(), str(src), *ld.stdout.split(), "-o", str(elf)]
-    subprocess.run(cc, check=True)
+    code = f'#include "enclave.h"\nunsigned char blob[{measured_mib} << 20] = {{1}};\n'
+    code += "SGX_ECALL(peek) { (void)in; out[0] = blob[in_len]; return 1; }\n"
+    elf = build_elf(tmp, code, "big")
     toml = tmp / "enclave.toml"
-    toml.write_text(f'[memory]\nheap_size = "{heap_gib}G"\nheap_measured = false\n')
+    toml.write_text(f'[memory]\nheap_size = "{heap_gib}G"\n')
     return elf, toml
 
 
@@ -55,6 +37,7 @@ def main() -> None:
     ap.add_argument("--measured-mib", type=int, default=256)
     ap.add_argument("--heap-gib", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--before", type=Path, help="Also time sgxtool from this checkout.")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -67,6 +50,10 @@ def main() -> None:
             "python hashing the SGXS": [sys.executable, "-c", HASH_FILE, str(sgxs)],
             "sgxtool measure": sgxtool("measure", str(elf), "-c", str(toml)),
         }
+        if args.before:
+            commands["before: sgxtool measure"] = sgxtool(
+                "measure", str(elf), "-c", str(toml), tree=args.before
+            )
         results = interleaved(commands, args.rounds)
     base = results["python hashing the SGXS"]
     print(

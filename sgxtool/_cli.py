@@ -104,26 +104,32 @@ def date_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextmanager
-def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
-    """A rich progress bar on stderr for long work, when stderr is a terminal."""
-    if total < _PROGRESS_MIN_PAGES or not sys.stderr.isatty():
+def progress_bar(label: str, total: Callable[[], int]) -> Iterator[Callable[[int], None] | None]:
+    """A rich progress bar on stderr for long work, when stderr is a terminal; ``total``
+    is asked for only then (sizing the work means laying the enclave out once more)."""
+    if not sys.stderr.isatty() or (pages := total()) < _PROGRESS_MIN_PAGES:
         yield None
         return
     from rich.progress import Progress
 
     with Progress(console=console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
+        task = bar.add_task(label, total=pages)
         yield lambda n: bar.advance(task, n)
 
 
-def pages_of(target: Target) -> int:
+def pages_of(path: Path | None, config: EnclaveConfig | None) -> Callable[[], int]:
     """Page count of what is measured, for sizing a progress bar (0 when cheap to skip)."""
-    from sgxtool.build import layout_of
-    from sgxtool.image import ImageKind, detect
 
-    if target.path is None or detect(target.path) not in (ImageKind.ELF, ImageKind.SIGNED_ELF):
-        return 0
-    return layout_of(target.path, target.config).page_count
+    def count() -> int:
+        from sgxtool.image import ImageKind, detect, layout_of
+
+        if path is None or config is None:
+            return 0
+        if detect(path) not in (ImageKind.ELF, ImageKind.SIGNED_ELF):
+            return 0
+        return layout_of(path, config).page_count
+
+    return count
 
 
 # -- keys and signing -----------------------------------------------------------------------
@@ -196,7 +202,7 @@ def sign(
     target = make_target(enclave, config_path, enclave_hash)
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
     signer = make_signer(key_path, secret, sign_command, public_key_path)
-    with progress_bar("measuring", pages_of(target)) as progress:
+    with progress_bar("measuring", pages_of(target.path, target.config)) as progress:
         sig = sign_enclave(
             target, signer, signing_date(date), out=out, sig_out=sig_out, progress=progress
         )
@@ -264,7 +270,7 @@ def gendata(
     from sgxtool.sign import signing_date
 
     target = make_target(enclave, config_path, enclave_hash)
-    with progress_bar("measuring", pages_of(target)) as progress:
+    with progress_bar("measuring", pages_of(target.path, target.config)) as progress:
         gendata_(target, signing_date(date), out, progress)
     click.echo(f"wrote {out}", err=True)
 
@@ -310,7 +316,7 @@ def catsig(
     target = make_target(enclave, config_path, enclave_hash)
     public: rsa.RSAPublicKey = load_public_key(public_key_path)
     signature = read_file(signature_path, "signature", max_size=1 << 16)
-    with progress_bar("measuring", pages_of(target)) as progress:
+    with progress_bar("measuring", pages_of(target.path, target.config)) as progress:
         sig = catsig_(
             target, data_path, signature, public, out=out, sig_out=sig_out, progress=progress
         )
@@ -370,14 +376,13 @@ _LONG_FIELDS = ("modulus", "signature", "q1", "q2")
 @json_option
 def measure(file: Path, config_path: Path | None, as_json: bool) -> None:
     """Print the MRENCLAVE of an ELF (with its enclave.toml), signed image or SGXS stream."""
-    from sgxtool.build import Target
     from sgxtool.image import ImageKind, detect
     from sgxtool.info import measure as measure_
 
     cfg = None
     if config_path is not None or detect(file) is ImageKind.ELF:
         cfg = load_cfg(config_path, file)
-    with progress_bar("measuring", pages_of(Target(cfg, file)) if cfg else 0) as progress:
+    with progress_bar("measuring", pages_of(file, cfg)) as progress:
         result = measure_(file, cfg, progress)
     if as_json:
         emit_json(result.as_json())
@@ -415,7 +420,7 @@ def verify(file: Path, enclave: Path | None, config_path: Path | None, as_json: 
 @json_option
 def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
     """Show where every page of the enclave goes."""
-    from sgxtool.build import layout_of
+    from sgxtool.image import layout_of
     from sgxtool.info import LayoutSummary
 
     plan = layout_of(elf, load_cfg(config_path, elf))
@@ -463,11 +468,11 @@ def _flags_text(flags: int) -> str:
 @click.option("-o", "--out", type=_path, required=True, help="The SGXS file to write.")
 def sgxs_export(elf: Path, config_path: Path | None, out: Path) -> None:
     """Export the enclave as an SGXS stream (whose SHA-256 is MRENCLAVE)."""
-    from sgxtool.build import Target, layout_of
+    from sgxtool.image import layout_of
     from sgxtool.sgxs import write_sgxs
 
     cfg = load_cfg(config_path, elf)
-    with progress_bar("writing", pages_of(Target(cfg, elf))) as progress:
+    with progress_bar("writing", pages_of(elf, cfg)) as progress:
         digest = write_sgxs(layout_of(elf, cfg), out, progress)
     click.echo(digest.hex())
 

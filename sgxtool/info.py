@@ -14,14 +14,12 @@ from typing import Any
 from hwsim.sgx.arch import VENDOR_INTEL, Attributes, Sigstruct, Xfrm
 from hwsim.sgx.sigcheck import SigstructError, check_sigstruct
 from memcrypt.files import read_file
-from sgxtool.build import layout_of
 from sgxtool.config import EnclaveConfig
 from sgxtool.errors import UsageError, VerificationError
-from sgxtool.image import ImageKind, detect, read_image
+from sgxtool.image import ImageKind, detect, layout_of, read_image
 from sgxtool.layout import EnclaveLayout
 from sgxtool.measure import Progress, mrenclave
 from sgxtool.sgxs import sgxs_mrenclave
-from sgxtool.sign import decode_bcd_date
 
 __all__ = [
     "Description",
@@ -59,6 +57,8 @@ def load_sigstruct(path: Path) -> Loaded:
 
 def describe_sigstruct(sig: Sigstruct) -> dict[str, Any]:
     """Every SIGSTRUCT field, decoded: attributes by name, DATE as a date."""
+    from sgxtool.sign import decode_bcd_date  # here: sign loads cryptography, measure must not
+
     date = decode_bcd_date(sig.date)
     vendor = {0: "0 (none)", VENDOR_INTEL: "0x8086 (Intel)"}.get(sig.vendor, hex(sig.vendor))
     return {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -59,3 +61,21 @@ def test_typed_results_render_the_json_schema(tmp_path: Path, sample_key: Path) 
     unmeasured = verify(sig)
     assert not unmeasured.measured
     assert unmeasured.as_json()["checks"] == ["format", "exponent", "signature", "Q1/Q2"]
+
+
+def test_measure_loads_no_cryptography(tmp_path: Path, enclave_elf: Path) -> None:
+    """Measuring needs no key: the command must not pay for importing cryptography."""
+    code = (
+        "import sys\n"
+        "from sgxtool._cli import main\n"
+        "try:\n"
+        "    main(['measure', sys.argv[1], '-c', sys.argv[2]])\n"
+        "finally:\n"
+        "    print(sorted(m for m in sys.modules if m.startswith('cryptography')))\n"
+    )
+    toml = tmp_path / "enclave.toml"
+    toml.write_text("[memory]\nthreads = 1\n")
+    done = subprocess.run([sys.executable, "-c", code, str(enclave_elf), str(toml)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert len(lines[0]) == 64 and lines[-1] == "[]", done.stdout + done.stderr
