@@ -87,15 +87,15 @@ class _Stream:
         size = window_pages(r.mrmask)
         for offset, n in windows(start, len(pages), r.mrmask):
             first = (offset - r.offset) // PAGE_SIZE
-            yield self._template(r.mrmask, zero, (offset // PAGE_SIZE) % size + n), first, n
+            yield self._template(r.mrmask, zero, (offset // PAGE_SIZE) % size, n), first, n
 
-    def _template(self, mrmask: int, zero: bool, need: int) -> PageRecords:
-        """The template for ``mrmask``, holding at least ``need`` pages of its window
-        (grown by doubling, so that a small enclave builds small templates)."""
+    def _template(self, mrmask: int, zero: bool, first: int, pages: int) -> PageRecords:
+        """A template for ``mrmask`` holding pages ``first`` to ``first + pages`` of its
+        window: built to size when the last one does not hold them, so a small region
+        builds a small template and a large one builds whole windows once."""
         t = self.templates.get((mrmask, zero))
-        if t is None or t.capacity < need:
-            capacity = max(need, min(window_pages(mrmask), 2 * t.capacity if t else 0))
-            t = self.templates[mrmask, zero] = PageRecords(mrmask, capacity)
+        if t is None or not t.covers(first, pages):
+            t = self.templates[mrmask, zero] = PageRecords(mrmask, pages, first)
         return t
 
     def _zero(self, r: Region, pages: range) -> Iterator[tuple[memoryview, int]]:

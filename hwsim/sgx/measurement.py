@@ -53,15 +53,19 @@ def windows(offset: int, pages: int, mrmask: int) -> Iterator[tuple[int, int]]:
 
 
 class PageRecords:
-    """The records of up to ``capacity`` consecutive pages of a window, measured with
-    chunk mask ``mrmask``; data slots start zeroed."""
+    """The records of pages ``first`` to ``first + capacity`` of a window (all of it by
+    default), measured with chunk mask ``mrmask``; data slots start zeroed."""
 
-    def __init__(self, mrmask: int, capacity: int | None = None) -> None:
+    def __init__(self, mrmask: int, capacity: int | None = None, first: int = 0) -> None:
         self.shift = _window_shift(mrmask)
         self.window_pages = window_pages(mrmask)
-        capacity = capacity or self.window_pages
-        if not 0 < capacity <= self.window_pages:
-            raise ValueError(f"a template holds 1 to {self.window_pages} pages, not {capacity}")
+        capacity = capacity or self.window_pages - first
+        if not (capacity > 0 and first >= 0 and first + capacity <= self.window_pages):
+            raise ValueError(
+                f"a template holds pages 0 to {self.window_pages} of a window, "
+                f"not {first} to {first + capacity}"
+            )
+        self.first = first
         self.chunks = [c for c in range(_CHUNKS) if mrmask >> c & 1]
         self.capacity = capacity
         page = eadd_block(0, 0) + b"".join(
@@ -77,25 +81,34 @@ class PageRecords:
         ]
         words = self.view.cast("Q")
         stride = self.record_size // 8
+        start = first * PAGE_SIZE
         for at, chunk in self.columns:
-            span = range(chunk, chunk + capacity * PAGE_SIZE, PAGE_SIZE)
+            span = range(start + chunk, start + chunk + capacity * PAGE_SIZE, PAGE_SIZE)
             words[at // 8 :: stride] = array.array("Q", span)
         self.window = 0  # offset bits above the window currently in the template
         self.flags = 0
         self._slots: list[memoryview] | None = None
         # The byte that holds both page-index bits and window bits (1 MiB windows): its
-        # page-index part per record, per column, to OR the window's part into.
-        self._mixed = [
-            bytes((chunk + p * PAGE_SIZE) >> self.shift // 8 * 8 & 0xFF for p in range(capacity))
-            for _, chunk in self.columns
-        ] if self.shift % 8 else []  # fmt: skip
+        # page-index part per record (the same in every column: chunks only reach bit 11),
+        # to OR the window's part into.
+        byte = self.shift // 8
+        self._mixed = (
+            bytes(p * PAGE_SIZE >> 8 * byte & 0xFF for p in range(first, first + capacity))
+            if self.shift % 8
+            else b""
+        )
+
+    def covers(self, first: int, pages: int) -> bool:
+        """Whether pages ``first`` to ``first + pages`` of a window are in the template."""
+        return self.first <= first and first + pages <= self.first + self.capacity
 
     def batch(self, offset: int, pages: int, flags: int) -> memoryview:
         """The records of ``pages`` pages from ``offset`` (inside one window) with
         SECINFO.FLAGS ``flags``; valid until the next call."""
         first = (offset // PAGE_SIZE) % self.window_pages
-        if first + pages > self.capacity:
+        if not self.covers(first, pages):
             raise ValueError(f"pages {first}..{first + pages} are beyond the template")
+        first -= self.first
         if flags != self.flags:
             self.view.cast("Q")[2 :: self.record_size // 8] = array.array("Q", [flags]) * (
                 self.capacity
@@ -113,7 +126,7 @@ class PageRecords:
                 for p in range(self.capacity)
                 for at, _ in self.columns[1:]
             ]
-        first = (offset // PAGE_SIZE) % self.window_pages * len(self.chunks)
+        first = ((offset // PAGE_SIZE) % self.window_pages - self.first) * len(self.chunks)
         return self._slots[first : first + pages * len(self.chunks)]
 
     def _move(self, window: int) -> None:
@@ -123,8 +136,9 @@ class PageRecords:
         byte = self.shift // 8
         if self._mixed and (base ^ old) >> 8 * byte & 0xFF:
             table = _or_table(base >> 8 * byte & 0xFF)
-            for (at, _), low in zip(self.columns, self._mixed, strict=True):
-                self.buf[at + byte :: self.record_size] = low.translate(table)
+            mixed = self._mixed.translate(table)
+            for at, _ in self.columns:
+                self.buf[at + byte :: self.record_size] = mixed
         byte += 1 if self._mixed else 0
         changed, base = (base ^ old) >> 8 * byte, base >> 8 * byte
         while changed:

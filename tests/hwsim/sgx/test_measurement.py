@@ -25,18 +25,24 @@ def plain(offset: int, pages: int, flags: int, mrmask: int) -> bytes:
 @given(
     mrmask=st.sampled_from([0, 0xFFFF, 0x8001, 0x0F0]),
     runs=st.lists(
-        st.tuples(st.integers(0, (1 << 36) - 1), st.integers(1, 70), st.integers(0, 0xFFFF)),
+        st.tuples(
+            st.integers(0, (1 << 24) - 1),
+            st.integers(0, 95),
+            st.integers(1, 70),
+            st.integers(0, 0xFFFF),
+        ),
         min_size=1,
         max_size=6,
     ),
 )
-def test_template_matches_packers(mrmask: int, runs: list[tuple[int, int, int]]) -> None:
+def test_template_matches_packers(mrmask: int, runs: list[tuple[int, int, int, int]]) -> None:
     """Moving one template between windows and flags patches exactly what changes."""
-    t = PageRecords(mrmask, 96)
-    for page, pages, flags in runs:
-        for offset, n in windows(page * 4096, pages, mrmask):
-            if (offset >> 12) % window_pages(mrmask) + n > t.capacity:
-                continue
+    size = window_pages(mrmask)
+    t = PageRecords(mrmask, 96, size - 96)
+    for window, index, pages, flags in runs:
+        start = (window * size + t.first + index) * 4096
+        for offset, n in windows(start, min(pages, 96 - index), mrmask):
+            assert t.covers((offset >> 12) % size, n)
             assert bytes(t.batch(offset, n, flags)) == plain(offset, n, flags, mrmask)
             assert len(t.slots(offset, n)) == n * bin(mrmask).count("1")
 
@@ -72,7 +78,9 @@ def test_full_windows_far_apart() -> None:
 def test_template_bounds() -> None:
     with pytest.raises(ValueError, match="beyond the template"):
         PageRecords(0, 4).batch(0x3000, 2, 0)
-    with pytest.raises(ValueError, match="1 to 4096 pages"):
+    with pytest.raises(ValueError, match="pages 0 to 4096 of a window, not 0 to 4097"):
         PageRecords(0, 4097)
-    with pytest.raises(ValueError, match="1 to 256 pages"):
-        PageRecords(1, 257)
+    with pytest.raises(ValueError, match="pages 0 to 256 of a window, not 200 to 257"):
+        PageRecords(1, 57, 200)
+    with pytest.raises(ValueError, match="beyond the template"):
+        PageRecords(0, 4, 8).batch(0x7000, 2, 0)
