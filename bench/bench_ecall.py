@@ -2,28 +2,35 @@
 
 Baseline: plain Unicorn in this process running the very same machine code (the enclave's
 pages mapped at the same addresses with RWX, the same registers and GS base), with no
-virtual TLB, no EPC, no write-back and an ENCLU hook that only stops. Goals (issue 5):
-an empty ECALL round trip (EENTER to EEXIT) of at most 50 us, a loop at 50 M instr/s or more.
+virtual TLB, no EPC, no write-back and an ENCLU hook that only stops. Goals (issue 17): an
+empty ECALL round trip (the device's enter, EENTER to EEXIT) at most 1.2x bare Unicorn, the
+loop at least 0.6x bare Unicorn's rate with the default limits (the call's timeout, no
+instruction count). The loop under an instruction budget (Unicorn's exact count, in
+slices) is shown too. Min and median over interleaved rounds of the calling thread's CPU
+time (Unicorn runs in that thread; CPU time is what other load on a shared machine disturbs
+least); the load average is printed.
 
     PYTHONPATH=. python bench/bench_ecall.py
 """
 
 from __future__ import annotations
 
+import os
+import statistics
 import struct
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from _timing import best_of  # noqa: E402
-
 from hwsim.machine import Machine  # noqa: E402
-from hwsim.sgx.run import HOST_BASE  # noqa: E402
+from hwsim.sgx.device import HOST_BASE  # noqa: E402
 from sgxtool import sdkinfo  # noqa: E402
 from sgxtool.build import Target, sign_enclave  # noqa: E402
 from sgxtool.config import parse_config  # noqa: E402
@@ -44,8 +51,9 @@ SGX_ECALL(spin) {
 }
 """
 CONFIG = '[enclave]\ndebug = true\n[memory]\nheap_size = "256K"\n'
-LOOP = 100_000_000
-ROUNDS = 20_000
+LOOP = 50_000_000
+ROUNDS = 2_000
+PAIRS = 7  # interleaved rounds of each figure
 SCRATCH = {"r10": HOST_BASE + 0x1000, "r11": 0x10000}
 
 
@@ -64,14 +72,15 @@ class PlainUnicorn:
     """The enclave's pages in a bare Unicorn: what the same code costs with nothing else."""
 
     def __init__(self, enclave: Enclave) -> None:
+        import importlib
+
         from unicorn import UC_ARCH_X86, UC_HOOK_INSN_INVALID, UC_MODE_64
         from unicorn.x86_const import UC_X86_REG_GS_BASE
 
-        from hwsim.exec import Uc
-
         layout: EnclaveLayout = enclave.layout
         self.base = enclave.base
-        self.uc: Any = Uc(UC_ARCH_X86, UC_MODE_64)
+        uc_class: Any = importlib.import_module("unicorn").Uc  # the binding is untyped
+        self.uc: Any = uc_class(UC_ARCH_X86, UC_MODE_64)
         self.uc.mem_map(HOST_BASE, 16 << 20)
         with layout.open_source() as fd:
             for region in layout.regions:
@@ -108,24 +117,43 @@ class PlainUnicorn:
 
 
 def main() -> None:
+    print(f"load average {os.getloadavg()[0]:.2f}; min / median of {PAIRS} interleaved rounds")
     with tempfile.TemporaryDirectory() as tmp:
         image = build(Path(tmp))
         machine = Machine.init(Path(tmp) / "machine", "sim")
-        with Enclave.load(image, machine=machine, budget=4 * LOOP) as enclave:
-            report(enclave)
+        with Enclave.load(image, machine=machine) as enclave:
+            plain = PlainUnicorn(enclave)
+            empty_ecall(enclave, plain)
+            bare = loop(enclave, plain)
+        with Enclave.load(image, machine=machine, budget=4 * LOOP) as counted:
+            budgeted_loop(counted, bare)
         machine.close()
 
 
-def report(enclave: Enclave) -> None:
-    plain = PlainUnicorn(enclave)
-    empty, spin = enclave.ecalls.index("empty"), enclave.ecalls.index("spin")
+def rounds(*fns: Callable[[], object]) -> list[list[float]]:
+    """Interleaved timings (thread CPU time): PAIRS rounds, each running every ``fn`` once."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(PAIRS):
+        for i, fn in enumerate(fns):
+            start = time.thread_time()
+            fn()
+            times[i].append(time.thread_time() - start)
+    return times
+
+
+def stat(values: list[float], scale: float) -> str:
+    return f"{min(values) * scale:.1f} / {statistics.median(values) * scale:.1f}"
+
+
+def empty_ecall(enclave: Enclave, plain: PlainUnicorn) -> None:
+    empty = enclave.ecalls.index("empty")
     src = HOST_BASE + 0x11000
     regs = dict(rdi=empty, rsi=src, rdx=0, r8=src + 0x1000, r9=64, **SCRATCH)
     tcs = enclave.tcs[0]
 
-    def enclave_rounds() -> None:
+    def enter_rounds() -> None:
         for _ in range(ROUNDS):
-            enclave.cpu.eenter(tcs, regs, enclave.budget)
+            enclave.device.enter(tcs, regs)
 
     def api_rounds() -> None:
         for _ in range(ROUNDS):
@@ -135,26 +163,35 @@ def report(enclave: Enclave) -> None:
         for _ in range(ROUNDS):
             plain.call(empty, src, 0)
 
-    enclave_rounds()  # warm: translate the code, fill the page cache
+    enter_rounds()  # warm: translate the code, fill the page cache
     plain_rounds()
-    t_enc, t_api, t_plain = (
-        best_of(3, enclave_rounds),
-        best_of(3, api_rounds),
-        best_of(3, plain_rounds),
-    )
-    us = 1e6 / ROUNDS
-    print(f"empty ECALL, EENTER..EEXIT: {t_enc * us:.1f} us  (goal <= 50 us)")
-    print(f"empty ECALL, Enclave.call:  {t_api * us:.1f} us")
-    print(f"plain Unicorn, same code:   {t_plain * us:.1f} us  -> ratio {t_enc / t_plain:.2f}x")
+    t_enter, t_api, t_plain = rounds(enter_rounds, api_rounds, plain_rounds)
+    us, base = 1e6 / ROUNDS, min(t_plain)
+    print(f"empty ECALL, device.enter: {stat(t_enter, us)} us  "
+          f"-> {min(t_enter) / base:.2f}x bare (goal <= 1.2x)")  # fmt: skip
+    print(f"empty ECALL, Enclave.call: {stat(t_api, us)} us  -> {min(t_api) / base:.2f}x bare")
+    print(f"bare Unicorn, same code:   {stat(t_plain, us)} us")
 
-    enclave.cpu.cpu.write_phys(src, struct.pack("<Q", LOOP))
+
+def loop(enclave: Enclave, plain: PlainUnicorn) -> float:
+    """The loop's rate in the enclave and in bare Unicorn; bare Unicorn's, in M instr/s."""
+    src = HOST_BASE + 0x11000
     plain.uc.mem_write(src, struct.pack("<Q", LOOP))
-    t_loop = best_of(2, lambda: enclave.call("spin", struct.pack("<Q", LOOP)))
-    t_plain_loop = best_of(2, lambda: plain.call(spin, src, 8))
-    n = 2 * LOOP
-    print(f"tight loop in the enclave:  {n / t_loop / 1e6:.0f} M instr/s  (goal >= 50)")
-    print(f"plain Unicorn, same loop:   {n / t_plain_loop / 1e6:.0f} M instr/s  "
-          f"-> ratio {t_loop / t_plain_loop:.2f}x")  # fmt: skip
+    spin = enclave.ecalls.index("spin")
+    t_loop, t_plain = rounds(
+        lambda: enclave.call("spin", struct.pack("<Q", LOOP)), lambda: plain.call(spin, src, 8)
+    )
+    rate, bare = 2 * LOOP / min(t_loop) / 1e6, 2 * LOOP / min(t_plain) / 1e6
+    print(f"loop in the enclave:       {rate:.0f} M instr/s  -> {rate / bare:.2f}x bare "
+          "(goal >= 0.6x)")  # fmt: skip
+    print(f"bare Unicorn, same loop:   {bare:.0f} M instr/s")
+    return bare
+
+
+def budgeted_loop(enclave: Enclave, bare: float) -> None:
+    t_loop = rounds(lambda: enclave.call("spin", struct.pack("<Q", LOOP)))[0]
+    rate = 2 * LOOP / min(t_loop) / 1e6
+    print(f"loop with a budget:        {rate:.0f} M instr/s  -> {rate / bare:.2f}x bare")
 
 
 if __name__ == "__main__":

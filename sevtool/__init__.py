@@ -22,13 +22,31 @@ _LAZY = {
     "provision": "sevtool.platform",
     "rotate": "sevtool.platform",
     "sign_pek_csr": "sevtool.platform",
-    "write_chain": "sevtool.platform",
-    # certificate chains (sevtool.chain)
-    "Chain": "sevtool.chain",
+    # certificate chains: files (sevtool.chainfiles), verification (sevtool.chain), roots
+    "Chain": "sevtool.chainfiles",
+    "load_chain": "sevtool.chainfiles",
+    "read_chain_file": "sevtool.chainfiles",
+    "write_chain": "sevtool.chainfiles",
+    "write_chain_dir": "sevtool.chainfiles",
     "ChainReport": "sevtool.chain",
     "ChainVerificationError": "sevtool.chain",
-    "load_chain": "sevtool.chain",
     "verify_chain": "sevtool.chain",
+    # the guest owner's session, measurement and secret (sevtool.session, .measurement, .secret)
+    "create_session": "sevtool.session",
+    "explain_launch_start": "sevtool.session",
+    "load_platform_pdh": "sevtool.session",
+    "read_session_files": "sevtool.session",
+    "read_transport_keys": "sevtool.session",
+    "GuestImage": "sevtool.measurement",
+    "MeasurementMismatch": "sevtool.measurement",
+    "PlatformVersion": "sevtool.measurement",
+    "build_measurement": "sevtool.measurement",
+    "launch_digest": "sevtool.measurement",
+    "verify_measurement": "sevtool.measurement",
+    "build_packet": "sevtool.secret",
+    "open_packet": "sevtool.secret",
+    "Roots": "sevtool.roots",
+    "amd_roots": "sevtool.roots",
 }
 
 __all__ = ["SevToolError", "__version__", *_LAZY]  # noqa: PLE0604

@@ -23,10 +23,14 @@ from memcrypt.cli import (
     run_main,
 )
 from sevtool import __version__
+from sevtool._guest_cli import guest
+from sevtool._owner_cli import measurement, secret, session
 
 if TYPE_CHECKING:
+    from hwsim.sev.arch import Vmsa
     from sevtool.chain import ChainReport
-    from sevtool.platform import PlatformInfo
+    from sevtool.checks import CheckResult
+    from sevtool.platform import OwnerKey, PlatformInfo
 
 _path = click.Path(path_type=Path)
 _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
@@ -38,6 +42,12 @@ _MAX_CERT = 64 * 1024
 @machine_option
 def cli() -> None:
     """Manage AMD SEV platforms: keys, certificates, ownership and chain verification."""
+
+
+# The guest owner's commands need no machine; they live in their own module, and so do
+# the hypervisor's commands over the guests of a machine.
+for _command in (session, measurement, secret, guest):
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -112,21 +122,43 @@ def rotate(pek: bool, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("cert", type=_path)
-@click.argument("key", type=_path)
+@click.argument("key", type=_path, required=False)
+@click.option(
+    "--key",
+    "existing",
+    type=_in_file,
+    metavar="EXISTING",
+    help="Make the OCA certificate for this existing key (PEM or DER) instead of a new one.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing KEY file.")
 @passphrase_options
 def generate(
     cert: Path,
-    key: Path,
+    key: Path | None,
+    existing: Path | None,
     force: bool,
     passphrase_env: str | None,
     passphrase_file: Path | None,
     ask_passphrase: bool,
 ) -> None:
-    """Generate a platform owner's OCA: CERT (2084-byte SEV certificate) and KEY (PEM, 0600)."""
-    from sevtool.errors import SevInputError
-    from sevtool.platform import generate_oca
+    """Generate a platform owner's OCA: CERT (2084-byte SEV certificate) and KEY (PEM, 0600).
 
+    With --key EXISTING, only CERT is written: the self-signed OCA of that key.
+    """
+    from sevtool.errors import SevInputError
+    from sevtool.platform import generate_oca, load_private_key, oca_for_key
+
+    if existing is not None:
+        if key is not None:
+            raise click.UsageError("give KEY (a new key) or --key EXISTING, not both")
+        secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
+        from memcrypt.files import write_atomic
+
+        write_atomic(cert, oca_for_key(load_private_key(existing, secret)).cert.pack())
+        click.echo(f"sevtool: wrote OCA certificate {cert} for key {existing}", err=True)
+        return
+    if key is None:
+        raise click.UsageError("give KEY, the file for the new private key (or --key EXISTING)")
     if key.exists() and not force:
         raise SevInputError(f"{key} exists; not overwriting an owner key (use --force)")
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase, confirm=True)
@@ -178,29 +210,62 @@ def pek_csr_cmd(out: Path) -> None:
 
 
 @pek.command("sign")
-@click.argument("csr", type=_in_file)
-@click.argument("cert", type=_in_file)
-@click.argument("key", type=_in_file)
-@click.argument("out", type=_path)
+@click.argument("files", metavar="CSR [CERT] KEY OUT", nargs=-1, required=True, type=_path)
+@click.option(
+    "--oca-out",
+    type=_path,
+    metavar="FILE",
+    help="Without CERT: where to write the OCA certificate made from KEY "
+    "(default: oca.cert beside OUT).",
+)
 @passphrase_options
 def pek_sign_cmd(
-    csr: Path,
-    cert: Path,
-    key: Path,
-    out: Path,
+    files: tuple[Path, ...],
+    oca_out: Path | None,
     passphrase_env: str | None,
     passphrase_file: Path | None,
     ask_passphrase: bool,
 ) -> None:
-    """Sign the PEK CSR with the OCA CERT's KEY; write the signed PEK to OUT."""
+    """Sign the PEK CSR with the OCA CERT's KEY; write the signed PEK to OUT.
+
+    Without CERT, the OCA certificate is made from KEY as sev-tool's sign_pek_csr does, and
+    written to --oca-out (default oca.cert beside OUT).
+    """
     from hwsim.sev.certs import load_sev_cert
     from memcrypt.files import read_file, write_atomic
-    from sevtool.platform import load_owner_key, sign_pek_csr
+    from sevtool.errors import SevInputError
+    from sevtool.platform import load_owner_key, load_private_key, oca_for_key, sign_pek_csr
 
+    if len(files) not in (3, 4):
+        raise click.UsageError("give CSR CERT KEY OUT, or CSR KEY OUT to make the OCA from KEY")
+    for path in files[:-1]:
+        if not path.is_file():
+            raise click.BadParameter(f"{path}: no such file", param_hint="CSR/CERT/KEY")
+    csr, key, out = files[0], files[-2], files[-1]
     request = load_sev_cert(read_file(csr, "PEK CSR", max_size=_MAX_CERT), f"PEK CSR {csr}")
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
-    write_atomic(out, sign_pek_csr(request, load_owner_key(cert, key, secret)).pack())
+    if len(files) == 4:
+        owner = load_owner_key(files[1], key, secret)
+    else:
+        owner = oca_for_key(load_private_key(key, secret))
+        oca_path = oca_out or out.with_name("oca.cert")
+        if oca_path.exists() and not _same_owner(oca_path, owner):
+            raise SevInputError(
+                f"{oca_path} exists and is another key's OCA; not overwriting it "
+                "(name another file with --oca-out)"
+            )
+        write_atomic(oca_path, owner.cert.pack())
+        click.echo(f"sevtool: wrote OCA certificate {oca_path}", err=True)
+    write_atomic(out, sign_pek_csr(request, owner).pack())
     click.echo(f"sevtool: wrote signed PEK {out}", err=True)
+
+
+def _same_owner(path: Path, owner: OwnerKey) -> bool:
+    from hwsim.sev.certs import load_sev_cert, sev_public_key
+    from memcrypt.files import read_file
+
+    existing = load_sev_cert(read_file(path, "OCA", max_size=_MAX_CERT), f"OCA {path}")
+    return sev_public_key(existing) == owner.key.public_key()
 
 
 @pek.command("import")
@@ -223,16 +288,45 @@ def pek_import_cmd(pek_cert: Path, oca: Path, as_json: bool) -> None:
 @cli.command()
 @machine_option
 @click.option("--full", is_flag=True, help="Also write the ASK and ARK the CEK chains to.")
-@click.argument("directory", metavar="DIR", type=_path)
-def export(full: bool, directory: Path) -> None:
-    """Write the certificate chain to DIR: pdh.cert pek.cert oca.cert cek.cert [ask ark].
+@click.option(
+    "--dir",
+    "directory",
+    metavar="DIR",
+    type=_path,
+    help="Write one file per certificate into DIR (pdh.cert, pek.cert, ...) instead.",
+)
+@click.argument("file", metavar="FILE", required=False, type=_path)
+@json_option
+def export(full: bool, directory: Path | None, file: Path | None, as_json: bool) -> None:
+    """Write the platform's certificate chain to FILE, as sevctl export does:
+    PDH||PEK||OCA||CEK, and ASK||ARK after them with --full.
 
-    The CEK comes signed by the AMD key server, which for a simulated machine is the
-    simulator's own ASK and ARK (not AMD's).
+    With --dir DIR, one file per certificate (pdh.cert pek.cert oca.cert cek.cert [ask.cert
+    ark.cert]). The CEK comes signed by the AMD key server, which for a simulated machine is
+    the simulator's own ASK and ARK (not AMD's).
     """
-    from sevtool.platform import export_chain, write_chain
+    from sevtool.chainfiles import write_chain, write_chain_dir
+    from sevtool.platform import export_chain
 
-    for path in write_chain(export_chain(cli_machine(), full=full), directory):
+    if (file is None) == (directory is None):
+        raise click.UsageError("give FILE (one chain file) or --dir DIR (one file per certificate)")
+    if file is not None and file.is_dir():
+        click.echo(
+            f"sevtool: note: {file} is a directory: writing one file per certificate into it "
+            "(say --dir to mean that; a FILE gets sevctl's one-file chain)",
+            err=True,
+        )
+        file, directory = None, file
+    chain = export_chain(cli_machine(), full=full)
+    if directory is not None:
+        paths = write_chain_dir(chain, directory)
+    else:
+        assert file is not None
+        paths = [write_chain(chain, file)]
+    if as_json:
+        emit_json({"format": "dir" if directory else "sevctl", "files": [str(p) for p in paths]})
+        return
+    for path in paths:
         click.echo(str(path))
 
 
@@ -265,6 +359,18 @@ def _cert_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument(
     "source", metavar="[DIR|FILE]", required=False, type=click.Path(path_type=Path, exists=True)
 )
+@click.option(
+    "--sev",
+    type=_in_file,
+    metavar="FILE",
+    help="A chain file as sevctl export writes it: PDH||PEK||OCA||CEK [||ASK||ARK].",
+)
+@click.option(
+    "--ca",
+    type=_in_file,
+    metavar="FILE",
+    help="The CA chain ASK||ARK, as AMD's key server serves ask_ark_<generation>.cert.",
+)
 @_cert_options
 @click.option(
     "--ark-sig",
@@ -275,18 +381,29 @@ def _cert_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--partial", is_flag=True, help="Verify only the links present.")
 @json_option
 def verify(
-    source: Path | None, ark_sig: Path | None, partial: bool, as_json: bool, **files: Path | None
+    source: Path | None,
+    sev: Path | None,
+    ca: Path | None,
+    ark_sig: Path | None,
+    partial: bool,
+    as_json: bool,
+    **files: Path | None,
 ) -> None:
     """Verify a certificate chain: ARK -> ASK -> CEK -> PEK <- OCA, PEK -> PDH.
 
     Certificates come from DIR (ark.cert, ask.cert, cek.cert, pek.cert, oca.cert,
-    pdh.cert) or a chain FILE (sevctl export, sev-tool cert_chain.cert, AMD ask_ark), and
-    the options, which override them; AMD's real ARK/ASK or the simulator's may be given.
-    Exit 1 names the first failed link and check; exit 2 for unreadable input.
+    pdh.cert), a chain FILE or --sev FILE (sevctl export, sev-tool cert_chain.cert), --ca
+    FILE (ASK||ARK, AMD's ask_ark_<generation>.cert), and the per-certificate options, which
+    override them; binary or hex text. Without an ARK and ASK, AMD's built-in roots of the
+    generation that signed the CEK are used (the simulator's for a simulated machine's
+    chain), and the output says which. Exit 1 names the first failed link and check; exit 2
+    for unreadable input.
     """
     from sevtool.chain import ChainVerificationError, load_chain, verify_chain
 
-    chain = load_chain(source, files, ark_signature=ark_sig)
+    if source is not None and sev is not None:
+        raise click.UsageError("give the chain as FILE or as --sev FILE, not both")
+    chain = load_chain(source, files, ark_signature=ark_sig, sev=sev, ca=ca)
     try:
         report = verify_chain(chain, partial=partial)
     except ChainVerificationError as exc:
@@ -305,8 +422,151 @@ def _render_report(report: ChainReport, as_json: bool) -> None:
     for link in report.links:
         mark = "[green]    ok[/]" if link.ok else "[red]FAILED[/]"
         text = f"{link.error} [check: {link.check}]" if link.error else link.title
-        out.print(f"{mark} {escape(text)}")
+        out.print(f"{mark} {escape(text)}", soft_wrap=True)
+    if report.roots:
+        out.print(f"roots: {escape(report.roots)}", soft_wrap=True)
     for name, key_id in report.key_ids.items():
         out.print(f"{name.upper()} key id {key_id}")
+    for warning in report.warnings:
+        out.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if report.ok:
         out.print("chain verified" if report.complete else "present links verified (partial)")
+
+
+@cli.command()
+@machine_option
+@click.argument("features", metavar="[sme|sev|es]...", nargs=-1,
+                type=click.Choice(["sme", "sev", "es"]))  # fmt: skip
+@json_option
+def ok(features: tuple[str, ...], as_json: bool) -> None:
+    """Check that the machine can run what SME, SEV and SEV-ES need, as sevctl ok does.
+
+    Each requirement (CPUID bits, SYSCFG, BIOS settings, firmware state and version, ASIDs)
+    passes or fails, with what was seen and what to change. Exit 1 if any fails.
+    """
+    from sevtool.checks import FEATURES, gather, run_checks
+
+    results = run_checks(gather(cli_machine()), features or FEATURES)
+    failed = [r for r in results if r.status == "fail"]
+    if as_json:
+        emit_json({"ok": not failed, "checks": [r.as_json() for r in results]})
+    else:
+        _render_checks(results)
+    if failed:
+        from sevtool.errors import SevToolError
+
+        raise SevToolError(f"{len(failed)} requirement(s) not met; first: {failed[0].name}",
+                           hint=failed[0].change)  # fmt: skip
+
+
+def _render_checks(results: Sequence[CheckResult]) -> None:
+    from rich.markup import escape
+
+    marks = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "skip": "[yellow]SKIP[/]"}
+    out = console()
+    for r in results:
+        indent = "  " * r.level
+        seen = f": {r.seen}" if r.seen else ""
+        out.print(f"[ {marks[r.status]} ] {indent}- {escape(r.name + seen)}", soft_wrap=True)
+        if r.change:
+            out.print(f"         {indent}  change: {escape(r.change)}", soft_wrap=True)
+
+
+@cli.group()
+def vmsa() -> None:
+    """SEV-ES VMSAs (vCPU register state) for measuring a launch offline, as sevctl vmsa."""
+
+
+def _vmsa_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        click.option("--cpu", type=click.IntRange(min=0), required=True, help="vCPU index."),
+        click.option("--family", type=click.IntRange(min=0), default=0, help="CPU family."),
+        click.option("--model", type=click.IntRange(min=0), default=0, help="CPU model."),
+        click.option("--stepping", type=click.IntRange(min=0), default=0, help="CPU stepping."),
+        click.option("--userspace", type=click.Choice(["qemu", "krun"]), default="qemu",
+                     show_default=True, help="The VMM whose vCPU setup to follow."),
+        click.option("--firmware", type=_in_file, help="OVMF image: APs start at its reset block."),
+        json_option,
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _vmsa_written(path: Path, data: bytes, as_json: bool) -> None:
+    import hashlib
+
+    from memcrypt.files import write_atomic
+
+    write_atomic(path, data)
+    if as_json:
+        emit_json({"file": str(path), "sha256": hashlib.sha256(data).hexdigest()})
+    else:
+        click.echo(f"sevtool: wrote VMSA {path}", err=True)
+
+
+@vmsa.command("build")
+@click.argument("file", type=_path)
+@_vmsa_options
+@click.option("--fpu", type=click.Choice(["zero", "reset"]), default="zero", show_default=True,
+              help="x87/SSE state: zero (sevctl, libvirt 9, KVM_SEV_ES_INIT) or reset "
+              "(MXCSR 0x1f80, FCW 0x37f: KVM_SEV_INIT2, sev-snp-measure).")  # fmt: skip
+def vmsa_build(
+    file: Path,
+    cpu: int,
+    family: int,
+    model: int,
+    stepping: int,
+    userspace: str,
+    firmware: Path | None,
+    as_json: bool,
+    fpu: str,
+) -> None:
+    """Write the VMSA of vCPU --cpu to FILE (4096 bytes), as sevctl vmsa build does."""
+    from sevtool.vmsa import build_vmsa
+
+    built = build_vmsa(cpu, userspace=userspace, sku=(family, model, stepping),
+                       firmware=firmware, fpu=fpu)  # fmt: skip
+    _vmsa_written(file, built.pack(), as_json)
+
+
+@vmsa.command("update")
+@click.argument("file", type=_in_file)
+@_vmsa_options
+def vmsa_update(
+    file: Path,
+    cpu: int,
+    family: int,
+    model: int,
+    stepping: int,
+    userspace: str,
+    firmware: Path | None,
+    as_json: bool,
+) -> None:
+    """Set the CPU signature and, for an AP, OVMF's reset address in the VMSA FILE."""
+    from sevtool.vmsa import update_vmsa
+
+    updated = update_vmsa(_read_vmsa(file), cpu, userspace=userspace,
+                          sku=(family, model, stepping), firmware=firmware)  # fmt: skip
+    _vmsa_written(file, updated.pack(), as_json)
+
+
+@vmsa.command("show")
+@click.argument("file", type=_in_file)
+def vmsa_show(file: Path) -> None:
+    """Print the VMSA FILE as JSON, as sevctl vmsa show does."""
+    from sevtool.vmsa import show_json
+
+    click.echo(show_json(_read_vmsa(file)))
+
+
+def _read_vmsa(path: Path) -> Vmsa:
+    from hwsim.sev.arch import VMSA_SIZE, Vmsa
+    from memcrypt.errors import FormatError
+    from memcrypt.files import read_file
+    from sevtool.errors import SevFormatError
+
+    try:
+        return Vmsa.unpack(read_file(path, "VMSA", max_size=VMSA_SIZE + 1))
+    except FormatError as exc:
+        raise SevFormatError(f"{path}: {exc}") from exc

@@ -1,44 +1,42 @@
-"""SEV certificate chains: load them from files, verify them link by link.
+"""Verifying a SEV chain link by link, with the roots it really ends in.
 
-The chain of a SEV platform (SEV API chapter 2.1; ``shared/reference/sev.md`` 2.1-2.2):
-ARK signs itself and the ASK; the ASK signs the CEK; the CEK and the owner's OCA both sign
-the PEK; the OCA signs itself; the PEK signs the PDH. Any ARK/ASK can be given: AMD's real
-ones, or the simulator's (``sevtool export --full``).
+Reading chain files is :mod:`sevtool.chainfiles`; ``Chain`` and ``load_chain`` are
+re-exported here.
+
+When the chain brings no ARK/ASK, the roots come from :mod:`sevtool.roots`: the AMD
+generation whose ASK signs the CEK, or the simulator's for a simulated machine's chain, and
+the report says which were used. A failed link is explained where the cause is known: a
+CEK of another generation than the ASK, the simulator's chain checked against AMD's roots
+(or the reverse), a CEK still unsigned as PDH_CERT_EXPORT returns it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hwsim.sev.arch import SEV_CERT_SIZE, AmdCert, SevCert, SevUsage
+from hwsim.sev.arch import AmdCert, SevAlgo, SevCert, SevUsage
 from hwsim.sev.certs import (
     CertificateError,
     check_amd_cert,
     check_sev_cert,
-    load_amd_cert,
-    load_sev_cert,
     verify_amd_cert,
     verify_sev_cert,
 )
-from memcrypt.files import read_file
-from sevtool.errors import SevFormatError, SevInputError, SevToolError
+from sevtool.chainfiles import CERT_NAMES, Chain, load_chain
+from sevtool.errors import SevInputError, SevToolError
+from sevtool.roots import Roots, cek_signer, identify
 
+# Chain and load_chain are re-exported: callers verify what they load from one module.
 __all__ = [
-    "CERT_NAMES",
     "Chain",
     "ChainReport",
     "ChainVerificationError",
     "LinkResult",
     "load_chain",
-    "read_chain_file",
     "verify_chain",
 ]
 
-CERT_NAMES = ("ark", "ask", "cek", "pek", "oca", "pdh")
-_MAX_CERT_FILE = 64 * 1024
 # (subject, signer) in the order a reader follows the chain from the root down.
 _LINKS = (
     ("ark", "ark"),
@@ -49,102 +47,10 @@ _LINKS = (
     ("pek", "oca"),
     ("pdh", "pek"),
 )
-
-
-@dataclass
-class Chain:
-    """Whichever certificates of one platform's chain are at hand."""
-
-    ark: AmdCert | None = None
-    ask: AmdCert | None = None
-    cek: SevCert | None = None
-    pek: SevCert | None = None
-    oca: SevCert | None = None
-    pdh: SevCert | None = None
-
-    def get(self, name: str) -> AmdCert | SevCert | None:
-        value: AmdCert | SevCert | None = getattr(self, name)
-        return value
-
-    def present(self) -> list[str]:
-        return [n for n in CERT_NAMES if self.get(n) is not None]
-
-    def files(self) -> dict[str, bytes]:
-        """``<name>.cert`` file contents, as ``sevtool export`` writes them."""
-        out: dict[str, bytes] = {}
-        for name in self.present():
-            cert = self.get(name)
-            assert cert is not None
-            out[f"{name}.cert"] = cert.pack()
-        return out
-
-
-def load_chain(
-    source: Path | None = None,
-    files: Mapping[str, Path | None] | None = None,
-    *,
-    ark_signature: Path | None = None,
-) -> Chain:
-    """Read a chain from ``source`` (a directory of ``<name>.cert`` files, or one chain
-    file, see :func:`read_chain_file`), overridden by explicitly named files.
-
-    An ARK without its signature (the Naples ARK as AMD published it) takes the signature
-    from ``ark_signature``, or from ``ark.cert.sig`` next to the ARK file.
-    """
-    chain, paths = Chain(), {}
-    if source is not None and source.is_dir():
-        paths = {n: source / f"{n}.cert" for n in CERT_NAMES if (source / f"{n}.cert").is_file()}
-    elif source is not None:
-        chain = read_chain_file(source)
-    paths.update({n: p for n, p in (files or {}).items() if p is not None})
-    for name, path in paths.items():
-        data = read_file(path, f"{name.upper()} certificate", max_size=_MAX_CERT_FILE)
-        what = f"{name.upper()} certificate {path}"
-        if name in ("ark", "ask"):
-            sig_path = (ark_signature or _beside(path)) if name == "ark" else None
-            sig = (
-                read_file(sig_path, "ARK signature", max_size=_MAX_CERT_FILE) if sig_path else None
-            )
-            setattr(chain, name, load_amd_cert(data, what, sig))
-        else:
-            setattr(chain, name, load_sev_cert(data, what))
-    return chain
-
-
-def read_chain_file(path: Path) -> Chain:
-    """One file holding several certificates, in the layouts the tools write:
-    sevctl ``export`` (PDH, PEK, OCA, CEK, and with ``--full`` ASK, ARK), sev-tool
-    ``cert_chain.cert`` (PEK, OCA, CEK) and AMD's ``ask_ark_<generation>.cert`` (ASK, ARK).
-    """
-    data = read_file(path, "certificate chain file", max_size=_MAX_CERT_FILE)
-    names: tuple[str, ...] = ()
-    if len(data) >= 4 * SEV_CERT_SIZE:
-        names = ("pdh", "pek", "oca", "cek")
-    elif len(data) == 3 * SEV_CERT_SIZE:
-        names = ("pek", "oca", "cek")
-    rest = data[len(names) * SEV_CERT_SIZE :]
-    if len(rest) not in (0, 2 * 832, 2 * 1600) or not data:
-        raise SevFormatError(
-            f"{path}: {len(data)} bytes is not a chain file (PDH+PEK+OCA+CEK [+ASK+ARK], "
-            "PEK+OCA+CEK, or ASK+ARK)"
-        )
-    chain = Chain()
-    for index, name in enumerate(names):
-        cert = data[index * SEV_CERT_SIZE : (index + 1) * SEV_CERT_SIZE]
-        setattr(chain, name, load_sev_cert(cert, f"{name.upper()} in {path}"))
-    if rest:
-        half = len(rest) // 2
-        chain.ask = load_amd_cert(rest[:half], f"ASK in {path}")
-        chain.ark = load_amd_cert(rest[half:], f"ARK in {path}")
-    return chain
-
-
-def _beside(ark: Path) -> Path | None:
-    """A separately published ARK signature next to the ARK file (``ark.cert.sig``)."""
-    for candidate in (ark.with_name(ark.name + ".sig"), ark.with_suffix(".sig")):
-        if candidate.is_file():
-            return candidate
-    return None
+_KDS_HINT = (
+    "AMD's key server has the signed CEK: https://kdsintf.amd.com/cek/id/<chip id> "
+    "(`sevtool get-id` prints the id; sevctl export and sev-tool --generate_cek_ask fetch it)"
+)
 
 
 @dataclass(frozen=True)
@@ -179,9 +85,15 @@ class LinkResult:
 
 @dataclass(frozen=True)
 class ChainReport:
+    """Every link's result, which roots were used (and where they came from), and the
+    quirks that were tolerated."""
+
     links: tuple[LinkResult, ...]
     complete: bool
     key_ids: dict[str, str] = field(default_factory=dict)
+    roots: str | None = None
+    generation: str | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -191,8 +103,11 @@ class ChainReport:
         return {
             "verified": self.ok,
             "complete": self.complete,
+            "roots": self.roots,
+            "generation": self.generation,
             "key_ids": self.key_ids,
             "links": [link.as_json() for link in self.links],
+            "warnings": list(self.warnings),
         }
 
 
@@ -234,33 +149,132 @@ def _plan(chain: Chain) -> list[tuple[str, str | None]]:
     return links
 
 
-def verify_chain(chain: Chain, *, partial: bool = False) -> ChainReport:
-    """Verify every link present; raise :class:`ChainVerificationError` if any fails.
+def _unsigned(cek: SevCert) -> bool:
+    return all(usage != SevUsage.ASK for usage, _, _ in cek.slots())
 
-    Unless ``partial``, all six certificates must be given: a chain that does not reach
-    an ARK proves nothing about the platform.
-    """
-    missing = [n for n in CERT_NAMES if chain.get(n) is None]
-    if not chain.present():
-        raise SevInputError("nothing to verify: give a directory or certificate files")
-    if missing and not partial:
-        raise SevInputError(
-            f"incomplete chain: no {', '.join(m.upper() for m in missing)} certificate",
-            hint="give them (e.g. --ark/--ask; `sevtool export --full` includes the "
-            "simulator's), or verify only what is there with --partial",
+
+def _generation_of(roots: Roots | None, algo: int) -> str:
+    """``Rome-generation (RSA_SHA384)``, ``the simulator's``, or what the algorithm says."""
+    name = SevAlgo(algo).name if algo in SevAlgo._value2member_map_ else f"algo {algo:#x}"
+    if roots is None:
+        era = "Naples" if algo == SevAlgo.RSA_SHA256 else "Rome or later"
+        return f"of no known generation ({name}: {era})"
+    if roots.generation is None:
+        return f"the simulator's ({name})"
+    return f"{roots.generation.capitalize()}-generation ({name})"
+
+
+def _explain_cek(cek: SevCert, ask: AmdCert, failure: CertificateError) -> LinkResult:
+    """Why the given ASK does not sign this CEK, in terms a user can act on."""
+    if _unsigned(cek):
+        unsigned = "the CEK is unsigned (as PDH_CERT_EXPORT returns it)"
+        return LinkResult("cek", "ask", False, "signature", unsigned, _KDS_HINT)
+    actual, given = cek_signer(cek), identify(ask)
+    algo = next(a for u, a, _ in cek.slots() if u == SevUsage.ASK)
+    if actual is None or given is None or actual == given:
+        return LinkResult("cek", "ask", False, failure.check, str(failure), failure.hint)
+    if not actual.is_amd:
+        message = (
+            f"this chain is the simulator's, not AMD's: its CEK is signed by the simulator's "
+            f"ASK, and the ASK given is {given.name}'s"
         )
+        hint = "leave out --ca/--ask/--ark: the simulator's roots are used for its chains"
+    elif not given.is_amd:
+        message = (
+            f"this CEK is AMD's, {_generation_of(actual, algo)}; the ASK given is the simulator's"
+        )
+        hint = "leave out --ca/--ask/--ark: AMD's roots are built in"
+    else:
+        message = f"this CEK is {_generation_of(actual, algo)}, the ASK is {given.era}"
+        hint = (
+            f"leave out --ca/--ask/--ark to use the built-in {actual.name} roots, or give "
+            f"ask_ark_{actual.generation}.cert"
+        )
+    return LinkResult("cek", "ask", False, "generation", message, hint)
+
+
+def _find_roots(chain: Chain, partial: bool) -> tuple[str | None, str | None, list[str]]:
+    """Fill in a missing ARK/ASK from the known roots; return (roots, generation, warnings)."""
+    given = chain.ark or chain.ask
+    if given is not None:
+        known = identify(given)
+        if known is None:
+            return "given (not AMD's published roots, nor the simulator's)", None, [
+                f"the {'ARK' if chain.ark else 'ASK'} given (key id {given.header.key_id.hex()}) "
+                "is neither one of AMD's published roots nor the simulator's: the chain is "
+                "only as good as your trust in it"
+            ]  # fmt: skip
+        return f"{known.name} (given)", known.generation, []
+    if chain.cek is None:
+        return None, None, []
+    roots = cek_signer(chain.cek)
+    if roots is None:
+        if partial:
+            return None, None, []
+        _no_roots(chain.cek)
+    assert roots is not None
+    chain.ark, chain.ask = roots.ark, roots.ask
+    return f"{roots.name} (built in)", roots.generation, []
+
+
+def _no_roots(cek: SevCert) -> None:
+    if _unsigned(cek):
+        raise SevToolError(
+            "the CEK is unsigned (as PDH_CERT_EXPORT returns it), so nothing links it to AMD",
+            hint=_KDS_HINT,
+        )
+    algo = next(a for u, a, _ in cek.slots() if u == SevUsage.ASK)
+    raise SevToolError(
+        f"no built-in root signs this CEK: it is {_generation_of(None, algo)}, not from an "
+        "AMD Naples, Rome, Milan, Genoa or Turin part, nor from the simulator",
+        hint="give its roots with --ca ask_ark_<generation>.cert",
+    )
+
+
+def _results(chain: Chain) -> list[LinkResult]:
     results = []
     for subject, signer in _plan(chain):
         try:
             _check_link(chain, subject, signer)
         except CertificateError as exc:
-            results.append(LinkResult(subject, signer, False, exc.check, str(exc), exc.hint))
+            result = LinkResult(subject, signer, False, exc.check, str(exc), exc.hint)
+            if (subject, signer) == ("cek", "ask") and chain.cek and chain.ask:
+                result = _explain_cek(chain.cek, chain.ask, exc)
+            results.append(result)
         else:
             results.append(LinkResult(subject, signer, True))
+    return results
+
+
+def verify_chain(chain: Chain, *, partial: bool = False) -> ChainReport:
+    """Verify every link present; raise :class:`ChainVerificationError` if any fails.
+
+    A chain without its ARK and ASK is completed from the built-in roots its CEK names.
+    Unless ``partial``, all six certificates must then be there: a chain that does not reach
+    an ARK proves nothing about the platform.
+    """
+    if not chain.present():
+        raise SevInputError("nothing to verify: give a directory or certificate files")
+    chain = replace(chain, notes=list(chain.notes))
+    roots, generation, warnings = _find_roots(chain, partial)
+    missing = [n for n in CERT_NAMES if chain.get(n) is None]
+    if missing and not partial:
+        raise SevInputError(
+            f"incomplete chain: no {', '.join(m.upper() for m in missing)} certificate",
+            hint="give them (a sevctl export file, a directory, or --pdh/--pek/--oca/--cek), "
+            "or verify only what is there with --partial",
+        )
     key_ids = {
         n: c.header.key_id.hex() for n in ("ark", "ask") if isinstance(c := chain.get(n), AmdCert)
     }
-    report = ChainReport(tuple(results), complete=not missing, key_ids=key_ids)
+    report = ChainReport(
+        tuple(_results(chain)),
+        complete=not missing,
+        key_ids=key_ids,
+        roots=roots,
+        generation=generation,
+        warnings=tuple(chain.notes + warnings),
+    )
     if not report.ok:
         raise ChainVerificationError(report)
     return report

@@ -13,20 +13,29 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from hwsim.sev.arch import PlatformState, PlatformStatus, SevAlgo, SevCert, SevUsage
 from hwsim.sev.certs import (
+    add_ecdsa_signature,
     check_sev_cert,
     load_sev_cert,
     make_sev_cert,
     sev_public_key,
-    sign_sev_cert,
     verify_sev_cert,
 )
 from hwsim.sev.device import SevDevice
 from memcrypt.files import read_file, write_atomic
-from sevtool.chain import Chain
+from memcrypt.signer import (
+    ECDSA_SHA256,
+    KeySigner,
+    PrivateKey,
+    Signer,
+    SignerKeyError,
+    describe_key,
+    load_pem_private_key,
+)
+from sevtool.chainfiles import Chain
 from sevtool.errors import SevInputError, SevToolError
 
 if TYPE_CHECKING:
@@ -40,13 +49,14 @@ __all__ = [
     "generate_oca",
     "get_id",
     "load_owner_key",
+    "load_private_key",
+    "oca_for_key",
     "pek_cert_import",
     "pek_csr",
     "platform_status",
     "provision",
     "rotate",
     "sign_pek_csr",
-    "write_chain",
 ]
 
 _MAX_FILE = 64 * 1024
@@ -142,6 +152,16 @@ class OwnerKey:
     cert: SevCert
     key: ec.EllipticCurvePrivateKey
 
+    @property
+    def signer(self) -> Signer:
+        """The owner key behind the one signer interface (ECDSA with SHA-256)."""
+        return KeySigner(self.key, ECDSA_SHA256)
+
+    def sign(self, cert: SevCert) -> SevCert:
+        """``cert`` signed by the owner (usage OCA, ECDSA_SHA256) in its first free slot."""
+        raw = self.signer.sign(cert.signed_bytes())
+        return add_ecdsa_signature(cert, SevUsage.OCA, SevAlgo.ECDSA_SHA256, raw)
+
     def write(self, cert_path: Path, key_path: Path, passphrase: bytes | None = None) -> None:
         """The certificate (binary, 2084 bytes) and the key (PKCS#8 PEM, mode 0600),
         encrypted when a passphrase is given."""
@@ -161,29 +181,62 @@ class OwnerKey:
 
 def generate_oca() -> OwnerKey:
     """A new owner key (ECDSA P-384) and its self-signed OCA certificate."""
-    key = ec.generate_private_key(ec.SECP384R1())
+    return oca_for_key(ec.generate_private_key(ec.SECP384R1()))
+
+
+def oca_for_key(key: ec.EllipticCurvePrivateKey) -> OwnerKey:
+    """The self-signed OCA certificate of an existing owner key, as sev-tool's
+    ``create_oca_cert`` makes it (usage OCA, ECDSA_SHA256)."""
     cert = make_sev_cert(key.public_key(), SevUsage.OCA, SevAlgo.ECDSA_SHA256)
-    return OwnerKey(sign_sev_cert(cert, key, SevUsage.OCA, SevAlgo.ECDSA_SHA256), key)
+    owner = OwnerKey(cert, key)
+    return OwnerKey(owner.sign(cert), key)
+
+
+def load_private_key(path: Path, passphrase: bytes | None = None) -> ec.EllipticCurvePrivateKey:
+    """An owner's private key: PEM or DER (sevctl ``generate`` writes SEC1 DER), PKCS#8 or
+    SEC1, encrypted or not; it must be an EC key, as SEV owner keys are."""
+    data = read_file(path, "OCA key", max_size=_MAX_FILE)
+    if b"-----BEGIN" in data:
+        key = load_pem_private_key(path, passphrase, "OCA key")
+    else:
+        key = _load_der_key(data, path, passphrase)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise SevInputError(
+            f"OCA key {path}: {describe_key(key.public_key())}; SEV owner keys are ECDSA "
+            "(P-384, as sevctl and sev-tool make them)"
+        )
+    return key
+
+
+def _load_der_key(data: bytes, path: Path, passphrase: bytes | None) -> PrivateKey:
+    """The DER counterpart of ``memcrypt.signer.load_pem_private_key``, same messages."""
+    try:
+        key = serialization.load_der_private_key(data, passphrase)
+    except TypeError as exc:
+        if passphrase is None:
+            raise SignerKeyError(
+                f"OCA key {path}: key is encrypted; a passphrase is needed",
+                hint="use --passphrase-env, --passphrase-file or --ask-passphrase",
+            ) from exc
+        raise SignerKeyError(f"OCA key {path}: key is not encrypted; drop the passphrase") from exc
+    except ValueError as exc:
+        hint = "wrong passphrase, or " if passphrase else ""
+        raise SignerKeyError(
+            f"OCA key {path}: {hint}not a private key (PEM or DER, PKCS#8 or SEC1)"
+        ) from exc
+    except UnsupportedAlgorithm as exc:
+        raise SignerKeyError(f"OCA key {path}: unsupported key type") from exc
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise SignerKeyError(f"OCA key {path}: neither an RSA nor an EC key")
+    return key
 
 
 def load_owner_key(cert_path: Path, key_path: Path, passphrase: bytes | None = None) -> OwnerKey:
-    """Read an OCA certificate and its PEM key, checking they belong together."""
+    """Read an OCA certificate and its key, checking they belong together."""
     cert = load_sev_cert(
         read_file(cert_path, "OCA certificate", max_size=_MAX_FILE), f"OCA certificate {cert_path}"
     )
-    pem = read_file(key_path, "OCA key", max_size=_MAX_FILE)
-    try:
-        key = serialization.load_pem_private_key(pem, password=passphrase)
-    except TypeError as exc:  # encrypted without a passphrase, or a passphrase for plain PEM
-        raise SevInputError(f"OCA key {key_path}: {exc}") from exc
-    except ValueError as exc:
-        raise SevInputError(
-            f"cannot load OCA key {key_path}: not a PEM private key, or a wrong passphrase"
-        ) from exc
-    except UnsupportedAlgorithm as exc:
-        raise SevInputError(f"OCA key {key_path} is not an ECDSA key ({exc})") from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise SevInputError(f"OCA key {key_path} is not an ECDSA key")
+    key = load_private_key(key_path, passphrase)
     verify_sev_cert(cert, SevUsage.OCA, cert, f"OCA certificate {cert_path}")
     if sev_public_key(cert) != key.public_key():
         raise SevToolError(f"OCA key {key_path} does not belong to certificate {cert_path}")
@@ -193,11 +246,18 @@ def load_owner_key(cert_path: Path, key_path: Path, passphrase: bytes | None = N
 def sign_pek_csr(csr: SevCert, owner: OwnerKey) -> SevCert:
     """The owner's signature on a PEK CSR (sev-tool ``--sign_pek_csr``)."""
     check_sev_cert(csr, SevUsage.PEK, "PEK CSR")
-    return sign_sev_cert(csr.unsigned(), owner.key, SevUsage.OCA, SevAlgo.ECDSA_SHA256)
+    return owner.sign(csr.unsigned())
 
 
 def pek_cert_import(machine: Machine, pek: SevCert, oca: SevCert) -> PlatformInfo:
-    """PEK_CERT_IMPORT: the platform becomes owned by the holder of the OCA key."""
+    """PEK_CERT_IMPORT: the platform becomes owned by the holder of the OCA key.
+
+    The roles are checked first, so that a PDH given as the PEK is named as such rather
+    than refused by the firmware as another platform's PEK.
+    """
+    for cert, usage in ((pek, SevUsage.PEK), (oca, SevUsage.OCA)):
+        if cert.pub_key_usage != usage:
+            check_sev_cert(cert, usage, f"{usage.name} certificate")
     with SevDevice.open(machine) as dev:
         dev.pek_cert_import(pek, oca)
         return _status(machine, dev)
@@ -221,16 +281,3 @@ def export_chain(machine: Machine, *, full: bool = False) -> Chain:
         if full:
             chain.ask, chain.ark = dev.kds_ca()
         return chain
-
-
-def write_chain(chain: Chain, directory: Path) -> list[Path]:
-    """Write ``<name>.cert`` files into ``directory`` (made if missing)."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SevInputError(f"cannot create directory {directory}: {exc.strerror}") from exc
-    written = []
-    for name, data in chain.files().items():
-        write_atomic(directory / name, data)
-        written.append(directory / name)
-    return written

@@ -534,8 +534,13 @@ def token(image: Path, out: Path | None, as_json: bool) -> None:
     help="Largest output accepted, in bytes.",
 )  # fmt: skip
 @click.option(
-    "--budget", type=click.IntRange(1), default=1_000_000_000, show_default=True,
-    help="Instructions the enclave may run per entry before it is stopped.",
+    "--budget", type=click.IntRange(1), metavar="N",
+    help="Instructions the enclave may run in the whole call (all entries and OCALL round "
+    "trips); counted in slices, see sgxtool(1). Default: not counted (counting is slower).",
+)  # fmt: skip
+@click.option(
+    "--timeout", type=click.FloatRange(0, min_open=True), default=60.0, show_default=True,
+    metavar="SECONDS", help="Wall-clock limit for the whole call, inside and outside the enclave.",
 )  # fmt: skip
 @machine_option
 @json_option
@@ -547,7 +552,8 @@ def run(
     in_text: str | None,
     out_file: Path | None,
     out_size: int,
-    budget: int,
+    budget: int | None,
+    timeout: float,
     as_json: bool,
 ) -> None:
     """Load IMAGE (a signed image), call its ECALL ENTRY, print what it returns.
@@ -561,7 +567,7 @@ def run(
     data = _ecall_input(in_file, in_hex, in_text)
     result = run_ecall(
         image, entry, data, machine=cli_machine(), console=sys.stderr,
-        out_size=out_size, budget=budget,
+        out_size=out_size, budget=budget, timeout=timeout,
     )  # fmt: skip
     if out_file is not None:
         write_atomic(out_file, result.output)

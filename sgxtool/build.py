@@ -96,7 +96,15 @@ def catsig(
     date = int.from_bytes(data[20:24], "little")
     expected = unsigned_sigstruct(target.config, target_mrenclave(target, progress), date)
     _compare_signing_data(expected, data, signing_data)
-    sig = sign_sigstruct(expected, ExternalSignature(public_key, signature))
+    try:
+        sig = sign_sigstruct(expected, ExternalSignature(public_key, signature))
+    except VerificationError as exc:
+        raise VerificationError(
+            str(exc),
+            hint="sign exactly the bytes `sgxtool gendata` wrote, with SHA-256 and PKCS#1 v1.5 "
+            "(`openssl dgst -sha256 -sign KEY` writes the raw form), using the key that "
+            "matches --public-key",
+        ) from exc
     _write_outputs(target, sig, out, sig_out)
     return sig
 

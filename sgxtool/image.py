@@ -28,6 +28,7 @@ from memcrypt.files import atomic_open, write_atomic
 from sgxtool.config import EnclaveConfig, parse_config
 from sgxtool.elf import read_elf
 from sgxtool.errors import ImageError
+from sgxtool.intelso import has_metadata
 from sgxtool.layout import EnclaveLayout, plan_layout
 from sgxtool.sgxs import is_sgxs
 
@@ -54,6 +55,7 @@ class ImageKind(enum.Enum):
     ELF = "ELF"
     SIGSTRUCT = "SIGSTRUCT"
     SGXS = "SGXS stream"
+    INTEL_SO = "Intel SGX SDK signed enclave"
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,9 @@ def detect(path: str | Path) -> ImageKind:
     except OSError as exc:
         raise ImageError(f"cannot read {p}: {exc.strerror}") from exc
     if head[:4] == b"\x7fELF":
-        return ImageKind.SIGNED_ELF if tail[-16:] == _FOOTER_MAGIC else ImageKind.ELF
+        if tail[-16:] == _FOOTER_MAGIC:
+            return ImageKind.SIGNED_ELF
+        return ImageKind.INTEL_SO if has_metadata(p) else ImageKind.ELF
     if is_sgxs(head):
         return ImageKind.SGXS
     if size == _SIGSTRUCT_SIZE:

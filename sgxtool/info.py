@@ -17,6 +17,7 @@ from memcrypt.files import read_file
 from sgxtool.config import EnclaveConfig
 from sgxtool.errors import UsageError, VerificationError
 from sgxtool.image import ImageKind, detect, layout_of, read_image
+from sgxtool.intelso import IntelMetadata, intel_layout, read_metadata
 from sgxtool.layout import EnclaveLayout
 from sgxtool.measure import Progress, mrenclave
 from sgxtool.sgxs import sgxs_mrenclave
@@ -52,6 +53,9 @@ def load_sigstruct(path: Path) -> Loaded:
         return Loaded(kind, image.sigstruct_raw, image.config)
     if kind is ImageKind.SIGSTRUCT:
         return Loaded(kind, read_file(path, "SIGSTRUCT"), None)
+    if kind is ImageKind.INTEL_SO:
+        # Every copy carries the same SIGSTRUCT (sgx_sign copies it after signing).
+        return Loaded(kind, read_metadata(path)[0].sigstruct_raw, None)
     return Loaded(kind, None, None)
 
 
@@ -129,6 +133,7 @@ class Description:
     mrenclave: bytes
     sigstruct: Sigstruct | None = None
     config: EnclaveConfig | None = None
+    intel_metadata: tuple[IntelMetadata, ...] = ()  # an Intel-signed enclave's copies
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"file": str(self.file), "kind": self.kind.value,
@@ -138,6 +143,8 @@ class Description:
             out["mrsigner"] = self.sigstruct.mrsigner.hex()
         if self.config is not None:
             out["config"] = self.config.to_toml_dict()
+        if self.intel_metadata:
+            out["intel_metadata"] = [_describe_copy(c) for c in self.intel_metadata]
         return out
 
 
@@ -179,13 +186,30 @@ def describe(path: Path) -> Description:
     loaded = load_sigstruct(path)
     if loaded.sigstruct_raw is not None:
         sig = Sigstruct.unpack(loaded.sigstruct_raw)
-        return Description(path, loaded.kind, sig.enclavehash, sig, loaded.config)
+        intel = tuple(read_metadata(path)) if loaded.kind is ImageKind.INTEL_SO else ()
+        return Description(path, loaded.kind, sig.enclavehash, sig, loaded.config, intel)
     if loaded.kind is ImageKind.SGXS:
         return Description(path, loaded.kind, sgxs_mrenclave(path))
     raise UsageError(
         f"{path} is an unsigned ELF: nothing to dump",
         hint="use `sgxtool measure ELF -c enclave.toml`",
     )
+
+
+def _describe_copy(c: IntelMetadata) -> dict[str, Any]:
+    """What sgx_sign recorded in one metadata copy, besides the SIGSTRUCT."""
+    return {
+        "version": c.version_text,
+        "file_offset": c.file_offset,
+        "enclave_size": c.enclave_size,
+        "ssa_frame_size": c.ssa_frame_size,
+        "tcs_policy": "unbind" if c.tcs_policy else "bind",
+        "tcs_min_pool": c.tcs_min_pool,
+        "desired_misc_select": f"{c.desired_misc_select:#010x}",
+        "attributes": {"flags": f"{c.attributes[0]:#018x}", "xfrm": f"{c.attributes[1]:#018x}"},
+        "layout_records": len(c.entries),
+        "patches": len(c.patches),
+    }
 
 
 def measure(
@@ -213,6 +237,8 @@ def _layout(path: Path, kind: ImageKind, config: EnclaveConfig | None) -> Enclav
             f"{path} is a SIGSTRUCT; it holds a measurement, it is not one",
             hint="use `sgxtool dump`",
         )
+    if kind is ImageKind.INTEL_SO:
+        return intel_layout(path)
     if config is None and kind is ImageKind.SIGNED_ELF:
         config = read_image(path).config
     if config is None:
@@ -242,7 +268,7 @@ def verify(
     except SigstructError as exc:
         raise VerificationError(f"{path}: {exc}") from exc
     checks = ["format", "exponent", "signature", "Q1/Q2"]
-    source = path if loaded.kind is ImageKind.SIGNED_ELF else enclave
+    source = path if loaded.kind in (ImageKind.SIGNED_ELF, ImageKind.INTEL_SO) else enclave
     if source is not None:
         measured = _mrenclave(source, config or loaded.config, progress)
         if measured != sig.enclavehash:

@@ -24,7 +24,8 @@ __all__ = ["import_intel_config"]
 
 # Intel's default ATTRIBUTEMASK.FLAGS leaves DEBUG and bits 55:48 unenforced
 # (manage_metadata.cpp: ~(DEBUG | NON_CHECK_BITS)); DisableDebug=1 enforces DEBUG (= 0).
-_INTEL_FLAGS_MASK = 0xFFFF_FFFF_FFFF_FFFF & ~(0x00FF_0000_0000_0000 | AttributeFlag.DEBUG)
+# int() first: `~` on an IntFlag keeps only its defined bits on Python 3.11+, not all 64.
+_INTEL_FLAGS_MASK = 0xFFFF_FFFF_FFFF_FFFF & ~(0x00FF_0000_0000_0000 | int(AttributeFlag.DEBUG))
 _IGNORED = {
     "TCSPolicy": "TCS binding policy is a property of Intel's runtime",
     "TCSMinPool": "dynamic threads (EDMM) are not supported; threads = TCSNum",

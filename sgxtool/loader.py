@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hwsim.sgx.arch import EEXTEND_CHUNK, PAGE_SIZE, Secs, Sigstruct
-from sgxtool.layout import ALL_CHUNKS, EnclaveLayout, Region
+from hwsim.sgx.arch import PAGE_SIZE, Secs, Sigstruct
+from sgxtool.layout import EnclaveLayout
 
 if TYPE_CHECKING:
     from hwsim.sgx.device import SgxEnclaveDevice
-    from hwsim.sgx.epc import Enclave
 
 __all__ = ["enclave_base", "load_enclave"]
 
@@ -32,7 +31,7 @@ def load_enclave(
     layout: EnclaveLayout,
     sigstruct: Sigstruct,
     token: bytes | None = None,
-) -> Enclave:
+) -> None:
     """ECREATE, EADD/EEXTEND every page of ``layout``, EINIT with ``sigstruct``."""
     secs = Secs(
         size=layout.size,
@@ -46,22 +45,8 @@ def load_enclave(
     with layout.open_source() as fd:
         for region in layout.regions:
             for first in range(0, region.pages, _BATCH):
-                count = min(_BATCH, region.pages - first)
-                _add(device, region, first, region.read_pages(fd, first, count))
-    return device.init(sigstruct, token)
-
-
-def _add(device: SgxEnclaveDevice, region: Region, first: int, data: bytes) -> None:
-    offset = region.offset + first * PAGE_SIZE
-    device.add_pages(offset, data, region.flags, measure=region.mrmask == ALL_CHUNKS)
-    if region.mrmask in (0, ALL_CHUNKS):
-        return
-    # Partly measured pages (SGXS streams may say so): EEXTEND only the chunks in the mask.
-    from hwsim.sgx.encls import EExtend, encls
-
-    enclave = device.enclave
-    for page in range(len(data) // PAGE_SIZE):
-        index = enclave.page(enclave.secs.baseaddr + offset + page * PAGE_SIZE)
-        for chunk in range(PAGE_SIZE // EEXTEND_CHUNK):
-            if region.mrmask >> chunk & 1:
-                encls(device.epc, EExtend(index, chunk * EEXTEND_CHUNK))
+                data = region.read_pages(fd, first, min(_BATCH, region.pages - first))
+                # The mask: SGXS streams may measure only some 256-byte chunks of a page.
+                offset = region.offset + first * PAGE_SIZE
+                device.add_pages(offset, data, region.flags, measure=region.mrmask)
+    device.init(sigstruct, token)

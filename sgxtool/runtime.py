@@ -15,12 +15,14 @@ from __future__ import annotations
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from hwsim.sgx.arch import PAGE_SIZE, Sigstruct
+from hwsim.sgx.device import HOST_BASE, HOST_SIZE
 from sgxtool.errors import ImageError, SgxToolError
 from sgxtool.layout import EnclaveLayout
 
@@ -28,12 +30,10 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from hwsim.machine import Machine
-    from hwsim.sgx.device import SgxEnclaveDevice
-    from hwsim.sgx.epc import Enclave as HwEnclave
-    from hwsim.sgx.run import EnclaveCpu, Exit
+    from hwsim.sgx.device import Exit, SgxEnclaveDevice
 
 __all__ = [
-    "DEFAULT_BUDGET",
+    "DEFAULT_TIMEOUT",
     "CallResult",
     "Enclave",
     "EnclaveCallError",
@@ -42,9 +42,8 @@ __all__ = [
     "run_ecall",
 ]
 
-DEFAULT_BUDGET = 1_000_000_000  # instructions per entry before the runaway stop
+DEFAULT_TIMEOUT = 60.0  # seconds a call may take, in and out of the enclave
 DEFAULT_OUT = 64 << 10
-_HOST_SIZE = 16 << 20
 _SCRATCH = (0x1000, 0x10000)  # OCALL requests and replies: offset and size in host memory
 _BUFFERS = 0x11000  # input, then output buffer
 _OCALL_RETURN = (1 << 64) - 1
@@ -75,7 +74,16 @@ class EnclaveCallError(SgxToolError):
 
 
 class EnclaveCrashed(SgxToolError):
-    """The enclave faulted or ran past its instruction budget; it cannot be called again."""
+    """The enclave faulted, or a call ran past its budget or timeout; it cannot be called
+    again (its thread was stopped in the middle)."""
+
+
+@dataclass
+class _Allowance:
+    """What one call (with the calls its OCALL handlers make) may still spend."""
+
+    budget: int | None  # instructions left; None: not counted
+    deadline: float | None  # time.monotonic() by which the call must be done
 
 
 def read_ecalls(path: str | Path, limit: int | None = None) -> tuple[str, ...]:
@@ -119,25 +127,24 @@ class Enclave:
         *,
         ocalls: Mapping[str, HostCall] | None = None,
         console: TextIO | None = None,
-        budget: int = DEFAULT_BUDGET,
+        budget: int | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
         owned_machine: Machine | None = None,
     ) -> None:
-        from hwsim.sgx.run import EnclaveCpu
-
         self.device = device
-        self.hw: HwEnclave = device.enclave
         self.layout = layout
         self.ecalls = ecalls
         self.ocalls = dict(ocalls or {})
         self.console = console
         self.budget = budget
-        self.cpu: EnclaveCpu = EnclaveCpu(self.hw, _HOST_SIZE)
-        self.base = self.hw.secs.baseaddr
+        self.timeout = timeout
+        self.base = device.elrange[0]
         self.tcs = [self.base + t.tcs for t in layout.threads]
         self.crashed: str | None = None
         self._owned_machine = owned_machine
         self._lock = threading.RLock()
         self._busy: set[int] = set()
+        self._allowance: _Allowance | None = None  # of the call in progress
 
     # -- loading ----------------------------------------------------------------------
     @classmethod
@@ -149,16 +156,21 @@ class Enclave:
         token: bytes | None = None,
         ocalls: Mapping[str, HostCall] | None = None,
         console: TextIO | None = None,
-        budget: int = DEFAULT_BUDGET,
+        budget: int | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> Enclave:
-        """Load a signed image (``sgxtool sign -o``) on ``machine`` (default: the default)."""
+        """Load a signed image (``sgxtool sign -o``) on ``machine`` (default: the default).
+
+        Each :meth:`call` may run ``budget`` enclave instructions (None: not counted;
+        counting costs 4-14x on tight loops) and take ``timeout`` seconds (None: no limit).
+        """
         from sgxtool.image import read_image
 
         signed = read_image(image)
         ecalls = read_ecalls(image)
         return cls.from_layout(
             signed.layout(), signed.sigstruct, machine=machine, token=token, ecalls=ecalls,
-            ocalls=ocalls, console=console, budget=budget,
+            ocalls=ocalls, console=console, budget=budget, timeout=timeout,
         )  # fmt: skip
 
     @classmethod
@@ -172,7 +184,8 @@ class Enclave:
         ecalls: tuple[str, ...] = (),
         ocalls: Mapping[str, HostCall] | None = None,
         console: TextIO | None = None,
-        budget: int = DEFAULT_BUDGET,
+        budget: int | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> Enclave:
         """Load any layout (an SGXS import, say) with its SIGSTRUCT."""
         from hwsim.machine import Machine
@@ -189,7 +202,7 @@ class Enclave:
                 owned.close()
             raise
         return cls(device, layout, ecalls, ocalls=ocalls, console=console, budget=budget,
-                   owned_machine=owned)  # fmt: skip
+                   timeout=timeout, owned_machine=owned)  # fmt: skip
 
     def close(self) -> None:
         """Tear the enclave down (EREMOVE every page)."""
@@ -209,13 +222,11 @@ class Enclave:
     # -- identity ---------------------------------------------------------------------
     @property
     def mrenclave(self) -> bytes:
-        assert self.hw.identity is not None
-        return self.hw.identity.mrenclave
+        return self.device.identity.mrenclave
 
     @property
     def mrsigner(self) -> bytes:
-        assert self.hw.identity is not None
-        return self.hw.identity.mrsigner
+        return self.device.identity.mrsigner
 
     # -- calls ------------------------------------------------------------------------
     def call(self, name: str, data: bytes = b"", *, out_size: int = DEFAULT_OUT) -> bytes:
@@ -223,12 +234,15 @@ class Enclave:
         if name not in self.ecalls:
             known = ", ".join(self.ecalls) or "none"
             raise SgxToolError(f"the enclave has no ECALL named {name!r} (it has: {known})")
-        room = _HOST_SIZE - _BUFFERS
+        room = HOST_SIZE - _BUFFERS
         if len(data) + out_size > room:
             raise SgxToolError(f"input plus output ({len(data) + out_size} bytes) exceed {room}")
         with self._lock:  # one CPU: host threads take turns; an OCALL handler may nest
             tcs = self._free_thread()
             self._busy.add(tcs)
+            outermost = self._allowance is None
+            if outermost:
+                self._allowance = self._new_allowance()
             try:
                 result, out = self._call(tcs, self.ecalls.index(name), data, out_size)
                 if result < 0:
@@ -238,9 +252,15 @@ class Enclave:
                         f"ECALL {name} claims {result} bytes of output, more than the "
                         f"{out_size}-byte output buffer"
                     )
-                return self.cpu.cpu.read_phys(out, result)
+                return self.device.host_read(out, result)
             finally:
                 self._busy.discard(tcs)
+                if outermost:
+                    self._allowance = None
+
+    def _new_allowance(self) -> _Allowance:
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        return _Allowance(self.budget, deadline)
 
     def _free_thread(self) -> int:
         for tcs in self.tcs:
@@ -255,11 +275,9 @@ class Enclave:
     def _call(self, tcs: int, index: int, data: bytes, out_size: int) -> tuple[int, int]:
         """One ECALL on thread ``tcs``, serving its OCALLs. A nested call reuses the host
         buffers: the outer call's input is already inside and its output not yet out."""
-        from hwsim.sgx.run import HOST_BASE
-
         src = HOST_BASE + _BUFFERS
         out = src + -(-len(data) // PAGE_SIZE) * PAGE_SIZE
-        self.cpu.cpu.write_phys(src, data)
+        self.device.host_write(src, data)
         scratch = {"r10": HOST_BASE + _SCRATCH[0], "r11": _SCRATCH[1]}
         regs = dict(rdi=index, rsi=src, rdx=len(data), r8=out, r9=out_size, **scratch)
         ex = self.enter(regs, tcs)
@@ -277,29 +295,46 @@ class Enclave:
         return _signed(ex.regs["rsi"]), out
 
     def enter(self, regs: dict[str, int], tcs: int | None = None) -> Exit:
-        """EENTER a thread with ``regs``; the exit, or :class:`EnclaveCrashed` on an AEX."""
-        from hwsim.sgx.run import HOST_BASE
-
+        """EENTER a thread with ``regs``; the exit, or :class:`EnclaveCrashed` on an AEX
+        or when the call in progress has spent its budget or time."""
         if self.crashed:
             raise EnclaveCrashed(f"the enclave crashed earlier ({self.crashed}); load it again")
+        allow = self._allowance or self._new_allowance()
+        self._check_allowance(allow, "between two entries (an OCALL round trip)")
         stack = {"rsp": HOST_BASE + _SCRATCH[0] - 64, "rbp": 0}
-        ex = self.cpu.eenter(self.tcs[0] if tcs is None else tcs, stack | regs, self.budget)
+        ex = self.device.enter(self.tcs[0] if tcs is None else tcs, stack | regs,
+                               allow.budget or 0, deadline=allow.deadline)  # fmt: skip
+        if allow.budget is not None:
+            allow.budget -= ex.instructions
         if ex.kind == "aex":
-            if ex.budget_exhausted:
-                self.crashed = (
-                    f"ran {self.budget} instructions without leaving, {ex.describe()}; "
-                    "an endless loop? (raise the budget if the work is real)"
-                )
-            else:
-                self.crashed = f"fault {ex.describe()}"
-            raise EnclaveCrashed(f"the enclave {self.crashed}")
+            self._crash(self._stopped(ex.describe()) if ex.budget_exhausted
+                        else self._late(ex.describe()) if ex.timed_out
+                        else f"fault {ex.describe()}")  # fmt: skip
         return ex
 
-    def _ocall(self, number: int, length: int) -> int:
-        from hwsim.sgx.run import HOST_BASE
+    def _check_allowance(self, allow: _Allowance, where: str) -> None:
+        """Between entries (OCALL round trips): the call's budget and time still hold."""
+        if allow.budget is not None and allow.budget <= 0:
+            self._crash(self._stopped(where))
+        if allow.deadline is not None and time.monotonic() >= allow.deadline:
+            self._crash(self._late(where))
 
+    def _stopped(self, where: str) -> str:
+        return (
+            f"ran {self.budget} instructions (its budget for one call) without finishing, "
+            f"{where}; an endless loop? (raise the budget if the work is real)"
+        )
+
+    def _late(self, where: str) -> str:
+        return f"ran out of time: the call took more than {self.timeout:g} s, {where}"
+
+    def _crash(self, why: str) -> None:
+        self.crashed = why
+        raise EnclaveCrashed(f"the enclave {why}")
+
+    def _ocall(self, number: int, length: int) -> int:
         scratch = HOST_BASE + _SCRATCH[0]
-        request = self.cpu.cpu.read_phys(scratch, min(length, _SCRATCH[1]))
+        request = self.device.host_read(scratch, min(length, _SCRATCH[1]))
         if number == 0:
             out = self.console or sys.stdout
             out.write(request.decode("utf-8", "replace"))
@@ -314,7 +349,7 @@ class Enclave:
         reply = handler(payload)
         if len(reply) > _SCRATCH[1]:
             return -1
-        self.cpu.cpu.write_phys(scratch, reply)
+        self.device.host_write(scratch, reply)
         return len(reply)
 
 
@@ -354,9 +389,12 @@ def run_ecall(
     machine: Machine | None = None,
     console: TextIO | None = None,
     out_size: int = DEFAULT_OUT,
-    budget: int = DEFAULT_BUDGET,
+    budget: int | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> CallResult:
     """Load ``image``, call ECALL ``entry`` once with ``data``, tear the enclave down."""
-    with Enclave.load(image, machine=machine, console=console, budget=budget) as enclave:
+    with Enclave.load(
+        image, machine=machine, console=console, budget=budget, timeout=timeout
+    ) as enclave:
         output = enclave.call(entry, data, out_size=out_size)
         return CallResult(entry, output, enclave.mrenclave, enclave.mrsigner)

@@ -1,9 +1,9 @@
 """Building and signing SIGSTRUCT.
 
-Signing goes through a :class:`Signer`: something that knows the public key and can sign
-256 bytes with RSASSA-PKCS1-v1_5/SHA-256. A key file, or a signature made elsewhere (an HSM,
-an offline machine: two-step signing with ``gendata``/``catsig``) both fit, so no key path
-is threaded through the code.
+Signing goes through a :class:`memcrypt.signer.Signer` (a key file, an external command, a
+PKCS#11 token, or a signature made elsewhere: two-step signing with ``gendata``/``catsig``),
+so no key path is threaded through the code. SIGSTRUCT takes RSA-3072 (e = 3) signatures with
+PKCS#1 v1.5 and SHA-256 over its 256 signed bytes (SDM vol. 3D 38.13).
 """
 
 from __future__ import annotations
@@ -11,16 +11,19 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
-import subprocess
-from dataclasses import dataclass
-from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from hwsim.sgx.arch import MODULUS_BYTES, Sigstruct
+from hwsim.sgx.arch import Sigstruct
 from hwsim.sgx.sigcheck import SigstructError, attach_signature
+from memcrypt.signer import (
+    RSA_PKCS1V15_SHA256,
+    CommandSigner,
+    ExternalSignature,
+    KeySigner,
+    Signer,
+    SignerError,
+)
 from sgxtool.config import EnclaveConfig
 from sgxtool.errors import SgxToolError, SigningKeyError, VerificationError
 from sgxtool.keys import check_key
@@ -35,80 +38,6 @@ __all__ = [
     "signing_date",
     "unsigned_sigstruct",
 ]
-
-
-class Signer(Protocol):
-    """Signs the 256 SIGSTRUCT bytes; returns the raw 384-byte big-endian signature."""
-
-    @property
-    def public_key(self) -> rsa.RSAPublicKey: ...
-
-    def sign(self, data: bytes) -> bytes: ...
-
-
-@dataclass(frozen=True)
-class KeySigner:
-    """A private key in memory (from a file, possibly passphrase-protected)."""
-
-    private_key: rsa.RSAPrivateKey
-
-    @property
-    def public_key(self) -> rsa.RSAPublicKey:
-        return self.private_key.public_key()
-
-    def sign(self, data: bytes) -> bytes:
-        return self.private_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-
-
-@dataclass(frozen=True)
-class ExternalSignature:
-    """A signature made elsewhere (``openssl dgst -sign``, an HSM), checked before use."""
-
-    public_key: rsa.RSAPublicKey
-    signature: bytes
-
-    def sign(self, data: bytes) -> bytes:
-        if len(self.signature) != MODULUS_BYTES:
-            raise VerificationError(
-                f"the signature is {len(self.signature)} bytes; expected {MODULUS_BYTES} raw "
-                "big-endian bytes",
-                hint="`openssl dgst -sha256 -sign` writes this form; "
-                "base64 or hex text must be decoded first",
-            )
-        try:
-            self.public_key.verify(self.signature, data, padding.PKCS1v15(), hashes.SHA256())
-        except InvalidSignature as exc:
-            raise VerificationError(
-                "the signature does not verify over the signing data with this public key",
-                hint="sign exactly the bytes `sgxtool gendata` wrote, with SHA-256 and "
-                "PKCS#1 v1.5, using the key that matches --public-key",
-            ) from exc
-        return self.signature
-
-
-@dataclass(frozen=True)
-class CommandSigner:
-    """An external program signs, as HSM and cloud-KMS command-line tools do: it reads the
-    256 bytes on stdin and writes the raw 384-byte big-endian signature on stdout. The
-    result is checked against ``public_key`` before it is used."""
-
-    public_key: rsa.RSAPublicKey
-    argv: tuple[str, ...]
-    timeout: float = 300.0
-
-    def sign(self, data: bytes) -> bytes:
-        try:
-            done = subprocess.run(self.argv, input=data, capture_output=True, check=False,
-                                  timeout=self.timeout)  # fmt: skip
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SgxToolError(f"signing command {self.argv[0]!r} failed: {exc}") from exc
-        if done.returncode != 0:
-            said = done.stderr.decode(errors="replace").strip().splitlines()
-            raise SgxToolError(
-                f"signing command {self.argv[0]!r} exited with status {done.returncode}"
-                + (f": {said[-1]}" if said else "")
-            )
-        return ExternalSignature(self.public_key, done.stdout).sign(data)
 
 
 def unsigned_sigstruct(cfg: EnclaveConfig, enclavehash: bytes, date: int) -> Sigstruct:
@@ -135,11 +64,20 @@ def unsigned_sigstruct(cfg: EnclaveConfig, enclavehash: bytes, date: int) -> Sig
 def sign_sigstruct(sig: Sigstruct, signer: Signer) -> Sigstruct:
     """Fill in MODULUS, EXPONENT, SIGNATURE, Q1 and Q2 (all little-endian)."""
     public = signer.public_key
+    if not isinstance(public, rsa.RSAPublicKey) or signer.scheme != RSA_PKCS1V15_SHA256:
+        raise SigningKeyError(
+            f"signing key: SIGSTRUCT needs {RSA_PKCS1V15_SHA256.name} with RSA-3072, "
+            f"not {signer.scheme.name}",
+            hint="make a key with `sgxtool keygen`",
+        )
     check_key(public, "signing key")
-    # The signed bytes (0-127, 900-1027) hold neither MODULUS nor EXPONENT.
-    signature = signer.sign(sig.signed_bytes())
     try:
-        return attach_signature(sig, public.public_numbers().n, signature)
+        # The signed bytes (0-127, 900-1027) hold neither MODULUS nor EXPONENT.
+        raw = signer.sign(sig.signed_bytes())
+    except SignerError as exc:
+        raise VerificationError(str(exc), hint=exc.hint) from exc
+    try:
+        return attach_signature(sig, public.public_numbers().n, raw)
     except SigstructError as exc:
         raise SigningKeyError(
             "the signature made does not verify with the signing key's public key",

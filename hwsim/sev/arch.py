@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hwsim._layout import Packed, at
+from hwsim._layout import Layout, Packed, at
 from memcrypt.errors import FormatError
 
 __all__ = [
@@ -22,23 +22,37 @@ __all__ = [
     "CHIP_ID_SIZE",
     "ECC_COORD_SIZE",
     "GUEST_POLICY_RESERVED",
+    "MEASURE_SIZE",
+    "SECRET_HEADER_SIZE",
+    "SESSION_SIZE",
     "SEV_CERT_SIGNED_LEN",
     "SEV_CERT_SIZE",
     "SIG_SIZE",
+    "VMSA_LAYOUT",
+    "VMSA_SEGMENTS",
+    "VMSA_SEGMENT_FIELDS",
+    "VMSA_SEVCTL_END",
+    "VMSA_SIZE",
     "AmdCert",
     "AmdCertHeader",
     "Curve",
     "EcPubKey",
     "EcdsaSig",
     "GuestPolicy",
+    "GuestState",
+    "GuestStatus",
+    "LaunchMeasure",
+    "LaunchSession",
     "PlatformState",
     "PlatformStatus",
     "RsaPubKey",
+    "SecretHeader",
     "SevAlgo",
     "SevCert",
     "SevCommand",
     "SevStatus",
     "SevUsage",
+    "Vmsa",
     "int_to_le",
     "le_to_int",
 ]
@@ -201,6 +215,18 @@ class GuestPolicy(enum.IntFlag):
         return (policy >> 16) & 0xFF, (policy >> 24) & 0xFF
 
 
+class GuestState(enum.IntEnum):
+    """Guest states (sevapi.h SEV_GUEST_STATE, "Chapter 6.1.1"; sev-guests.md 1.3)."""
+
+    UNINIT = 0
+    LUPDATE = 1
+    LSECRET = 2
+    RUNNING = 3
+    SUPDATE = 4
+    RUPDATE = 5
+    SENT = 6
+
+
 # Bits 6-15 of a SEV guest policy are reserved.
 GUEST_POLICY_RESERVED = 0xFFC0
 
@@ -355,3 +381,155 @@ class AmdCert:
         signature = data[body:] if len(data) > body else None
         pub_exp = data[AMD_CERT_HEADER_SIZE : AMD_CERT_HEADER_SIZE + exp_len]
         return cls(header, pub_exp, data[AMD_CERT_HEADER_SIZE + exp_len : body], signature)
+
+
+@dataclass
+class GuestStatus(Packed, name="GUEST_STATUS", size=0x0D):
+    """GUEST_STATUS command buffer, 13 bytes (sevapi.h sev_guest_status_cmd_buf)."""
+
+    handle: int = at(0x00, "I")
+    policy: int = at(0x04, "I")
+    asid: int = at(0x08, "I")
+    state: int = at(0x0C, "B", GuestState.UNINIT)
+
+
+# -- Guest launch transport (SEV API chapter 6; sevapi.h sev_session_buf, sev_measure_buf,
+# sev_hdr_buf; shared/reference/sev.md 2.3-2.5). Keys are 16 bytes, MACs HMAC-SHA256.
+
+SESSION_SIZE = 0x80
+MEASURE_SIZE = 48
+SECRET_HEADER_SIZE = 52
+
+
+@dataclass
+class LaunchSession(Packed, name="sev_session_buf", size=SESSION_SIZE):
+    """LAUNCH_START session buffer, 0x80 bytes (``sev_session_buf``).
+
+    ``wrap_tk`` is TEK || TIK under AES-128-CTR with the KEK and ``wrap_iv``; ``wrap_mac``
+    is HMAC-SHA256 of ``wrap_tk`` with the KIK; ``policy_mac`` HMAC-SHA256 of LE32(policy)
+    with the TIK. ``nonce`` is the KDF context of the master secret.
+    """
+
+    nonce: bytes = at(0x00, "16s")
+    wrap_tk: bytes = at(0x10, "32s")
+    wrap_iv: bytes = at(0x30, "16s")
+    wrap_mac: bytes = at(0x40, "32s")
+    policy_mac: bytes = at(0x60, "32s")
+
+
+@dataclass
+class LaunchMeasure(Packed, name="sev_measure_buf", size=MEASURE_SIZE):
+    """LAUNCH_MEASURE output, 48 bytes (``sev_measure_buf``): what QEMU's
+    ``query-sev-launch-measure`` and libvirt's ``domlaunchsecinfo`` report in base64."""
+
+    measure: bytes = at(0x00, "32s")
+    mnonce: bytes = at(0x20, "16s")
+
+
+@dataclass
+class SecretHeader(Packed, name="sev_hdr_buf", size=SECRET_HEADER_SIZE):
+    """LAUNCH_SECRET packet header, 52 bytes (``sev_hdr_buf``; SEV API 6.6, Table 55)."""
+
+    flags: int = at(0x00, "I")
+    iv: bytes = at(0x04, "16s")
+    mac: bytes = at(0x14, "32s")
+
+    COMPRESSED = 0x1
+
+
+# -- SEV-ES VMSA ------------------------------------------------------------------------
+# The encrypted save area of one vCPU, a 4 KiB page (AMD APM vol. 2 15.35; Linux
+# ``struct sev_es_save_area``). Rows to 0x408 carry the names of ``struct vmcb_save_area``
+# plus the GHCB fields as virtee/sev ``vmsa::Vmsa`` declares them, whose JSON is what
+# ``sevctl vmsa show`` prints (reserved runs named, since that output lists them); the x87
+# and SSE rows after them are Linux's (``shared/reference/sev-guests.md`` 3.1).
+VMSA_SIZE = 4096
+VMSA_SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs", "gdtr", "ldtr", "idtr", "tr")
+VMSA_SEGMENT_FIELDS = (("selector", "H"), ("attrib", "H"), ("limit", "I"), ("base", "Q"))
+
+
+def _u64_run(start: int, names: str) -> list[tuple[int, str, str]]:
+    """Consecutive u64 fields from ``start``, named in order."""
+    return [(start + 8 * i, name, "Q") for i, name in enumerate(names.split())]
+
+
+def _segment_rows() -> list[tuple[int, str, str]]:
+    # Each segment is {selector u16, attrib u16, limit u32, base u64}, 16 bytes.
+    return [
+        (0x10 * i + off, f"{seg}_{name}", fmt)
+        for i, seg in enumerate(VMSA_SEGMENTS)
+        for (name, fmt), off in zip(VMSA_SEGMENT_FIELDS, (0, 2, 4, 8), strict=True)
+    ]
+
+
+VMSA_ROWS: tuple[tuple[int, str, str], ...] = (
+    *_segment_rows(),
+    (0x0A0, "reserved_1", "43s"),
+    (0x0CB, "cpl", "B"),
+    (0x0CC, "reserved_2", "4s"),
+    (0x0D0, "efer", "Q"),
+    (0x0D8, "reserved_3", "104s"),
+    *_u64_run(0x140, "xss cr4 cr3 cr0 dr7 dr6 rflags rip"),
+    (0x180, "reserved_4", "88s"),
+    (0x1D8, "rsp", "Q"),
+    (0x1E0, "reserved_5", "24s"),
+    *_u64_run(
+        0x1F8,
+        "rax star lstar cstar sfmask kernel_gs_base sysenter_cs sysenter_esp sysenter_eip cr2",
+    ),
+    (0x248, "reserved_6", "32s"),
+    *_u64_run(0x268, "g_pat dbgctl br_from br_to last_excp_from last_excp_to"),
+    (0x298, "reserved_7", "72s"),
+    (0x2E0, "spec_ctrl", "I"),
+    (0x2E4, "reserved_7b", "4s"),
+    (0x2E8, "pkru", "I"),
+    (0x2EC, "reserved_7a", "20s"),
+    *_u64_run(0x300, "reserved_8 rcx rdx rbx reserved_9 rbp rsi rdi r8 r9 r10 r11 r12 r13 r14 r15"),
+    (0x380, "reserved_10", "16s"),
+    *_u64_run(0x390, "sw_exit_code sw_exit_info_1 sw_exit_info_2 sw_scratch"),
+    (0x3B0, "reserved_11", "56s"),
+    (0x3E8, "xcr0", "Q"),
+    (0x3F0, "valid_bitmap", "16s"),
+    (0x400, "x87_state_gpa", "Q"),
+    # Linux sev_es_save_area: its x87_dp shares 0x400 with the GHCB's x87_state_gpa.
+    (0x408, "mxcsr", "I"),
+    (0x40C, "x87_ftw", "H"),
+    (0x40E, "x87_fsw", "H"),
+    (0x410, "x87_fcw", "H"),
+)
+VMSA_LAYOUT = Layout("sev_es_save_area", VMSA_SIZE, VMSA_ROWS)
+# Where sevctl's ``Vmsa`` struct (and so its ``show`` output) ends.
+VMSA_SEVCTL_END = 0x408
+
+
+class Vmsa:
+    """One VMSA page as named fields (``VMSA_ROWS``); every other byte is zero."""
+
+    def __init__(self, fields: dict[str, Any] | None = None) -> None:
+        self.fields: dict[str, Any] = VMSA_LAYOUT.unpack(bytes(VMSA_SIZE))
+        for name, value in (fields or {}).items():
+            self[name] = value
+
+    def __getitem__(self, name: str) -> Any:
+        return self.fields[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in self.fields:
+            raise KeyError(f"VMSA has no field {name!r}")
+        self.fields[name] = value
+
+    def pack(self) -> bytes:
+        return VMSA_LAYOUT.pack(self.fields)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Vmsa:
+        """Parse a 4096-byte VMSA; bytes outside the named rows must be zero."""
+        if len(data) != VMSA_SIZE:
+            raise FormatError(f"a VMSA is {VMSA_SIZE} bytes, got {len(data)}")
+        stray = VMSA_LAYOUT.nonzero_reserved(data)
+        if stray:
+            off, n = stray[0]
+            raise FormatError(f"VMSA bytes {off:#x}-{off + n - 1:#x} are not zero")
+        vmsa = cls()
+        vmsa.fields = VMSA_LAYOUT.unpack(data)
+        return vmsa

@@ -43,7 +43,9 @@ from memcrypt.errors import FormatError
 __all__ = [
     "CertificateError",
     "PublicKey",
+    "add_ecdsa_signature",
     "amd_public_key",
+    "cert_bytes",
     "check_amd_cert",
     "check_sev_cert",
     "load_amd_cert",
@@ -53,6 +55,8 @@ __all__ = [
     "sev_public_key",
     "sign_amd_cert",
     "sign_sev_cert",
+    "slot_quirks",
+    "snp_material",
     "verify_amd_cert",
     "verify_sev_cert",
 ]
@@ -92,8 +96,18 @@ def _usage_name(usage: int) -> str:
         return f"usage {usage:#x}"
 
 
-def _binary(data: bytes, what: str) -> bytes:
-    """Raw bytes of a certificate file given as binary or as hex text (sev-tool writes both)."""
+def cert_bytes(data: bytes, what: str) -> bytes:
+    """Raw bytes of a certificate file given as binary or as hex text (sev-tool writes both).
+
+    SEV-SNP material (X.509 certificates, attestation reports) is recognised and refused by
+    name rather than misread as a SEV certificate.
+    """
+    kind = snp_material(data)
+    if kind is not None:
+        raise FormatError(
+            f"{what} is SEV-SNP material ({kind}); SEV-SNP is not supported yet "
+            "(sevtool reads SEV and SEV-ES certificates)"
+        )
     if data and _HEX_TEXT.issuperset(data):
         try:
             return bytes.fromhex(data.decode("ascii"))
@@ -102,9 +116,52 @@ def _binary(data: bytes, what: str) -> bytes:
     return data
 
 
+# An SNP attestation report (SEV-SNP ABI spec table 22, ``ATTESTATION_REPORT``): 0x4A0 bytes,
+# version 2 onwards at offset 0, signature algorithm 1 (ECDSA P-384 with SHA-384) at 0x34.
+_SNP_REPORT_SIZE = 0x4A0
+_SNP_REPORT_VERSIONS = range(2, 6)
+# Subject common names of AMD's SNP certificates (KDS ``cert_chain``, ``vcek``, ``vlek``).
+_SNP_NAMES = {"ARK": "an SNP ARK", "SEV": "an SNP ASK", "SEV-VCEK": "a VCEK", "SEV-VLEK": "a VLEK"}
+
+
+def snp_material(data: bytes) -> str | None:
+    """What SEV-SNP material ``data`` is (X.509 PEM/DER certificate, attestation report), or
+    None. SNP moved AMD's certificates to X.509 and signs attestation reports with the VCEK."""
+    if b"-----BEGIN CERTIFICATE-----" in data[:4096]:
+        return _x509_kind(data, pem=True)
+    if data[:2] == b"\x30\x82" and int.from_bytes(data[2:4], "big") + 4 == len(data):
+        return _x509_kind(data, pem=False)
+    if len(data) == _SNP_REPORT_SIZE:
+        version, algo = (
+            int.from_bytes(data[:4], "little"),
+            int.from_bytes(data[0x34:0x38], "little"),
+        )
+        if version in _SNP_REPORT_VERSIONS and algo == 1:
+            return f"an SNP attestation report, version {version}"
+    return None
+
+
+def _x509_kind(data: bytes, *, pem: bool) -> str:
+    from cryptography import x509
+
+    try:
+        certs = (
+            x509.load_pem_x509_certificates(data) if pem else [x509.load_der_x509_certificate(data)]
+        )
+    except ValueError:
+        return "X.509 certificate text" if pem else "DER data"
+    names = []
+    for cert in certs:
+        cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        name = str(cn[0].value) if cn else "?"
+        role = _SNP_NAMES.get(name, _SNP_NAMES.get(name.split("-")[0], "a certificate"))
+        names.append(f"{role} '{name}'")
+    return f"X.509 {', '.join(names)}"
+
+
 def load_sev_cert(data: bytes, what: str = "SEV certificate") -> SevCert:
     """Parse a 2084-byte SEV certificate (binary or hex text)."""
-    raw = _binary(data, what)
+    raw = cert_bytes(data, what)
     if len(raw) != SEV_CERT_SIZE:
         raise FormatError(f"{what} must be {SEV_CERT_SIZE} bytes, got {len(raw)}")
     return SevCert.unpack(raw)
@@ -115,12 +172,12 @@ def load_amd_cert(
 ) -> AmdCert:
     """Parse an ARK/ASK certificate; ``signature`` supplies a separately published one."""
     try:
-        cert = AmdCert.unpack(_binary(data, what))
+        cert = AmdCert.unpack(cert_bytes(data, what))
     except FormatError as exc:
         raise FormatError(f"{what}: {exc}") from exc
     if signature is None:
         return cert
-    sig = _binary(signature, f"{what} signature")
+    sig = cert_bytes(signature, f"{what} signature")
     if len(sig) != cert.header.modulus_size // 8:
         raise FormatError(
             f"{what} signature must be {cert.header.modulus_size // 8} bytes, got {len(sig)}"
@@ -196,6 +253,24 @@ def _check_version_and_usage(name: str, version: int, key_usage: int, usage: Sev
             f"expected {usage.name} ({usage.value:#x})",
             check="usage",
         )
+
+
+def slot_quirks(cert: SevCert, what: str) -> list[str]:
+    """Deviations in the signature slots that verification tolerates, each one sentence.
+
+    AMD's key server once returned CEKs whose empty second slot had usage 0x0010 instead of
+    INVALID (0x1000) (AMDESE/AMDSEV#18); such a slot signs nothing and is read as empty.
+    """
+    quirks = []
+    for index, (usage, algo, sig) in enumerate(cert.slots(), start=1):
+        if usage not in SevUsage._value2member_map_:
+            quirks.append(
+                f"{what} signature slot {index} has usage {usage:#06x}, which names no key; "
+                "read as empty (a malformed INVALID 0x1000, as AMD's key server once wrote it)"
+            )
+        elif usage == SevUsage.INVALID and (algo or any(sig)):
+            quirks.append(f"{what} signature slot {index} is unused but not zero; ignored")
+    return quirks
 
 
 def check_sev_cert(cert: SevCert, usage: SevUsage, what: str | None = None) -> PublicKey:
@@ -338,10 +413,24 @@ def _sign(key: PrivateKey, algo: SevAlgo, data: bytes) -> bytes:
 
 def sign_sev_cert(cert: SevCert, key: PrivateKey, signer_usage: SevUsage, algo: SevAlgo) -> SevCert:
     """``cert`` with a signature by ``key`` (role ``signer_usage``) in its first free slot."""
-    sig = _sign(key, algo, cert.signed_bytes()).ljust(SIG_SIZE, b"\0")
+    return _in_free_slot(cert, signer_usage, algo, _sign(key, algo, cert.signed_bytes()))
+
+
+def add_ecdsa_signature(
+    cert: SevCert, signer_usage: SevUsage, algo: SevAlgo, raw: bytes
+) -> SevCert:
+    """``cert`` with an ECDSA signature made elsewhere in its first free slot; ``raw`` is
+    ``r || s`` big-endian, as signers and PKCS#11 return it (stored little-endian here)."""
+    half = len(raw) // 2
+    r, s = int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
+    sig = EcdsaSig(int_to_le(r, ECC_COORD_SIZE), int_to_le(s, ECC_COORD_SIZE)).pack()
+    return _in_free_slot(cert, signer_usage, algo, sig)
+
+
+def _in_free_slot(cert: SevCert, signer_usage: SevUsage, algo: SevAlgo, sig: bytes) -> SevCert:
     for index, (usage, _, _) in enumerate(cert.slots()):
         if usage == SevUsage.INVALID:
-            return cert.with_slot(index, signer_usage, algo, sig)
+            return cert.with_slot(index, signer_usage, algo, sig.ljust(SIG_SIZE, b"\0"))
     raise FormatError("certificate has no free signature slot")
 
 

@@ -2,7 +2,7 @@
 EDBGRD, EDBGWR (SDM vol. 3D 38.x "Operation"; ``shared/reference/sim.md`` 3.2, 3.3, 3.7).
 
 Each leaf takes the :class:`~hwsim.sgx.epc.Epc` and one frozen operand record, the
-contents RBX/RCX/RDX point at on real hardware; :mod:`hwsim.sgx.encls` dispatches to them.
+contents RBX/RCX/RDX point at on real hardware; :mod:`hwsim.sgx._encls` dispatches to them.
 """
 
 from __future__ import annotations

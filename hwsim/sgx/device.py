@@ -1,11 +1,19 @@
-"""A device shaped like Linux's ``/dev/sgx_enclave``: the interface every loader uses.
+"""A device shaped like Linux's ``/dev/sgx_enclave``: the only door to the SGX engine.
 
 One :class:`SgxEnclaveDevice` is one open file of the device, holding one enclave, with
 the ioctls of ``arch/x86/include/uapi/asm/sgx.h`` as methods: :meth:`create`
-(SGX_IOC_ENCLAVE_CREATE), :meth:`add_pages` (ADD_PAGES, with SGX_PAGE_MEASURE),
-:meth:`init` (ENCLAVE_INIT), and the SGX2 calls :meth:`restrict_permissions`,
-:meth:`modify_types`, :meth:`remove_pages`, plus the page-fault path :meth:`augment`
-(EAUG) and the reclaimer's :meth:`evict` / :meth:`reload` (EWB / ELDU).
+(SGX_IOC_ENCLAVE_CREATE), :meth:`add_pages` (ADD_PAGES, with a per-chunk measure mask
+as SGXS streams need), :meth:`init` (ENCLAVE_INIT) and the enclave's :attr:`identity`
+after it, and the SGX2 calls :meth:`restrict_permissions`, :meth:`modify_types`,
+:meth:`remove_pages`, plus the page-fault path :meth:`augment` (EAUG) and the
+reclaimer's :meth:`evict` / :meth:`reload` (EWB / ELDU).
+
+Running the enclave is the vDSO's part (``vdso_sgx_enter_enclave``): :meth:`enter`
+EENTERs (or ERESUMEs) a thread and returns how it came back. The host process's own
+memory is simulated too: :meth:`host_read` / :meth:`host_write` are loads and stores of
+host code, with the view host code gets (abort page in ELRANGE, nothing of the CPU's
+page cache), and :meth:`debug_read` / :meth:`debug_write` are what a debugger does
+through ``/proc/PID/mem`` (EDBGRD / EDBGWR, debug enclaves only).
 
 The kernel-like layer applies the machine's launch policy before EINIT
 (``shared/reference/sim.md`` 2.3): with writable LE hash MSRs it writes the enclave's
@@ -17,8 +25,28 @@ Launch Enclave for one, like the legacy driver and aesmd. Every refusal names it
 from __future__ import annotations
 
 import struct
+import time
 from typing import TYPE_CHECKING
 
+from hwsim.sgx._encls import (
+    EAdd,
+    EAug,
+    EBlock,
+    ECreate,
+    EDbgRd,
+    EDbgWr,
+    EExtend,
+    EInit,
+    ELd,
+    EModPr,
+    EModT,
+    EPa,
+    ERemove,
+    ETrack,
+    EvictedPage,
+    EWb,
+    encls,
+)
 from hwsim.sgx.arch import (
     EEXTEND_CHUNK,
     PAGE_SIZE,
@@ -34,23 +62,6 @@ from hwsim.sgx.arch import (
     Sigstruct,
     secinfo_flags,
 )
-from hwsim.sgx.encls import (
-    EAdd,
-    EAug,
-    EBlock,
-    ECreate,
-    EExtend,
-    EInit,
-    ELd,
-    EModPr,
-    EModT,
-    EPa,
-    ERemove,
-    ETrack,
-    EvictedPage,
-    EWb,
-    encls,
-)
 from hwsim.sgx.errors import LaunchRefused, SgxError, SgxStatusError
 from hwsim.sgx.launch import launch_control, msrs_writable, owner_allow_list
 from hwsim.sgx.le import LaunchEnclave
@@ -58,10 +69,20 @@ from hwsim.sgx.platform import epc_of
 from memcrypt.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from hwsim._exec import Stop as Stop  # noqa: PLC0414 (re-exported for annotations)
     from hwsim.machine import Machine, Transaction
+    from hwsim.sgx._run import EnclaveCpu
+    from hwsim.sgx._run import Exit as Exit  # noqa: PLC0414 (re-exported)
     from hwsim.sgx.epc import Enclave
+    from hwsim.sgx.keys import EnclaveIdentity
 
-__all__ = ["SgxEnclaveDevice", "launch_token"]
+__all__ = ["HOST_BASE", "HOST_SIZE", "MEASURE_ALL", "SgxEnclaveDevice", "launch_token"]
+
+HOST_BASE = 0x1000_0000  # the host process's memory the simulated CPU sees (identity-mapped)
+HOST_SIZE = 16 << 20
+MEASURE_ALL = (1 << (PAGE_SIZE // EEXTEND_CHUNK)) - 1  # EEXTEND all 16 chunks of a page
+_WORD = 8  # EDBGRD/EDBGWR move 8 bytes
+_ALIVE_EVERY = 0.05  # seconds between power-cycle checks on the entry path (one SQLite read)
 
 _RWX = int(SecinfoFlag.R | SecinfoFlag.W | SecinfoFlag.X)
 _HINTS = {
@@ -91,9 +112,12 @@ def _secinfo_ok(flags: int) -> None:
 class SgxEnclaveDevice:
     """One open ``/dev/sgx_enclave``: build, initialise and manage one enclave."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, host_size: int = HOST_SIZE) -> None:
         self.machine = machine
         self.epc = epc_of(machine)
+        self._host_size = host_size
+        self._alive_at = 0.0  # time.monotonic() of the last check_alive on entry
+        self._cpu: EnclaveCpu | None = None
         self._enclave: Enclave | None = None
         self._backing: dict[int, tuple[EvictedPage, int]] = {}  # offset -> (page, VA slot)
         self._va_page: int | None = None
@@ -138,14 +162,22 @@ class SgxEnclaveDevice:
         self._enclave = self.epc.enclaves[page]
         return self._enclave
 
-    def add_pages(self, offset: int, data: bytes, secinfo: int, *, measure: bool = True) -> int:
-        """EADD each page of ``data`` at ``offset`` (and EEXTEND it when ``measure``)."""
+    def add_pages(
+        self, offset: int, data: bytes, secinfo: int, *, measure: bool | int = True
+    ) -> int:
+        """EADD each page of ``data`` at ``offset``, then EEXTEND the 256-byte chunks of
+        each page whose bit is set in the 16-bit mask ``measure`` (True: all, as Linux's
+        SGX_PAGE_MEASURE; False: none; SGXS streams may measure any subset)."""
         self.check_alive()
         if self.enclave.initialized:
             raise InvalidInput("the enclave is initialized; pages can no longer be added")
         if offset % PAGE_SIZE or not data or len(data) % PAGE_SIZE:
             raise InvalidInput("add_pages takes whole pages at a page-aligned offset")
         _secinfo_ok(secinfo)
+        mask = MEASURE_ALL if measure is True else int(measure)
+        if not 0 <= mask <= MEASURE_ALL:
+            raise InvalidInput(f"measure mask {mask:#x}: one bit per 256-byte chunk, 16 bits")
+        chunks = [c * EEXTEND_CHUNK for c in range(PAGE_SIZE // EEXTEND_CHUNK) if mask >> c & 1]
         enclave = self.enclave
         for i in range(0, len(data), PAGE_SIZE):
             page = self.epc.alloc()
@@ -156,9 +188,8 @@ class SgxEnclaveDevice:
             except SgxError:
                 self.epc.release(page)
                 raise
-            if measure:
-                for c in range(0, PAGE_SIZE, EEXTEND_CHUNK):
-                    encls(self.epc, EExtend(page, c))
+            for c in chunks:
+                encls(self.epc, EExtend(page, c))
         return len(data) // PAGE_SIZE
 
     def init(
@@ -183,6 +214,85 @@ class SgxEnclaveDevice:
                     hint=_HINTS.get(exc.status),
                 ) from exc  # fmt: skip
         return self.enclave
+
+    @property
+    def identity(self) -> EnclaveIdentity:
+        """What EINIT committed: MRENCLAVE, MRSIGNER, attributes, product and SVNs."""
+        found = self.enclave.identity
+        if found is None:
+            raise InvalidInput("the enclave is not initialized: call init() first")
+        return found
+
+    @property
+    def elrange(self) -> tuple[int, int]:
+        """The enclave's linear range: BASEADDR and SIZE from its SECS."""
+        return self.enclave.secs.baseaddr, self.enclave.secs.size
+
+    # -- running: the vDSO's enter, and the host's own memory ------------------------------
+    def enter(
+        self, tcs: int, regs: dict[str, int], budget: int = 0, *, resume: bool = False,
+        deadline: float | None = None,
+    ) -> Exit:  # fmt: skip
+        """EENTER (ERESUME with ``resume``) the thread whose TCS is at linear address
+        ``tcs``, with the host's ``regs``, like ``vdso_sgx_enter_enclave``. It returns at
+        EEXIT, or with an AEX on a fault, after ``budget`` instructions (0: no count;
+        counted in slices, so :attr:`Exit.instructions` is an upper bound of what ran) or
+        at the ``time.monotonic()`` ``deadline``. The AEX leaves the thread resumable."""
+        now = time.monotonic()
+        if now - self._alive_at > _ALIVE_EVERY:  # an entry costs microseconds, this read more
+            self.check_alive()
+            self._alive_at = now
+        cpu = self._cpu or self._running()
+        if resume:
+            return cpu.eresume(tcs, budget, deadline=deadline)
+        return cpu.eenter(tcs, regs, budget, deadline=deadline)
+
+    def run_host(
+        self, rip: int, regs: dict[str, int], budget: int = 0, deadline: float | None = None
+    ) -> Stop:
+        """Run the host's own code at ``rip`` (in host memory), outside enclave mode."""
+        return self._running().run_host(rip, regs, budget, deadline)
+
+    def host_regs(self, *names: str) -> dict[str, int]:
+        """The host's registers after :meth:`enter` or :meth:`run_host`."""
+        return self._running().host_regs(*names)
+
+    def host_read(self, addr: int, size: int) -> bytes:
+        """A load by host code: host memory as is, ELRANGE as the abort page (0xFF);
+        anything else is a #PF (:class:`~hwsim.sgx.errors.SgxFault`)."""
+        return self._running().host_read(addr, size)
+
+    def host_write(self, addr: int, data: bytes) -> None:
+        """A store by host code: host memory is written, ELRANGE drops it, else #PF."""
+        self._running().host_write(addr, data)
+
+    def _running(self) -> EnclaveCpu:
+        if not self.enclave.initialized:
+            raise InvalidInput("the enclave is not initialized: call init() first")
+        if self._cpu is None:
+            from hwsim.sgx._run import EnclaveCpu  # the CPU (and Unicorn) only when run
+
+            self._cpu = EnclaveCpu(self.enclave, HOST_BASE, self._host_size)
+        return self._cpu
+
+    def debug_read(self, offset: int, size: int) -> bytes:
+        """Read enclave memory with EDBGRD, as a debugger does (debug enclaves only)."""
+        out = b""
+        for word in range(offset & ~(_WORD - 1), offset + size, _WORD):
+            page = self._page(word & ~(PAGE_SIZE - 1))
+            out += encls(self.epc, EDbgRd(page, word % PAGE_SIZE))
+        skip = offset % _WORD
+        return out[skip : skip + size]
+
+    def debug_write(self, offset: int, data: bytes) -> None:
+        """Write enclave memory with EDBGWR (read-modify-write of each 8-byte word); the
+        next entry runs what was written (a breakpoint's int3 traps)."""
+        start = offset & ~(_WORD - 1)
+        words = bytearray(self.debug_read(start, -(-(offset + len(data) - start) // 8) * 8))
+        words[offset - start : offset - start + len(data)] = data
+        for at in range(0, len(words), _WORD):
+            page = self._page((start + at) & ~(PAGE_SIZE - 1))
+            encls(self.epc, EDbgWr(page, (start + at) % PAGE_SIZE, bytes(words[at : at + 8])))
 
     def _kernel_checks(self, sig: Sigstruct) -> None:
         # Linux sgx_encl_init / sgx_ioc_enclave_init pre-checks (sim.md 2.3).
@@ -305,6 +415,7 @@ class SgxEnclaveDevice:
     def close(self) -> None:
         """Release the enclave: EREMOVE every page, then the SECS (and the VA page)."""
         enclave, self._enclave = self._enclave, None
+        self._cpu = None
         if enclave is not None:
             for page in list(enclave.pages.values()):
                 encls(self.epc, ERemove(page))

@@ -47,7 +47,8 @@ __all__ = [
 CR_CPUSVN = bytes([0x0E, 0x0E, 0x02, 0x04, 0xFF, 0x80, 0x0E, 0, 0, 0, 0, 0, 0, 0, 0, 0])
 
 # INIT and DEBUG are always bound into a derived key (SDM EGETKEY: TMP_ATTRIBUTES = (mask |
-# 0x3) & SECS.ATTRIBUTES), so debug and production enclaves never share a key.
+# 0x3) & SECS.ATTRIBUTES), so debug and production enclaves never share a key; the
+# dependencies' ATTRIBUTEMASK is still the request's mask as given.
 _ALWAYS_BOUND = int(AttributeFlag.INIT | AttributeFlag.DEBUG)
 # Key policy bits that need ATTRIBUTES.KSS (SDM EGETKEY: #GP otherwise).
 _KSS_POLICIES = int(
@@ -158,12 +159,13 @@ def cpusvn_beyond(requested: bytes, current: bytes) -> bool:
 
 def _seal_like(ctx: KeyContext, who: EnclaveIdentity, req: Keyrequest) -> KeyDependencies:
     """Dependencies common to the SVN-checked keys (SEAL, PROVISION*, EINITTOKEN)."""
-    mask = Attributes(req.attributemask_flags | _ALWAYS_BOUND, req.attributemask_xfrm)
+    mask = Attributes(req.attributemask_flags, req.attributemask_xfrm)
+    bound = Attributes(mask.flags | _ALWAYS_BOUND, mask.xfrm)
     policy = req.keypolicy
     prodid = 0 if policy & KeyPolicy.NOISVPRODID else who.isvprodid
     return KeyDependencies(
         keyname=req.keyname, isvprodid=prodid, isvsvn=req.isvsvn, ownerepoch=ctx.owner_epoch,
-        attributes=who.attributes & mask, attributemask=mask,
+        attributes=who.attributes & bound, attributemask=mask,
         keyid=req.keyid, seal_fuses=ctx.seal_fuses, cpusvn=req.cpusvn, padding=who.padding,
         miscselect=who.miscselect & req.miscmask, miscmask=~req.miscmask & 0xFFFFFFFF,
         keypolicy=policy,

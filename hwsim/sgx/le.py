@@ -17,7 +17,8 @@ import weakref
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from hwsim.sgx import enclu
+from hwsim.sgx import _enclu as enclu
+from hwsim.sgx._encls import EAdd, ECreate, EExtend, EInit, encls
 from hwsim.sgx.arch import (
     EEXTEND_CHUNK,
     MODULUS_BYTES,
@@ -40,7 +41,6 @@ from hwsim.sgx.arch import (
     eextend_header,
     secinfo_flags,
 )
-from hwsim.sgx.encls import EAdd, ECreate, EExtend, EInit, encls
 from hwsim.sgx.errors import LaunchRefused
 from hwsim.sgx.keys import cmac
 from hwsim.sgx.launch import read_allow_list
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from hwsim.machine import Machine
     from hwsim.sgx.epc import Enclave, Epc
 
-__all__ = ["LE_ISVPRODID", "LaunchEnclave", "le_mrenclave", "le_sigstruct"]
+__all__ = ["LE_ISVPRODID", "LE_TOKEN_MASK", "LaunchEnclave", "le_mrenclave", "le_sigstruct"]
 
 LE_ISVPRODID = 0x20  # Intel's LE product id (its allow-list names it; vectors/README.md)
 LE_ISVSVN = 1
@@ -63,6 +63,9 @@ _LE_ATTRIBUTES = Attributes(AttributeFlag.MODE64BIT | AttributeFlag.EINITTOKEN_K
 _U64 = (1 << 64) - 1
 # Attributes no enclave may ask a token for (reserved bits), SDM 37.7.1.
 _RESERVED_FLAGS = _U64 & ~0x4B7
+# linux-sgx le_calc_lic_token: every ATTRIBUTES bit but MODE64BIT. int() first: `~` on an
+# IntFlag keeps only its defined bits on Python 3.11+, not all 64.
+LE_TOKEN_MASK = _U64 & ~int(AttributeFlag.MODE64BIT)
 _LES: weakref.WeakKeyDictionary[Epc, LaunchEnclave] = weakref.WeakKeyDictionary()
 
 
@@ -131,13 +134,13 @@ class LaunchEnclave:
             mrenclave=sigstruct.enclavehash, mrsigner=sigstruct.mrsigner,
             cpusvnle=me.cpusvn, isvprodidle=me.isvprodid, isvsvnle=me.isvsvn,
             maskedmiscselectle=me.miscselect,
-            maskedattributesle_flags=me.attributes_flags & ~AttributeFlag.MODE64BIT,
+            maskedattributesle_flags=me.attributes_flags & LE_TOKEN_MASK,
             maskedattributesle_xfrm=0, keyid=os.urandom(32),
         )  # fmt: skip
         # linux-sgx le_calc_lic_token: EGETKEY(EINITTOKEN) with these masks, CMAC the body.
         request = Keyrequest(
             keyname=KeyName.EINITTOKEN, isvsvn=me.isvsvn, cpusvn=me.cpusvn,
-            attributemask_flags=_U64 & ~AttributeFlag.MODE64BIT, attributemask_xfrm=0,
+            attributemask_flags=LE_TOKEN_MASK, attributemask_xfrm=0,
             keyid=token.keyid, miscmask=0xFFFFFFFF,
         )  # fmt: skip
         key = enclu.egetkey_leaf(self.enclave, request.pack())

@@ -138,7 +138,7 @@ void *sgx_enclave_base(void);
 size_t sgx_enclave_size(void);
 int sgx_is_within_enclave(const void *p, size_t n);
 int sgx_is_outside_enclave(const void *p, size_t n);
-/* Heap memory that lives until the current ECALL returns (a bump allocator). */
+/* Zeroed heap memory that lives until the current ECALL returns (a bump allocator). */
 void *sgx_alloc(size_t n);
 /* Random bytes from RDRAND; 0 on success. */
 int sgx_random(void *buf, size_t n);

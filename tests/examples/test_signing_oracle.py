@@ -15,9 +15,8 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from hwsim.machine import Machine
-from hwsim.sgx.encls import EDbgRd, encls
+from hwsim.sgx.device import HOST_BASE
 from hwsim.sgx.errors import SgxFault
-from hwsim.sgx.run import HOST_BASE
 from sgxtool.runtime import Enclave, EnclaveCallError
 from tests.conftest import MachineFactory
 from tests.examples.build import EXAMPLES, sign_image
@@ -76,19 +75,19 @@ def test_no_host_path_reveals_the_key(signed_example: Built, machine: Machine) -
         public = oracle.call("public_key")
         outputs = sealed + public + oracle.call("sign", b"m")
         at = oracle.base + symbol(image, "seed")
-        index = oracle.hw.page(at & ~0xFFF)
-        epc = oracle.hw.epc
+        index = oracle.device.enclave.page(at & ~0xFFF)
+        epc = oracle.device.epc
         # Control: the CPU-internal view (not an attacker's) holds the key right there.
         seed = epc.read(index)[at & 0xFFF :][:32]
         assert public_of(seed) == public
         # Host loads from ELRANGE get the abort page; DRAM holds only ciphertext.
-        assert oracle.cpu.host_read(at, 32) == b"\xff" * 32
-        for page in oracle.hw.pages.values():
+        assert oracle.device.host_read(at, 32) == b"\xff" * 32
+        for page in oracle.device.enclave.pages.values():
             assert seed not in epc.read_ciphertext(page)
         # A debugger cannot read a production enclave; untrusted memory never saw the key.
         with pytest.raises(SgxFault, match="not a debug enclave"):
-            encls(epc, EDbgRd(index, (at & 0xFFF) & ~7))
-        assert seed not in oracle.cpu.host_read(HOST_BASE, 16 << 20)
+            oracle.device.debug_read(at - oracle.base, 32)
+        assert seed not in oracle.device.host_read(HOST_BASE, 16 << 20)
         assert seed not in outputs
 
 
@@ -106,10 +105,5 @@ def test_a_debug_build_is_open_to_the_debugger(
         oracle.call("generate")
         public = oracle.call("public_key")
         at = oracle.base + symbol(debug, "seed")
-        index = oracle.hw.page(at & ~0xFFF)
-        start = at & 0xFFF
-        words = [
-            encls(oracle.hw.epc, EDbgRd(index, off)) for off in range(start & ~7, start + 40, 8)
-        ]
-        dumped = b"".join(words)[start & 7 :][:32]
+        dumped = oracle.device.debug_read(at - oracle.base, 32)  # EDBGRD, word by word
     assert public_of(dumped) == public

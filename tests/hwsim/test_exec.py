@@ -5,15 +5,16 @@ write-back of dirty pages, abort-page host views, and the SDK's entry checks."""
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from hwsim.exec import PF
+from hwsim._exec import PF
 from hwsim.machine import Machine
 from hwsim.sgx.arch import SgxStatus
-from hwsim.sgx.run import HOST_BASE
+from hwsim.sgx.device import HOST_BASE
 from sgxtool.errors import SgxToolError
 from sgxtool.runtime import Enclave, EnclaveCallError, EnclaveCrashed
 from tests.examples.build import compile_enclave, sign_image
@@ -117,15 +118,16 @@ def test_write_to_a_read_only_page_is_an_epcm_fault(enclave: Enclave) -> None:
 
 def test_the_aex_fills_the_ssa_frame(enclave: Enclave) -> None:
     crash(enclave, "write_rodata")
-    thread = enclave.cpu._threads[enclave.tcs[0]]
+    cpu = enclave.device._cpu
+    assert cpu is not None
+    thread = cpu._threads[enclave.tcs[0]]
     assert thread.cssa == 1
-    frame = enclave.base + thread.tcs.ossa
-    area = frame + 4096 - 184
-    gpr = enclave.cpu._read(area, 184, "test")
+    area = thread.tcs.ossa + 4096 - 184  # enclave offset of SSA[0]'s GPR area
+    gpr = enclave.device.debug_read(area, 184)  # a debug enclave: EDBGRD
     rip, exitinfo = struct.unpack_from("<Q", gpr, 136)[0], struct.unpack_from("<I", gpr, 160)[0]
     assert enclave.base < rip < enclave.base + 0x2000
     assert exitinfo == 1 << 31 | 3 << 8 | PF  # valid, hardware exception, #PF
-    maddr, errcd = struct.unpack("<QI", enclave.cpu._read(area - 16, 12, "test"))
+    maddr, errcd = struct.unpack("<QI", enclave.device.debug_read(area - 16, 12))
     assert (maddr & 0xFFF, errcd) == (0, 0x8007)
 
 
@@ -135,27 +137,46 @@ def test_unmapped_enclave_page(enclave: Enclave) -> None:
 
 def test_runaway_enclave_is_stopped_then_resumable(enclave: Enclave) -> None:
     text = crash(enclave, "spin")
-    assert "ran 2000000 instructions without leaving" in text
+    assert "ran 2000000 instructions (its budget for one call) without finishing" in text
     assert "endless loop" in text
 
 
 def test_eresume_continues_after_the_budget_aex(image: Path, machine: Machine) -> None:
     with Enclave.load(image, machine=machine) as enclave:
-        cpu, tcs = enclave.cpu, enclave.tcs[0]
+        device, tcs = enclave.device, enclave.tcs[0]
         src = HOST_BASE + 0x11000
-        cpu.cpu.write_phys(src, struct.pack("<Q", 300_000))
+        device.host_write(src, struct.pack("<Q", 300_000))
         regs = dict(rdi=enclave.ecalls.index("count"), rsi=src, rdx=8, r8=src + 0x1000, r9=64,
                     r10=HOST_BASE + 0x1000, r11=0x10000)  # fmt: skip
-        ex = cpu.eenter(tcs, regs, 100_000)
+        ex = device.enter(tcs, regs, 100_000)
         resumes = 0
         while ex.kind == "aex":
             assert ex.budget_exhausted and ex.fault is None
+            assert ex.instructions == 100_000
             assert ex.regs["rax"] != 3  # the SSA saved the real state, not the synthetic one
             resumes += 1
-            ex = cpu.eresume(tcs, 100_000)
+            ex = device.enter(tcs, {}, 100_000, resume=True)
         assert resumes >= 3
         assert (ex.regs["rdi"], ex.regs["rsi"]) == (0, 8)
-        assert cpu.cpu.read_phys(src + 0x1000, 8) == struct.pack("<Q", 300_000)
+        assert device.host_read(src + 0x1000, 8) == struct.pack("<Q", 300_000)
+
+
+def test_a_deadline_is_an_aex_and_the_thread_resumes(image: Path, machine: Machine) -> None:
+    """The watchdog stops a run at its deadline like a timer interrupt: an AEX that saved
+    the real state, after which ERESUME finishes the work with the right result."""
+    with Enclave.load(image, machine=machine) as enclave:
+        device, tcs = enclave.device, enclave.tcs[0]
+        src = HOST_BASE + 0x11000
+        device.host_write(src, struct.pack("<Q", 10_000_000))
+        regs = dict(rdi=enclave.ecalls.index("count"), rsi=src, rdx=8, r8=src + 0x1000, r9=64,
+                    r10=HOST_BASE + 0x1000, r11=0x10000)  # fmt: skip
+        ex = device.enter(tcs, regs, deadline=time.monotonic() + 0.01)
+        assert ex.kind == "aex" and ex.timed_out and not ex.budget_exhausted
+        assert ex.instructions == 0  # nothing counted without a budget
+        while ex.kind == "aex":
+            ex = device.enter(tcs, {}, resume=True)
+        assert (ex.regs["rdi"], ex.regs["rsi"]) == (0, 8)
+        assert device.host_read(src + 0x1000, 8) == struct.pack("<Q", 10_000_000)
 
 
 @pytest.mark.parametrize(
@@ -179,13 +200,13 @@ def test_illegal_instructions_and_exceptions(
 def test_dirty_pages_reach_the_epc_encrypted(enclave: Enclave) -> None:
     secret = b"only inside the package" * 8
     enclave.call("keep", secret)
-    epc, hw = enclave.hw.epc, enclave.hw
+    epc, hw = enclave.device.epc, enclave.device.enclave
     holders = [i for i in hw.pages.values() if secret in epc.read(i)]
     assert len(holders) == 1  # written back at EEXIT: the EPC is current
     assert secret not in epc.read_ciphertext(holders[0])
     for linear, index in hw.pages.items():
         if index == holders[0]:
-            assert enclave.cpu.host_read(linear, 4096) == b"\xff" * 4096
+            assert enclave.device.host_read(linear, 4096) == b"\xff" * 4096
 
 
 def test_enclu_status_and_self_report(enclave: Enclave) -> None:
@@ -198,9 +219,8 @@ def test_restricted_page_faults_after_eaccept(enclave: Enclave) -> None:
     """Linux selftest epcm_permissions: EMODPR to R, EACCEPT, then a write is #PF 0x8007.
     The page was writable in the TLB before, so this also proves the TLB flush."""
     enclave.call("keep", b"before")
-    store = next(
-        lin for lin, i in enclave.hw.pages.items() if enclave.hw.epc.read(i).startswith(b"before")
-    )
+    hw = enclave.device.enclave
+    store = next(lin for lin, i in hw.pages.items() if hw.epc.read(i).startswith(b"before"))
     enclave.device.restrict_permissions(store - enclave.base, 4096, 1)
     assert enclave.call("accept_ro") == b""  # EACCEPT returned 0
     assert "#PF (error code 0x8007)" in crash(enclave, "keep", b"after")
@@ -253,7 +273,7 @@ def test_sgxtool_run_reports_a_runaway_in_one_line(
         main(["run", str(image), "spin", "--budget", "5000", "--machine", str(machine.path)])
     err = capsys.readouterr().err
     assert exit_info.value.code == 1
-    assert err.startswith("sgxtool: error: the enclave ran 5000 instructions without leaving")
+    assert err.startswith("sgxtool: error: the enclave ran 5000 instructions (its budget")
     assert len(err.strip().splitlines()) == 1
 
 
@@ -261,15 +281,14 @@ def test_host_code_sees_the_abort_page(enclave: Enclave) -> None:
     """Real x86 host code outside enclave mode: loads from ELRANGE read all ones, stores
     are dropped, even right after the enclave ran with those pages in its TLB."""
     enclave.call("keep", b"enclave data")
-    store = next(
-        lin for lin, i in enclave.hw.pages.items() if enclave.hw.epc.read(i).startswith(b"encl")
-    )
+    hw = enclave.device.enclave
+    store = next(lin for lin, i in hw.pages.items() if hw.epc.read(i).startswith(b"encl"))
     code = bytes.fromhex("488b0348890b0f0b")  # mov rax,[rbx]; mov [rbx],rcx; ud2
-    enclave.cpu.cpu.write_phys(HOST_BASE + 0x800, code)
-    stop = enclave.cpu.run_host(HOST_BASE + 0x800, {"rbx": store, "rcx": 0x41414141}, 100)
+    enclave.device.host_write(HOST_BASE + 0x800, code)
+    stop = enclave.device.run_host(HOST_BASE + 0x800, {"rbx": store, "rcx": 0x41414141}, 100)
     assert stop.fault is not None and stop.fault.name == "#UD"  # the ud2 at the end
-    assert enclave.cpu.cpu.reg("rax") == 2**64 - 1
-    assert enclave.hw.epc.read(enclave.hw.pages[store]).startswith(b"enclave data")
+    assert enclave.device.host_regs("rax")["rax"] == 2**64 - 1
+    assert hw.epc.read(hw.pages[store]).startswith(b"enclave data")
     assert enclave.call("whoami") == enclave.mrenclave  # and the enclave still runs
 
 

@@ -61,7 +61,7 @@ def test_export_full_verifies_against_sim_ark_and_not_amds(
     m: Path, tmp_path: Path, vector: Callable[[str], Path]
 ) -> None:
     out = tmp_path / "chain"
-    assert sevtool("--machine", m, "export", "--full", out).code == 0
+    assert sevtool("--machine", m, "export", "--full", "--dir", out).code == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "ark.cert",
         "ask.cert",
@@ -73,6 +73,7 @@ def test_export_full_verifies_against_sim_ark_and_not_amds(
     ok = sevtool("verify", out, "--json")
     assert ok.code == 0, ok.err
     assert json.loads(ok.out)["verified"] is True
+    assert json.loads(ok.out)["roots"] == "the simulator's (hwsim), not AMD's (given)"
     for gen in ("naples", "rome", "milan"):
         bad = sevtool(
             "verify",
@@ -83,15 +84,19 @@ def test_export_full_verifies_against_sim_ark_and_not_amds(
             vector(f"{AMD}/{gen}/ask.cert"),
         )
         assert bad.code == 1
-        assert "CEK signed by ASK" in one_error_line(bad)
+        assert "this chain is the simulator's, not AMD's" in one_error_line(bad)
         assert "FAILED" in bad.out
 
 
-def test_export_without_full_needs_the_roots(m: Path, tmp_path: Path) -> None:
-    assert sevtool("--machine", m, "export", tmp_path / "c").code == 0
+def test_export_without_full_uses_the_simulators_roots(m: Path, tmp_path: Path) -> None:
+    assert sevtool("--machine", m, "export", "--dir", tmp_path / "c").code == 0
+    found = sevtool("verify", tmp_path / "c", "--json")
+    assert found.code == 0, found.err
+    assert json.loads(found.out)["roots"] == "the simulator's (hwsim), not AMD's (built in)"
+    (tmp_path / "c" / "pdh.cert").unlink()
     incomplete = sevtool("verify", tmp_path / "c")
     assert incomplete.code == 2
-    assert "no ARK, ASK" in one_error_line(incomplete)
+    assert "no PDH" in one_error_line(incomplete)
     partial = sevtool("verify", tmp_path / "c", "--partial", "--json")
     assert partial.code == 0
     assert json.loads(partial.out)["complete"] is False
@@ -145,7 +150,9 @@ def test_naples_cek_under_rome_ask_fails(vector: Callable[[str], Path]) -> None:
         "--partial",
     )
     assert result.code == 1
-    assert "[check: signature]" in one_error_line(result)
+    line = one_error_line(result)
+    assert "this CEK is Naples-generation (RSA_SHA256), the ASK is Rome" in line
+    assert "[check: generation]" in line
 
 
 def test_malformed_input_exits_2(vector: Callable[[str], Path], tmp_path: Path) -> None:
@@ -188,7 +195,7 @@ def test_generate_provision_survives_power_cycle_reset_clears(m: Path, tmp_path:
         machine.power_cycle()
     shown = json.loads(sevtool("--machine", m, "show", "--json").out)
     assert shown["owner"] == "external" and shown["state"] == "UNINIT"
-    assert sevtool("--machine", m, "export", tmp_path / "c").code == 0
+    assert sevtool("--machine", m, "export", "--dir", tmp_path / "c").code == 0
     assert (tmp_path / "c" / "oca.cert").read_bytes() == cert.read_bytes()
     assert sevtool("--machine", m, "reset").code == 0
     assert json.loads(sevtool("--machine", m, "show", "--json").out)["owner"] == "self"
@@ -201,18 +208,18 @@ def test_offline_owner_flow_csr_sign_import(m: Path, tmp_path: Path) -> None:
     signed = tmp_path / "pek.signed"
     assert sevtool("pek", "sign", tmp_path / "csr", cert, key, signed).code == 0
     assert sevtool("--machine", m, "pek", "import", signed, cert).code == 0
-    assert sevtool("--machine", m, "export", "--full", tmp_path / "c").code == 0
+    assert sevtool("--machine", m, "export", "--full", "--dir", tmp_path / "c").code == 0
     assert sevtool("verify", tmp_path / "c", "--oca", cert).code == 0
 
 
 def test_rotate_pdh_keeps_pek(m: Path, tmp_path: Path) -> None:
-    sevtool("--machine", m, "export", tmp_path / "a")
+    sevtool("--machine", m, "export", "--dir", tmp_path / "a")
     assert sevtool("--machine", m, "rotate").code == 0
-    sevtool("--machine", m, "export", tmp_path / "b")
+    sevtool("--machine", m, "export", "--dir", tmp_path / "b")
     assert (tmp_path / "a/pek.cert").read_bytes() == (tmp_path / "b/pek.cert").read_bytes()
     assert (tmp_path / "a/pdh.cert").read_bytes() != (tmp_path / "b/pdh.cert").read_bytes()
     assert sevtool("--machine", m, "rotate", "--pek").code == 0
-    sevtool("--machine", m, "export", tmp_path / "c")
+    sevtool("--machine", m, "export", "--dir", tmp_path / "c")
     assert (tmp_path / "b/pek.cert").read_bytes() != (tmp_path / "c/pek.cert").read_bytes()
 
 
@@ -271,7 +278,7 @@ def test_chain_files_of_the_other_tools(
     m: Path, tmp_path: Path, vector: Callable[[str], Path]
 ) -> None:
     out = tmp_path / "c"
-    sevtool("--machine", m, "export", "--full", out)
+    sevtool("--machine", m, "export", "--full", "--dir", out)
     names = ("pdh", "pek", "oca", "cek", "ask", "ark")
     parts = {n: (out / f"{n}.cert").read_bytes() for n in names}
     sevctl_full = tmp_path / "sevctl.chain"
@@ -289,4 +296,4 @@ def test_chain_files_of_the_other_tools(
     odd = tmp_path / "odd.chain"
     odd.write_bytes(parts["pdh"] + b"\0" * 10)
     refused = sevtool("verify", odd)
-    assert refused.code == 2 and "not a chain file" in one_error_line(refused)
+    assert refused.code == 2 and "not a certificate or chain file" in one_error_line(refused)

@@ -25,7 +25,7 @@ def test_python_api_owns_exports_and_verifies(machine: Machine, tmp_path: Path) 
         "ASK signed by ARK",
         "CEK signed by ASK",
     ]
-    written = sevtool.write_chain(chain, tmp_path / "out")
+    written = sevtool.write_chain_dir(chain, tmp_path / "out")
     assert sevtool.verify_chain(sevtool.load_chain(tmp_path / "out")).ok
     assert len(written) == 6
 

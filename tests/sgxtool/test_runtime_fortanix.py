@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from hwsim.machine import Machine
+from hwsim.sgx._enclu import check_report
 from hwsim.sgx.arch import PageType, Report, SecinfoFlag, Sigstruct, Targetinfo, secinfo_flags
-from hwsim.sgx.enclu import check_report
+from hwsim.sgx.device import HOST_BASE
 from hwsim.sgx.errors import SgxError
-from hwsim.sgx.run import HOST_BASE
 from sgxtool.config import EnclaveConfig
 from sgxtool.keys import load_private_key
 from sgxtool.layout import Content, EnclaveLayout, Region
@@ -50,11 +50,11 @@ def with_targetinfo(layout: EnclaveLayout, target: Targetinfo) -> EnclaveLayout:
 
 def run_once(enclave: Enclave) -> Report | str:
     """EENTER with RDI = a host buffer; the REPORT it copied there, or how it faulted."""
-    ex = enclave.cpu.eenter(enclave.base + TCS, {"rdi": HOST_BASE + 0x2000}, BUDGET)
+    ex = enclave.device.enter(enclave.base + TCS, {"rdi": HOST_BASE + 0x2000}, BUDGET)
     if ex.kind != "eexit":
         return ex.describe()
     assert ex.regs["rip"] == HOST_BASE  # EEXIT went back where EENTER came from (RCX)
-    return Report.unpack(enclave.cpu.cpu.read_phys(HOST_BASE + 0x2000, Report.LAYOUT.size))
+    return Report.unpack(enclave.device.host_read(HOST_BASE + 0x2000, Report.LAYOUT.size))
 
 
 def test_the_published_stream_loads_and_faults_where_hardware_would(
@@ -80,8 +80,8 @@ def test_fortanix_flow_reports_its_own_measurement(
     target_layout = with_targetinfo(stream, Targetinfo())  # any enclave can be the target
     with Enclave.from_layout(target_layout, signed(target_layout, key), machine=machine) as t:
         target = Targetinfo(
-            mrenclave=t.mrenclave, attributes_flags=t.hw.secs.attributes_flags,
-            attributes_xfrm=t.hw.secs.attributes_xfrm,
+            mrenclave=t.mrenclave, attributes_flags=t.device.identity.attributes.flags,
+            attributes_xfrm=t.device.identity.attributes.xfrm,
         )  # fmt: skip
         layout = with_targetinfo(stream, target)
         with Enclave.from_layout(layout, signed(layout, key), machine=machine) as enclave:
@@ -89,11 +89,12 @@ def test_fortanix_flow_reports_its_own_measurement(
             assert isinstance(report, Report)
             assert report.mrenclave == mrenclave(layout) == enclave.mrenclave
             assert report.mrsigner == enclave.mrsigner
-            check_report(t.hw, report.pack())  # the target verifies the MAC on this machine
+            # the target verifies the MAC on this machine
+            check_report(t.device.enclave, report.pack())
     with (
         Enclave.from_layout(
             target_layout, signed(target_layout, key), machine=machine_factory("sim", "other")
         ) as elsewhere,
         pytest.raises(SgxError, match="another machine"),
     ):
-        check_report(elsewhere.hw, report.pack())
+        check_report(elsewhere.device.enclave, report.pack())

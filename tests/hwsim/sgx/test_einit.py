@@ -10,9 +10,9 @@ import pytest
 
 from hwsim.cpu import IA32_SGXLEPUBKEYHASH0
 from hwsim.machine import Machine
+from hwsim.sgx._encls import EInit, encls
 from hwsim.sgx.arch import AttributeFlag, Attributes, Einittoken, SgxStatus, Sigstruct
 from hwsim.sgx.device import launch_token
-from hwsim.sgx.encls import EInit, encls
 from hwsim.sgx.errors import LaunchRefused, SgxStatusError
 from hwsim.sgx.launch import msrs_writable
 from tests.hwsim.sgx.conftest import Image, ImageMaker, build_device

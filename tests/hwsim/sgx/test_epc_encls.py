@@ -8,9 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from hwsim.machine import Machine
-from hwsim.sgx.arch import PAGE_SIZE, PageType, SecinfoFlag, SgxStatus, secinfo_flags
-from hwsim.sgx.device import SgxEnclaveDevice
-from hwsim.sgx.encls import (
+from hwsim.sgx._encls import (
     EAdd,
     EBlock,
     ECreate,
@@ -22,7 +20,9 @@ from hwsim.sgx.encls import (
     EWb,
     encls,
 )
-from hwsim.sgx.enclu import eaccept, emodpe
+from hwsim.sgx._enclu import eaccept, emodpe
+from hwsim.sgx.arch import PAGE_SIZE, PageType, SecinfoFlag, SgxStatus, secinfo_flags
+from hwsim.sgx.device import SgxEnclaveDevice
 from hwsim.sgx.errors import GP, PF, SgxError, SgxFault, SgxStatusError
 from hwsim.sgx.platform import epc_of
 from memcrypt.errors import InvalidInput
@@ -258,7 +258,7 @@ def test_emodpr_needs_etrack_then_eaccept(sgx2: SgxEnclaveDevice) -> None:
 
 
 def test_eaccept_before_tracking_is_not_tracked(sgx2: SgxEnclaveDevice) -> None:
-    from hwsim.sgx.encls import EModPr
+    from hwsim.sgx._encls import EModPr
 
     r = int(SecinfoFlag.R)
     encls(sgx2.epc, EModPr(sgx2.enclave.page(DATA), r))

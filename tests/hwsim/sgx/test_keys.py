@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from hwsim.machine import Machine
+from hwsim.sgx._enclu import check_report, egetkey_leaf, ereport
 from hwsim.sgx.arch import (
     AttributeFlag,
     KeyName,
@@ -16,7 +17,6 @@ from hwsim.sgx.arch import (
     SgxStatus,
     Targetinfo,
 )
-from hwsim.sgx.enclu import check_report, egetkey_leaf, ereport
 from hwsim.sgx.epc import Enclave
 from hwsim.sgx.errors import GP, SgxError, SgxFault, SgxStatusError
 from hwsim.sgx.keys import CR_CPUSVN
@@ -149,3 +149,16 @@ def test_report_fields(launch: Launch) -> None:
     assert report.isvsvn == 5 and report.isvprodid == 7 and report.cpusvn == CR_CPUSVN
     assert report.mrsigner == enclave.identity.mrsigner  # type: ignore[union-attr]
     check_report(enclave, report.pack())
+
+
+def test_attribute_mask_is_kept_as_requested(launch: Launch) -> None:
+    """SDM EGETKEY: ATTRIBUTEMASK enters the key dependencies unchanged (INIT and DEBUG are
+    ORed in only for the attributes themselves), so masks differing in bits 0-1 give
+    different keys."""
+    enclave = launch()
+    base = int(AttributeFlag.MODE64BIT)
+    keys = {
+        key(enclave, KeyName.SEAL, KeyPolicy.MRSIGNER, isvsvn=1, attributemask_flags=base | low)
+        for low in range(4)
+    }
+    assert len(keys) == 4

@@ -9,9 +9,9 @@ import pytest
 
 from hwsim._cli import main as hwsim_main
 from hwsim.machine import Machine
+from hwsim.sgx._encls import EInit, encls
 from hwsim.sgx.arch import AttributeFlag, SgxStatus
 from hwsim.sgx.device import launch_token
-from hwsim.sgx.encls import EInit, encls
 from hwsim.sgx.errors import LaunchRefused, SgxError, SgxStatusError
 from hwsim.sgx.launch import (
     LaunchPolicy,

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hwsim.machine import Machine
+from hwsim.sgx._enclu import egetkey_leaf
 from hwsim.sgx.arch import PAGE_SIZE
-from hwsim.sgx.enclu import egetkey_leaf
 from hwsim.sgx.epc import Enclave
 from hwsim.sgx.errors import SgxError
 from hwsim.sgx.launch import AllowList

@@ -1,6 +1,7 @@
 """The execution core: real x86-64 code on Unicorn, with our own page tables.
 
-Shared by SGX enclaves (:mod:`hwsim.sgx.run`) and, later, SEV guests. The CPU runs in
+Shared by SGX enclaves (:mod:`hwsim.sgx._run`) and SEV guests (:mod:`hwsim.sev.guest`).
+The CPU runs in
 Unicorn's virtual-TLB mode: every TLB miss asks the owner's :data:`Translator` for the
 physical page and its permissions, so access rules (EPCM, abort pages, the C-bit) are
 enforced per page mapping when the TLB is filled, never by per-instruction or
@@ -17,9 +18,12 @@ replace them with a generic error (sim.md 5.1, "exceptions are masked").
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import importlib
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +63,7 @@ __all__ = [
     "RW",
     "RWX",
     "UD",
+    "WATCHDOG_TICK",
     "WRITE",
     "Cpu",
     "ExecError",
@@ -139,7 +144,8 @@ class Fault:
 
 @dataclass(frozen=True)
 class Stop:
-    """Why a run ended: a handler left (``trap``), a ``fault``, or the ``budget`` ran out."""
+    """Why a run ended: a handler left (``trap``), a ``fault``, the ``budget`` of
+    instructions ran out, or the wall-clock deadline passed (``timeout``)."""
 
     kind: str
     fault: Fault | None = None
@@ -156,8 +162,13 @@ class Cpu:
         self.uc: Any = Uc(UC_ARCH_X86, UC_MODE_64)  # the binding is untyped
         self.uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         self.translate: Translator = _no_memory
-        self.on_invalid: Callable[[int], None] = self._undefined
+        # (rip, rax): the invalid instruction's address and RAX, the leaf of ENCLS/ENCLU/...
+        self.on_invalid: Callable[[int, int], None] = self._undefined
         self.illegal: frozenset[str] = frozenset()  # hookable instructions that #UD now
+        # Hookable instructions the owner emulates (a VM exit, for a guest): called with
+        # the hook's arguments (IN: port, size -> value; OUT: port, size, value; CPUID:
+        # none -> 1 to skip the instruction after setting the registers).
+        self.emulate: dict[str, Callable[..., int]] = {}
         self._stop: Stop | None = None
         self._error: BaseException | None = None
         self._denied: tuple[PageDenied, int] | None = None
@@ -198,6 +209,13 @@ class Cpu:
         """Drop every cached translation; required after any mode or permission change."""
         self.uc.ctl(_UC_TLB_FLUSH, _UC_CTL_IO_WRITE)
 
+    def flush_code(self) -> None:
+        """Drop all translated code. Needed when memory that held code is refilled from
+        outside the CPU (EDBGWR, ELDU into a reused slot): a store through Unicorn's
+        memory API made while no code runs does not reliably invalidate it (probed on 2.1.4).
+        Call it between runs only, never from a hook."""
+        self.uc.ctl_flush_tb()
+
     # -- registers --------------------------------------------------------------------
     def reg(self, name: str) -> int:
         return self._regfile.read(_reg_ids((name,)))[0]
@@ -223,19 +241,40 @@ class Cpu:
             self.uc.reg_write(reg, value)
 
     # -- running ----------------------------------------------------------------------
-    def run(self, rip: int, budget: int) -> Stop:
-        """Execute from ``rip`` until a handler stops, a fault, or ``budget`` instructions."""
+    def run(self, rip: int, budget: int = 0, deadline: float | None = None) -> Stop:
+        """Execute from ``rip`` until a handler stops, a fault, ``budget`` instructions
+        (0: no count) or the ``time.monotonic()`` ``deadline`` (checked by a watchdog
+        thread every :data:`WATCHDOG_TICK` seconds, so it costs nothing per instruction;
+        Unicorn's exact count costs a call per instruction, 4-14x on tight loops)."""
+        while True:
+            stop = self._run_once(rip, budget, deadline)
+            if stop is not None:
+                return stop
+            # Stopped by nobody we know of: a watchdog stop meant for an earlier run that
+            # landed in this one. Without a count to lose, carry on where it stopped.
+            rip = self.reg("rip")
+
+    def _run_once(self, rip: int, budget: int, deadline: float | None) -> Stop | None:
         self._stop = self._error = self._denied = None
+        if deadline is not None:
+            _WATCHDOG.watch(self, deadline)
         try:
             self.uc.emu_start(rip, _UNTIL, count=budget)
         except UcError as exc:
             if self._error is None and self._stop is None:
                 self._stop = Stop("fault", self._fault_from(exc))
+        finally:
+            if deadline is not None:
+                _WATCHDOG.unwatch(self)
         if self._error is not None:
             raise self._error
-        if self._stop is None and self.reg("rip") == _UNTIL:
+        if self._stop is not None:
+            return self._stop
+        if self.reg("rip") == _UNTIL:
             return Stop("fault", Fault(GP, 0, _UNTIL, None, "jump to address 0"))
-        return self._stop or Stop("budget")
+        if deadline is not None and time.monotonic() >= deadline:
+            return Stop("timeout")
+        return Stop("budget") if budget else None
 
     def trap_done(self) -> None:
         """Called by a handler that has left the code (EEXIT): end this run."""
@@ -274,13 +313,14 @@ class Cpu:
 
     def _invalid(self, uc: Any, _data: object) -> bool:
         try:
-            self.on_invalid(self.reg("rip"))
+            rip, rax = self._regfile.read(_RIP_RAX)  # one transfer: an ECALL makes two
+            self.on_invalid(rip, rax)
         except BaseException as exc:
             self._error = exc
             uc.emu_stop()
         return True
 
-    def _undefined(self, rip: int) -> None:
+    def _undefined(self, rip: int, _rax: int) -> None:
         self.fault(Fault(UD, 0, rip, None, "invalid instruction"))
 
     def _interrupt(self, uc: Any, intno: int, _data: object) -> None:
@@ -291,9 +331,17 @@ class Cpu:
             uc.emu_stop()
 
     def _insn_hook(self, name: str) -> Callable[..., int]:
-        def hook(uc: Any, *_args: object) -> int:
+        def hook(uc: Any, *args: Any) -> int:
             if name not in self.illegal:
-                return 0
+                handler = self.emulate.get(name)
+                if handler is None:
+                    return 0
+                try:
+                    return handler(*args[:-1])  # the last argument is the hook's user data
+                except BaseException as exc:
+                    self._error = exc
+                    uc.emu_stop()
+                    return 0
             self.fault(Fault(UD, 0, self.reg("rip"), None, f"{name.upper()} is illegal here"))
             return 1  # skip the instruction (CPUID/RDTSC hooks, misc_helper.c)
 
@@ -335,6 +383,9 @@ def _reg_ids(names: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(REGS[n] for n in names)
 
 
+_RIP_RAX = (x86.UC_X86_REG_RIP, x86.UC_X86_REG_RAX)
+
+
 @functools.lru_cache(maxsize=256)
 def _ids(ids: tuple[int, ...]) -> ctypes.Array[ctypes.c_int]:
     return (ctypes.c_int * len(ids))(*ids)
@@ -354,6 +405,47 @@ def _abort_write(_uc: Any, _offset: int, _size: int, _value: int, _data: object)
 
 RW = UC_PROT_READ | UC_PROT_WRITE
 RWX = UC_PROT_ALL
+WATCHDOG_TICK = 0.01  # seconds: how late a deadline may stop a run
+
+
+class _Watchdog:
+    """One daemon thread that stops runs past their deadline.
+
+    ``emu_start`` releases the GIL, so the thread runs beside the emulation and stops it
+    with ``emu_stop`` (Unicorn's own timeout would start a thread per run: 0.1 ms each).
+    Watching costs a dict store per run; the lock makes sure a stop only ever reaches a
+    run that is still watched with the deadline that passed."""
+
+    def __init__(self) -> None:
+        self._runs: dict[int, tuple[Cpu, float]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, cpu: Cpu, deadline: float) -> None:
+        with self._lock:
+            self._runs[id(cpu)] = (cpu, deadline)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="hwsim-watchdog", daemon=True)
+            self._thread.start()
+
+    def unwatch(self, cpu: Cpu) -> None:
+        with self._lock:
+            self._runs.pop(id(cpu), None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(WATCHDOG_TICK)
+            now = time.monotonic()
+            with self._lock:
+                late = [cpu for cpu, deadline in self._runs.values() if now >= deadline]
+                for cpu in late:
+                    # Repeated every tick until the run ends, so a failed stop is retried;
+                    # this thread must outlive any error.
+                    with contextlib.suppress(UcError):
+                        cpu.uc.emu_stop()
+
+
+_WATCHDOG = _Watchdog()
 
 
 class ExecError(HwsimError):

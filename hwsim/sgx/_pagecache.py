@@ -7,11 +7,14 @@ decrypted into its slot on first touch (or when the EPC copy changed underneath)
 every exit the pages the enclave could have written go back through the EPC's encryption
 when their plaintext changed, so DRAM is always current and an unchanged call encrypts
 nothing. Nothing here grows with the enclave's size, only with the pages it touches.
+
+The window is physical memory of the simulated CPU only: no host path translates to it
+(:mod:`hwsim.sgx._run` checks every host access), as no host load reaches a real CPU's caches.
 """
 
 from __future__ import annotations
 
-from hwsim.exec import PAGE, Cpu
+from hwsim._exec import PAGE, Cpu
 from hwsim.sgx.epc import Epc
 
 __all__ = ["PageCache"]
@@ -81,6 +84,17 @@ class PageCache:
         (and this CPU ran no host code in between)."""
         if self.epc.generation != self._seen:
             self.flush()
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """Refill slots whose EPC page changed underneath (EDBGWR, ELDU into a reused
+        index) before code runs, and drop code translated from the old contents: a
+        debugger's int3 written with EDBGWR must trap on the next call."""
+        stale = [i for i, s in self._stamps.items() if self.epc.stamps.get(i) != s]
+        for index in stale:
+            self.load(index)
+        if stale:
+            self.cpu.flush_code()
 
     def leave(self) -> None:
         """At exit: DRAM gets every change; remember the EPC generation we leave behind."""

@@ -1,7 +1,7 @@
 """Running enclave threads: EENTER, ERESUME, EEXIT, AEX and the ENCLU leaves.
 
 The CPU package boundary is modelled as on hardware (DESIGN.md, "Running code"): a page
-an enclave touches is plaintext only in the package's cache (:mod:`hwsim.sgx.pagecache`),
+an enclave touches is plaintext only in the package's cache (:mod:`hwsim.sgx._pagecache`),
 filled from the encrypted EPC on first touch; at every exit (EEXIT or AEX) changed pages
 are written back through the EPC's encryption, so DRAM always holds current ciphertext.
 The cost of an entry or exit depends on the pages touched, never on the enclave's size.
@@ -18,11 +18,12 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from hwsim.exec import (
+from hwsim._exec import (
     FETCH,
     GP,
     PAGE,
     PF,
+    READ,
     RW,
     RWX,
     UD,
@@ -33,25 +34,30 @@ from hwsim.exec import (
     Stop,
     pf_error_code,
 )
+from hwsim.sgx._enclu import eaccept, egetkey_leaf, emodpe, ereport
+from hwsim.sgx._pagecache import PageCache
 from hwsim.sgx.arch import PageType, SecinfoFlag, SgxStatus, Tcs
-from hwsim.sgx.enclu import eaccept, egetkey_leaf, emodpe, ereport
 from hwsim.sgx.epc import Enclave
 from hwsim.sgx.errors import SgxError, SgxFault, SgxStatusError
-from hwsim.sgx.pagecache import PageCache
 
-__all__ = ["HOST_BASE", "EnclaveCpu", "Exit"]
+__all__ = ["FIRST_SLICE", "MAX_SLICE", "EnclaveCpu", "Exit"]
 
 ENCLU = b"\x0f\x01\xd7"
-HOST_BASE = 0x1000_0000  # untrusted host memory, identity-mapped
 _ABORT_PAGE = 0x3F_FFFF_F000
 _GPRSGX = struct.Struct("<18Q2QI4x2Q")  # SDM table 38-8 (GPRSGX), 184 bytes
 _GPR_ORDER = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10",
               "r11", "r12", "r13", "r14", "r15", "rflags", "rip")  # fmt: skip
+_EEXIT_OUT = ("rdi", "rsi", "rdx", "rax", "rbx")  # the registers an EEXIT hands the host
 _ZERO_ON_AEX = ("rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 _EXITINFO_VECTORS = {0, 1, 3, 4, 5, 6, 13, 14, 16, 17, 19}  # SDM 40.4.1
 _ZF = 1 << 6
 _ARITH_FLAGS = 0x8D5  # CF PF AF ZF SF OF
 _BARE = frozenset({"cpuid", "syscall", "sysenter", "in", "out"})  # #UD in enclaves (sim.md 3.4)
+# A budgeted entry runs in slices of Unicorn's exact count, doubling from FIRST_SLICE to
+# MAX_SLICE: Unicorn does not say how many instructions ran before an EEXIT, so an entry
+# is charged the slices it started (at most twice what it ran, plus FIRST_SLICE).
+FIRST_SLICE = 4096
+MAX_SLICE = 1 << 22
 
 
 @dataclass
@@ -66,6 +72,7 @@ class _Thread:
     host_fs: int = 0
     host_gs: int = 0
     urs: tuple[int, int] | None = None  # URSP/URBP last written into each SSA frame
+    frame_ok: tuple[int, int] | None = None  # (EPC generation, CSSA) of the last good check
 
 
 @dataclass(frozen=True)
@@ -78,9 +85,11 @@ class Exit:
     budget_exhausted: bool = False
     base: int = 0
     size: int = 0  # ELRANGE is base..base+size
+    instructions: int = 0  # charged to the budget: at least what ran (0 without a budget)
+    timed_out: bool = False
 
     def describe(self) -> str:
-        if self.budget_exhausted:
+        if self.budget_exhausted or self.timed_out:
             return f"stopped at enclave offset {self.regs['rip'] - self.base:#x}"
         f = self.fault
         if f is None:
@@ -100,41 +109,50 @@ def _offset_text(addr: int, base: int, size: int) -> str:
 class EnclaveCpu:
     """Runs the threads of one initialized enclave on its own :class:`Cpu`."""
 
-    def __init__(self, enclave: Enclave, host_size: int = 16 << 20) -> None:
+    def __init__(self, enclave: Enclave, host_base: int, host_size: int) -> None:
         self.enclave = enclave
         self.epc = enclave.epc
         self.base = enclave.secs.baseaddr
         self.size = enclave.secs.size
         self.frame = enclave.secs.ssaframesize * PAGE
         self.sgx2 = bool(self.epc.profile.sgx2)
-        self.host = (HOST_BASE, host_size)
-        self.cpu = Cpu()
-        self.cpu.map_ram(HOST_BASE, host_size)
-        self.cpu.map_abort_page(_ABORT_PAGE)
-        self.cpu.translate = self._translate
-        self.cpu.on_invalid = self._enclu
+        self.host = (host_base, host_size)  # untrusted host memory, identity-mapped
+        self._cpu = Cpu()
+        self._cpu.map_ram(host_base, host_size)
+        self._cpu.map_abort_page(_ABORT_PAGE)
+        self._cpu.translate = self._translate
+        self._cpu.on_invalid = self._enclu
         self.inside: _Thread | None = None
+        self._exit_regs: dict[str, int] = {}  # at the last EEXIT
         self._threads: dict[int, _Thread] = {}
-        self.cache = PageCache(self.cpu, self.epc)
+        self._cache = PageCache(self._cpu, self.epc)
         self._leaves = {0: self._ereport, 1: self._egetkey, 4: self._eexit,
                         5: self._eaccept, 6: self._emodpe}  # fmt: skip
 
     # -- the host side: EENTER / ERESUME --------------------------------------------------
-    def eenter(self, tcs: int, regs: dict[str, int], budget: int, *, ret: int = 0) -> Exit:
-        """EENTER the thread at linear address ``tcs`` with the host's ``regs``."""
+    def eenter(
+        self, tcs: int, regs: dict[str, int], budget: int = 0, *, ret: int = 0,
+        deadline: float | None = None,
+    ) -> Exit:  # fmt: skip
+        """EENTER the thread at linear address ``tcs`` with the host's ``regs``; it runs
+        until it leaves, faults, runs ``budget`` instructions (0: no limit) or reaches the
+        ``time.monotonic()`` ``deadline`` (the last two are an AEX, as a timer would)."""
         t = self._thread_for_entry(tcs, "EENTER")
         if t.cssa >= t.tcs.nssa:
             raise SgxFault(GP, f"EENTER: every SSA frame is in use (CSSA {t.cssa})")
         self._check_frame(t, "EENTER")
-        host = self.cpu.regs("rsp", "rbp", "fs_base", "gs_base")
+        host = self._cpu.regs("rsp", "rbp", "fs_base", "gs_base")
         t.host_fs, t.host_gs = host["fs_base"], host["gs_base"]
         self._save_user_stack(t, regs.get("rsp", host["rsp"]), regs.get("rbp", host["rbp"]))
-        self.cpu.set_regs(**regs, rax=t.cssa, rcx=ret or HOST_BASE,
-                          rip=self.base + t.tcs.oentry, fs_base=self.base + t.tcs.ofsbase,
+        rip = self.base + t.tcs.oentry
+        self._cpu.set_regs(**regs, rax=t.cssa, rcx=ret or self.host[0], rip=rip,
+                          fs_base=self.base + t.tcs.ofsbase,
                           gs_base=self.base + t.tcs.ogsbase)  # fmt: skip
-        return self._enter(t, ret or HOST_BASE, budget)
+        return self._enter(t, rip, ret or self.host[0], budget, deadline)
 
-    def eresume(self, tcs: int, budget: int, *, ret: int = 0) -> Exit:
+    def eresume(
+        self, tcs: int, budget: int = 0, *, ret: int = 0, deadline: float | None = None
+    ) -> Exit:
         """ERESUME the thread at ``tcs`` from its last SSA frame (after an AEX)."""
         t = self._thread_for_entry(tcs, "ERESUME")
         if t.cssa == 0:
@@ -147,31 +165,74 @@ class EnclaveCpu:
             raise
         gpr = self._read(self._gpr_area(t), _GPRSGX.size, "SSA")
         values = _GPRSGX.unpack(gpr)
-        host = self.cpu.regs("fs_base", "gs_base")
+        host = self._cpu.regs("fs_base", "gs_base")
         t.host_fs, t.host_gs = host["fs_base"], host["gs_base"]
-        self.cpu.set_regs(**dict(zip(_GPR_ORDER, values[:18], strict=True)),
+        self._cpu.set_regs(**dict(zip(_GPR_ORDER, values[:18], strict=True)),
                           fs_base=values[21], gs_base=values[22])  # fmt: skip
         xsave = self._read(self._frame(t), 416, "SSA")
-        self.cpu.set_xmm([int.from_bytes(xsave[160 + 16 * i : 176 + 16 * i], "little")
+        self._cpu.set_xmm([int.from_bytes(xsave[160 + 16 * i : 176 + 16 * i], "little")
                           for i in range(16)])  # fmt: skip
-        self.cpu.set_mxcsr(struct.unpack_from("<I", xsave, 24)[0])
-        return self._enter(t, ret or HOST_BASE, budget)
+        self._cpu.set_mxcsr(struct.unpack_from("<I", xsave, 24)[0])
+        return self._enter(t, values[17], ret or self.host[0], budget, deadline)
 
-    def run_host(self, rip: int, regs: dict[str, int], budget: int) -> Stop:
+    def run_host(
+        self, rip: int, regs: dict[str, int], budget: int = 0, deadline: float | None = None
+    ) -> Stop:
         """Run untrusted host code from the host window, outside enclave mode."""
         if self.inside is not None:
             raise SgxFault(GP, "the CPU is in enclave mode")
-        self.cache.forget_tlb()  # no enclave translation may survive into host mode
-        self.cpu.set_regs(**regs)
-        stop = self.cpu.run(rip, budget)
-        self.cache.forget_tlb()  # nor a host one into enclave mode
+        self._cache.forget_tlb()  # no enclave translation may survive into host mode
+        # Host memory is written through Unicorn's memory API, which does not drop code
+        # translated from it (probed on 2.1.4); host code is rare, so translate it afresh.
+        self._cpu.flush_code()
+        self._cpu.set_regs(**regs)
+        stop = self._cpu.run(rip, budget, deadline)
+        self._cache.forget_tlb()  # nor a host one into enclave mode
         return stop
 
+    def host_regs(self, *names: str) -> dict[str, int]:
+        """Registers as host code sees them (after an exit or :meth:`run_host`)."""
+        if self.inside is not None:
+            raise SgxFault(GP, "the CPU is in enclave mode")
+        return self._cpu.regs(*names)
+
+    # -- host loads and stores: the same view host code gets --------------------------
     def host_read(self, addr: int, size: int) -> bytes:
-        """A load by host (non-enclave) code: ELRANGE reads as the abort page, all 0xFF."""
-        if self.base <= addr < self.base + self.size:
-            return b"\xff" * size
-        return self.cpu.read_phys(addr, size)
+        """A load by host (non-enclave) code: ELRANGE reads as the abort page (all 0xFF),
+        the host window as itself; anything else, the CPU's page cache included, is a
+        #PF, exactly as for code run with :meth:`run_host`."""
+        return b"".join(
+            b"\xff" * n if p == _ABORT_PAGE else self._cpu.read_phys(p, n)
+            for p, n in self._host_pieces(addr, size, READ)
+        )
+
+    def host_write(self, addr: int, data: bytes) -> None:
+        """A store by host code: dropped in ELRANGE (abort page), #PF outside host memory."""
+        at = 0
+        for p, n in self._host_pieces(addr, len(data), WRITE):
+            if p != _ABORT_PAGE:
+                self._cpu.write_phys(p, data[at : at + n])
+            at += n
+
+    def _host_pieces(self, addr: int, size: int, access: int) -> list[tuple[int, int]]:
+        pieces = []
+        while size > 0:
+            n = min(size, PAGE - addr % PAGE)
+            try:
+                paddr = self._host_translate(addr, access)
+            except PageDenied as denied:
+                raise SgxFault(denied.vector, f"host access: {denied.detail}") from None
+            pieces.append((paddr if paddr == _ABORT_PAGE else paddr + addr % PAGE, n))
+            addr, size = addr + n, size - n
+        return pieces
+
+    def _host_translate(self, vaddr: int, access: int) -> int:
+        """The host's page tables: untrusted memory identity-mapped, ELRANGE aborts."""
+        if not -(1 << 47) <= _signed64(vaddr) < 1 << 47:  # SDM vol. 1 3.3.7.1: #GP(0)
+            raise PageDenied(GP, 0, f"non-canonical address {vaddr:#x}")
+        if self.base <= vaddr < self.base + self.size:
+            return _ABORT_PAGE
+        return self._host_page(vaddr & ~(PAGE - 1), access)[0]
 
     def _thread_for_entry(self, tcs: int, leaf: str) -> _Thread:
         if self.inside is not None:
@@ -193,41 +254,58 @@ class EnclaveCpu:
         return t
 
     def _check_frame(self, t: _Thread, leaf: str) -> None:
-        """The current SSA frame must be writable PT_REG pages of this enclave (#PF)."""
+        """The current SSA frame must be writable PT_REG pages of this enclave (#PF).
+        The EPCM changes only with the EPC generation, so a passed check holds until then."""
+        if t.frame_ok == (self.epc.generation, t.cssa):
+            return
         for at in range(self._frame(t), self._frame(t) + self.frame, PAGE):
             try:
                 self._check_page(at, WRITE, "SSA frame")
             except PageDenied as denied:
                 raise SgxFault(PF, f"{leaf}: {denied.detail}") from None
+        t.frame_ok = (self.epc.generation, t.cssa)
 
-    def _enter(self, t: _Thread, aep: int, budget: int) -> Exit:
+    def _enter(self, t: _Thread, rip: int, aep: int, budget: int, deadline: float | None) -> Exit:
         t.active, t.aep = True, aep
-        self.cpu.illegal = _BARE
+        self._cpu.illegal = _BARE
         self.inside = t
         self.enclave.enter()
-        self.cache.enter()
+        self._cache.enter()
         try:
-            stop = self.cpu.run(self.cpu.reg("rip"), budget)
+            stop, charged = self._run_slices(rip, budget, deadline)
         except BaseException:
             if self.inside is t:
                 self._leave(t)
             raise
-        return self._finish(t, stop)
+        return self._finish(t, stop, charged)
 
-    def _finish(self, t: _Thread, stop: Stop) -> Exit:
+    def _run_slices(self, rip: int, budget: int, deadline: float | None) -> tuple[Stop, int]:
+        """Run until the thread leaves; with a budget, in doubling slices (see FIRST_SLICE)."""
+        if not budget:
+            return self._cpu.run(rip, 0, deadline), 0
+        charged, size = 0, FIRST_SLICE
+        while True:
+            size = min(size, budget - charged)
+            stop = self._cpu.run(rip, size, deadline)
+            charged += size
+            if stop.kind != "budget" or charged >= budget:
+                return stop, charged
+            size, rip = min(2 * size, MAX_SLICE), self._cpu.reg("rip")
+
+    def _finish(self, t: _Thread, stop: Stop, charged: int) -> Exit:
         if stop.kind == "trap":
-            return Exit("eexit", self.cpu.regs("rdi", "rsi", "rdx", "rax", "rbx", "rcx", "rip"),
-                        base=self.base)  # fmt: skip
+            return Exit("eexit", self._exit_regs, base=self.base, instructions=charged)
         saved = self._aex(t, stop.fault)
-        return Exit("aex", saved, stop.fault, stop.kind == "budget", self.base, self.size)
+        return Exit("aex", saved, stop.fault, stop.kind == "budget", self.base, self.size,
+                    charged, stop.kind == "timeout")  # fmt: skip
 
     def _leave(self, t: _Thread, **regs: int) -> None:
         t.active = False
         self.inside = None
         self.enclave.leave()
-        self.cpu.illegal = frozenset()
-        self.cpu.set_regs(fs_base=t.host_fs, gs_base=t.host_gs, **regs)
-        self.cache.leave()
+        self._cpu.illegal = frozenset()
+        self._cpu.set_regs(fs_base=t.host_fs, gs_base=t.host_gs, **regs)
+        self._cache.leave()
 
     # -- SSA frames -----------------------------------------------------------------------
     def _frame(self, t: _Thread) -> int:
@@ -244,14 +322,14 @@ class EnclaveCpu:
 
     def _aex(self, t: _Thread, fault: Fault | None) -> dict[str, int]:
         """Asynchronous exit (SDM 40.3-40.4): save state to SSA[CSSA], load synthetic state."""
-        regs = self.cpu.regs(*_GPR_ORDER)
+        regs = self._cpu.regs(*_GPR_ORDER)
         exitinfo = 0
         if fault is not None and fault.vector in _EXITINFO_VECTORS:
             kind = 6 if fault.vector in (1, 3) else 3  # software vs hardware exception
             exitinfo = 1 << 31 | kind << 8 | fault.vector
         ursp, urbp = t.urs or (0, 0)
         gpr = _GPRSGX.pack(*(regs[n] for n in _GPR_ORDER), ursp, urbp, exitinfo,
-                           self.cpu.reg("fs_base"), self.cpu.reg("gs_base"))  # fmt: skip
+                           self._cpu.reg("fs_base"), self._cpu.reg("gs_base"))  # fmt: skip
         self._write(self._gpr_area(t), gpr, "SSA")
         self._save_xmm(t)
         if fault is not None and self.enclave.secs.miscselect & 1 and fault.vector in (GP, PF):
@@ -261,13 +339,13 @@ class EnclaveCpu:
         self._leave(t, rax=3, rbx=t.addr, rcx=t.aep, rip=t.aep, rsp=ursp, rbp=urbp,
                     rflags=regs["rflags"] & ~(_ARITH_FLAGS | 1 << 16),
                     **dict.fromkeys(_ZERO_ON_AEX, 0))  # fmt: skip
-        self.cpu.set_xmm([0] * 16)
+        self._cpu.set_xmm([0] * 16)
         return regs
 
     def _save_xmm(self, t: _Thread) -> None:
         # The legacy region of the XSAVE area at the start of the frame (SDM 13.4.1).
-        xmm = b"".join(v.to_bytes(16, "little") for v in self.cpu.xmm())
-        self._write(self._frame(t) + 24, struct.pack("<I", self.cpu.mxcsr()), "SSA")
+        xmm = b"".join(v.to_bytes(16, "little") for v in self._cpu.xmm())
+        self._write(self._frame(t) + 24, struct.pack("<I", self._cpu.mxcsr()), "SSA")
         self._write(self._frame(t) + 160, xmm, "SSA")
 
     # -- address translation and the page cache -----------------------------------------
@@ -286,10 +364,10 @@ class EnclaveCpu:
         index = self._check_page(vaddr, access, "access")
         perms = self.epc.epcm[index].perms
         if access == WRITE:
-            self.cache.writable.add(index)
-        elif index not in self.cache.writable:
+            self._cache.writable.add(index)
+        elif index not in self._cache.writable:
             perms &= ~SecinfoFlag.W  # the first store refills the TLB and marks the page dirty
-        return self.cache.load(index), int(perms)
+        return self._cache.load(index), int(perms)
 
     def _host_page(self, vaddr: int, access: int) -> tuple[int, int]:
         lo, size = self.host
@@ -331,60 +409,59 @@ class EnclaveCpu:
             except PageDenied as denied:
                 raise _OperandFault(denied, addr) from None
             if access == WRITE:
-                self.cache.writable.add(index)
-            pieces.append((self.cache.load(index) + addr % PAGE, n))
+                self._cache.writable.add(index)
+            pieces.append((self._cache.load(index) + addr % PAGE, n))
             addr, size = addr + n, size - n
         return pieces
 
     def _read(self, addr: int, size: int, what: str) -> bytes:
-        return b"".join(self.cpu.read_phys(p, n) for p, n in self._access(addr, size, 16, what))
+        return b"".join(self._cpu.read_phys(p, n) for p, n in self._access(addr, size, 16, what))
 
     def _write(self, addr: int, data: bytes, what: str) -> None:
         at = 0
         for p, n in self._access(addr, len(data), WRITE, what):
-            self.cpu.write_phys(p, data[at : at + n])
+            self._cpu.write_phys(p, data[at : at + n])
             at += n
 
     # -- ENCLU ----------------------------------------------------------------------------
-    def _enclu(self, rip: int) -> None:
+    def _enclu(self, rip: int, leaf: int) -> None:
         if self.inside is None:
-            self.cpu.fault(Fault(UD, 0, rip, None, "invalid instruction outside an enclave"))
+            self._cpu.fault(Fault(UD, 0, rip, None, "invalid instruction outside an enclave"))
             return
         try:
             if rip % PAGE <= PAGE - 3:  # the common case: read straight from the cache
                 index = self._check_page(rip, FETCH, "code")
-                self.cache.load(index)
-                code = bytes(self.cache.view(index)[rip % PAGE : rip % PAGE + 3])
+                self._cache.load(index)
+                code = bytes(self._cache.view(index)[rip % PAGE : rip % PAGE + 3])
             else:
                 code = self._read(rip, 3, "code")
         except (SgxError, PageDenied):
             code = b""
         if code != ENCLU:
-            self.cpu.fault(Fault(UD, 0, rip, None, f"invalid instruction {code.hex()}"))
+            self._cpu.fault(Fault(UD, 0, rip, None, f"invalid instruction {code.hex()}"))
             return
-        leaf = self.cpu.reg("rax")
         handler = self._leaves.get(leaf)
         try:
             if handler is None:
                 raise SgxFault(GP, f"ENCLU leaf {leaf} is not available inside an enclave")
             handler(rip)
         except SgxStatusError as exc:
-            flags = self.cpu.reg("rflags") & ~_ARITH_FLAGS
-            self.cpu.set_regs(rax=int(exc.status), rflags=flags | _ZF, rip=rip + 3)
+            flags = self._cpu.reg("rflags") & ~_ARITH_FLAGS
+            self._cpu.set_regs(rax=int(exc.status), rflags=flags | _ZF, rip=rip + 3)
         except _OperandFault as exc:
-            self.cpu.fault(Fault(PF, exc.error_code, rip, exc.address, f"ENCLU: {exc.detail}"))
+            self._cpu.fault(Fault(PF, exc.error_code, rip, exc.address, f"ENCLU: {exc.detail}"))
         except SgxFault as exc:
-            self.cpu.fault(Fault(exc.vector, 0, rip, None, f"ENCLU: {exc.detail}"))
+            self._cpu.fault(Fault(exc.vector, 0, rip, None, f"ENCLU: {exc.detail}"))
 
     def _aligned(self, reg: str, align: int, leaf: str) -> int:
-        value = self.cpu.reg(reg)
+        value = self._cpu.reg(reg)
         if value % align:
             raise SgxFault(GP, f"{leaf}: {reg.upper()} {value:#x} is not {align}-byte aligned")
         return value
 
     def _succeed(self, rip: int) -> None:
-        flags = self.cpu.reg("rflags") & ~_ARITH_FLAGS
-        self.cpu.set_regs(rax=int(SgxStatus.SUCCESS), rflags=flags, rip=rip + 3)
+        flags = self._cpu.reg("rflags") & ~_ARITH_FLAGS
+        self._cpu.set_regs(rax=int(SgxStatus.SUCCESS), rflags=flags, rip=rip + 3)
 
     def _ereport(self, rip: int) -> None:
         ti = self._aligned("rbx", 512, "EREPORT")
@@ -393,7 +470,7 @@ class EnclaveCpu:
         report = ereport(self.enclave, self._read(ti, 512, "TARGETINFO"),
                          self._read(rd, 64, "REPORTDATA"))  # fmt: skip
         self._write(out, report, "REPORT")
-        self.cpu.set_regs(rip=rip + 3)
+        self._cpu.set_regs(rip=rip + 3)
 
     def _egetkey(self, rip: int) -> None:
         req = self._aligned("rbx", 512, "EGETKEY")
@@ -405,8 +482,11 @@ class EnclaveCpu:
     def _eexit(self, rip: int) -> None:
         t = self.inside
         assert t is not None
-        self._leave(t, rip=self.cpu.reg("rbx"), rcx=t.aep)
-        self.cpu.trap_done()
+        out = self._cpu.regs(*_EEXIT_OUT)  # what the exit reports, read once
+        out.update(rip=out["rbx"], rcx=t.aep)
+        self._exit_regs = out
+        self._leave(t, rip=out["rbx"], rcx=t.aep)
+        self._cpu.trap_done()
 
     def _sgx2(self, leaf: str) -> None:
         if not self.sgx2:
@@ -416,17 +496,17 @@ class EnclaveCpu:
         self._sgx2("EACCEPT")
         secinfo = self._aligned("rbx", 64, "EACCEPT")
         flags = struct.unpack("<Q", self._read(secinfo, 8, "SECINFO"))[0]
-        eaccept(self.enclave, self.cpu.reg("rcx"), flags)
-        self.cache.flush()  # the EPCM changed under cached translations
+        eaccept(self.enclave, self._cpu.reg("rcx"), flags)
+        self._cache.flush()  # the EPCM changed under cached translations
         self._succeed(rip)
 
     def _emodpe(self, rip: int) -> None:
         self._sgx2("EMODPE")
         secinfo = self._aligned("rbx", 64, "EMODPE")
         flags = struct.unpack("<Q", self._read(secinfo, 8, "SECINFO"))[0]
-        emodpe(self.enclave, self.cpu.reg("rcx"), flags & 0x7)
-        self.cache.flush()
-        self.cpu.set_regs(rip=rip + 3)
+        emodpe(self.enclave, self._cpu.reg("rcx"), flags & 0x7)
+        self._cache.flush()
+        self._cpu.set_regs(rip=rip + 3)
 
 
 def _signed64(value: int) -> int:
