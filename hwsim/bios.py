@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hwsim.arch import PAGE_SIZE
 from hwsim.errors import MachineError
 from hwsim.profiles import PROFILES, Profile, get_profile
 from memcrypt.errors import InvalidInput
@@ -31,7 +32,6 @@ __all__ = [
     "write_machine_toml",
 ]
 
-_PAGE = 4096
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _TRUE = {"true", "on", "yes", "1", "enabled"}
 _FALSE = {"false", "off", "no", "0", "disabled"}
@@ -149,7 +149,7 @@ def _parse_size(key: str, text: str) -> int:
     if match is None:
         raise InvalidInput(f"{key} = {text!r}: allowed a size such as 64M or 1G")
     size = int(match.group(1)) * _UNITS[match.group(2).upper()]
-    if size % _PAGE:
+    if size % PAGE_SIZE:
         raise InvalidInput(f"{key} = {text!r}: allowed a multiple of 4K")
     return size
 

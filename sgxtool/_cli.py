@@ -17,6 +17,7 @@ from hwsim.climachine import cli_machine, machine_option
 from memcrypt.cli import (
     emit_json,
     is_plain,
+    json_option,
     passphrase_options,
     print_fields,
     print_records,
@@ -107,10 +108,6 @@ def date_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
-def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
-
-
 @contextmanager
 def large_work(action: str, path: Path | None, cfg: EnclaveConfig | None) -> Iterator[Progress]:
     """Measuring ``path`` under memcrypt.work's policy: cost said, limit, progress."""
@@ -123,8 +120,7 @@ def large_work(action: str, path: Path | None, cfg: EnclaveConfig | None) -> Ite
 def enclave_work(action: str, path: Path | None, cfg: EnclaveConfig | None) -> Work:
     """Pages to add and bytes to hash for ``path``, from its layout (not by doing it)."""
     from memcrypt.work import Work
-    from sgxtool.build import layout_of
-    from sgxtool.image import ImageKind, detect, read_image
+    from sgxtool.image import ImageKind, detect, layout_of, read_image
 
     kind = None if path is None else detect(path)
     if path is None or kind is ImageKind.SGXS:  # an SGXS stream is hashed as it is
@@ -361,7 +357,7 @@ def dump(file: Path, as_json: bool) -> None:
     """
     from sgxtool.info import describe
 
-    info = describe(file)
+    info = describe(file).as_json()
     if as_json:
         emit_json(info)
     else:
@@ -410,11 +406,11 @@ def measure(file: Path, config_path: Path | None, as_json: bool) -> None:
     if config_path is not None or detect(file) is ImageKind.ELF:
         cfg = load_cfg(config_path, file)
     with large_work("measure", file, cfg) as progress:
-        info = measure_(file, cfg, progress)
+        result = measure_(file, cfg, progress)
     if as_json:
-        emit_json(info)
+        emit_json(result.as_json())
     else:
-        click.echo(info["mrenclave"])
+        click.echo(result.mrenclave.hex())
 
 
 @cli.command()
@@ -433,14 +429,14 @@ def verify(file: Path, enclave: Path | None, config_path: Path | None, as_json: 
     with large_work("measure", enclave or file, cfg) as progress:
         report = verify_(file, config=cfg, enclave=enclave, progress=progress)
     if as_json:
-        emit_json(report)
+        emit_json(report.as_json())
         return
-    for check in report["checks"]:
+    for check in report.checks:
         click.echo(f"ok  {check}")
-    if not report["measured"]:
+    if not report.measured:
         click.echo("--  MRENCLAVE not recomputed (give --enclave to check it)")
-    click.echo(f"MRENCLAVE: {report['mrenclave']}")
-    click.echo(f"MRSIGNER:  {report['mrsigner']}")
+    click.echo(f"MRENCLAVE: {report.mrenclave.hex()}")
+    click.echo(f"MRSIGNER:  {report.mrsigner.hex()}")
 
 
 @cli.command()
@@ -449,8 +445,8 @@ def verify(file: Path, enclave: Path | None, config_path: Path | None, as_json: 
 @json_option
 def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
     """Show where every page of the enclave goes."""
-    from sgxtool.build import layout_of
-    from sgxtool.info import layout_summary
+    from sgxtool.image import layout_of
+    from sgxtool.info import LayoutSummary
 
     plan = layout_of(elf, load_cfg(config_path, elf))
     rows = [
@@ -465,7 +461,7 @@ def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
         for r in plan.regions
     ]
     if as_json:
-        emit_json({**layout_summary(plan), "regions": rows})
+        emit_json({**LayoutSummary.of(plan).as_json(), "regions": rows})
         return
     print_records(
         ("offset", "pages", "type/perms", "measured", "region"),
@@ -479,10 +475,10 @@ def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
 
 
 def _flags_text(flags: int) -> str:
-    from hwsim.sgx.arch import PageType
+    from hwsim.sgx.arch import PageType, Secinfo
 
     perms = "".join(c if flags & bit else "-" for c, bit in (("r", 1), ("w", 2), ("x", 4)))
-    return f"{PageType((flags >> 8) & 0xFF).name} {perms}"
+    return f"{PageType(Secinfo(flags).page_type).name} {perms}"
 
 
 @cli.command("sgxs")
@@ -492,7 +488,7 @@ def _flags_text(flags: int) -> str:
 @work_options
 def sgxs_export(elf: Path, config_path: Path | None, out: Path) -> None:
     """Export the enclave as an SGXS stream (whose SHA-256 is MRENCLAVE)."""
-    from sgxtool.build import layout_of
+    from sgxtool.image import layout_of
     from sgxtool.sgxs import write_sgxs
 
     cfg = load_cfg(config_path, elf)

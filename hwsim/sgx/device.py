@@ -55,6 +55,7 @@ from hwsim.sgx.arch import (
     Attributes,
     Einittoken,
     PageType,
+    Secinfo,
     SecinfoFlag,
     Secs,
     SgxStatus,
@@ -99,7 +100,7 @@ _HINTS = {
 
 def _secinfo_ok(flags: int) -> None:
     """Linux ``sgx_validate_secinfo``: only REG/TCS, W needs R, a TCS has no permissions."""
-    ptype = (flags >> 8) & 0xFF
+    ptype = Secinfo(flags).page_type
     if flags & ~(0xFF00 | _RWX) or ptype not in (PageType.REG, PageType.TCS):
         raise InvalidInput(f"SECINFO {flags:#x}: pages are PT_REG or PT_TCS, no state bits")
     if flags & SecinfoFlag.W and not flags & SecinfoFlag.R:
