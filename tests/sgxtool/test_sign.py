@@ -109,7 +109,7 @@ def test_keys_refused_and_protected(tmp_path: Path) -> None:
     with pytest.raises(SigningKeyError, match="RSA-2048"):
         load_private_key(tmp_path / "s.pem")
     (tmp_path / "junk.pem").write_text("not a key")
-    with pytest.raises(SigningKeyError, match="not a PEM private key"):
+    with pytest.raises(SigningKeyError, match="not a private key"):
         load_private_key(tmp_path / "junk.pem")
 
 
