@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from hwsim.sgx.arch import AttributeFlag, Sigstruct
 from hwsim.sgx.device import HOST_BASE, HOST_SIZE
-from sgxtool.edl import Edl, Function, load_edl
+from sgxtool.edl import CType, Edl, Function, load_edl
 from sgxtool.errors import SgxToolError, UsageError
 from sgxtool.intelso import intel_layout, read_metadata, runnable_copy
 from sgxtool.marshal import (
@@ -303,16 +303,18 @@ class IntelEnclave(Enclave):
         ex = self.enter(dict(rdi=command & _U64, rsi=arg, rsp=sp, rbp=sp), tcs)
         failure: Exception | None = None
         while (code := _signed(ex.regs["rdi"])) >= 0:
+            if failure is not None:  # it calls out again rather than return: stop it here
+                self.crashed = f"it kept making OCALLs after one failed ({failure})"
+                raise failure
             below = (self.device.host_regs("rsp")["rsp"] - _RED_ZONE) & ~0xF
             status = SGX_ERROR_UNEXPECTED
-            if failure is None:  # after a failed OCALL the enclave only unwinds
-                self._in_ocall.append((tcs, below))
-                try:
-                    status = self._ocall(code, ex.regs["rsi"])
-                except Exception as exc:  # the handler's failure: let the enclave unwind
-                    failure = exc
-                finally:
-                    self._in_ocall.pop()
+            self._in_ocall.append((tcs, below))
+            try:
+                status = self._ocall(code, ex.regs["rsi"])
+            except Exception as exc:  # the handler's failure: the enclave may unwind first
+                failure = exc
+            finally:
+                self._in_ocall.pop()
             ex = self.enter(dict(rdi=ECMD_ORET & _U64, rsi=status, rsp=below, rbp=below), tcs)
         if failure is not None:
             raise failure
@@ -459,3 +461,61 @@ BUILTIN_OCALLS: dict[str, IntelHandler] = {
     "ocall_function_allow": _function_allow,
 }
 
+
+
+# -- the command line ----------------------------------------------------------------
+
+
+def parse_cli_args(f: Function, pairs: list[str]) -> dict[str, Value]:
+    """``NAME=VALUE`` strings as ECALL values: numbers stay text for the marshaller,
+    ``hex:...`` is bytes, and comma lists fill arrays of numbers."""
+    values: dict[str, Value] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--arg {pair!r}: expected NAME=VALUE")
+        try:
+            p = f.param(name)
+        except KeyError:
+            names = ", ".join(q.name for q in f.params) or "none"
+            raise UsageError(f"{f.name} has no parameter {name!r} (it has: {names})") from None
+        elem = p.ctype.elem if p.ctype.dims else p.ctype.pointee
+        values[name] = _cli_value(None if p.is_string else elem, text, name)
+    return values
+
+
+def _cli_value(elem: CType | None, text: str, name: str) -> Value:
+    if text.startswith("hex:"):
+        try:
+            return bytes.fromhex(text[4:])
+        except ValueError:
+            raise UsageError(f"--arg {name}: {text[4:]!r} is not hex") from None
+    if elem is None or elem.kind != "int" or elem.size < 2:
+        return text  # a scalar (parsed by the marshaller), char data; floats as hex:
+    try:
+        return [int(v, 0) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--arg {name}: {text!r} is not a comma list of numbers") from None
+
+
+def run_intel_ecall(
+    image: str | Path,
+    entry: str,
+    args: list[str],
+    *,
+    edl: str | Path,
+    typedefs: Mapping[str, str] | None = None,
+    edl_path: tuple[Path, ...] = (),
+    machine: Machine | None = None,
+    token: bytes | None = None,
+    console: TextIO | None = None,
+    budget: int | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> IntelCallResult:
+    """Load an Intel SDK enclave, call ECALL ``entry`` with ``NAME=VALUE`` arguments once."""
+    parsed = load_edl(edl, typedefs=dict(typedefs or {}), search=edl_path)
+    _, f = parsed.ecall(entry)  # before loading: a wrong name or argument costs nothing
+    values = parse_cli_args(f, args)
+    with IntelEnclave.load(image, edl=parsed, machine=machine, token=token, console=console,
+                           budget=budget, timeout=timeout) as enclave:  # fmt: skip
+        return enclave.ecall(entry, **values)
