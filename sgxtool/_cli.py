@@ -497,15 +497,32 @@ def sdk(what: str | None) -> None:
 @cli.command()
 @click.argument("image", type=_in_file)
 @click.option("-o", "--out", type=_path, help="Write the 304-byte EINITTOKEN here.")
+@click.option("--le", "le", type=_in_file, help="Run this Launch Enclave (signed .so, or SGXS).")
+@click.option("--le-sig", type=_in_file, help="The SIGSTRUCT of an SGXS --le.")
+@click.option(
+    "--white-list", type=_in_file, help="A signed white list to give the --le first."
+)  # fmt: skip
 @machine_option
 @json_option
-def token(image: Path, out: Path | None, as_json: bool) -> None:
-    """Get an EINITTOKEN for IMAGE (signed image or SIGSTRUCT) from the Launch Enclave."""
-    from memcrypt.files import write_atomic
-    from sgxtool.token import get_token, load_sigstruct
+def token(
+    image: Path, out: Path | None, le: Path | None, le_sig: Path | None,
+    white_list: Path | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Get an EINITTOKEN for IMAGE (signed image or SIGSTRUCT) from the Launch Enclave.
+
+    With --le, that Launch Enclave (Intel's, say) runs in the simulator and grants it.
+    """
+    from memcrypt.files import read_file, write_atomic
+    from sgxtool.token import get_token, le_token, load_sigstruct
 
     sigstruct = load_sigstruct(image)  # before the machine: a bad input creates nothing
-    grant = get_token(sigstruct, cli_machine())
+    if le is None:
+        if le_sig is not None or white_list is not None:
+            raise click.UsageError("--le-sig and --white-list go with --le")
+        grant = get_token(sigstruct, cli_machine())
+    else:
+        wl = None if white_list is None else read_file(white_list, "white list", max_size=1 << 20)
+        grant = le_token(image, cli_machine(), le, le_sig=le_sig, white_list=wl)
     if out is not None:
         write_atomic(out, grant.token.pack())
     if as_json:

@@ -217,25 +217,49 @@ class IntelEnclave(Enclave):
         ``debug`` launches it as a debug enclave where its SIGSTRUCT leaves DEBUG out of
         ATTRIBUTEMASK (otherwise it is launched as signed).
         """
-        from hwsim.machine import Machine
-        from hwsim.sgx.device import SgxEnclaveDevice
-        from sgxtool.loader import load_enclave
-
         if not isinstance(edl, Edl):
             edl = load_edl(edl, typedefs=dict(typedefs or {}), search=edl_path)
         copies = read_metadata(image)
         meta = runnable_copy(copies)
-        layout = intel_layout(image, meta)
-        sig = meta.sigstruct
         newest = max(c.version for c in copies)
+        return cls.from_layout(
+            intel_layout(image, meta), meta.sigstruct, edl=edl, string_len=newest >= (2, 2),
+            sdk_2_0=newest < (2, 2), machine=machine, token=token, ocalls=ocalls,
+            console=console, budget=budget, timeout=timeout, debug=debug,
+        )  # fmt: skip
+
+    @classmethod
+    def from_layout(  # type: ignore[override]
+        cls,
+        layout: EnclaveLayout,
+        sigstruct: Sigstruct,
+        *,
+        edl: Edl,
+        string_len: bool = True,
+        sdk_2_0: bool = False,
+        machine: Machine | None = None,
+        token: bytes | None = None,
+        ocalls: Mapping[str, OcallHandler] | None = None,
+        console: TextIO | None = None,
+        budget: int | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        debug: bool = True,
+    ) -> IntelEnclave:
+        """Load any layout built by Intel's SDK (an SGXS import, say) with its SIGSTRUCT;
+        ``string_len`` and ``sdk_2_0`` say which SDK built it (see :func:`system_features`)."""
+        from hwsim.machine import Machine
+        from hwsim.sgx.device import SgxEnclaveDevice
+        from sgxtool.loader import load_enclave
+
         owned = Machine.default() if machine is None else None
         device = SgxEnclaveDevice(machine or owned)  # type: ignore[arg-type]
         try:
-            load_enclave(device, layout, sig, token, debug=debug and _debug_allowed(sig))
-            enclave = cls(device, layout, edl, string_len=newest >= (2, 2), ocalls=ocalls,
+            load_enclave(device, layout, sigstruct, token,
+                         debug=debug and _debug_allowed(sigstruct))  # fmt: skip
+            enclave = cls(device, layout, edl, string_len=string_len, ocalls=ocalls,
                           console=console, budget=budget, timeout=timeout,
                           owned_machine=owned)  # fmt: skip
-            enclave._initialize(sdk_2_0=newest < (2, 2))
+            enclave._initialize(sdk_2_0=sdk_2_0)
         except BaseException:
             device.close()
             if owned is not None:
