@@ -90,8 +90,12 @@ class BiosConfig:
         refusals = [
             (self.sgx_enabled and not profile.sgx1, "sgx_enabled = true", "has no SGX", "false"),
             (not self.lc_locked and not profile.flc, "lc_locked = false", _NO_FLC, "true"),
-            (self.le_pubkey_hash not in (None, INTEL_LE_PUBKEY_HASH) and not profile.flc,
-             "le_pubkey_hash", _HARDWIRED, f'"" or {INTEL_LE_PUBKEY_HASH.hex()}'),
+            (
+                self.le_pubkey_hash not in (None, INTEL_LE_PUBKEY_HASH) and not profile.flc,
+                "le_pubkey_hash",
+                _HARDWIRED,
+                f'"" or {INTEL_LE_PUBKEY_HASH.hex()}',
+            ),
             (self.sme_enabled and not profile.sme, "sme_enabled = true", "has no SME", "false"),
         ]
         for bad, what, why, allowed in refusals:

@@ -267,6 +267,9 @@ class IntelEnclave(Enclave):
             raise
         return enclave
 
+    def __enter__(self) -> IntelEnclave:
+        return self
+
     def _initialize(self, *, sdk_2_0: bool) -> None:
         """ECMD_INIT_ENCLAVE on the first TCS (urts_com.h, after EINIT)."""
         machine = self.device.machine
@@ -484,7 +487,6 @@ BUILTIN_OCALLS: dict[str, IntelHandler] = {
     "ocall_pointer_in_out": _set_1234,
     "ocall_function_allow": _function_allow,
 }
-
 
 
 # -- the command line ----------------------------------------------------------------

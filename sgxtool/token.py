@@ -116,7 +116,9 @@ class IntelLaunchEnclave:
         self.enclave = enclave
 
     @classmethod
-    def load(cls, le: str | Path, machine: Machine, le_sig: str | Path | None = None) -> IntelLaunchEnclave:
+    def load(
+        cls, le: str | Path, machine: Machine, le_sig: str | Path | None = None
+    ) -> IntelLaunchEnclave:
         """``le``: a signed .so, or an SGXS stream with its SIGSTRUCT in ``le_sig``."""
         from sgxtool.intelrt import IntelEnclave
         from sgxtool.sgxs import read_sgxs
@@ -160,7 +162,9 @@ def _check_status(status: object, what: str) -> None:
         return
     name = _LE_STATUS.get(status if isinstance(status, int) else -1, "unknown status")
     raise LaunchRefused(
-        "the Launch Enclave", f"it {what}: {status} ({name})", hint=_LE_HINTS.get(status)  # type: ignore[call-overload]
+        "the Launch Enclave",
+        f"it {what}: {status} ({name})",
+        hint=_LE_HINTS.get(status),  # type: ignore[call-overload]
     )
 
 

@@ -198,7 +198,7 @@ def test_system_features_layouts() -> None:
 
 def test_rbx_holds_the_tcs_at_eenter(machine: Machine, sample_key: Path) -> None:
     """RBX is EENTER's TCS operand: code that EEXITs with RDI = RBX hands it back."""
-    code = bytes.fromhex("4889df" "b804000000" "0f01d7").ljust(PAGE_SIZE, b"\xcc")
+    code = bytes.fromhex("4889dfb8040000000f01d7").ljust(PAGE_SIZE, b"\xcc")
     rx = secinfo_flags(PageType.REG, SecinfoFlag.R | SecinfoFlag.X)
     rw = secinfo_flags(PageType.REG, SecinfoFlag.R | SecinfoFlag.W)
     b = LayoutBuilder()
