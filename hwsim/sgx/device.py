@@ -353,8 +353,9 @@ class SgxEnclaveDevice:
             "the owner's launch control (flc-locked)",
             f"the LE hash MSRs are locked to the owner's key {msrs.hex()}, and this "
             f"enclave is signed by {signer.hex()}",
-            hint="sign the enclave with the owner's key, or the owner changes the policy: "
-            "hwsim sgx launch-control set ...",
+            hint="sign the enclave with the owner's key, or load it with a token from a "
+            "Launch Enclave the owner signed (sgxtool token IMAGE --le LE, then --token), "
+            "or the owner changes the policy: hwsim sgx launch-control set ...",
         )
 
     # -- SGX2 (SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS / MODIFY_TYPES / REMOVE_PAGES) ---------
@@ -470,7 +471,8 @@ def launch_token(
             "the launch policy (flc-locked)",
             "the LE hash MSRs are locked to the owner's key "
             f"{lc.msr_hash.hex()}, so the vendor's Launch Enclave cannot run here",
-            hint="sign the enclave with the owner's key",
+            hint="sign the enclave with the owner's key, or run a Launch Enclave the owner "
+            "signed: sgxtool token IMAGE --le LE",
         )
     le = LaunchEnclave.start(machine, epc_of(machine))
     return le.get_token(sigstruct, attributes or sigstruct.attributes)
