@@ -20,8 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._timing import best_of  # noqa: E402
-from bench.bench_ecall import build  # noqa: E402
+from _timing import best_of  # noqa: E402
+from bench_ecall import build  # noqa: E402
+
 from hwsim.machine import Machine  # noqa: E402
 from sgxtool.intelrt import IntelEnclave  # noqa: E402
 from sgxtool.runtime import Enclave  # noqa: E402

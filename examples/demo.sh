@@ -1,9 +1,10 @@
 #!/bin/sh
 # The README's demo: build the hello enclave with the SDK, sign it, show what was signed,
-# run it on the default simulated machine, and verify that machine's SEV certificate chain.
+# run it on the default simulated machine, verify that machine's SEV certificate chain,
+# and launch the example SEV guest the way its owner would (examples/sev-guest/flow.sh).
 # Runs from the repository root with the memcrypt tools on PATH (`make demo` arranges it).
 set -eu
-out=build/demo
+out=demo-out  # not build/: package builds put their scratch files there
 mkdir -p "$out"
 
 echo "== build examples/hello with the enclave SDK"
@@ -35,3 +36,7 @@ echo "== the AMD side: the simulated secure processor and its certificate chain"
 sevtool show
 sevtool export --full "$out/sev-chain.cert"    # one file, in sevctl's format
 sevtool verify "$out/sev-chain.cert"
+
+echo "== an SEV guest: the owner verifies the launch before releasing its disk key"
+make -s -C examples/sev-guest O="$(pwd)/$out/sev-guest" "$(pwd)/$out/sev-guest/guest.bin"
+sh examples/sev-guest/flow.sh "$out/sev-guest"

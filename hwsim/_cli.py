@@ -6,6 +6,7 @@ modules contribute command groups through the explicit list at the end of this f
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ import click
 from hwsim import __version__
 from hwsim.climachine import cli_machine, machine_dir, machine_option
 from hwsim.profiles import DEFAULT_PROFILE, PROFILES
-from memcrypt.cli import console, emit_json, run_main
+from memcrypt.cli import emit_json, run_main
 
 __all__ = ["cli", "main"]
 
@@ -53,7 +54,7 @@ def init(profile: str, directory: str | None) -> None:
     from hwsim.machine import Machine, default_machine_path
 
     machine = Machine.init(directory or machine_dir() or default_machine_path(), profile)
-    click.echo(f"created machine {machine.path} (profile {machine.profile.name})")
+    click.echo(f"created machine {os.path.abspath(machine.path)} (profile {machine.profile.name})")
 
 
 @cli.command()
@@ -67,7 +68,7 @@ def status(as_json: bool) -> None:
     if as_json:
         emit_json(snapshot.as_json())
     else:
-        render_status(console(), snapshot)
+        render_status(snapshot)
 
 
 @cli.command()
@@ -80,7 +81,7 @@ def profiles(as_json: bool) -> None:
     if as_json:
         emit_json([profile_dict(p) for p in PROFILES.values()])
     else:
-        render_profiles(console(), list(PROFILES.values()))
+        render_profiles(list(PROFILES.values()))
 
 
 @cli.command("power-cycle")

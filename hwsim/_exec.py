@@ -1,6 +1,7 @@
 """The execution core: real x86-64 code on Unicorn, with our own page tables.
 
-Shared by SGX enclaves (:mod:`hwsim.sgx._run`) and, later, SEV guests. The CPU runs in
+Shared by SGX enclaves (:mod:`hwsim.sgx._run`) and SEV guests (:mod:`hwsim.sev.guest`).
+The CPU runs in
 Unicorn's virtual-TLB mode: every TLB miss asks the owner's :data:`Translator` for the
 physical page and its permissions, so access rules (EPCM, abort pages, the C-bit) are
 enforced per page mapping when the TLB is filled, never by per-instruction or
@@ -163,6 +164,10 @@ class Cpu:
         # (rip, rax): the invalid instruction's address and RAX, the leaf of ENCLS/ENCLU/...
         self.on_invalid: Callable[[int, int], None] = self._undefined
         self.illegal: frozenset[str] = frozenset()  # hookable instructions that #UD now
+        # Hookable instructions the owner emulates (a VM exit, for a guest): called with
+        # the hook's arguments (IN: port, size -> value; OUT: port, size, value; CPUID:
+        # none -> 1 to skip the instruction after setting the registers).
+        self.emulate: dict[str, Callable[..., int]] = {}
         self._stop: Stop | None = None
         self._error: BaseException | None = None
         self._denied: tuple[PageDenied, int] | None = None
@@ -325,9 +330,17 @@ class Cpu:
             uc.emu_stop()
 
     def _insn_hook(self, name: str) -> Callable[..., int]:
-        def hook(uc: Any, *_args: object) -> int:
+        def hook(uc: Any, *args: Any) -> int:
             if name not in self.illegal:
-                return 0
+                handler = self.emulate.get(name)
+                if handler is None:
+                    return 0
+                try:
+                    return handler(*args[:-1])  # the last argument is the hook's user data
+                except BaseException as exc:
+                    self._error = exc
+                    uc.emu_stop()
+                    return 0
             self.fault(Fault(UD, 0, self.reg("rip"), None, f"{name.upper()} is illegal here"))
             return 1  # skip the instruction (CPUID/RDTSC hooks, misc_helper.c)
 

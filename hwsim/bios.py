@@ -26,6 +26,7 @@ __all__ = [
     "SETTINGS",
     "BiosConfig",
     "format_size",
+    "parse_machine_toml",
     "read_machine_toml",
     "render_toml",
     "write_machine_toml",
@@ -231,7 +232,15 @@ def render_toml(profile: Profile, config: BiosConfig) -> str:
 
 def read_machine_toml(path: Path) -> tuple[Profile, BiosConfig]:
     """The profile and BIOS settings in a machine.toml; :class:`MachineError` naming it."""
-    doc = _load(path)
+    return _settings_of(_load(path), path)
+
+
+def parse_machine_toml(raw: bytes, path: Path) -> tuple[Profile, BiosConfig]:
+    """The profile and BIOS settings in machine.toml text (``path`` names it in errors)."""
+    return _settings_of(_parse(raw, path), path)
+
+
+def _settings_of(doc: Mapping[str, Any], path: Path) -> tuple[Profile, BiosConfig]:
     try:
         return _from_document(doc)
     except InvalidInput as exc:
@@ -248,19 +257,24 @@ def profile_named_in(path: Path) -> str | None:
 
 
 def _load(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise MachineError(f"{path.parent} is not a hwsim machine (no {path.name})")
+    try:
+        # A hand-edited file is a few hundred bytes; refuse one that is not.
+        raw = read_file(path, "machine.toml", max_size=1 << 20)
+    except InvalidInput as exc:
+        raise MachineError(str(exc)) from exc
+    return _parse(raw, path)
+
+
+def _parse(raw: bytes, path: Path) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:
         import tomli as tomllib
 
-    if not path.is_file():
-        raise MachineError(f"{path.parent} is not a hwsim machine (no {path.name})")
     try:
-        # A hand-edited file is a few hundred bytes; refuse one that is not.
-        text = read_file(path, "machine.toml", max_size=1 << 20).decode("utf-8")
-        doc: dict[str, Any] = tomllib.loads(text)
-    except InvalidInput as exc:
-        raise MachineError(str(exc)) from exc
+        doc: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise MachineError(f"cannot read {path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:

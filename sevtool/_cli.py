@@ -15,13 +15,15 @@ import click
 
 from hwsim.climachine import cli_machine, machine_option
 from memcrypt.cli import (
-    console,
     emit_json,
     passphrase_options,
+    print_fields,
+    print_status_line,
     resolve_passphrase,
     run_main,
 )
 from sevtool import __version__
+from sevtool._guest_cli import guest
 from sevtool._owner_cli import measurement, secret, session
 
 if TYPE_CHECKING:
@@ -42,9 +44,10 @@ def cli() -> None:
     """Manage AMD SEV platforms: keys, certificates, ownership and chain verification."""
 
 
-# The guest owner's commands need no machine; they live in their own module.
-for _owner_command in (session, measurement, secret):
-    cli.add_command(_owner_command)
+# The guest owner's commands need no machine; they live in their own module, and so do
+# the hypervisor's commands over the guests of a machine.
+for _command in (session, measurement, secret, guest):
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -61,27 +64,17 @@ def _render_status(info: PlatformInfo, as_json: bool, action: str | None = None)
         return
     if action:
         click.echo(f"sevtool: {action}", err=True)
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(show_header=False, box=None, pad_edge=False)
-    rows = [
-        ("machine", escape(f"{info.machine} ({info.profile})")),  # a path, not markup
-        ("state", info.state),
-        ("owner", "externally owned" if info.externally_owned else "self-owned"),
-        ("api", f"{info.api_major}.{info.api_minor} build {info.build}"),
-        ("guests", str(info.guest_count)),
-        (
-            "flags",
-            ", ".join(
-                f for f, on in (("owned", info.externally_owned), ("es", info.es_initialized)) if on
-            )
-            or "-",
-        ),
-    ]
-    for key, value in rows:
-        table.add_row(key, value)
-    console().print(table)
+    flags = (("owned", info.externally_owned), ("es", info.es_initialized))
+    print_fields(
+        [
+            ("machine", f"{info.machine} ({info.profile})"),
+            ("state", info.state),
+            ("owner", "externally owned" if info.externally_owned else "self-owned"),
+            ("api", f"{info.api_major}.{info.api_minor} build {info.build}"),
+            ("guests", str(info.guest_count)),
+            ("flags", ", ".join(f for f, on in flags if on) or "-"),
+        ]
+    )
 
 
 @cli.command()
@@ -146,9 +139,11 @@ def generate(
 
     With --key EXISTING, only CERT is written: the self-signed OCA of that key.
     """
+    from memcrypt.files import check_distinct
     from sevtool.errors import SevInputError
     from sevtool.platform import generate_oca, load_private_key, oca_for_key
 
+    check_distinct([("CERT", cert), ("KEY", key)] if key is not None else [("CERT", cert)])
     if existing is not None:
         if key is not None:
             raise click.UsageError("give KEY (a new key) or --key EXISTING, not both")
@@ -417,21 +412,18 @@ def _render_report(report: ChainReport, as_json: bool) -> None:
     if as_json:
         emit_json(report.as_json())
         return
-    from rich.markup import escape
-
-    out = console()
     for link in report.links:
-        mark = "[green]    ok[/]" if link.ok else "[red]FAILED[/]"
-        text = f"{link.error} [check: {link.check}]" if link.error else link.title
-        out.print(f"{mark} {escape(text)}", soft_wrap=True)
+        print_status_line(
+            link.ok, f"{link.error} [check: {link.check}]" if link.error else link.title
+        )
     if report.roots:
-        out.print(f"roots: {escape(report.roots)}", soft_wrap=True)
+        click.echo(f"roots: {report.roots}")
     for name, key_id in report.key_ids.items():
-        out.print(f"{name.upper()} key id {key_id}")
+        click.echo(f"{name.upper()} key id {key_id}")
     for warning in report.warnings:
-        out.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        click.echo(f"warning: {warning}")
     if report.ok:
-        out.print("chain verified" if report.complete else "present links verified (partial)")
+        click.echo("chain verified" if report.complete else "present links verified (partial)")
 
 
 @cli.command()
@@ -461,16 +453,16 @@ def ok(features: tuple[str, ...], as_json: bool) -> None:
 
 
 def _render_checks(results: Sequence[CheckResult]) -> None:
-    from rich.markup import escape
-
-    marks = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "skip": "[yellow]SKIP[/]"}
-    out = console()
     for r in results:
         indent = "  " * r.level
         seen = f": {r.seen}" if r.seen else ""
-        out.print(f"[ {marks[r.status]} ] {indent}- {escape(r.name + seen)}", soft_wrap=True)
+        if r.status == "skip":
+            click.echo(f"SKIP {indent}- {r.name}{seen}")
+        else:
+            print_status_line(r.status == "pass", f"{indent}- {r.name}{seen}", good="PASS",
+                              bad="FAIL")  # fmt: skip
         if r.change:
-            out.print(f"         {indent}  change: {escape(r.change)}", soft_wrap=True)
+            click.echo(f"     {indent}  change: {r.change}")
 
 
 @cli.group()

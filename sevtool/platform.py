@@ -25,7 +25,7 @@ from hwsim.sev.certs import (
     verify_sev_cert,
 )
 from hwsim.sev.device import SevDevice
-from memcrypt.files import read_file, write_atomic
+from memcrypt.files import Output, read_file, write_files
 from memcrypt.signer import (
     ECDSA_SHA256,
     KeySigner,
@@ -164,7 +164,7 @@ class OwnerKey:
 
     def write(self, cert_path: Path, key_path: Path, passphrase: bytes | None = None) -> None:
         """The certificate (binary, 2084 bytes) and the key (PKCS#8 PEM, mode 0600),
-        encrypted when a passphrase is given."""
+        encrypted when a passphrase is given; the same path twice is refused."""
         protect: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(passphrase)
             if passphrase
@@ -173,10 +173,8 @@ class OwnerKey:
         pem = self.key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, protect
         )
-        # The certificate first: `generate` refuses to overwrite a key, so a key left
-        # behind by a failed certificate write would block the retry.
-        write_atomic(cert_path, self.cert.pack())
-        write_atomic(key_path, pem, mode=0o600)
+        # One change: after a kill part-way the old pair or the new pair is on disk.
+        write_files([Output(cert_path, self.cert.pack()), Output(key_path, pem, 0o600)])
 
 
 def generate_oca() -> OwnerKey:

@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hwsim.sgx.arch import Sigstruct
-from memcrypt.files import read_file, write_atomic
+from memcrypt.files import check_distinct, read_file, write_atomic
 from sgxtool.config import EnclaveConfig
 from sgxtool.elf import read_elf
 from sgxtool.errors import UsageError, VerificationError
@@ -134,6 +134,7 @@ def _compare_signing_data(expected: Sigstruct, data: bytes, source: Path) -> Non
 def _check_outputs(target: Target, out: Path | None, sig_out: Path | None) -> None:
     if out is None and sig_out is None:
         raise UsageError("no output: give --out (signed image) and/or --sig (SIGSTRUCT)")
+    check_distinct([("--out", out), ("--sig", sig_out)])
     if out is not None and (
         target.path is None or detect(target.path) not in (ImageKind.ELF, ImageKind.SIGNED_ELF)
     ):

@@ -129,8 +129,18 @@ def _parse_meta(meta: bytes, p: Path) -> tuple[bytes, str]:
     if len(meta) < _META.size + _SIGSTRUCT_SIZE + 4:
         raise ImageError(f"{p}: image metadata is truncated")
     magic, version, sig_len = _META.unpack_from(meta)
-    if magic != _META_MAGIC or version != _VERSION or sig_len != _SIGSTRUCT_SIZE:
-        raise ImageError(f"{p}: unknown image metadata (version {version})")
+    if magic != _META_MAGIC:
+        raise ImageError(f"{p}: image metadata is damaged (bad magic {magic!r})")
+    if version != _VERSION:
+        raise ImageError(
+            f"{p}: image metadata version {version} is not known to this sgxtool "
+            f"(it reads version {_VERSION})"
+        )
+    if sig_len != _SIGSTRUCT_SIZE:
+        raise ImageError(
+            f"{p}: image metadata is damaged: its SIGSTRUCT size field is {sig_len}, "
+            f"not {_SIGSTRUCT_SIZE}"
+        )
     sig = meta[_META.size : _META.size + sig_len]
     at = _META.size + sig_len
     (cfg_len,) = struct.unpack_from("<I", meta, at)

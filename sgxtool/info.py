@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hwsim.sgx.arch import VENDOR_INTEL, Attributes, Sigstruct, Xfrm
+from hwsim.sgx.arch import (
+    SIGSTRUCT_HEADER,
+    SIGSTRUCT_HEADER2,
+    VENDOR_INTEL,
+    Attributes,
+    Sigstruct,
+    Xfrm,
+)
 from hwsim.sgx.sigcheck import SigstructError, check_sigstruct
 from memcrypt.files import read_file
 from sgxtool.build import layout_of
@@ -91,12 +98,29 @@ def _attrs(a: Attributes) -> dict[str, Any]:
     }
 
 
+def implausible(sig: Sigstruct) -> list[str]:
+    """Why ``sig`` does not look like a SIGSTRUCT at all (SDM 38.13's fixed fields), so that
+    1808 arbitrary bytes are not shown as if they were one."""
+    problems = []
+    if sig.header != SIGSTRUCT_HEADER:
+        problems.append(f"HEADER is {sig.header.hex()}, not {SIGSTRUCT_HEADER.hex()}")
+    if sig.header2 != SIGSTRUCT_HEADER2:
+        problems.append(f"HEADER2 is {sig.header2.hex()}, not {SIGSTRUCT_HEADER2.hex()}")
+    if sig.vendor not in (0, VENDOR_INTEL):
+        problems.append(f"VENDOR is {sig.vendor:#x}, not 0 or 0x8086")
+    if decode_bcd_date(sig.date) is None:
+        problems.append(f"DATE {sig.date:#010x} is not a BCD date")
+    return problems
+
+
 def describe(path: Path, progress: Progress | None = None) -> dict[str, Any]:
     """What ``dump`` shows: the SIGSTRUCT decoded, or the measurement of an SGXS stream."""
     loaded = load_sigstruct(path)
     out: dict[str, Any] = {"file": str(path), "kind": loaded.kind.value}
     if loaded.sigstruct_raw is not None:
-        out["sigstruct"] = describe_sigstruct(Sigstruct.unpack(loaded.sigstruct_raw))
+        sig = Sigstruct.unpack(loaded.sigstruct_raw)
+        out["sigstruct"] = describe_sigstruct(sig)
+        out["warnings"] = implausible(sig)
         out["mrenclave"] = out["sigstruct"]["mrenclave"]
         out["mrsigner"] = out["sigstruct"]["mrsigner"]
     elif loaded.kind is ImageKind.SGXS:

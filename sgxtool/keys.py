@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hwsim.sgx.arch import MODULUS_BYTES, SIGSTRUCT_EXPONENT
-from memcrypt.files import read_file, write_atomic
+from memcrypt.files import Output, read_file, write_files
 from sgxtool.errors import SigningKeyError
 
 __all__ = [
@@ -21,7 +21,9 @@ __all__ = [
     "generate_key",
     "load_private_key",
     "load_public_key",
+    "private_pem",
     "public_pem",
+    "save_key_pair",
     "save_private_key",
 ]
 
@@ -46,19 +48,37 @@ def check_key(key: rsa.RSAPublicKey, source: str) -> None:
         )
 
 
-def save_private_key(
-    key: rsa.RSAPrivateKey, path: str | Path, passphrase: bytes | None = None
-) -> None:
-    """Write ``key`` as PKCS#8 PEM, mode 0600, encrypted when a passphrase is given."""
+def private_pem(key: rsa.RSAPrivateKey, passphrase: bytes | None = None) -> bytes:
+    """``key`` as PKCS#8 PEM, encrypted when a passphrase is given."""
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase)
         if passphrase
         else serialization.NoEncryption()
     )
-    pem = key.private_bytes(
+    return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
-    write_atomic(path, pem, mode=0o600)
+
+
+def save_key_pair(
+    key: rsa.RSAPrivateKey,
+    path: str | Path,
+    public_path: str | Path | None = None,
+    passphrase: bytes | None = None,
+) -> None:
+    """Write the private key (mode 0600) and, if asked, its public key, as one change:
+    after a kill part-way the old pair or the new pair is on disk, never a mix."""
+    outputs = [Output(Path(path), private_pem(key, passphrase), 0o600)]
+    if public_path is not None:
+        outputs.append(Output(Path(public_path), public_pem(key.public_key())))
+    write_files(outputs)
+
+
+def save_private_key(
+    key: rsa.RSAPrivateKey, path: str | Path, passphrase: bytes | None = None
+) -> None:
+    """Write ``key`` as PKCS#8 PEM, mode 0600, encrypted when a passphrase is given."""
+    save_key_pair(key, path, None, passphrase)
 
 
 def public_pem(key: rsa.RSAPublicKey) -> bytes:

@@ -25,7 +25,7 @@ from memcrypt.signer import (
     SignerError,
 )
 from sgxtool.config import EnclaveConfig
-from sgxtool.errors import SgxToolError, SigningKeyError, VerificationError
+from sgxtool.errors import SgxToolError, SigningKeyError, UsageError, VerificationError
 from sgxtool.keys import check_key
 
 __all__ = [
@@ -94,13 +94,13 @@ def signing_date(text: str | None = None) -> int:
                 raise ValueError(text)
             return bcd_date(_dt.date(int(m[1]), int(m[2]), int(m[3])))
         except ValueError as exc:
-            raise SgxToolError(f"--date {text!r}: not a date (use YYYY-MM-DD)") from exc
+            raise UsageError(f"--date {text!r}: not a date (use YYYY-MM-DD)") from exc
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch is not None:
         try:
             stamp = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
         except (ValueError, OverflowError, OSError) as exc:
-            raise SgxToolError(f"SOURCE_DATE_EPOCH={epoch!r}: not a Unix time") from exc
+            raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r}: not a Unix time") from exc
         return bcd_date(stamp.date())
     return bcd_date(_dt.datetime.now(_dt.timezone.utc).date())
 

@@ -39,6 +39,8 @@ __all__ = [
     "EcPubKey",
     "EcdsaSig",
     "GuestPolicy",
+    "GuestState",
+    "GuestStatus",
     "LaunchMeasure",
     "LaunchSession",
     "PlatformState",
@@ -211,6 +213,18 @@ class GuestPolicy(enum.IntFlag):
     def api_minimum(policy: int) -> tuple[int, int]:
         """(major, minor) the policy requires of firmware a guest migrates to."""
         return (policy >> 16) & 0xFF, (policy >> 24) & 0xFF
+
+
+class GuestState(enum.IntEnum):
+    """Guest states (sevapi.h SEV_GUEST_STATE, "Chapter 6.1.1"; sev-guests.md 1.3)."""
+
+    UNINIT = 0
+    LUPDATE = 1
+    LSECRET = 2
+    RUNNING = 3
+    SUPDATE = 4
+    RUPDATE = 5
+    SENT = 6
 
 
 # Bits 6-15 of a SEV guest policy are reserved.
@@ -445,6 +459,22 @@ class AmdCert:
         signature = data[body:] if len(data) > body else None
         pub_exp = data[AMD_CERT_HEADER_SIZE : AMD_CERT_HEADER_SIZE + exp_len]
         return cls(header, pub_exp, data[AMD_CERT_HEADER_SIZE + exp_len : body], signature)
+
+
+@dataclass
+class GuestStatus(Packed):
+    """GUEST_STATUS command buffer, 13 bytes (sevapi.h sev_guest_status_cmd_buf)."""
+
+    LAYOUT = Layout(
+        "GUEST_STATUS",
+        0x0D,
+        [(0x00, "handle", "I"), (0x04, "policy", "I"), (0x08, "asid", "I"), (0x0C, "state", "B")],
+    )
+
+    handle: int = 0
+    policy: int = 0
+    asid: int = 0
+    state: int = GuestState.UNINIT
 
 
 # -- Guest launch transport (SEV API chapter 6; sevapi.h sev_session_buf, sev_measure_buf,

@@ -8,6 +8,9 @@ SHUTDOWN before a factory reset of an INIT platform and refuses one while guests
 (``drivers/crypto/ccp/sev-dev.c``). Failures are :class:`~hwsim.sev.psp.PspError` with the
 firmware status, as the ioctl's ``error`` field carries it.
 
+The guest commands the kernel issues for KVM are :attr:`SevDevice.guests`
+(:mod:`hwsim.sev.guestfw`); the hypervisor that issues them is :mod:`hwsim.sev.kvm`.
+
 Also here, because a real host reaches it over the network rather than the PSP: the
 simulated AMD key server (KDS), which returns this chip's CEK signed by the simulator's ASK.
 """
@@ -27,6 +30,7 @@ from hwsim.sev.arch import (
     SevCommand,
     SevStatus,
 )
+from hwsim.sev.guestfw import GuestFirmware
 from hwsim.sev.psp import Psp, PspError
 
 if TYPE_CHECKING:
@@ -61,8 +65,19 @@ class SevDevice:
                 "disabled (SYSCFG.MemEncryptionModEn)",
                 hint="set sme_enabled = true in machine.toml and power-cycle",
             )
-        self._txn = txn
-        self.psp = Psp(txn, profile.sev_api, es=profile.sev_es, fused_secret=txn.fused_secret)
+        self.txn = txn
+        self.memory = txn.engine
+        self.address_bits = profile.phys_addr_bits - profile.phys_addr_reduction
+        self.psp = Psp(
+            txn,
+            profile.sev_api,
+            es=profile.sev_es,
+            fused_secret=txn.fused_secret,
+            memory=txn.engine,
+        )
+        self.guests = GuestFirmware(
+            self.psp, txn.engine, sev_asids=profile.sev_asids, min_sev_asid=profile.min_sev_asid
+        )
 
     @classmethod
     @contextmanager
@@ -131,6 +146,12 @@ class SevDevice:
         """SEV_GET_ID2: the 64-byte chip id."""
         return self.psp.get_id()
 
+    def df_flush(self) -> None:
+        """WBINVD on every core, then DF_FLUSH (``sev_guest_df_flush`` after the
+        ``wbinvd_on_all_cpus`` of ``__sev_recycle_asids``)."""
+        self.psp.wbinvd()
+        self.psp.df_flush()
+
     # -- the simulated AMD key distribution server ---------------------------------------
 
     def kds_cek(self, chip_id: bytes) -> SevCert:
@@ -139,11 +160,11 @@ class SevDevice:
 
         if chip_id != self.psp.get_id():
             raise HwsimError(f"simulated AMD key server: no CEK for chip id {chip_id.hex()}")
-        cached = self._txn.get(KDS_NS, "cek")
+        cached = self.txn.get(KDS_NS, "cek")
         if cached is not None:
             return SevCert.unpack(cached)
         cek = sim_sign_cek(self.psp.cek_cert())
-        self._txn.put(KDS_NS, "cek", cek.pack())
+        self.txn.put(KDS_NS, "cek", cek.pack())
         return cek
 
     def kds_ca(self) -> tuple[AmdCert, AmdCert]:
@@ -151,9 +172,9 @@ class SevDevice:
         from hwsim.sev.certs import load_amd_cert
         from hwsim.sev.vendor import SIM_ARK_NAME, sim_ark_cert, sim_ask_cert
 
-        ask, ark = self._txn.get(KDS_NS, "ask"), self._txn.get(KDS_NS, "ark")
+        ask, ark = self.txn.get(KDS_NS, "ask"), self.txn.get(KDS_NS, "ark")
         if ask is None or ark is None:
             ask, ark = sim_ask_cert().pack(), sim_ark_cert().pack()
-            self._txn.put(KDS_NS, "ask", ask)
-            self._txn.put(KDS_NS, "ark", ark)
+            self.txn.put(KDS_NS, "ask", ask)
+            self.txn.put(KDS_NS, "ark", ark)
         return load_amd_cert(ask, "simulated ASK"), load_amd_cert(ark, SIM_ARK_NAME)

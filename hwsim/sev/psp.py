@@ -10,7 +10,9 @@ What the firmware keeps where:
 
 * ``sev.nv`` (non-volatile, survives power cycles, wiped by PLATFORM_RESET): the OCA, PEK
   and PDH certificates and private keys, and whether the platform is externally owned.
-* ``boot.sev`` (volatile, wiped at power cycle): the platform state.
+* ``boot.sev`` (volatile, wiped at power cycle): the platform state; with the guest
+  contexts in ``boot.sev.guest`` and the ASID table in ``boot.sev.asid``
+  (:mod:`hwsim.sev.guestfw` runs the guest commands).
 * nowhere: the CEK, re-derived on demand from the chip-unique fused secret, so it is stable
   across PLATFORM_RESET and power cycles and changes only if the machine is re-fused.
 """
@@ -37,10 +39,22 @@ from hwsim.sev.arch import (
 from hwsim.sev.certs import CertificateError, make_sev_cert, sign_sev_cert, verify_sev_cert
 from hwsim.sev.errors import PspError
 
-__all__ = ["ALLOWED_STATES", "NV_NS", "STATE_NS", "NvStore", "Psp", "PspError"]
+__all__ = [
+    "ALLOWED_STATES",
+    "ASID_NS",
+    "GUEST_NS",
+    "NV_NS",
+    "STATE_NS",
+    "KeySlots",
+    "NvStore",
+    "Psp",
+    "PspError",
+]
 
 NV_NS = "sev.nv"
 STATE_NS = "boot.sev"
+GUEST_NS = "boot.sev.guest"
+ASID_NS = "boot.sev.asid"
 
 _U, _I, _W = PlatformState.UNINIT, PlatformState.INIT, PlatformState.WORKING
 # sevapi.h "Chapter 5.1.2 - Platform State Machine": the platform commands each state allows.
@@ -78,6 +92,15 @@ class NvStore(Protocol):
     def keys(self, ns: str) -> list[str]: ...
 
 
+class KeySlots(Protocol):
+    """The memory controller's key slots and DRAM, as the firmware drives them."""
+
+    def set_key(self, keyid: int, key: bytes) -> None: ...
+    def clear_key(self, keyid: int) -> None: ...
+    def read(self, paddr: int, n: int, keyid: int | None) -> bytes: ...
+    def write(self, paddr: int, data: bytes, keyid: int | None) -> None: ...
+
+
 def _scalar(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_numbers().private_value.to_bytes(48, "big")
 
@@ -96,11 +119,17 @@ class Psp:
         *,
         es: bool,
         fused_secret: Callable[[str], bytes],
+        memory: KeySlots | None = None,
     ) -> None:
         self._store = store
         self.api = api
         self._es = es
         self._fused_secret = fused_secret
+        self.memory = memory
+
+    @property
+    def store(self) -> NvStore:
+        return self._store
 
     # -- state ------------------------------------------------------------------------
 
@@ -111,6 +140,18 @@ class Psp:
 
     def _set_state(self, state: PlatformState) -> None:
         self._store.put(STATE_NS, "state", bytes([state]))
+
+    def set_working(self, working: bool) -> None:
+        """INIT -> WORKING with the first guest, back to INIT when the last is gone."""
+        state = self.state
+        if working and state == PlatformState.INIT:
+            self._set_state(PlatformState.WORKING)
+        elif not working and state == PlatformState.WORKING:
+            self._set_state(PlatformState.INIT)
+
+    @property
+    def guest_count(self) -> int:
+        return len(self._store.keys(GUEST_NS))
 
     def _require(self, command: SevCommand) -> None:
         state = self.state
@@ -192,8 +233,14 @@ class Psp:
         self._set_state(PlatformState.INIT)
 
     def shutdown(self) -> None:
-        """SHUTDOWN: back to UNINIT (the persistent keys stay)."""
+        """SHUTDOWN: back to UNINIT (the persistent keys stay, every guest context goes)."""
         self._require(SevCommand.SHUTDOWN)
+        for key in self._store.keys(ASID_NS):
+            if key.isdecimal() and self.memory is not None:
+                self.memory.clear_key(int(key))
+            self._store.delete(ASID_NS, key)
+        for key in self._store.keys(GUEST_NS):
+            self._store.delete(GUEST_NS, key)
         self._set_state(PlatformState.UNINIT)
 
     def platform_reset(self) -> None:
@@ -212,7 +259,7 @@ class Psp:
             owner=PlatformStatus.OWNER_EXTERNAL if self.externally_owned else 0,
             config=PlatformStatus.CONFIG_ES if es else 0,
             build=self.api[2],
-            guest_count=0,
+            guest_count=self.guest_count,
         )
 
     def pek_gen(self) -> None:
@@ -264,18 +311,47 @@ class Psp:
         chain = (self._cert("pek.cert"), self._cert("oca.cert"), self.cek_cert())
         return self._cert("pdh.cert"), chain
 
+    def open_session(self, godh: bytes, session: bytes, policy: int) -> tuple[bytes, bytes]:
+        """LAUNCH_START's unwrap: (TEK, TIK) from the guest owner's session buffer.
+
+        The shared secret is ECDH of this platform's PDH key and the owner's GODH; a
+        wrap or policy MAC that does not verify is BAD_MEASUREMENT, as on hardware.
+        """
+        from hwsim.sev.session import open_session
+
+        keys = open_session(_key(self._get("pdh.key")), godh, session, policy)
+        return keys.tek, keys.tik
+
     def get_id(self) -> bytes:
         """GET_ID: the 64-byte chip id AMD's key server indexes CEKs by."""
         self._require(SevCommand.GET_ID)
         return hashlib.sha512(b"SEV GET_ID" + self._fused_secret("sev.cek")).digest()[:CHIP_ID_SIZE]
 
     def df_flush(self) -> None:
-        """DF_FLUSH: flush the data fabric write buffers.
+        """DF_FLUSH: every ASID deactivated since the last flush becomes free again.
 
-        The simulated data fabric does not buffer writes, so once the state is right there
-        is nothing left to do; guest deactivation is what makes a flush necessary.
+        DEACTIVATE clears the WBINVD indicator, so a flush with deactivated ASIDs needs
+        WBINVD on every core first (KVM ``sev_flush_asids``; sev-guests.md 1.4).
         """
         self._require(SevCommand.DF_FLUSH)
+        dirty = [k for k in self._store.keys(ASID_NS) if k.startswith("dirty.")]
+        if dirty and self._store.get(STATE_NS, "wbinvd") is None:
+            raise PspError(
+                SevCommand.DF_FLUSH,
+                SevStatus.WBINVD_REQUIRED,
+                "a guest was deactivated since the last WBINVD",
+                hint="run WBINVD on every core first",
+            )
+        for key in dirty:
+            self._store.delete(ASID_NS, key)
+
+    def wbinvd(self) -> None:
+        """WBINVD ran on every core: the caches hold no deactivated guest's lines.
+
+        Not a firmware command: the CPU instruction, whose effect the firmware sees
+        through the WBINVD indicator DF_FLUSH checks.
+        """
+        self._store.put(STATE_NS, "wbinvd", b"\x01")
 
 
 def _check_owner_certs(pek: SevCert, oca: SevCert) -> None:

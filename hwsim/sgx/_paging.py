@@ -1,9 +1,12 @@
 """ENCLS paging and SGX2 leaves: EPA, EBLOCK, ETRACK, EWB, ELDU/ELDB, EAUG, EMODPR, EMODT.
 
 Eviction follows SDM vol. 3D 38.5.5 (``shared/reference/sim.md`` 3.8): EWB seals the page
-with AES-GCM under the per-boot paging key, binding the enclave id, linear address, SECINFO
-and a fresh version that goes into a version-array slot; ELDU checks the MAC with the
-version in the slot and clears it, so a stale or replayed page is refused.
+with AES-GCM under the paging key, binding the enclave id, linear address, SECINFO and a
+fresh version that goes into a version-array slot; ELDU checks the MAC with the version in
+the slot and clears it, so a stale or replayed page is refused. The version is also the
+GCM nonce, so it must never repeat under a key: the key is made afresh for each
+simulated CPU (:class:`~hwsim.sgx.epc.Epc`, one per process and boot) and the counter only
+grows within it.
 """
 
 from __future__ import annotations

@@ -277,8 +277,8 @@ class EnclaveCpu:
         self._cpu.illegal = _BARE
         self.inside = t
         self.enclave.enter()
-        self._cache.enter()
         try:
+            self._cache.enter()  # may refill pages from DRAM: the engine can refuse (#MC)
             stop, charged = self._run_slices(rip, budget, deadline)
         except BaseException:
             if self.inside is t:

@@ -452,27 +452,28 @@ def launch_token(
     ``attributes`` are the SECS attributes the enclave will be created with (default: the
     SIGSTRUCT's). Refused with :class:`LaunchRefused` where no token can help, saying why.
     """
-    lc = launch_control(machine)
-    if lc.msrs_writable:
-        decides = "the owner's allow-list decides" if lc.owner_allow else "any signer runs"
-        raise LaunchRefused(
-            f"the launch policy ({lc.policy.value})",
-            "no token is needed or used: the kernel writes each enclave's MRSIGNER into the "
-            f"LE hash MSRs before EINIT ({decides})",
-            hint="load the enclave without a token",
-        )
-    if lc.msr_hash == INTEL_LE_PUBKEY_HASH:
-        raise LaunchRefused(
-            "the launch key hash (Intel's)", "only Intel's Launch Enclave issues tokens here",
-            hint="run it: sgxtool token IMAGE --le LE (--le-sig SIG for an SGXS LE)",
-        )  # fmt: skip
-    if lc.msr_hash != lc.vendor_hash:
-        raise LaunchRefused(
-            "the launch policy (flc-locked)",
-            "the LE hash MSRs are locked to the owner's key "
-            f"{lc.msr_hash.hex()}, so the vendor's Launch Enclave cannot run here",
-            hint="sign the enclave with the owner's key, or run a Launch Enclave the owner "
-            "signed: sgxtool token IMAGE --le LE",
-        )
-    le = LaunchEnclave.start(machine, epc_of(machine))
-    return le.get_token(sigstruct, attributes or sigstruct.attributes)
+    with machine.transaction():  # the policy cannot change between its check and the LE
+        lc = launch_control(machine)
+        if lc.msrs_writable:
+            decides = "the owner's allow-list decides" if lc.owner_allow else "any signer runs"
+            raise LaunchRefused(
+                f"the launch policy ({lc.policy.value})",
+                "no token is needed or used: the kernel writes each enclave's MRSIGNER into the "
+                f"LE hash MSRs before EINIT ({decides})",
+                hint="load the enclave without a token",
+            )
+        if lc.msr_hash == INTEL_LE_PUBKEY_HASH:
+            raise LaunchRefused(
+                "the launch key hash (Intel's)", "only Intel's Launch Enclave issues tokens here",
+                hint="run it: sgxtool token IMAGE --le LE (--le-sig SIG for an SGXS LE)",
+            )  # fmt: skip
+        if lc.msr_hash != lc.vendor_hash:
+            raise LaunchRefused(
+                "the launch policy (flc-locked)",
+                "the LE hash MSRs are locked to the owner's key "
+                f"{lc.msr_hash.hex()}, so the vendor's Launch Enclave cannot run here",
+                hint="sign the enclave with the owner's key, or run a Launch Enclave the "
+                "owner signed: sgxtool token IMAGE --le LE",
+            )
+        le = LaunchEnclave.start(machine, epc_of(machine))
+        return le.get_token(sigstruct, attributes or sigstruct.attributes)

@@ -114,7 +114,7 @@ def launch_control(machine: Machine) -> LaunchControl:
         require_sgx(txn)
         allow = owner_allow_list(txn)
         now = _policy_of(txn.booted_config(), allow)
-        pending = _policy_of(machine.config, allow)
+        pending = _policy_of(txn.machine_config(), allow)
         return LaunchControl(
             policy=now, msr_hash=txn.le_pubkey_hash(), msrs_writable=msrs_writable(txn),
             vendor_hash=txn.sgx_vendor_key_hash(), owner_allow=allow,
@@ -149,13 +149,16 @@ def set_launch_policy(
         )
     locked, le_hash, owner = _settings_for(policy, owner_key_hash, allow)
     launch_control(machine)  # what the result shows must be readable before anything changes
-    config = machine.config
-    for key, text in (("sgx_enabled", "true"), ("lc_locked", str(locked).lower()),
-                      ("le_pubkey_hash", "" if le_hash is None else le_hash.hex())):  # fmt: skip
-        config = config.with_setting(profile, key, text)
-    with machine.transaction() as txn:  # machine.toml last: a failure leaves both alone
-        txn.put(_OWNER_NS, "allow", b"".join(owner))
-        _write_config(machine, config)
+    settings = (("sgx_enabled", "true"), ("lc_locked", str(locked).lower()),
+                ("le_pubkey_hash", "" if le_hash is None else le_hash.hex()))  # fmt: skip
+
+    def change(txn: Transaction, config: BiosConfig) -> BiosConfig:
+        for key, text in settings:
+            config = config.with_setting(profile, key, text)
+        txn.put(_OWNER_NS, "allow", b"".join(owner))  # committed with the BIOS settings
+        return config
+
+    machine.change_config(change)
     return launch_control(machine)
 
 
@@ -174,13 +177,6 @@ def _settings_for(
     if owner_key_hash is not None:
         return True, owner_key_hash, ()
     return False, None, tuple(dict.fromkeys(allow))
-
-
-def _write_config(machine: Machine, config: BiosConfig) -> None:
-    from hwsim.bios import write_machine_toml
-
-    write_machine_toml(machine.path / "machine.toml", machine.profile, config)
-    machine.config = config
 
 
 # -- the vendor role: a signed allow-list of production signers ---------------------------
