@@ -519,15 +519,32 @@ def sdk(what: str | None) -> None:
 @cli.command()
 @click.argument("image", type=_in_file)
 @click.option("-o", "--out", type=_path, help="Write the 304-byte EINITTOKEN here.")
+@click.option("--le", "le", type=_in_file, help="Run this Launch Enclave (signed .so, or SGXS).")
+@click.option("--le-sig", type=_in_file, help="The SIGSTRUCT of an SGXS --le.")
+@click.option(
+    "--white-list", type=_in_file, help="A signed white list to give the --le first."
+)  # fmt: skip
 @machine_option
 @json_option
-def token(image: Path, out: Path | None, as_json: bool) -> None:
-    """Get an EINITTOKEN for IMAGE (signed image or SIGSTRUCT) from the Launch Enclave."""
-    from memcrypt.files import write_atomic
-    from sgxtool.token import get_token, load_sigstruct
+def token(
+    image: Path, out: Path | None, le: Path | None, le_sig: Path | None,
+    white_list: Path | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Get an EINITTOKEN for IMAGE (signed image or SIGSTRUCT) from the Launch Enclave.
+
+    With --le, that Launch Enclave (Intel's, say) runs in the simulator and grants it.
+    """
+    from memcrypt.files import read_file, write_atomic
+    from sgxtool.token import get_token, le_token, load_sigstruct
 
     sigstruct = load_sigstruct(image)  # before the machine: a bad input creates nothing
-    grant = get_token(sigstruct, cli_machine())
+    if le is None:
+        if le_sig is not None or white_list is not None:
+            raise click.UsageError("--le-sig and --white-list go with --le")
+        grant = get_token(sigstruct, cli_machine())
+    else:
+        wl = None if white_list is None else read_file(white_list, "white list", max_size=1 << 20)
+        grant = le_token(image, cli_machine(), le, le_sig=le_sig, white_list=wl)
     if out is not None:
         write_atomic(out, grant.token.pack())
     if as_json:
@@ -566,6 +583,21 @@ def token(image: Path, out: Path | None, as_json: bool) -> None:
     "--timeout", type=click.FloatRange(0, min_open=True), default=60.0, show_default=True,
     metavar="SECONDS", help="Wall-clock limit for the whole call, inside and outside the enclave.",
 )  # fmt: skip
+@click.option("--sig", "sig_file", type=_in_file, help="IMAGE is an SGXS stream; its SIGSTRUCT.")
+@click.option("--token", "token_file", type=_in_file, help="An EINITTOKEN (sgxtool token -o).")
+@click.option("--edl", type=_in_file, help="Intel SDK enclaves: the enclave's EDL file.")
+@click.option(
+    "--arg", "args", multiple=True, metavar="NAME=VALUE",
+    help="Intel SDK enclaves: an ECALL parameter (number, text, hex:BYTES, or 1,2,3).",
+)  # fmt: skip
+@click.option(
+    "--typedef", "typedefs", multiple=True, metavar="NAME=C-TYPE",
+    help="A type the EDL's included headers define, e.g. buffer_t='void *'.",
+)  # fmt: skip
+@click.option(
+    "--edl-path", "edl_path", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+    help="A directory holding EDL files the EDL imports.",
+)  # fmt: skip
 @machine_option
 @json_option
 @work_options
@@ -579,20 +611,38 @@ def run(
     out_size: int,
     budget: int | None,
     timeout: float,
+    sig_file: Path | None,
+    token_file: Path | None,
+    edl: Path | None,
+    args: tuple[str, ...],
+    typedefs: tuple[str, ...],
+    edl_path: tuple[Path, ...],
     as_json: bool,
 ) -> None:
     """Load IMAGE (a signed image), call its ECALL ENTRY, print what it returns.
 
     Output that is UTF-8 text is printed as text, other output as hex. What the enclave
-    prints through its console OCALL goes to stderr.
+    prints through its console OCALL goes to stderr. An enclave signed by Intel's
+    sgx_sign runs with Intel's calling convention: give its --edl and its parameters
+    with --arg; the return value and [out] buffers are printed.
     """
+    from memcrypt.files import read_file
+    from sgxtool.intelso import has_metadata
     from sgxtool.runtime import run_ecall
 
+    token = None if token_file is None else read_file(token_file, "EINITTOKEN", max_size=4096)
+    if has_metadata(image):
+        with large_work("load", image, None):
+            _run_intel(image, entry, edl, list(args), typedefs, edl_path, token, budget,
+                       timeout, as_json)  # fmt: skip
+        return
+    if edl is not None or args:
+        raise click.UsageError("--edl and --arg are for enclaves signed by Intel's sgx_sign")
     data = _ecall_input(in_file, in_hex, in_text)
     with large_work("load", image, None):
         result = run_ecall(
             image, entry, data, machine=cli_machine(), console=sys.stderr,
-            out_size=out_size, budget=budget, timeout=timeout,
+            out_size=out_size, budget=budget, timeout=timeout, token=token, sig=sig_file,
         )  # fmt: skip
     if out_file is not None:
         write_output(out_file, result.output)
@@ -606,6 +656,44 @@ def run(
     elif out_file is None and result.output:
         text = result.as_json()["output_text"]
         click.echo(text if isinstance(text, str) and text.isprintable() else result.output.hex())
+
+
+def _run_intel(
+    image: Path, entry: str, edl: Path | None, args: list[str], typedefs: tuple[str, ...],
+    edl_path: tuple[Path, ...], token: bytes | None, budget: int | None, timeout: float,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """``run`` for an Intel SDK enclave: ECALL by EDL name, values by parameter name."""
+    from sgxtool.intelrt import run_intel_ecall
+
+    if edl is None:
+        raise click.UsageError(f"{image} is an Intel SDK enclave: give its EDL with --edl")
+    defs = {}
+    for text in typedefs:
+        name, sep, ctype = text.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{text!r}: expected NAME=C-TYPE", param_hint="--typedef")
+        defs[name] = ctype
+    result = run_intel_ecall(
+        image, entry, args, edl=edl, typedefs=defs, edl_path=edl_path, machine=cli_machine(),
+        token=token, console=sys.stderr, budget=budget, timeout=timeout,
+    )  # fmt: skip
+    if as_json:
+        emit_json(result.as_json())
+        return
+    shown = result.as_json()
+    if result.retval is not None:
+        click.echo(f"retval {_value_text(shown['retval'])}")
+    for name, value in dict(shown["outputs"]).items():  # type: ignore[call-overload]
+        click.echo(f"{name} {_value_text(value)}")
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, dict):
+        return str(value["hex"])
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def _ecall_input(in_file: str | None, in_hex: str | None, in_text: str | None) -> bytes:

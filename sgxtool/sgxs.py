@@ -27,12 +27,13 @@ from hwsim.sgx.arch import (
     MeasureRecord,
     PageType,
     Secinfo,
+    Tcs,
     parse_record,
 )
 from memcrypt.errors import FormatError
 from memcrypt.files import atomic_open
 from sgxtool.errors import ImageError
-from sgxtool.layout import Content, EnclaveLayout, LayoutBuilder, Region
+from sgxtool.layout import Content, EnclaveLayout, LayoutBuilder, Region, Thread
 from sgxtool.measure import Progress, stream_measurement
 
 __all__ = ["is_sgxs", "read_sgxs", "sgxs_mrenclave", "write_sgxs"]
@@ -63,7 +64,8 @@ def sgxs_mrenclave(path: str | Path) -> bytes:
 
 
 def read_sgxs(path: str | Path) -> EnclaveLayout:
-    """An SGXS stream as a layout of single pages with their measured contents.
+    """An SGXS stream as a layout of single pages with their measured contents, and a
+    thread for each page its EADD record adds as PT_TCS.
 
     Unmeasured chunks have no bytes in the stream, so they load as zeros."""
     with _open(path) as f:
@@ -74,6 +76,9 @@ def read_sgxs(path: str | Path) -> EnclaveLayout:
         builder = LayoutBuilder(ssaframesize)
         for page in _pages(records):
             kind = PageType(Secinfo(page.flags).page_type).name.lower()
+            if kind == "tcs":  # TCS discovery: the EADD record's SECINFO says PT_TCS
+                tcs = Tcs.unpack(bytes(page.data))
+                builder.threads.append(Thread(page.offset, tcs.ossa, 0, 0, tcs.ofsbase))
             builder.add(
                 Region(
                     page.offset,

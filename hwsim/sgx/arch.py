@@ -24,6 +24,11 @@ EEXTEND_CHUNK = 256
 SIGSTRUCT_HEADER = bytes.fromhex("06000000e10000000000010000000000")
 SIGSTRUCT_HEADER2 = bytes.fromhex("01010000600000006000000001000000")
 VENDOR_INTEL = 0x8086
+# The launch key hash pre-FLC parts hardwire in IA32_SGXLEPUBKEYHASH: MRSIGNER of Intel's
+# Launch Enclave (the production LE in rust-sgx's examples, vectors/README.md).
+INTEL_LE_PUBKEY_HASH = bytes.fromhex(
+    "acb77012053e05a63d413b8bbae8fb6c5d73b3f2996d91c43bbbf90959c0f8d4"
+)
 SIGSTRUCT_EXPONENT = 3
 MODULUS_BYTES = 384
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hwsim.sgx.arch import mrsigner
+from hwsim.sgx.arch import INTEL_LE_PUBKEY_HASH, mrsigner
 from hwsim.sgx.errors import SgxError
 from memcrypt.errors import InvalidInput
 
@@ -88,8 +88,9 @@ class LaunchControl:
 
 
 def _policy_of(config: BiosConfig, allow: tuple[bytes, ...]) -> LaunchPolicy:
-    if config.lc_locked:
-        return LaunchPolicy.VENDOR_KEY if config.le_pubkey_hash is None else LaunchPolicy.FLC_LOCKED
+    if config.lc_locked:  # Intel's hash locked in: a pre-FLC Intel part, Intel the vendor
+        vendor = config.le_pubkey_hash in (None, INTEL_LE_PUBKEY_HASH)
+        return LaunchPolicy.VENDOR_KEY if vendor else LaunchPolicy.FLC_LOCKED
     return LaunchPolicy.FLC_LOCKED if allow else LaunchPolicy.FLC_OPEN
 
 
