@@ -1,8 +1,10 @@
 """SGX model costs, as ratios against baselines measured in this process.
 
 1. EPC page round trip: write then read back 16 MiB of EPC pages through the EPC (EPCM-free
-   path the execution core uses), against raw AES-128-XTS encryption then decryption of the
-   same bytes in 4 KiB units with the cryptography package. Goal: at most 1.5x.
+   path the execution core uses; the pages live in the machine's PRM region, through the
+   memory engine's EPC key slot), against raw AES-128-XTS encryption then decryption of the
+   same bytes in 4 KiB units with the cryptography package. Goal: at most 1.3x. The same
+   on an SGX1 part (skylake), whose MEE adds a MAC and a version per page (no goal).
 2. Build and EINIT a 1 MiB enclave (256 measured pages) through the device, against the
    work the architecture requires anyway: SHA-256 over the same measurement stream plus
    one Q1/Q2 signature check. No goal; the figure is the price of the EPC/EPCM model.
@@ -49,7 +51,7 @@ PAGES = 256
 RW = secinfo_flags(PageType.REG, 3)
 
 
-def epc_round_trip(machine: Machine, mib: int) -> None:
+def epc_round_trip(machine: Machine, mib: int, goal: str) -> None:
     epc = epc_of(machine)
     n = mib * 256
     pages = [epc.alloc() for _ in range(n)]
@@ -71,9 +73,12 @@ def epc_round_trip(machine: Machine, mib: int) -> None:
             d = Cipher(algorithms.AES(key), modes.XTS(p.to_bytes(16, "little"))).decryptor()
             d.update(ct) + d.finalize()
 
-    base, ours = best_of(5, raw_xts), best_of(5, through_epc)
-    print(f"EPC round trip {mib} MiB: raw XTS {base:.3f} s, EPC {ours:.3f} s, "
-          f"ratio {ours / base:.2f}x (goal <= 1.5x)")  # fmt: skip
+    # In turns, so that load from elsewhere on the machine falls on both sides alike.
+    base, ours = float("inf"), float("inf")
+    for _ in range(5):
+        base, ours = min(base, best_of(1, raw_xts)), min(ours, best_of(1, through_epc))
+    print(f"EPC round trip {mib} MiB ({machine.profile.epc_engine.name}): raw XTS "
+          f"{base:.3f} s, EPC {ours:.3f} s, ratio {ours / base:.2f}x{goal}")  # fmt: skip
     for p in pages:
         epc.release(p)
 
@@ -114,13 +119,15 @@ def main() -> None:
     assert isinstance(key, rsa.RSAPrivateKey)
     with tempfile.TemporaryDirectory() as tmp:
         flc = Machine.init(Path(tmp) / "flc")
-        epc_round_trip(flc, 16)
+        epc_round_trip(flc, 16, " (goal <= 1.3x)")
+        epc_round_trip(Machine.init(Path(tmp) / "mee", "skylake"), 16, "")
         img = image(key)
         raw = stream(img[0], img[1])
         base = best_of(5, lambda: (hashlib.sha256(raw).digest(), check_sigstruct(img[2].pack())))
         ours = best_of(5, lambda: load(flc, img))
         print(f"1 MiB enclave load+EINIT: measure+verify {base * 1e3:.1f} ms, device "
-              f"{ours * 1e3:.1f} ms, ratio {ours / base:.2f}x")  # fmt: skip
+              f"{ours * 1e3:.1f} ms ({ours / PAGES * 1e6:.0f} us per page), "
+              f"ratio {ours / base:.2f}x")  # fmt: skip
         legacy = Machine.init(Path(tmp) / "legacy")
         set_launch_policy(legacy, LaunchPolicy.VENDOR_KEY)
         legacy.power_cycle()

@@ -4,7 +4,7 @@
 # and launch the example SEV guest the way its owner would (examples/sev-guest/flow.sh).
 # Runs from the repository root with the memcrypt tools on PATH (`make demo` arranges it).
 set -eu
-out=build/demo
+out=demo-out  # not build/: package builds put their scratch files there
 mkdir -p "$out"
 
 echo "== build examples/hello with the enclave SDK"

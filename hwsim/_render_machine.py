@@ -1,31 +1,32 @@
-"""Rich tables for ``hwsim status`` and ``hwsim profiles`` (imported only to print)."""
+"""What ``hwsim status`` and ``hwsim profiles`` print (tables on a terminal, plain in a pipe)."""
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from collections.abc import Iterator
 
 from hwsim.bios import format_size
 from hwsim.profiles import Profile
 from hwsim.status import MachineStatus
+from memcrypt.cli import is_plain, print_fields, print_records
 
 __all__ = ["render_profiles", "render_status"]
 
 
-def render_profiles(out: Console, profiles: list[Profile]) -> None:
-    table = Table(title="CPU profiles")
-    for column in ("name", "vendor", "features", "details", "description"):
-        table.add_column(column)
-    for p in profiles:
-        table.add_row(
-            p.name + ("" if p.real else " (not a real part)"),
-            p.vendor,
-            " ".join(p.features()),
-            _details(p),
-            p.description,
-        )
-    out.print(table)
+def render_profiles(profiles: list[Profile]) -> None:
+    print_records(
+        ("name", "vendor", "features", "details", "description"),
+        [
+            (
+                p.name + ("" if p.real else " (not a real part)"),
+                p.vendor,
+                " ".join(p.features()),
+                _details(p),
+                p.description,
+            )
+            for p in profiles
+        ],
+        title="CPU profiles",
+    )
 
 
 def _details(p: Profile) -> str:
@@ -40,26 +41,26 @@ def _details(p: Profile) -> str:
     return "; ".join(parts)
 
 
-def render_status(out: Console, st: MachineStatus) -> None:
-    # The path is the user's text: escaped, or "[/]" in it is a rich MarkupError.
-    table = Table(title=f"machine {escape(str(st.path))}", show_header=False)
-    table.add_column("item", style="bold")
-    table.add_column("value")
+def render_status(st: MachineStatus) -> None:
+    head = [("machine", str(st.path))] if is_plain() else []
+    print_fields([*head, *_status_rows(st)], title=f"machine {st.path}")
+
+
+def _status_rows(st: MachineStatus) -> Iterator[tuple[str, str]]:
     real = "" if st.profile.real else " (not a real part)"
-    table.add_row("profile", f"{st.profile.name}{real}: {st.profile.description}")
-    table.add_row("features", " ".join(st.profile.features()) or "-")
-    table.add_row("boot count", str(st.boot_count))
+    yield "profile", f"{st.profile.name}{real}: {st.profile.description}"
+    yield "features", " ".join(st.profile.features()) or "-"
+    yield "boot count", str(st.boot_count)
     for key, value in st.bios.items():
         pending = f"  (next boot: {st.pending[key]})" if key in st.pending else ""
-        table.add_row(f"bios {key}", f"{_value(value)}{pending}")
+        yield f"bios {key}", f"{_value(value)}{pending}"
     for name, value in st.msrs.items():
-        table.add_row(f"msr {name}", f"{value:#018x}")
-    table.add_row("key slots", ", ".join(str(k) for k in st.key_slots) or "-")
-    table.add_row("DRAM pages", str(st.dram_pages))
+        yield f"msr {name}", f"{value:#018x}"
+    yield "key slots", ", ".join(str(k) for k in st.key_slots) or "-"
+    yield "DRAM pages", str(st.dram_pages)
     if st.profile.sgx1:
-        table.add_row("SGX vendor MRSIGNER", st.sgx_vendor_mrsigner.hex())
-    table.add_row("schema version", str(st.schema_version))
-    out.print(table)
+        yield "SGX vendor MRSIGNER", st.sgx_vendor_mrsigner.hex()
+    yield "schema version", str(st.schema_version)
 
 
 def _value(value: object) -> str:

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hwsim.arch import PAGE_SIZE
 from hwsim.errors import MachineError
 from hwsim.profiles import PROFILES, Profile, get_profile
+from hwsim.sgx.arch import INTEL_LE_PUBKEY_HASH
 from memcrypt.errors import InvalidInput
 from memcrypt.files import read_file, write_atomic
 
@@ -25,12 +27,12 @@ __all__ = [
     "SETTINGS",
     "BiosConfig",
     "format_size",
+    "parse_machine_toml",
     "read_machine_toml",
     "render_toml",
     "write_machine_toml",
 ]
 
-_PAGE = 4096
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _TRUE = {"true", "on", "yes", "1", "enabled"}
 _FALSE = {"false", "off", "no", "0", "disabled"}
@@ -89,7 +91,12 @@ class BiosConfig:
         refusals = [
             (self.sgx_enabled and not profile.sgx1, "sgx_enabled = true", "has no SGX", "false"),
             (not self.lc_locked and not profile.flc, "lc_locked = false", _NO_FLC, "true"),
-            (self.le_pubkey_hash is not None and not profile.flc, "le_pubkey_hash", _NO_FLC, '""'),
+            (
+                self.le_pubkey_hash not in (None, INTEL_LE_PUBKEY_HASH) and not profile.flc,
+                "le_pubkey_hash",
+                _HARDWIRED,
+                f'"" or {INTEL_LE_PUBKEY_HASH.hex()}',
+            ),
             (self.sme_enabled and not profile.sme, "sme_enabled = true", "has no SME", "false"),
         ]
         for bad, what, why, allowed in refusals:
@@ -112,6 +119,9 @@ class BiosConfig:
 
 
 _NO_FLC = "has no Flexible Launch Control"
+# A part without FLC has its launch key hash fixed in silicon: the simulated vendor's
+# (the default) or Intel's, as the parts Intel sold were.
+_HARDWIRED = "has no Flexible Launch Control: its hash is hardwired, the vendor's or Intel's"
 
 
 @dataclass(frozen=True)
@@ -148,7 +158,7 @@ def _parse_size(key: str, text: str) -> int:
     if match is None:
         raise InvalidInput(f"{key} = {text!r}: allowed a size such as 64M or 1G")
     size = int(match.group(1)) * _UNITS[match.group(2).upper()]
-    if size % _PAGE:
+    if size % PAGE_SIZE:
         raise InvalidInput(f"{key} = {text!r}: allowed a multiple of 4K")
     return size
 
@@ -188,7 +198,8 @@ SETTINGS: dict[str, _Setting] = {
         bool,
     ),
     "le_pubkey_hash": _Setting(
-        "owner LE public-key hash written by the BIOS (hex SHA-256), empty for the vendor's",
+        "LE public-key hash the BIOS writes (hex SHA-256; FLC parts: an owner key; parts "
+        "without FLC: Intel's hardwired hash), empty for the vendor's",
         _coerce_hash,
         _parse_hash,
         lambda v: "" if v is None else v.hex(),
@@ -221,7 +232,15 @@ def render_toml(profile: Profile, config: BiosConfig) -> str:
 
 def read_machine_toml(path: Path) -> tuple[Profile, BiosConfig]:
     """The profile and BIOS settings in a machine.toml; :class:`MachineError` naming it."""
-    doc = _load(path)
+    return _settings_of(_load(path), path)
+
+
+def parse_machine_toml(raw: bytes, path: Path) -> tuple[Profile, BiosConfig]:
+    """The profile and BIOS settings in machine.toml text (``path`` names it in errors)."""
+    return _settings_of(_parse(raw, path), path)
+
+
+def _settings_of(doc: Mapping[str, Any], path: Path) -> tuple[Profile, BiosConfig]:
     try:
         return _from_document(doc)
     except InvalidInput as exc:
@@ -238,19 +257,24 @@ def profile_named_in(path: Path) -> str | None:
 
 
 def _load(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise MachineError(f"{path.parent} is not a hwsim machine (no {path.name})")
+    try:
+        # A hand-edited file is a few hundred bytes; refuse one that is not.
+        raw = read_file(path, "machine.toml", max_size=1 << 20)
+    except InvalidInput as exc:
+        raise MachineError(str(exc)) from exc
+    return _parse(raw, path)
+
+
+def _parse(raw: bytes, path: Path) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:
         import tomli as tomllib
 
-    if not path.is_file():
-        raise MachineError(f"{path.parent} is not a hwsim machine (no {path.name})")
     try:
-        # A hand-edited file is a few hundred bytes; refuse one that is not.
-        text = read_file(path, "machine.toml", max_size=1 << 20).decode("utf-8")
-        doc: dict[str, Any] = tomllib.loads(text)
-    except InvalidInput as exc:
-        raise MachineError(str(exc)) from exc
+        doc: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise MachineError(f"cannot read {path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:

@@ -252,9 +252,11 @@ def _leaf_12(profile: Profile, config: BiosConfig, subleaf: int) -> Regs:
         return (attrs & 0xFFFFFFFF, attrs >> 32, xfrm & 0xFFFFFFFF, xfrm >> 32)
     if subleaf == 2:
         base, size = profile.epc_base, config.epc_size
-        # EAX[3:0] = 1 (EPC section), EAX[31:12]/EBX[19:0] base; ECX[3:0] = 1
-        # (confidentiality and integrity protected), ECX[31:12]/EDX[19:0] size.
-        return (base & 0xFFFFF000 | 1, base >> 32, size & 0xFFFFF000 | 1, size >> 32)
+        # EAX[3:0] = 1 (EPC section), EAX[31:12]/EBX[19:0] base; ECX[31:12]/EDX[19:0] size;
+        # ECX[3:0] what the EPC engine protects: 1 confidentiality, integrity and replay
+        # (SGX1's MEE), 2 confidentiality only (TME-MK AES-XTS).
+        protection = 1 if profile.epc_engine.integrity else 2
+        return (base & 0xFFFFF000 | 1, base >> 32, size & 0xFFFFF000 | protection, size >> 32)
     return (0, 0, 0, 0)
 
 

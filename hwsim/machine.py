@@ -4,15 +4,24 @@
 command runs one :meth:`Machine.transaction`, so a killed command leaves the previous
 state and concurrent commands on one machine queue for each other.
 
+The machine's lock is state.db's write lock (``BEGIN IMMEDIATE``). machine.toml is
+changed only under it, by :meth:`Machine.change_config`, as a redo log: the new text is
+first committed to state.db together with any other state of the change (``machine/
+toml.staged``), then written to machine.toml, then the staged copy is dropped. A kill at
+any point leaves the old settings and state, or the new ones: whoever next takes the lock
+(every write, and every open that finds a staged copy) finishes writing machine.toml.
+
 What lives where in state.db (namespaces of the key-value table):
 
-- ``machine``: the profile the machine was made with, the boot counter;
+- ``machine``: the profile the machine was made with, the boot counter, machine.toml
+  text committed but not yet written (``toml.staged``);
 - ``fused``: the per-machine fused root behind :meth:`Machine.fused_secret` (SGX seal and
   provisioning roots, AMD's chip-unique secret), made at init and changed only by reset;
 - ``vendor``: the simulated SGX vendor's RSA-3072 signing key (the vendor is not part of
   the machine: ``reset`` keeps it, like Intel's key hash burnt into real parts);
 - ``boot.*``: volatile state, emptied by every power cycle (boot root, booted BIOS
-  settings, MSRs, memory-encryption key slots, and whatever other modules keep there).
+  settings, MSRs, memory-encryption key slots, where the PRM is, and whatever other
+  modules keep there).
 """
 
 from __future__ import annotations
@@ -25,18 +34,29 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hwsim import cpu
-from hwsim.bios import BiosConfig, profile_named_in, read_machine_toml, write_machine_toml
+from hwsim.bios import (
+    BiosConfig,
+    parse_machine_toml,
+    profile_named_in,
+    read_machine_toml,
+    render_toml,
+    write_machine_toml,
+)
 from hwsim.errors import MachineError
 from hwsim.memory import EPC_KEYID, HOST_KEYID, MemoryEngine
+from hwsim.prm import PrmMap
 from hwsim.profiles import DEFAULT_PROFILE, PROFILES, Profile, get_profile
+from hwsim.sgx.arch import mrsigner
 from hwsim.store import StateTxn, Store
-from memcrypt.errors import InvalidInput
+from memcrypt.cli import program_name
+from memcrypt.errors import InvalidInput, MemcryptError
+from memcrypt.files import check_replaceable
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -51,6 +71,8 @@ __all__ = [
 TOML_NAME = "machine.toml"
 DB_NAME = "state.db"
 _VENDOR_NS = "vendor"
+_MACHINE_NS = "machine"
+_STAGED_TOML = "toml.staged"
 
 
 class Transaction(StateTxn):
@@ -90,6 +112,14 @@ class Transaction(StateTxn):
 
     def cpuid(self, leaf: int, subleaf: int = 0) -> tuple[int, int, int, int]:
         return cpu.cpuid(self.profile, self.booted_config(), leaf, subleaf)
+
+    def machine_config(self) -> BiosConfig:
+        """machine.toml's settings as this transaction sees them (the next boot's)."""
+        path = self.machine.path / TOML_NAME
+        staged = self.get(_MACHINE_NS, _STAGED_TOML)
+        _, config = read_machine_toml(path) if staged is None else parse_machine_toml(staged, path)
+        self.machine.config = config
+        return config
 
     # DRAM through the memory encryption engine ------------------------------------
 
@@ -182,14 +212,15 @@ class Machine:
         if (target / TOML_NAME).exists() or (target / DB_NAME).exists():
             raise MachineError(f"a machine already exists at {target}")
         key_der, mrsigner = _vendor_key(vendor_key)
+        real = Path(os.path.realpath(target))  # a symlink to an empty directory is kept
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            real.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{real.name}.", dir=real.parent))
         except OSError as exc:
             raise MachineError(f"cannot create machine {target}: {exc.strerror}") from exc
         try:
             _populate(tmp, part, key_der, mrsigner)
-            os.rename(tmp, target)
+            os.rename(tmp, real)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
@@ -217,6 +248,7 @@ class Machine:
         machine = cls(root, profile, config, store)
         try:
             machine._check_profile()
+            machine._finish_staged()
         except BaseException:
             store.close()
             raise
@@ -238,7 +270,8 @@ class Machine:
                     raise
             else:
                 print(
-                    f"hwsim: created machine {path} (profile {machine.profile.name})",
+                    f"{program_name('hwsim')}: created machine {os.path.abspath(path)} "
+                    f"(profile {machine.profile.name})",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -255,6 +288,23 @@ class Machine:
                 f"machine was made as {made_as!r}",
                 hint="a machine's part is fixed; make another with hwsim init --profile",
             )
+
+    def _finish_staged(self) -> None:
+        """Write a machine.toml change committed by a command killed before writing it."""
+        with self.transaction(write=False) as txn:
+            staged = txn.get(_MACHINE_NS, _STAGED_TOML)
+        if staged is not None:
+            with self.transaction() as txn:
+                self._settle(txn)
+
+    def _settle(self, txn: Transaction) -> BiosConfig:
+        """Under the lock: machine.toml as committed, written out if it is still staged."""
+        config = txn.machine_config()
+        staged = txn.get(_MACHINE_NS, _STAGED_TOML)
+        if staged is not None:
+            write_machine_toml(self.path / TOML_NAME, self.profile, config)
+            txn.delete(_MACHINE_NS, _STAGED_TOML)
+        return config
 
     def close(self) -> None:
         self._store.close()
@@ -304,28 +354,44 @@ class Machine:
 
     def power_cycle(self) -> None:
         """Power off and on: volatile state is lost, the BIOS applies machine.toml anew."""
-        _, self.config = read_machine_toml(self.path / TOML_NAME)
         with self.transaction() as txn:
+            config = self._settle(txn)
             txn.wipe(volatile_only=True)
-            _boot(txn, self.profile, self.config)
+            _boot(txn, self.profile, config)
 
     def reset(self) -> None:
         """Back to factory state: new fused secrets, empty DRAM, then a power-on.
 
         machine.toml (the owner's BIOS settings) and the SGX vendor's key are kept.
         """
-        _, self.config = read_machine_toml(self.path / TOML_NAME)
         with self.transaction() as txn:
+            config = self._settle(txn)
             txn.wipe(volatile_only=False, keep=(_VENDOR_NS,))
             _factory(txn, self.profile)
-            _boot(txn, self.profile, self.config)
+            _boot(txn, self.profile, config)
+
+    def change_config(self, change: Callable[[Transaction, BiosConfig], BiosConfig]) -> BiosConfig:
+        """Read-modify-write machine.toml under the machine's lock, as one change.
+
+        ``change`` gets the transaction and the settings as they are now, may change other
+        state in the same transaction, and returns the new settings. The settings and that
+        state are committed together; then machine.toml is written (see the module doc).
+        """
+        if self._store.in_transaction:
+            raise RuntimeError("machine.toml changes commit on their own, not inside a transaction")
+        with self.transaction() as txn:
+            config = change(txn, self._settle(txn))
+            try:
+                check_replaceable(self.path / TOML_NAME)  # a refusal must come before the commit
+            except MemcryptError as exc:
+                raise MachineError(str(exc)) from exc
+            txn.put(_MACHINE_NS, _STAGED_TOML, render_toml(self.profile, config).encode())
+        with self.transaction() as txn:
+            return self._settle(txn)
 
     def set_config(self, key: str, text: str) -> BiosConfig:
         """Change one BIOS setting in machine.toml; it takes effect at the next power cycle."""
-        config = self.config.with_setting(self.profile, key, text)
-        write_machine_toml(self.path / TOML_NAME, self.profile, config)
-        self.config = config
-        return config
+        return self.change_config(lambda _txn, now: now.with_setting(self.profile, key, text))
 
 
 def _vendor_key(key: RSAPrivateKey | None) -> tuple[bytes, bytes]:
@@ -343,8 +409,7 @@ def _vendor_key(key: RSAPrivateKey | None) -> tuple[bytes, bytes]:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    # SDM 38.13: MRSIGNER = SHA-256 of the modulus as SIGSTRUCT stores it (little-endian).
-    return der, hashlib.sha256(numbers.n.to_bytes(384, "little")).digest()
+    return der, mrsigner(numbers.n)
 
 
 def _populate(tmp: Path, profile: Profile, key_der: bytes, mrsigner: bytes) -> None:
@@ -386,6 +451,7 @@ def _boot(txn: StateTxn, profile: Profile, config: BiosConfig) -> None:
         engine.set_key(HOST_KEYID, os.urandom(16))  # the SME key, never leaves the SoC
     if profile.sgx1 and config.sgx_enabled:
         engine.set_key(EPC_KEYID, os.urandom(16))
+        engine.reserve_prm(PrmMap.at_boot(profile, config.epc_size))
 
 
 def default_machine_path() -> Path:

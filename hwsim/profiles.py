@@ -10,13 +10,33 @@ SDM vol. 3D ch. 36-38 and Linux ``arch/x86/kernel/cpu/sgx``; the SME/SEV figures
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from memcrypt.errors import InvalidInput
 
-__all__ = ["DEFAULT_PROFILE", "PROFILES", "Profile", "get_profile"]
+__all__ = ["DEFAULT_PROFILE", "PROFILES", "EpcEngine", "Profile", "get_profile"]
 
 MiB = 1 << 20
 GiB = 1 << 30
+
+
+class EpcEngine(Enum):
+    """What protects the EPC in DRAM (``sim.md`` 3.9; SDM vol. 2A, CPUID leaf 12H)."""
+
+    # SGX1's Memory Encryption Engine: encryption, a MAC per line and a counter tree.
+    MEE = "mee"
+    # TME-MK AES-XTS (Ice Lake Xeon, "scalable SGX"): encryption only.
+    XTS = "xts"
+
+    @property
+    def integrity(self) -> bool:
+        """A changed ciphertext is detected when the CPU next reads it."""
+        return self is EpcEngine.MEE
+
+    @property
+    def freshness(self) -> bool:
+        """An old ciphertext written back (a replay) is detected."""
+        return self is EpcEngine.MEE
 
 
 @dataclass(frozen=True)
@@ -25,9 +45,10 @@ class Profile:
 
     ``epc_size`` is the largest EPC the part's BIOS can reserve (the ``epc_size`` BIOS
     setting may choose less); ``epc_base`` is where the EPC section starts in the
-    simulated physical address space. ``cbit`` and ``phys_addr_reduction`` are
-    CPUID 0x8000001F EBX[5:0] and EBX[11:6]; ``sev_asids`` is ECX (guests at once) and
-    ``min_sev_asid`` EDX (ASIDs below it are for SEV-ES guests).
+    simulated physical address space; ``epc_engine`` is what protects it in DRAM.
+    ``cbit`` and ``phys_addr_reduction`` are CPUID 0x8000001F EBX[5:0] and EBX[11:6];
+    ``sev_asids`` is ECX (guests at once) and ``min_sev_asid`` EDX (ASIDs below it are for
+    SEV-ES guests).
     """
 
     name: str
@@ -40,6 +61,7 @@ class Profile:
     flc: bool = False
     epc_base: int = 0
     epc_size: int = 0
+    epc_engine: EpcEngine = EpcEngine.XTS
     sgx_xfrm: int = 0
     sgx_attributes: int = 0
     sme: bool = False
@@ -96,6 +118,7 @@ PROFILES: dict[str, Profile] = {
             epc_base=0x8000_0000,
             # 128 MiB PRM, of which about 93.5 MiB is usable EPC (the rest holds EPCM/MEE).
             epc_size=0x5D8_0000,
+            epc_engine=EpcEngine.MEE,
             sgx_xfrm=0x1F,
             sgx_attributes=_SGX_ATTRS_SKL,
         ),

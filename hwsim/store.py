@@ -12,11 +12,16 @@ Schema history (``PRAGMA user_version``):
    number in lower-case hex.
 2. DRAM pages moved to their own table ``dram(page, data)`` (page = physical address >> 12),
    so that bulk reads and writes are range scans rather than key-value lookups.
+3. Where the BIOS reserved the PRM (the EPC and its engine's metadata) at this power-on is
+   recorded in ``boot.prm``/``map`` beside the key slots in ``boot.keys``; the physical
+   view reads the EPC there. A schema-2 machine booted with SGX on (its EPC key slot
+   loaded) gets the record its booted BIOS settings made.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -24,11 +29,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hwsim._pagecrypt import EPC_KEYID
+from hwsim.bios import BiosConfig
 from hwsim.errors import MachineError
+from hwsim.prm import PrmMap
+from hwsim.profiles import PROFILES
+from memcrypt.errors import InvalidInput
 
-__all__ = ["SCHEMA_VERSION", "StateTxn", "Store"]
+__all__ = ["KEY_SLOTS_NS", "PRM_NS", "SCHEMA_VERSION", "StateTxn", "Store"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+KEY_SLOTS_NS = "boot.keys"  # memory-encryption key slots (volatile: a power cycle empties them)
+PRM_NS = "boot.prm"  # where the BIOS reserved the PRM at this power-on
 
 # How long a command waits for another process's transaction before giving up. Long on
 # purpose: a bulk DRAM write holds the lock for a second or so, and CI may run many jobs.
@@ -56,8 +69,32 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
     db.execute("DELETE FROM kv WHERE ns = 'dram'")
 
 
+def _migrate_2_to_3(db: sqlite3.Connection) -> None:
+    def value(ns: str, key: str) -> bytes | None:
+        row = db.execute("SELECT value FROM kv WHERE ns = ? AND key = ?", (ns, key)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    name, booted = value("machine", "profile"), value("boot.bios", "config")
+    if value(KEY_SLOTS_NS, str(EPC_KEYID)) is None or name is None or booted is None:
+        return  # SGX was off at this boot: no PRM
+    profile = PROFILES.get(name.decode("utf-8", "replace"))
+    try:
+        table = json.loads(booted)
+        config = (
+            BiosConfig.from_table(profile, table) if profile and isinstance(table, dict) else None
+        )
+    except (ValueError, InvalidInput):
+        config = None  # opening the machine reports the damaged row; nothing to derive here
+    if profile is not None and config is not None:
+        prm = PrmMap.at_boot(profile, config.epc_size).pack()
+        db.execute("INSERT OR REPLACE INTO kv VALUES (?, 'map', ?)", (PRM_NS, prm))
+
+
 # MIGRATIONS[n] turns a schema-n database into schema n+1, inside one transaction.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_1_to_2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+}
 
 
 class StateTxn:
@@ -203,6 +240,11 @@ class Store:
                 f"state database {self.path} is not a hwsim machine state "
                 f"(schema version {version})"
             )
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether this process has a transaction open on the store."""
+        return self._depth > 0 and self._pid == os.getpid()
 
     @property
     def schema_version(self) -> int:

@@ -1,5 +1,13 @@
 """What the three command-line programs share: error reporting, output and colour.
 
+Reports are printed in one of two looks, chosen once here for the three programs: rich
+tables for a person at a terminal, and plain text when stdout is a pipe or a file, where
+scripts grep whole values: one ``field: value`` per line (records one per line,
+tab-separated, under a title and a header line), nothing cut or wrapped, no trailing
+spaces, no colour.
+``MEMCRYPT_FORMAT=plain|table`` overrides the choice; ``--json`` is always there for scripts.
+Colour follows no-color.org: off when ``NO_COLOR`` is set and not empty.
+
 Kept free of heavy imports (rich, cryptography, unicorn) so that ``--help`` and
 ``--version`` start fast; rich is imported only when a table is printed.
 """
@@ -8,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +30,33 @@ from memcrypt.errors import MemcryptError
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["console", "emit_json", "passphrase_options", "resolve_passphrase", "run_main"]
+__all__ = [
+    "console",
+    "emit_json",
+    "exit_on_signals",
+    "is_plain",
+    "json_option",
+    "passphrase_options",
+    "print_fields",
+    "print_records",
+    "print_status_line",
+    "program_name",
+    "read_input",
+    "resolve_passphrase",
+    "run_main",
+    "write_output",
+]
+
+Row = tuple[str, str]
+
+
+_program: dict[str, str] = {}
+
+
+def program_name(default: str) -> str:
+    """The program running (``sgxtool``, ``sevtool``, ``hwsim``), for notices on stderr;
+    ``default`` when called from Python rather than from one of the programs."""
+    return _program.get("name", default)
 
 
 def run_main(group: click.Group, prog: str, argv: Sequence[str] | None = None) -> None:
@@ -28,6 +64,8 @@ def run_main(group: click.Group, prog: str, argv: Sequence[str] | None = None) -
 
     ``--debug`` anywhere on the command line keeps the traceback, for bug reports.
     """
+    _program["name"] = prog
+    exit_on_signals()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:
@@ -52,6 +90,18 @@ def run_main(group: click.Group, prog: str, argv: Sequence[str] | None = None) -
         sys.exit(130)
 
 
+def exit_on_signals() -> None:
+    """Make SIGTERM and SIGHUP exit through Python (SystemExit), so that temporary files
+    are removed and open transactions roll back, as on an error."""
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, leave)
+
+
 def _click_error(exc: click.ClickException, prog: str) -> None:
     """Click's errors in the one-line form of all others, not its four-line usage block;
     a group run without a command still shows its help (click >= 8.2 raises for that)."""
@@ -65,17 +115,119 @@ def _click_error(exc: click.ClickException, prog: str) -> None:
         click.echo(f"{prog}: hint: see '{ctx.command_path} --help'", err=True)
 
 
+def no_color() -> bool:
+    """NO_COLOR set to a non-empty value (no-color.org), or a dumb terminal."""
+    return bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
+
+
+def is_plain() -> bool:
+    """Whether reports take the plain look: stdout is not a terminal, unless overridden."""
+    chosen = os.environ.get("MEMCRYPT_FORMAT", "").strip().lower()
+    if chosen in ("plain", "table"):
+        return chosen == "plain"
+    return not sys.stdout.isatty()
+
+
 def console(*, stderr: bool = False) -> Console:
-    """A rich console that honours NO_COLOR and plain pipes."""
+    """A rich console for the terminal look, honouring NO_COLOR."""
     from rich.console import Console
 
-    no_color = "NO_COLOR" in os.environ
-    return Console(stderr=stderr, no_color=no_color, highlight=False, soft_wrap=False)
+    return Console(stderr=stderr, no_color=no_color(), highlight=False, soft_wrap=False)
+
+
+def _plain(text: object) -> str:
+    """One value on one line: line ends inside a value would split a field in two."""
+    return " ".join(str(text).splitlines()).rstrip()
+
+
+def print_fields(rows: Iterable[Row], *, title: str | None = None) -> None:
+    """A key/value report. Plain: ``key: value`` lines (a row with an empty key continues
+    the previous key's value on a line of its own, under the same key); the title is for
+    people only. Terminal: a two-column table."""
+    if is_plain():
+        last = ""
+        for key, value in rows:
+            last = key or last
+            click.echo(f"{last}: {_plain(value)}".rstrip())
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(title) if title else None, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in rows:
+        table.add_row(escape(key), escape(value))
+    console().print(table)
+
+
+def print_records(
+    columns: Sequence[str], rows: Iterable[Sequence[str]], *, title: str | None = None
+) -> None:
+    """A table of records. Plain: the title on a line of its own, a header line, then one
+    record per line, fields separated by tabs. Terminal: a rich table."""
+    if is_plain():
+        if title:
+            click.echo(_plain(title))
+        for row in (columns, *rows):
+            click.echo("\t".join(_plain(cell) for cell in row))
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(title) if title else None)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    console().print(table)
+
+
+def print_status_line(ok: bool, text: str, *, good: str = "ok", bad: str = "FAILED") -> None:
+    """A check's result: ``ok``/``FAILED`` then the text, coloured on a terminal."""
+    mark = good if ok else bad
+    width = max(len(good), len(bad))
+    if is_plain() or no_color():
+        click.echo(f"{mark:>{width}} {_plain(text)}")
+        return
+    from rich.markup import escape
+
+    colour = "green" if ok else "red"
+    console().print(f"[{colour}]{mark:>{width}}[/] {escape(text)}")
+
+
+def read_input(name: str, what: str, max_size: int) -> bytes:
+    """The bytes of file ``name``, or of standard input for ``-``, at most ``max_size``."""
+    from memcrypt.errors import InvalidInput
+    from memcrypt.files import read_file
+
+    if name != "-":
+        return read_file(name, what, max_size=max_size)
+    data = sys.stdin.buffer.read(max_size + 1)
+    if len(data) > max_size:
+        raise InvalidInput(f"{what} on standard input is larger than {max_size} bytes")
+    return data
+
+
+def write_output(name: str, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to file ``name`` atomically, or to standard output for ``-``."""
+    if name == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    from memcrypt.files import write_atomic
+
+    write_atomic(name, data, mode=mode)
 
 
 def emit_json(obj: Any) -> None:
     """Print ``obj`` as stable, sorted JSON on stdout (the ``--json`` schema)."""
     click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``: the command reports as JSON (:func:`emit_json`), passed as ``as_json``."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
 
 def lazy_attr(module: str, names: dict[str, str]) -> Callable[[str], Any]:

@@ -15,9 +15,11 @@ import click
 
 from hwsim.climachine import cli_machine, machine_option
 from memcrypt.cli import (
-    console,
     emit_json,
+    json_option,
     passphrase_options,
+    print_fields,
+    print_status_line,
     resolve_passphrase,
     run_main,
 )
@@ -53,42 +55,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     run_main(cli, "sevtool", argv)
 
 
-def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
-
-
 def _render_status(info: PlatformInfo, as_json: bool, action: str | None = None) -> None:
     if as_json:
         emit_json(info.as_json())
         return
     if action:
         click.echo(f"sevtool: {action}", err=True)
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(show_header=False, box=None, pad_edge=False)
-    rows = [
-        ("machine", escape(f"{info.machine} ({info.profile})")),  # a path, not markup
-        ("state", info.state),
-        ("owner", "externally owned" if info.externally_owned else "self-owned"),
-        ("api", f"{info.api_major}.{info.api_minor} build {info.build}"),
-        ("guests", str(info.guest_count)),
-        (
-            "flags",
-            ", ".join(
-                f for f, on in (("owned", info.externally_owned), ("es", info.es_initialized)) if on
-            )
-            or "-",
-        ),
-    ]
-    for key, value in rows:
-        table.add_row(key, value)
-    console().print(table)
+    flags = (("owned", info.externally_owned), ("es", info.es_initialized))
+    print_fields(
+        [
+            ("machine", f"{info.machine} ({info.profile})"),
+            ("state", info.state),
+            ("owner", "externally owned" if info.externally_owned else "self-owned"),
+            ("api", f"{info.api_major}.{info.api_minor} build {info.build}"),
+            ("guests", str(info.guest_count)),
+            ("flags", ", ".join(f for f, on in flags if on) or "-"),
+        ]
+    )
 
 
 @cli.command()
 @machine_option
-@_json_option
+@json_option
 def show(as_json: bool) -> None:
     """Platform state, owner, API version and build, guest count and flags."""
     from sevtool.platform import platform_status
@@ -98,7 +86,7 @@ def show(as_json: bool) -> None:
 
 @cli.command()
 @machine_option
-@_json_option
+@json_option
 def reset(as_json: bool) -> None:
     """Reset the platform (PLATFORM_RESET): new PEK, PDH and OCA; ownership cleared.
 
@@ -114,7 +102,7 @@ def reset(as_json: bool) -> None:
 @click.option(
     "--pek", is_flag=True, help="Rotate the PEK too (PEK_GEN): new PEK and PDH, self-owned again."
 )
-@_json_option
+@json_option
 def rotate(pek: bool, as_json: bool) -> None:
     """Generate a new PDH (PDH_GEN), or with --pek a new PEK and PDH (PEK_GEN)."""
     from sevtool.platform import rotate as rotate_keys
@@ -148,9 +136,11 @@ def generate(
 
     With --key EXISTING, only CERT is written: the self-signed OCA of that key.
     """
+    from memcrypt.files import check_distinct
     from sevtool.errors import SevInputError
     from sevtool.platform import generate_oca, load_private_key, oca_for_key
 
+    check_distinct([("CERT", cert), ("KEY", key)] if key is not None else [("CERT", cert)])
     if existing is not None:
         if key is not None:
             raise click.UsageError("give KEY (a new key) or --key EXISTING, not both")
@@ -174,7 +164,7 @@ def generate(
 @click.argument("cert", type=_in_file)
 @click.argument("key", type=_in_file)
 @passphrase_options
-@_json_option
+@json_option
 def provision(
     cert: Path,
     key: Path,
@@ -275,7 +265,7 @@ def _same_owner(path: Path, owner: OwnerKey) -> bool:
 @machine_option
 @click.argument("pek_cert", metavar="PEK", type=_in_file)
 @click.argument("oca", type=_in_file)
-@_json_option
+@json_option
 def pek_import_cmd(pek_cert: Path, oca: Path, as_json: bool) -> None:
     """Import the owner-signed PEK and the owner's OCA (PEK_CERT_IMPORT)."""
     from hwsim.sev.certs import load_sev_cert
@@ -299,7 +289,7 @@ def pek_import_cmd(pek_cert: Path, oca: Path, as_json: bool) -> None:
     help="Write one file per certificate into DIR (pdh.cert, pek.cert, ...) instead.",
 )
 @click.argument("file", metavar="FILE", required=False, type=_path)
-@_json_option
+@json_option
 def export(full: bool, directory: Path | None, file: Path | None, as_json: bool) -> None:
     """Write the platform's certificate chain to FILE, as sevctl export does:
     PDH||PEK||OCA||CEK, and ASK||ARK after them with --full.
@@ -335,7 +325,7 @@ def export(full: bool, directory: Path | None, file: Path | None, as_json: bool)
 
 @cli.command("get-id")
 @machine_option
-@_json_option
+@json_option
 def get_id_cmd(as_json: bool) -> None:
     """Print the chip id (GET_ID) in hex, as AMD's key server URLs use it."""
     from sevtool.platform import get_id
@@ -382,7 +372,7 @@ def _cert_options(f: Callable[..., Any]) -> Callable[..., Any]:
     help="Signature of an ARK published without one (default: ARK file + .sig).",
 )
 @click.option("--partial", is_flag=True, help="Verify only the links present.")
-@_json_option
+@json_option
 def verify(
     source: Path | None,
     sev: Path | None,
@@ -419,28 +409,25 @@ def _render_report(report: ChainReport, as_json: bool) -> None:
     if as_json:
         emit_json(report.as_json())
         return
-    from rich.markup import escape
-
-    out = console()
     for link in report.links:
-        mark = "[green]    ok[/]" if link.ok else "[red]FAILED[/]"
-        text = f"{link.error} [check: {link.check}]" if link.error else link.title
-        out.print(f"{mark} {escape(text)}", soft_wrap=True)
+        print_status_line(
+            link.ok, f"{link.error} [check: {link.check}]" if link.error else link.title
+        )
     if report.roots:
-        out.print(f"roots: {escape(report.roots)}", soft_wrap=True)
+        click.echo(f"roots: {report.roots}")
     for name, key_id in report.key_ids.items():
-        out.print(f"{name.upper()} key id {key_id}")
+        click.echo(f"{name.upper()} key id {key_id}")
     for warning in report.warnings:
-        out.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        click.echo(f"warning: {warning}")
     if report.ok:
-        out.print("chain verified" if report.complete else "present links verified (partial)")
+        click.echo("chain verified" if report.complete else "present links verified (partial)")
 
 
 @cli.command()
 @machine_option
 @click.argument("features", metavar="[sme|sev|es]...", nargs=-1,
                 type=click.Choice(["sme", "sev", "es"]))  # fmt: skip
-@_json_option
+@json_option
 def ok(features: tuple[str, ...], as_json: bool) -> None:
     """Check that the machine can run what SME, SEV and SEV-ES need, as sevctl ok does.
 
@@ -463,16 +450,16 @@ def ok(features: tuple[str, ...], as_json: bool) -> None:
 
 
 def _render_checks(results: Sequence[CheckResult]) -> None:
-    from rich.markup import escape
-
-    marks = {"pass": "[green]PASS[/]", "fail": "[red]FAIL[/]", "skip": "[yellow]SKIP[/]"}
-    out = console()
     for r in results:
         indent = "  " * r.level
         seen = f": {r.seen}" if r.seen else ""
-        out.print(f"[ {marks[r.status]} ] {indent}- {escape(r.name + seen)}", soft_wrap=True)
+        if r.status == "skip":
+            click.echo(f"SKIP {indent}- {r.name}{seen}")
+        else:
+            print_status_line(r.status == "pass", f"{indent}- {r.name}{seen}", good="PASS",
+                              bad="FAIL")  # fmt: skip
         if r.change:
-            out.print(f"         {indent}  change: {escape(r.change)}", soft_wrap=True)
+            click.echo(f"     {indent}  change: {r.change}")
 
 
 @cli.group()
@@ -489,7 +476,7 @@ def _vmsa_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--userspace", type=click.Choice(["qemu", "krun"]), default="qemu",
                      show_default=True, help="The VMM whose vCPU setup to follow."),
         click.option("--firmware", type=_in_file, help="OVMF image: APs start at its reset block."),
-        _json_option,
+        json_option,
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)

@@ -15,23 +15,29 @@ import click
 
 from hwsim.climachine import cli_machine, machine_option
 from memcrypt.cli import (
-    console,
     emit_json,
+    is_plain,
+    json_option,
     passphrase_options,
+    print_fields,
+    print_records,
+    read_input,
     resolve_passphrase,
     run_main,
+    write_output,
 )
+from memcrypt.work import work_options
 from sgxtool import __version__
+from sgxtool.errors import VerificationError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from hwsim.sgx.arch import Sigstruct
+    from memcrypt.work import Progress, Work
     from sgxtool.build import Target
     from sgxtool.config import EnclaveConfig
     from sgxtool.sign import Signer
-
-_PROGRESS_MIN_PAGES = 16384  # 64 MiB: below this a measurement is over before a bar shows
 
 _path = click.Path(path_type=Path)
 _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
@@ -102,31 +108,32 @@ def date_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
-def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
-
-
 @contextmanager
-def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
-    """A rich progress bar on stderr for long work, when stderr is a terminal."""
-    if total < _PROGRESS_MIN_PAGES or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.progress import Progress
+def large_work(action: str, path: Path | None, cfg: EnclaveConfig | None) -> Iterator[Progress]:
+    """Measuring ``path`` under memcrypt.work's policy: cost said, limit, progress."""
+    from memcrypt.work import large_work as policy
 
-    with Progress(console=console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+    with policy(enclave_work(action, path, cfg), prog="sgxtool") as progress:
+        yield progress
 
 
-def pages_of(target: Target) -> int:
-    """Page count of what is measured, for sizing a progress bar (0 when cheap to skip)."""
-    from sgxtool.build import layout_of
-    from sgxtool.image import ImageKind, detect
+def enclave_work(action: str, path: Path | None, cfg: EnclaveConfig | None) -> Work:
+    """Pages to add and bytes to hash for ``path``, from its layout (not by doing it)."""
+    from memcrypt.work import Work
+    from sgxtool.image import ImageKind, detect, layout_of, read_image
 
-    if target.path is None or detect(target.path) not in (ImageKind.ELF, ImageKind.SIGNED_ELF):
-        return 0
-    return layout_of(target.path, target.config).page_count
+    kind = None if path is None else detect(path)
+    if path is None or kind is ImageKind.SGXS:  # an SGXS stream is hashed as it is
+        return Work(f"{action} {path}", 0, 0 if path is None else path.stat().st_size)
+    if kind is ImageKind.SIGNED_ELF and cfg is None:
+        cfg = read_image(path).config
+    if kind not in (ImageKind.ELF, ImageKind.SIGNED_ELF) or cfg is None:
+        return Work(f"{action} {path}", 0, 0)
+    layout = layout_of(path, cfg)
+    # SDM 38.7: a 64-byte ECREATE block, a 64-byte EADD block per page, and per measured
+    # 256-byte chunk a 64-byte EEXTEND block followed by the chunk.
+    stream = 64 + 64 * layout.page_count + layout.measured_bytes * 320 // 256
+    return Work(f"{action} {path}", layout.page_count, stream)
 
 
 # -- keys and signing -----------------------------------------------------------------------
@@ -135,7 +142,7 @@ def pages_of(target: Target) -> int:
 @cli.command()
 @click.argument("keyfile", type=_path)
 @click.option("--public", "public_out", type=_path, help="Also write the public key here.")
-@click.option("--force", is_flag=True, help="Replace an existing KEYFILE.")
+@click.option("--force", is_flag=True, help="Replace an existing KEYFILE or public key.")
 @passphrase_options
 def keygen(
     keyfile: Path,
@@ -146,24 +153,25 @@ def keygen(
     ask_passphrase: bool,
 ) -> None:
     """Make an RSA-3072 (e=3) signing key; KEYFILE is written with mode 0600."""
-    from memcrypt.files import write_atomic
-    from sgxtool.keys import generate_key, public_pem, save_private_key
+    from memcrypt.files import check_distinct
+    from sgxtool.keys import generate_key, save_key_pair
 
-    if keyfile.exists() and not force:
-        raise click.UsageError(f"{keyfile} exists; use --force to replace it")
+    check_distinct([("KEYFILE", keyfile), ("--public", public_out)])
+    for existing in (keyfile, public_out):
+        if existing is not None and existing.exists() and not force:
+            raise click.UsageError(f"{existing} exists; use --force to replace it")
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase, confirm=True)
-    key = generate_key()
-    save_private_key(key, keyfile, secret)
-    if public_out is not None:
-        write_atomic(public_out, public_pem(key.public_key()))
+    save_key_pair(generate_key(), keyfile, public_out, secret)
     click.echo(f"wrote {keyfile}" + (" (encrypted)" if secret else ""), err=True)
 
 
 @cli.command()
 @target_options
 @click.option(
-    "-k", "--key", "key_path", type=_in_file, help="Private key (PEM), RSA-3072 with e=3."
-)
+    "-k", "--key", "key_path", metavar="KEY",
+    help="Private key: a PEM file (RSA-3072, e=3), or a key in an HSM as an RFC 7512 URI "
+    "'pkcs11:token=...;object=...' (the passphrase options then give the PIN).",
+)  # fmt: skip
 @click.option(
     "--sign-command", metavar="CMD",
     help="Sign with an external program (HSM, KMS): it reads the 256 bytes on stdin and "
@@ -177,11 +185,12 @@ def keygen(
 @date_option
 @passphrase_options
 @json_option
+@work_options
 def sign(
     enclave: Path | None,
     config_path: Path | None,
     enclave_hash: str | None,
-    key_path: Path | None,
+    key_path: str | None,
     sign_command: str | None,
     public_key_path: Path | None,
     out: Path | None,
@@ -199,25 +208,29 @@ def sign(
     target = make_target(enclave, config_path, enclave_hash)
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
     signer = make_signer(key_path, secret, sign_command, public_key_path)
-    with progress_bar("measuring", pages_of(target)) as progress:
+    with large_work("measure", target.path, target.config) as progress:
         sig = sign_enclave(
             target, signer, signing_date(date), out=out, sig_out=sig_out, progress=progress
         )
     show_identity(sig, out, sig_out, as_json)
 
 
-def make_signer(key_path: Path | None, secret: bytes | None, sign_command: str | None,
+def make_signer(key: str | None, secret: bytes | None, sign_command: str | None,
                 public_key_path: Path | None) -> Signer:  # fmt: skip
-    """A key-file signer, or an external command checked against a public key."""
+    """A key-file or PKCS#11 signer, or an external command checked against a public key."""
     import shlex
 
     from sgxtool.keys import load_private_key, load_public_key
     from sgxtool.sign import CommandSigner, KeySigner
 
-    if (key_path is None) == (sign_command is None):
+    if (key is None) == (sign_command is None):
         raise click.UsageError("give either --key or --sign-command")
-    if key_path is not None:
-        return KeySigner(load_private_key(key_path, secret))
+    if key is not None:
+        from memcrypt.pkcs11 import Pkcs11Signer, is_pkcs11_uri
+
+        if is_pkcs11_uri(key):
+            return Pkcs11Signer.open(key, secret)
+        return KeySigner(load_private_key(_existing(key, "--key"), secret))
     if public_key_path is None:
         raise click.UsageError("--sign-command needs --public-key to check its signatures")
     try:
@@ -227,6 +240,13 @@ def make_signer(key_path: Path | None, secret: bytes | None, sign_command: str |
     if not argv:
         raise click.BadParameter("empty command", param_hint="--sign-command")
     return CommandSigner(load_public_key(public_key_path), argv)
+
+
+def _existing(path: str, option: str) -> Path:
+    """``path`` as a file that exists, or the usage error click would give."""
+    if not Path(path).exists() or Path(path).is_dir():
+        raise click.BadParameter(f"file {path!r} does not exist", param_hint=option)
+    return Path(path)
 
 
 def show_identity(sig: Sigstruct, out: Path | None, sig_out: Path | None, as_json: bool) -> None:
@@ -240,8 +260,9 @@ def show_identity(sig: Sigstruct, out: Path | None, sig_out: Path | None, as_jso
     if as_json:
         emit_json(result)
         return
-    click.echo(f"MRENCLAVE: {result['mrenclave']}")
-    click.echo(f"MRSIGNER: {result['mrsigner']}")
+    to_stderr = "-" in (str(out), str(sig_out))  # stdout carries the image or SIGSTRUCT
+    click.echo(f"MRENCLAVE: {result['mrenclave']}", err=to_stderr)
+    click.echo(f"MRSIGNER: {result['mrsigner']}", err=to_stderr)
     for written in (out, sig_out):
         if written:
             click.echo(f"wrote {written}", err=True)
@@ -251,6 +272,7 @@ def show_identity(sig: Sigstruct, out: Path | None, sig_out: Path | None, as_jso
 @target_options
 @click.option("-o", "--out", type=_path, required=True, help="Where to write the 256 bytes.")
 @date_option
+@work_options
 def gendata(
     enclave: Path | None,
     config_path: Path | None,
@@ -267,7 +289,7 @@ def gendata(
     from sgxtool.sign import signing_date
 
     target = make_target(enclave, config_path, enclave_hash)
-    with progress_bar("measuring", pages_of(target)) as progress:
+    with large_work("measure", target.path, target.config) as progress:
         gendata_(target, signing_date(date), out, progress)
     click.echo(f"wrote {out}", err=True)
 
@@ -294,6 +316,7 @@ def gendata(
 @click.option("-o", "--out", type=_path, help="Write the signed image (ELF inputs).")
 @click.option("-s", "--sig", "sig_out", type=_path, help="Write the raw SIGSTRUCT.")
 @json_option
+@work_options
 def catsig(
     enclave: Path | None,
     config_path: Path | None,
@@ -313,7 +336,7 @@ def catsig(
     target = make_target(enclave, config_path, enclave_hash)
     public: rsa.RSAPublicKey = load_public_key(public_key_path)
     signature = read_file(signature_path, "signature", max_size=1 << 16)
-    with progress_bar("measuring", pages_of(target)) as progress:
+    with large_work("measure", target.path, target.config) as progress:
         sig = catsig_(
             target, data_path, signature, public, out=out, sig_out=sig_out, progress=progress
         )
@@ -327,32 +350,34 @@ def catsig(
 @click.argument("file", type=_in_file)
 @json_option
 def dump(file: Path, as_json: bool) -> None:
-    """Decode the SIGSTRUCT of a signed image or raw SIGSTRUCT (or measure an SGXS)."""
+    """Decode the SIGSTRUCT of a signed image or raw SIGSTRUCT (or measure an SGXS).
+
+    Bytes whose fixed fields (HEADER, HEADER2, VENDOR, DATE) are not a SIGSTRUCT's are
+    still decoded, then refused: one error line naming each, exit status 1.
+    """
     from sgxtool.info import describe
 
-    info = describe(file)
+    info = describe(file).as_json()
     if as_json:
         emit_json(info)
-        return
-    from rich.markup import escape
-    from rich.table import Table
-
-    # A path is data, not rich markup: "[/]" in a file name must not be parsed.
-    table = Table(title=escape(f"{info['file']} ({info['kind']})"), show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    for key, value in _dump_rows(info):
-        table.add_row(key, value)
-    console().print(table)
+    else:
+        whole = is_plain()
+        head = [("file", str(info["file"])), ("kind", str(info["kind"]))] if whole else []
+        print_fields([*head, *_dump_rows(info, whole)], title=f"{info['file']} ({info['kind']})")
+    if info.get("warnings"):
+        raise VerificationError(
+            f"{file}: not a plausible SIGSTRUCT: {'; '.join(info['warnings'])}",
+            hint="the fields shown are these bytes decoded as if they were one",
+        )
 
 
-def _dump_rows(info: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def _dump_rows(info: dict[str, Any], whole: bool) -> Iterator[tuple[str, str]]:
     sig = info.get("sigstruct")
     if sig is None:
         yield "MRENCLAVE", info["mrenclave"]
         return
     for key, value in sig.items():
-        if key in _LONG_FIELDS:
+        if key in _LONG_FIELDS and not whole:
             yield key.upper(), f"{value[:32]}... ({len(value) // 2} bytes; --json has all)"
         elif isinstance(value, dict):
             named = key == "attributes"
@@ -371,21 +396,21 @@ _LONG_FIELDS = ("modulus", "signature", "q1", "q2")
 @click.argument("file", type=_in_file)
 @click.option("-c", "--config", "config_path", type=_in_file, help="enclave.toml for an ELF.")
 @json_option
+@work_options
 def measure(file: Path, config_path: Path | None, as_json: bool) -> None:
     """Print the MRENCLAVE of an ELF (with its enclave.toml), signed image or SGXS stream."""
-    from sgxtool.build import Target
     from sgxtool.image import ImageKind, detect
     from sgxtool.info import measure as measure_
 
     cfg = None
     if config_path is not None or detect(file) is ImageKind.ELF:
         cfg = load_cfg(config_path, file)
-    with progress_bar("measuring", pages_of(Target(cfg, file)) if cfg else 0) as progress:
-        info = measure_(file, cfg, progress)
+    with large_work("measure", file, cfg) as progress:
+        result = measure_(file, cfg, progress)
     if as_json:
-        emit_json(info)
+        emit_json(result.as_json())
     else:
-        click.echo(info["mrenclave"])
+        click.echo(result.mrenclave.hex())
 
 
 @cli.command()
@@ -395,21 +420,23 @@ def measure(file: Path, config_path: Path | None, as_json: bool) -> None:
 )
 @click.option("-c", "--config", "config_path", type=_in_file, help="enclave.toml for --enclave.")
 @json_option
+@work_options
 def verify(file: Path, enclave: Path | None, config_path: Path | None, as_json: bool) -> None:
     """Check signature, exponent, Q1/Q2 and MRENCLAVE; exit 1 naming a failed check."""
     from sgxtool.info import verify as verify_
 
     cfg = load_cfg(config_path, enclave) if config_path or enclave else None
-    report = verify_(file, config=cfg, enclave=enclave)
+    with large_work("measure", enclave or file, cfg) as progress:
+        report = verify_(file, config=cfg, enclave=enclave, progress=progress)
     if as_json:
-        emit_json(report)
+        emit_json(report.as_json())
         return
-    for check in report["checks"]:
+    for check in report.checks:
         click.echo(f"ok  {check}")
-    if not report["measured"]:
+    if not report.measured:
         click.echo("--  MRENCLAVE not recomputed (give --enclave to check it)")
-    click.echo(f"MRENCLAVE: {report['mrenclave']}")
-    click.echo(f"MRSIGNER:  {report['mrsigner']}")
+    click.echo(f"MRENCLAVE: {report.mrenclave.hex()}")
+    click.echo(f"MRSIGNER:  {report.mrsigner.hex()}")
 
 
 @cli.command()
@@ -418,8 +445,8 @@ def verify(file: Path, enclave: Path | None, config_path: Path | None, as_json: 
 @json_option
 def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
     """Show where every page of the enclave goes."""
-    from sgxtool.build import layout_of
-    from sgxtool.info import layout_summary
+    from sgxtool.image import layout_of
+    from sgxtool.info import LayoutSummary
 
     plan = layout_of(elf, load_cfg(config_path, elf))
     rows = [
@@ -434,43 +461,38 @@ def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
         for r in plan.regions
     ]
     if as_json:
-        emit_json({**layout_summary(plan), "regions": rows})
+        emit_json({**LayoutSummary.of(plan).as_json(), "regions": rows})
         return
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=escape(f"{elf}: SIZE {plan.size:#x}, entry {plan.entry:#x}"))
-    for col in ("offset", "pages", "type/perms", "measured", "region"):
-        table.add_column(col)
-    for r in plan.regions:
-        table.add_row(
-            f"{r.offset:#x}",
-            str(r.pages),
-            _flags_text(r.flags),
-            "yes" if r.mrmask else "no",
-            r.label,
-        )
-    console().print(table)
+    print_records(
+        ("offset", "pages", "type/perms", "measured", "region"),
+        [
+            (f"{r.offset:#x}", str(r.pages), _flags_text(r.flags), "yes" if r.mrmask else "no",
+             r.label)
+            for r in plan.regions
+        ],
+        title=f"{elf}: SIZE {plan.size:#x}, entry {plan.entry:#x}",
+    )  # fmt: skip
 
 
 def _flags_text(flags: int) -> str:
-    from hwsim.sgx.arch import PageType
+    from hwsim.sgx.arch import PageType, Secinfo
 
     perms = "".join(c if flags & bit else "-" for c, bit in (("r", 1), ("w", 2), ("x", 4)))
-    return f"{PageType((flags >> 8) & 0xFF).name} {perms}"
+    return f"{PageType(Secinfo(flags).page_type).name} {perms}"
 
 
 @cli.command("sgxs")
 @click.argument("elf", type=_in_file)
 @click.option("-c", "--config", "config_path", type=_in_file, help="enclave.toml.")
 @click.option("-o", "--out", type=_path, required=True, help="The SGXS file to write.")
+@work_options
 def sgxs_export(elf: Path, config_path: Path | None, out: Path) -> None:
     """Export the enclave as an SGXS stream (whose SHA-256 is MRENCLAVE)."""
-    from sgxtool.build import Target, layout_of
+    from sgxtool.image import layout_of
     from sgxtool.sgxs import write_sgxs
 
     cfg = load_cfg(config_path, elf)
-    with progress_bar("writing", pages_of(Target(cfg, elf))) as progress:
+    with large_work("export", elf, cfg) as progress:
         digest = write_sgxs(layout_of(elf, cfg), out, progress)
     click.echo(digest.hex())
 
@@ -497,15 +519,32 @@ def sdk(what: str | None) -> None:
 @cli.command()
 @click.argument("image", type=_in_file)
 @click.option("-o", "--out", type=_path, help="Write the 304-byte EINITTOKEN here.")
+@click.option("--le", "le", type=_in_file, help="Run this Launch Enclave (signed .so, or SGXS).")
+@click.option("--le-sig", type=_in_file, help="The SIGSTRUCT of an SGXS --le.")
+@click.option(
+    "--white-list", type=_in_file, help="A signed white list to give the --le first."
+)  # fmt: skip
 @machine_option
 @json_option
-def token(image: Path, out: Path | None, as_json: bool) -> None:
-    """Get an EINITTOKEN for IMAGE (signed image or SIGSTRUCT) from the Launch Enclave."""
-    from memcrypt.files import write_atomic
-    from sgxtool.token import get_token, load_sigstruct
+def token(
+    image: Path, out: Path | None, le: Path | None, le_sig: Path | None,
+    white_list: Path | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Get an EINITTOKEN for IMAGE (signed image or SIGSTRUCT) from the Launch Enclave.
+
+    With --le, that Launch Enclave (Intel's, say) runs in the simulator and grants it.
+    """
+    from memcrypt.files import read_file, write_atomic
+    from sgxtool.token import get_token, le_token, load_sigstruct
 
     sigstruct = load_sigstruct(image)  # before the machine: a bad input creates nothing
-    grant = get_token(sigstruct, cli_machine())
+    if le is None:
+        if le_sig is not None or white_list is not None:
+            raise click.UsageError("--le-sig and --white-list go with --le")
+        grant = get_token(sigstruct, cli_machine())
+    else:
+        wl = None if white_list is None else read_file(white_list, "white list", max_size=1 << 20)
+        grant = le_token(image, cli_machine(), le, le_sig=le_sig, white_list=wl)
     if out is not None:
         write_atomic(out, grant.token.pack())
     if as_json:
@@ -523,10 +562,14 @@ def token(image: Path, out: Path | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("image", type=_in_file)
 @click.argument("entry")
-@click.option("--in", "in_file", type=_in_file, help="Input bytes: the contents of FILE.")
+@click.option(
+    "--in", "in_file", metavar="FILE", help="Input bytes: the contents of FILE (- for stdin)."
+)
 @click.option("--in-hex", metavar="HEX", help="Input bytes in hex.")
 @click.option("--in-text", metavar="TEXT", help="Input bytes: TEXT as UTF-8.")
-@click.option("--out", "out_file", type=_path, help="Write the output bytes to FILE.")
+@click.option(
+    "--out", "out_file", metavar="FILE", help="Write the output bytes to FILE (- for stdout)."
+)
 @click.option(
     "--out-size", type=click.IntRange(0, 8 << 20), default=64 << 10, show_default=True,
     help="Largest output accepted, in bytes.",
@@ -540,56 +583,144 @@ def token(image: Path, out: Path | None, as_json: bool) -> None:
     "--timeout", type=click.FloatRange(0, min_open=True), default=60.0, show_default=True,
     metavar="SECONDS", help="Wall-clock limit for the whole call, inside and outside the enclave.",
 )  # fmt: skip
+@click.option("--sig", "sig_file", type=_in_file, help="IMAGE is an SGXS stream; its SIGSTRUCT.")
+@click.option("--token", "token_file", type=_in_file, help="An EINITTOKEN (sgxtool token -o).")
+@click.option("--edl", type=_in_file, help="Intel SDK enclaves: the enclave's EDL file.")
+@click.option(
+    "--arg", "args", multiple=True, metavar="NAME=VALUE",
+    help="Intel SDK enclaves: an ECALL parameter (number, text, hex:BYTES, or 1,2,3).",
+)  # fmt: skip
+@click.option(
+    "--typedef", "typedefs", multiple=True, metavar="NAME=C-TYPE",
+    help="A type the EDL's included headers define, e.g. buffer_t='void *'.",
+)  # fmt: skip
+@click.option(
+    "--edl-path", "edl_path", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+    help="A directory holding EDL files the EDL imports.",
+)  # fmt: skip
 @machine_option
 @json_option
+@work_options
 def run(
     image: Path,
     entry: str,
-    in_file: Path | None,
+    in_file: str | None,
     in_hex: str | None,
     in_text: str | None,
-    out_file: Path | None,
+    out_file: str | None,
     out_size: int,
     budget: int | None,
     timeout: float,
+    sig_file: Path | None,
+    token_file: Path | None,
+    edl: Path | None,
+    args: tuple[str, ...],
+    typedefs: tuple[str, ...],
+    edl_path: tuple[Path, ...],
     as_json: bool,
 ) -> None:
     """Load IMAGE (a signed image), call its ECALL ENTRY, print what it returns.
 
     Output that is UTF-8 text is printed as text, other output as hex. What the enclave
-    prints through its console OCALL goes to stderr.
+    prints through its console OCALL goes to stderr. An enclave signed by Intel's
+    sgx_sign runs with Intel's calling convention: give its --edl and its parameters
+    with --arg; the return value and [out] buffers are printed.
     """
-    from memcrypt.files import write_atomic
+    from memcrypt.files import read_file
+    from sgxtool.intelso import has_metadata
     from sgxtool.runtime import run_ecall
 
+    token = None if token_file is None else read_file(token_file, "EINITTOKEN", max_size=4096)
+    if has_metadata(image):
+        with large_work("load", image, None):
+            _run_intel(image, entry, edl, list(args), typedefs, edl_path, token, budget,
+                       timeout, as_json)  # fmt: skip
+        return
+    if edl is not None or args:
+        raise click.UsageError("--edl and --arg are for enclaves signed by Intel's sgx_sign")
     data = _ecall_input(in_file, in_hex, in_text)
-    result = run_ecall(
-        image, entry, data, machine=cli_machine(), console=sys.stderr,
-        out_size=out_size, budget=budget, timeout=timeout,
-    )  # fmt: skip
+    with large_work("load", image, None):
+        result = run_ecall(
+            image, entry, data, machine=cli_machine(), console=sys.stderr,
+            out_size=out_size, budget=budget, timeout=timeout, token=token, sig=sig_file,
+        )  # fmt: skip
     if out_file is not None:
-        write_atomic(out_file, result.output)
+        write_output(out_file, result.output)
     if as_json:
-        emit_json(result.as_json())
+        doc = result.as_json()
+        if out_file is not None:  # the output went where it was sent, not to stdout too
+            doc = {k: v for k, v in doc.items() if not k.startswith("output")} | {
+                "out": str(out_file)
+            }
+        emit_json(doc)
     elif out_file is None and result.output:
         text = result.as_json()["output_text"]
         click.echo(text if isinstance(text, str) and text.isprintable() else result.output.hex())
 
 
-def _ecall_input(in_file: Path | None, in_hex: str | None, in_text: str | None) -> bytes:
-    """The ECALL's input bytes from at most one of --in, --in-hex, --in-text."""
-    from memcrypt.files import read_file
+def _run_intel(
+    image: Path, entry: str, edl: Path | None, args: list[str], typedefs: tuple[str, ...],
+    edl_path: tuple[Path, ...], token: bytes | None, budget: int | None, timeout: float,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """``run`` for an Intel SDK enclave: ECALL by EDL name, values by parameter name."""
+    from sgxtool.intelrt import run_intel_ecall
 
+    if edl is None:
+        raise click.UsageError(f"{image} is an Intel SDK enclave: give its EDL with --edl")
+    defs = {}
+    for text in typedefs:
+        name, sep, ctype = text.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{text!r}: expected NAME=C-TYPE", param_hint="--typedef")
+        defs[name] = ctype
+    result = run_intel_ecall(
+        image, entry, args, edl=edl, typedefs=defs, edl_path=edl_path, machine=cli_machine(),
+        token=token, console=sys.stderr, budget=budget, timeout=timeout,
+    )  # fmt: skip
+    if as_json:
+        emit_json(result.as_json())
+        return
+    shown = result.as_json()
+    if result.retval is not None:
+        click.echo(f"retval {_value_text(shown['retval'])}")
+    for name, value in dict(shown["outputs"]).items():  # type: ignore[call-overload]
+        click.echo(f"{name} {_value_text(value)}")
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, dict):
+        return str(value["hex"])
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _ecall_input(in_file: str | None, in_hex: str | None, in_text: str | None) -> bytes:
+    """The ECALL's input bytes from at most one of --in, --in-hex, --in-text."""
     if sum(x is not None for x in (in_file, in_hex, in_text)) > 1:
         raise click.UsageError("give at most one of --in, --in-hex and --in-text")
     if in_file is not None:
-        return read_file(in_file, "ECALL input", max_size=8 << 20)
+        return read_input(in_file, "ECALL input", max_size=8 << 20)
     if in_hex is not None:
         try:
             return bytes.fromhex(in_hex)
         except ValueError as exc:
             raise click.BadParameter("not hex digits", param_hint="--in-hex") from exc
     return b"" if in_text is None else in_text.encode()
+
+
+def _hex_masks(toml_text: str) -> str:
+    """Bit masks in hex, as enclave.toml(5) and every dump show them (TOML allows 0x)."""
+    import re
+
+    keys = "miscselect|miscmask|attributes_mask|xfrm|xfrm_mask"
+    return re.sub(
+        rf"^({keys}) = (\d+)$",
+        lambda m: f"{m[1]} = {int(m[2]):#x}",
+        toml_text,
+        flags=re.M,
+    )
 
 
 @cli.command("import-config")
@@ -604,7 +735,7 @@ def import_config(xml: Path, out: Path) -> None:
 
     cfg, notes = import_intel_config(xml)
     header = f"# Imported from {xml.name} by sgxtool import-config.\n"
-    write_atomic(out, (header + tomli_w.dumps(cfg.to_toml_dict())).encode())
+    write_atomic(out, (header + _hex_masks(tomli_w.dumps(cfg.to_toml_dict()))).encode())
     for note in notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote {out}", err=True)

@@ -181,6 +181,11 @@ class _Reader:
         for key in _SCHEMA:
             known.setdefault(key.table, set()).add(key.name)
         for tname, table in self.doc.items():
+            homes = [t for t, names in known.items() if tname in names]
+            if not isinstance(table, dict) and homes:
+                # `isvsvn = 2` above every table: a key where a table was expected.
+                where = " or ".join(f"[{t}]" for t in homes)
+                raise self.fail(f"{tname} = {table!r} is outside any table; it belongs in {where}")
             if tname not in known:
                 allowed = ", ".join(f"[{t}]" for t in known)
                 raise self.fail(f"unknown table [{tname}] (allowed: {allowed})")

@@ -129,8 +129,18 @@ def _parse_meta(meta: bytes, p: Path) -> tuple[bytes, str]:
     if len(meta) < _META.size + _SIGSTRUCT_SIZE + 4:
         raise ImageError(f"{p}: image metadata is truncated")
     magic, version, sig_len = _META.unpack_from(meta)
-    if magic != _META_MAGIC or version != _VERSION or sig_len != _SIGSTRUCT_SIZE:
-        raise ImageError(f"{p}: unknown image metadata (version {version})")
+    if magic != _META_MAGIC:
+        raise ImageError(f"{p}: image metadata is damaged (bad magic {magic!r})")
+    if version != _VERSION:
+        raise ImageError(
+            f"{p}: image metadata version {version} is not known to this sgxtool "
+            f"(it reads version {_VERSION})"
+        )
+    if sig_len != _SIGSTRUCT_SIZE:
+        raise ImageError(
+            f"{p}: image metadata is damaged: its SIGSTRUCT size field is {sig_len}, "
+            f"not {_SIGSTRUCT_SIZE}"
+        )
     sig = meta[_META.size : _META.size + sig_len]
     at = _META.size + sig_len
     (cfg_len,) = struct.unpack_from("<I", meta, at)
@@ -140,6 +150,11 @@ def _parse_meta(meta: bytes, p: Path) -> tuple[bytes, str]:
         return sig, meta[at + 4 :].decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ImageError(f"{p}: embedded config is not UTF-8") from exc
+
+
+def layout_of(path: str | Path, cfg: EnclaveConfig) -> EnclaveLayout:
+    """The layout of an ELF (or signed image) built with ``cfg``."""
+    return plan_layout(read_elf(path, limit=elf_length(path)), cfg)
 
 
 def elf_length(path: str | Path) -> int:

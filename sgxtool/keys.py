@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hwsim.sgx.arch import MODULUS_BYTES, SIGSTRUCT_EXPONENT
-from memcrypt.files import read_file, write_atomic
+from memcrypt.files import Output, read_file, write_files
+from memcrypt.signer import SignerKeyError, load_private_key_file
 from sgxtool.errors import SigningKeyError
 
 __all__ = [
@@ -21,7 +22,9 @@ __all__ = [
     "generate_key",
     "load_private_key",
     "load_public_key",
+    "private_pem",
     "public_pem",
+    "save_key_pair",
     "save_private_key",
 ]
 
@@ -46,19 +49,37 @@ def check_key(key: rsa.RSAPublicKey, source: str) -> None:
         )
 
 
-def save_private_key(
-    key: rsa.RSAPrivateKey, path: str | Path, passphrase: bytes | None = None
-) -> None:
-    """Write ``key`` as PKCS#8 PEM, mode 0600, encrypted when a passphrase is given."""
+def private_pem(key: rsa.RSAPrivateKey, passphrase: bytes | None = None) -> bytes:
+    """``key`` as PKCS#8 PEM, encrypted when a passphrase is given."""
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase)
         if passphrase
         else serialization.NoEncryption()
     )
-    pem = key.private_bytes(
+    return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
-    write_atomic(path, pem, mode=0o600)
+
+
+def save_key_pair(
+    key: rsa.RSAPrivateKey,
+    path: str | Path,
+    public_path: str | Path | None = None,
+    passphrase: bytes | None = None,
+) -> None:
+    """Write the private key (mode 0600) and, if asked, its public key, as one change:
+    after a kill part-way the old pair or the new pair is on disk, never a mix."""
+    outputs = [Output(Path(path), private_pem(key, passphrase), 0o600)]
+    if public_path is not None:
+        outputs.append(Output(Path(public_path), public_pem(key.public_key())))
+    write_files(outputs)
+
+
+def save_private_key(
+    key: rsa.RSAPrivateKey, path: str | Path, passphrase: bytes | None = None
+) -> None:
+    """Write ``key`` as PKCS#8 PEM, mode 0600, encrypted when a passphrase is given."""
+    save_key_pair(key, path, None, passphrase)
 
 
 def public_pem(key: rsa.RSAPublicKey) -> bytes:
@@ -68,23 +89,13 @@ def public_pem(key: rsa.RSAPublicKey) -> bytes:
 
 
 def load_private_key(path: str | Path, passphrase: bytes | None = None) -> rsa.RSAPrivateKey:
-    """Load and check a PEM private key; a wrong or missing passphrase is one clear error."""
-    data = read_file(path, "signing key", max_size=1 << 20)
+    """Load and check a private key file; a wrong or missing passphrase is one clear error."""
     try:
-        key = serialization.load_pem_private_key(data, passphrase)
-    except TypeError as exc:
-        if passphrase is None:
-            raise SigningKeyError(
-                f"{path}: key is encrypted; a passphrase is needed",
-                hint="use --passphrase-env, --passphrase-file or --ask-passphrase",
-            ) from exc
-        raise SigningKeyError(f"{path}: key is not encrypted, but a passphrase was given") from exc
-    except ValueError as exc:
-        if passphrase is not None and b"ENCRYPTED" in data:
-            raise SigningKeyError(f"{path}: wrong passphrase") from exc
-        raise SigningKeyError(f"{path}: not a PEM private key") from exc
-    except Exception as exc:  # cryptography raises several kinds for corrupt key bodies
-        raise SigningKeyError(f"{path}: unreadable private key ({exc})") from exc
+        # sign_sigstruct verifies every signature it makes with the public key (microseconds
+        # with e = 3), so the slow full RSA check on load can be skipped.
+        key = load_private_key_file(path, passphrase, "signing key", verified_use=True)
+    except SignerKeyError as exc:
+        raise SigningKeyError(str(exc), hint=exc.hint) from exc
     if not isinstance(key, rsa.RSAPrivateKey):
         raise SigningKeyError(f"{path}: not an RSA key; SGX needs RSA-3072 with e=3")
     check_key(key.public_key(), str(path))

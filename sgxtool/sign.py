@@ -15,7 +15,7 @@ import re
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hwsim.sgx.arch import Sigstruct
-from hwsim.sgx.sigcheck import attach_signature
+from hwsim.sgx.sigcheck import SigstructError, attach_signature
 from memcrypt.signer import (
     RSA_PKCS1V15_SHA256,
     CommandSigner,
@@ -25,7 +25,7 @@ from memcrypt.signer import (
     SignerError,
 )
 from sgxtool.config import EnclaveConfig
-from sgxtool.errors import SgxToolError, SigningKeyError, VerificationError
+from sgxtool.errors import SgxToolError, SigningKeyError, UsageError, VerificationError
 from sgxtool.keys import check_key
 
 __all__ = [
@@ -76,7 +76,13 @@ def sign_sigstruct(sig: Sigstruct, signer: Signer) -> Sigstruct:
         raw = signer.sign(sig.signed_bytes())
     except SignerError as exc:
         raise VerificationError(str(exc), hint=exc.hint) from exc
-    return attach_signature(sig, public.public_numbers().n, raw)
+    try:
+        return attach_signature(sig, public.public_numbers().n, raw)
+    except SigstructError as exc:
+        raise SigningKeyError(
+            "the signature made does not verify with the signing key's public key",
+            hint="the private key file is damaged; sign with an intact copy",
+        ) from exc
 
 
 def bcd_date(day: _dt.date) -> int:
@@ -94,13 +100,13 @@ def signing_date(text: str | None = None) -> int:
                 raise ValueError(text)
             return bcd_date(_dt.date(int(m[1]), int(m[2]), int(m[3])))
         except ValueError as exc:
-            raise SgxToolError(f"--date {text!r}: not a date (use YYYY-MM-DD)") from exc
+            raise UsageError(f"--date {text!r}: not a date (use YYYY-MM-DD)") from exc
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch is not None:
         try:
             stamp = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
         except (ValueError, OverflowError, OSError) as exc:
-            raise SgxToolError(f"SOURCE_DATE_EPOCH={epoch!r}: not a Unix time") from exc
+            raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r}: not a Unix time") from exc
         return bcd_date(stamp.date())
     return bcd_date(_dt.datetime.now(_dt.timezone.utc).date())
 

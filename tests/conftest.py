@@ -8,15 +8,22 @@
   ``Machine.init(..., vendor_key=...)``; every machine still gets its own fused secrets.
 - Every test runs with ``HWSIM_MACHINE`` pointing into its own ``tmp_path``, so nothing
   ever touches the user's default machine.
+- Hypothesis keeps no example database: a failure found on one machine must not be replayed
+  from a local ``.hypothesis/`` folder on the next run (it is reported with its seed and
+  belongs in an ``@example``). In CI (``CI`` or ``MEMCRYPT_NO_SKIP`` set) examples are
+  derandomized, so a run is repeatable, and a skipped test fails: a skip in CI hides a
+  feature that was not tested.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
 
 from hwsim.machine import Machine
 
@@ -26,6 +33,29 @@ if TYPE_CHECKING:
 VECTORS = Path(__file__).resolve().parents[1] / ".." / "shared" / "vectors"
 
 MachineFactory = Callable[..., Machine]
+
+
+def _in_ci() -> bool:
+    """CI=true (as CI services set it) or MEMCRYPT_NO_SKIP set to anything but 0/false."""
+    flags = (os.environ.get("CI", ""), os.environ.get("MEMCRYPT_NO_SKIP", ""))
+    return any(f.strip().lower() not in ("", "0", "false", "no") for f in flags)
+
+
+settings.register_profile("local", database=None)
+settings.register_profile("ci", database=None, derandomize=True)
+settings.load_profile("ci" if _in_ci() else "local")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """In CI a skip is a failure that names what was skipped and why."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if _in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where nothing may skip: {reason}"
+    return None
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ and man pages render without warnings and refer to each other both ways."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
@@ -320,3 +321,97 @@ def test_synopsis_shows_group_options(program: str) -> None:
         for opt in getattr(param, "opts", []):
             if opt.startswith("--"):
                 assert opt in synopsis, f"{program}(1) SYNOPSIS lacks {opt}"
+
+
+# -- every command has its entry; pages render as intended ---------------------------------
+
+
+def _tag_text(line: str) -> str:
+    """The words a ``.TP`` tag line shows, without macros, quotes and font changes."""
+    line = re.sub(r"^\.\w+\s*", "", line)
+    line = re.sub(r"\\f[BIRP]", "", _untroff(line)).replace('"', " ")
+    return " ".join(line.split())
+
+
+def _command_entries(program: str) -> list[str]:
+    """The tags of the COMMANDS sections of ``program``'s pages (section 1 and 7): every
+    section titled COMMANDS or ending in it (sevtool has GUEST OWNER COMMANDS too)."""
+    tags = []
+    for page in (ROOT / "man").glob(f"{program}*.[17]"):
+        titles = re.findall(r'^\.SH +"?([^"\n]+?)"?$', page.read_text(), flags=re.M)
+        for title in (t for t in titles if t.endswith("COMMANDS")):
+            lines = _man_section(page, title).splitlines()
+            tags += [_tag_text(b) for a, b in itertools.pairwise(lines) if a.strip() == ".TP"]
+    return tags
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_every_command_has_a_man_entry(program: str) -> None:
+    """Each command a user can run (each leaf of the click tree) has its own tagged entry
+    in a COMMANDS section: ``.TP`` then a line starting with the command's words."""
+    tags = _command_entries(program)
+    leaves = [n for n, c in _commands(_program(program)) if not isinstance(c, click.Group)]
+    lacking = [n for n in leaves if not any(t == n or t.startswith(f"{n} ") for t in tags)]
+    assert not lacking, (
+        f"man/{program}.1 (COMMANDS) has no entry for: "
+        + ", ".join(f"'{program} {n}'" for n in lacking)
+        + " (add .TP and a line starting with the command's words)"
+    )
+
+
+def _rendered(page: Path) -> str:
+    out = subprocess.run(
+        ["groff", "-man", "-Tascii", "-P-c", "-P-b", "-P-u", str(page)],
+        capture_output=True, text=True, check=True, env={**os.environ, "MANWIDTH": "80"},
+    )  # fmt: skip
+    return out.stdout
+
+
+@pytest.mark.parametrize("page", MAN_PAGES, ids=lambda p: p.name)
+def test_man_page_rendered_text_keeps_words_apart(page: Path) -> None:
+    """What a reader sees: no words glued together, as ``.BR name (7)). Like other`` does
+    (alternating-font macros join their arguments; groff -ww does not warn)."""
+    if shutil.which("groff") is None:
+        pytest.skip("groff is not installed, so man pages cannot be rendered")
+    glued = re.findall(r"\S*(?:\(\d\)\)?[.,;:]?[A-Za-z]|[A-Za-z]{25,})\S*", _rendered(page))
+    assert not glued, f"{page.name} renders words run together: {glued}"
+
+
+def test_glued_words_are_caught(tmp_path: Path) -> None:
+    if shutil.which("groff") is None:
+        pytest.skip("groff is not installed, so man pages cannot be rendered")
+    page = tmp_path / "x.1"
+    page.write_text(".TH X 1\n.SH NAME\nx\n.BR hwsim\\-sgx (7)). Like other BIOS settings\n")
+    assert "hwsim-sgx(7)).LikeotherBIOSsettings" in _rendered(page)
+
+
+def test_man_page_headers_agree() -> None:
+    """Every page's .TH: NAME SECTION DATE "memcrypt VERSION" "memcrypt manual"."""
+    from importlib.metadata import version
+
+    for page in MAN_PAGES:
+        th = page.read_text().splitlines()[0]
+        name, section = page.stem.upper(), page.suffix[1:]
+        date = r"\d{4}-\d\d-\d\d"
+        form = rf'\.TH {re.escape(name)} {section} {date} "memcrypt ([\d.]+)" "memcrypt manual"'
+        match = re.fullmatch(form, th)
+        assert match, f"{page.name}: .TH differs from the other pages: {th}"
+        assert match[1] == version("memcrypt"), f"{page.name}: says memcrypt {match[1]}"
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_completion_is_documented(program: str) -> None:
+    """Shell completion: README and each program's page say how to install it for bash,
+    zsh and fish, with the variable the program really reads."""
+    var = f"_{program.upper()}_COMPLETE"
+    page = _untroff(_man_section(ROOT / "man" / f"{program}.1", "SHELL COMPLETION"))
+    readme = (ROOT / "README.md").read_text()
+    for shell in ("bash", "zsh", "fish"):
+        line = f"{var}={shell}_source {program}"
+        assert line in page, f"{program}(1) SHELL COMPLETION lacks {line!r}"
+        assert line in readme, f"README lacks {line!r}"
+    done = subprocess.run(
+        [Path(sys.executable).parent / program], capture_output=True, text=True, check=False,
+        env={**os.environ, var: "bash_source"},
+    )  # fmt: skip
+    assert done.returncode == 0 and "complete -o nosort -F" in done.stdout, done.stderr

@@ -1,10 +1,13 @@
 """The Enclave Page Cache: EPC pages, their EPCM entries, and the enclaves that own them.
 
-Inside the CPU package an EPC page is plaintext; in DRAM it is ciphertext under a key the
-CPU generates at every boot (SGX1's MEE; TME-MK AES-XTS on Ice Lake Xeon, ``sim.md`` 3.9).
-hwsim keeps the DRAM view only: every page is stored AES-128-XTS encrypted under the
-boot-time EPC key with the page's physical address as the tweak, and :meth:`Epc.read`
-and :meth:`Epc.write` are the CPU-internal path through the engine.
+The EPC is a region of the machine's one physical memory, the PRM
+(:class:`hwsim.prm.PrmRegion`): inside the CPU package an EPC page is plaintext; in DRAM
+it is ciphertext under the EPC key the machine loads into the memory engine's
+``EPC_KEYID`` slot at every boot, tweaked by the page's physical address (TME-MK AES-XTS
+on Ice Lake Xeon, SGX1's MEE with integrity and freshness; ``sim.md`` 3.9). The physical
+view of the machine (``Transaction.physical_read``) reads that ciphertext at the page's
+address. :meth:`Epc.read` and :meth:`Epc.write` are the CPU-internal path through the
+engine.
 
 Software outside the enclave gets abort-page semantics on EPC addresses: reads return all
 ones and writes are dropped (Dave Hansen on LKML, ``sim.md`` 3.2).
@@ -14,16 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hwsim.prm import PrmRegion
 from hwsim.sgx.arch import PAGE_SIZE, AttributeFlag, PageType, Secs
 from hwsim.sgx.errors import GP, PF, SgxFault
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.ciphers import Cipher, modes
-
     from hwsim.profiles import Profile
     from hwsim.sgx.keys import EnclaveIdentity, KeyContext
 
@@ -107,27 +110,27 @@ class Enclave:
 
 
 class Epc:
-    """The EPC of one machine for one boot: encrypted pages, EPCM and enclaves."""
+    """The EPC of one machine for one boot in this process: its PRM region, EPCM, enclaves."""
 
     def __init__(
         self,
         profile: Profile,
-        epc_key: bytes,
+        region: PrmRegion,
         keys: KeyContext,
         read_le_hash: Callable[[], bytes],
-        *,
-        size: int | None = None,
     ) -> None:
         self.profile = profile
-        self.base = profile.epc_base
-        self.npages = (profile.epc_size if size is None else size) // PAGE_SIZE
+        self.region = region
+        self.base = region.map.base
+        self.npages = region.map.epc_pages
         self.keys = keys
         self.read_le_hash = read_le_hash  # IA32_SGXLEPUBKEYHASH0-3 of this processor
-        self._key = epc_key
-        # CR_BASE_PK, the key EWB seals evicted pages with: per boot, like the EPC key.
-        self.paging_key = hashlib.sha256(b"hwsim EWB paging key" + epc_key).digest()[:16]
-        self._version = int.from_bytes(hashlib.sha256(b"version" + epc_key).digest()[:4], "little")
-        self._pages: dict[int, bytes] = {}
+        # CR_BASE_PK, the key EWB seals evicted pages with, and the version counter that is
+        # its nonce. Each process simulates the CPU afresh, so each gets its own random
+        # key: a counter started anew under a shared key would repeat nonces across
+        # processes, and AES-GCM's keystream with them.
+        self.paging_key = os.urandom(16)
+        self._version = 0
         # The last page decrypted or written, kept in plaintext "inside the package" (a
         # one-line cache), so that EADD then 16 EEXTENDs decrypt the page once, not 16 times.
         self._hot: tuple[int, bytes] = (-1, b"")
@@ -141,6 +144,7 @@ class Epc:
         self.enclaves: dict[int, Enclave] = {}
         self._next_free = 0
         self._freed: list[int] = []
+        region.listeners.append(self._dimm_written)
 
     # -- allocation (the kernel's job; ENCLS leaves take the page it chose) ------------
     def alloc(self) -> int:
@@ -153,8 +157,8 @@ class Epc:
         return self._next_free - 1
 
     def release(self, index: int) -> None:
-        """Return a page whose EPCM entry is invalid to the free pool."""
-        self._pages.pop(index, None)
+        """Return a page whose EPCM entry is invalid to the free pool (its stale
+        ciphertext stays in DRAM, as on hardware)."""
         if self._hot[0] == index:
             self._hot = (-1, b"")
         self.stamps.pop(index, None)
@@ -199,44 +203,41 @@ class Epc:
         return self.enclaves[secs_page]
 
     # -- contents: CPU-internal plaintext view -------------------------------------------
-    def _xts(self, index: int) -> Cipher[modes.XTS]:
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-        tweak = self.paddr(index).to_bytes(16, "little")
-        return Cipher(algorithms.AES(self._key), modes.XTS(tweak))
-
     def read(self, index: int) -> bytes:
         """The plaintext of an EPC page as the CPU sees it inside the package."""
         if self._hot[0] == index:
             return self._hot[1]
-        ct = self._pages.get(index)
-        if ct is None:
-            return bytes(PAGE_SIZE)
-        d = self._xts(index).decryptor()
-        plain = d.update(ct) + d.finalize()
+        plain = self.region.load(index)
         self._hot = (index, plain)
         return plain
 
     def write(self, index: int, data: bytes) -> None:
         """Store a page's plaintext; it reaches DRAM encrypted."""
         if len(data) != PAGE_SIZE:
-            raise ValueError("an EPC page is 4096 bytes")
+            raise SgxFault(GP, f"an EPC page is {PAGE_SIZE} bytes, not {len(data)}")
         plain = bytes(data)
-        e = self._xts(index).encryptor()
-        self._pages[index] = e.update(plain) + e.finalize()
+        self.region.store(index, plain)
         self._hot = (index, plain)
+        self._touch(index)
+
+    def _touch(self, index: int) -> None:
         self._stamp += 1
         self.stamps[index] = self._stamp
         self.generation += 1
 
+    def _dimm_written(self, index: int) -> None:
+        """Something outside the package wrote the page's DRAM: drop the package's copies,
+        so that the CPU's next read goes to DRAM (and the engine's checks)."""
+        if self._hot[0] == index:
+            self._hot = (-1, b"")
+        if 0 <= index < self.npages:
+            self._touch(index)
+
     # -- outside views -------------------------------------------------------------------
     def read_ciphertext(self, index: int) -> bytes:
-        """What a physical DRAM probe reads from an EPC page: the ciphertext."""
-        ct = self._pages.get(index)
-        if ct is None:  # never written: the engine encrypts the zero page on first write
-            e = self._xts(index).encryptor()
-            ct = e.update(bytes(PAGE_SIZE)) + e.finalize()
-        return ct
+        """What a physical DRAM probe reads from an EPC page: the ciphertext (the machine's
+        physical view at :meth:`paddr` returns the same bytes)."""
+        return self.region.dimm_page(self.paddr(index) // PAGE_SIZE)
 
     def host_read(self, paddr: int, length: int) -> bytes:
         """A non-enclave load from EPC: the abort page, all 0xFF."""
@@ -249,4 +250,4 @@ class Epc:
 
     def _check_range(self, paddr: int, length: int) -> None:
         if not (self.contains(paddr) and self.contains(paddr + max(length, 1) - 1)):
-            raise ValueError(f"{paddr:#x}+{length} is not inside the EPC")
+            raise SgxFault(GP, f"{paddr:#x}+{length} is not inside the EPC")

@@ -20,13 +20,13 @@ cycle, as on a real machine.
 from __future__ import annotations
 
 import enum
-import hashlib
 import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hwsim.sgx.arch import INTEL_LE_PUBKEY_HASH, mrsigner
 from hwsim.sgx.errors import SgxError
 from memcrypt.errors import InvalidInput
 
@@ -88,8 +88,9 @@ class LaunchControl:
 
 
 def _policy_of(config: BiosConfig, allow: tuple[bytes, ...]) -> LaunchPolicy:
-    if config.lc_locked:
-        return LaunchPolicy.VENDOR_KEY if config.le_pubkey_hash is None else LaunchPolicy.FLC_LOCKED
+    if config.lc_locked:  # Intel's hash locked in: a pre-FLC Intel part, Intel the vendor
+        vendor = config.le_pubkey_hash in (None, INTEL_LE_PUBKEY_HASH)
+        return LaunchPolicy.VENDOR_KEY if vendor else LaunchPolicy.FLC_LOCKED
     return LaunchPolicy.FLC_LOCKED if allow else LaunchPolicy.FLC_OPEN
 
 
@@ -112,7 +113,7 @@ def launch_control(machine: Machine) -> LaunchControl:
         require_sgx(txn)
         allow = owner_allow_list(txn)
         now = _policy_of(txn.booted_config(), allow)
-        pending = _policy_of(machine.config, allow)
+        pending = _policy_of(txn.machine_config(), allow)
         return LaunchControl(
             policy=now, msr_hash=txn.le_pubkey_hash(), msrs_writable=msrs_writable(txn),
             vendor_hash=txn.sgx_vendor_key_hash(), owner_allow=allow,
@@ -147,13 +148,16 @@ def set_launch_policy(
         )
     locked, le_hash, owner = _settings_for(policy, owner_key_hash, allow)
     launch_control(machine)  # what the result shows must be readable before anything changes
-    config = machine.config
-    for key, text in (("sgx_enabled", "true"), ("lc_locked", str(locked).lower()),
-                      ("le_pubkey_hash", "" if le_hash is None else le_hash.hex())):  # fmt: skip
-        config = config.with_setting(profile, key, text)
-    with machine.transaction() as txn:  # machine.toml last: a failure leaves both alone
-        txn.put(_OWNER_NS, "allow", b"".join(owner))
-        _write_config(machine, config)
+    settings = (("sgx_enabled", "true"), ("lc_locked", str(locked).lower()),
+                ("le_pubkey_hash", "" if le_hash is None else le_hash.hex()))  # fmt: skip
+
+    def change(txn: Transaction, config: BiosConfig) -> BiosConfig:
+        for key, text in settings:
+            config = config.with_setting(profile, key, text)
+        txn.put(_OWNER_NS, "allow", b"".join(owner))  # committed with the BIOS settings
+        return config
+
+    machine.change_config(change)
     return launch_control(machine)
 
 
@@ -172,13 +176,6 @@ def _settings_for(
     if owner_key_hash is not None:
         return True, owner_key_hash, ()
     return False, None, tuple(dict.fromkeys(allow))
-
-
-def _write_config(machine: Machine, config: BiosConfig) -> None:
-    from hwsim.bios import write_machine_toml
-
-    write_machine_toml(machine.path / "machine.toml", machine.profile, config)
-    machine.config = config
 
 
 # -- the vendor role: a signed allow-list of production signers ---------------------------
@@ -299,5 +296,4 @@ def parse_signer(text: str) -> bytes:
         raise InvalidInput(f"{path}: not an unencrypted PEM RSA key ({exc})") from exc
     if not isinstance(key, rsa.RSAPublicKey) or key.key_size != 3072:
         raise InvalidInput(f"{path}: SGX signers are RSA-3072 keys")
-    # SDM EINIT: MRSIGNER = SHA-256 of the modulus as SIGSTRUCT stores it (little-endian).
-    return hashlib.sha256(key.public_numbers().n.to_bytes(384, "little")).digest()
+    return mrsigner(key.public_numbers().n)

@@ -1,8 +1,9 @@
 """The SGX part of one machine inside this process: its EPC and key material.
 
 Enclaves are volatile and live in the process that loaded them (DESIGN.md), so the EPC
-is an in-process object. It is keyed by the machine and its current boot: a power cycle
-makes a new boot secret, hence a new EPC key and an empty EPC, as on real parts. The
+is an in-process object over the machine's PRM region. It is keyed by the machine and its
+current boot: a power cycle loads a new EPC key into the memory engine, hence a new, empty
+PRM and EPC, as on real parts. The
 fused secrets behind the derived keys survive power cycles; ``hwsim reset`` replaces them.
 """
 
@@ -15,11 +16,12 @@ from hwsim.sgx.keys import KeyContext
 
 if TYPE_CHECKING:
     from hwsim.machine import Machine, Transaction
+    from hwsim.prm import PrmRegion
     from hwsim.sgx.epc import Epc
 
 __all__ = ["epc_of", "key_context", "require_sgx"]
 
-_EPCS: dict[tuple[str, bytes], Epc] = {}
+_EPCS: dict[tuple[str, PrmRegion], Epc] = {}
 
 
 def require_sgx(txn: Transaction) -> None:
@@ -58,19 +60,18 @@ def epc_of(machine: Machine) -> Epc:
 
     with machine.transaction(write=False) as txn:
         require_sgx(txn)
-        epc_key = txn.boot_secret("sgx.epc-key")
-        slot = (str(machine.path), epc_key)
+        region = txn.engine.epc_region()  # this boot's, under its EPC key slot
+        slot = (str(machine.path), region)
         found = _EPCS.get(slot)
         if found is not None:
             return found
         keys = key_context(txn)
-        epc_size = txn.booted_config().epc_size
 
     def read_le_hash() -> bytes:
         with machine.transaction(write=False) as t:
             return t.le_pubkey_hash()
 
-    epc = Epc(machine.profile, epc_key, keys, read_le_hash, size=epc_size)
+    epc = Epc(machine.profile, region, keys, read_le_hash)
     for old in [k for k in _EPCS if k[0] == slot[0]]:
         del _EPCS[old]  # an earlier boot's EPC: its enclaves died with the power cycle
     _EPCS[slot] = epc

@@ -565,12 +565,14 @@ def test_output_paths(sgxtool: Runner, sevtool: Runner, sample_key: Path, tmp_pa
         refused(sgxtool("gendata", "--enclave-hash", SIG1_HASH, "-o", str(out)), "sgxtool")
         refused(sevtool("generate", str(out), str(tmp_path / "new.key")), "sevtool")
         assert not (tmp_path / "new.key").exists(), "a failed generate left its key behind"
-    # A device (through a symlink, so that a regression replaces only the link): written
-    # through, never replaced by a regular file.
+    # A device (through a symlink, so that a regression replaces only the link): refused
+    # (issue 10 item 8: `-o` into a device is never what was meant; `-o -` is stdout),
+    # and the link is left as it was.
     link = tmp_path / "null-link"
     link.symlink_to(os.devnull)
     r = sgxtool("sign", "--enclave-hash", SIG1_HASH, "-k", str(sample_key), "-s", str(link))
-    assert r.code == 0, r.err
+    refused(r, "sgxtool")
+    assert r.code == 2 and "is a device" in r.err, r.err
     assert link.is_symlink() and stat.S_ISCHR(link.stat().st_mode)
 
 

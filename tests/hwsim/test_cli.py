@@ -77,7 +77,7 @@ def test_init_status_json(tmp_path: Path) -> None:
     assert status["profile"]["features"] == ["SME", "SEV"]
     assert status["boot_count"] == 1 and status["key_slots"] == [0]
     assert status["msrs"]["SYSCFG"] == "0x0000000000800000"
-    assert status["schema_version"] == 2 and status["pending_bios"] == {}
+    assert status["schema_version"] == 3 and status["pending_bios"] == {}
 
 
 def test_status_rich_table(machine: Machine) -> None:

@@ -179,10 +179,23 @@ def test_cpuid_epc_section_reports_bios_size(machine_factory: MachineFactory) ->
     icx.set_config("epc_size", "64M")
     icx.power_cycle()
     eax, ebx, ecx, edx = icx.cpuid(0x12, 2)
-    assert eax & 0xF == 1 and ecx & 0xF == 1
+    assert eax & 0xF == 1 and ecx & 0xF == 2  # an EPC section, confidentiality only (XTS)
     assert (eax & 0xFFFFF000) | ebx << 32 == icx.profile.epc_base
     assert (ecx & 0xFFFFF000) | edx << 32 == 64 << 20
     assert icx.cpuid(0x12, 3) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("profile", "protection"),
+    [("skylake", 1), ("icelake-sp", 2), ("sim", 2)],  # MEE: + integrity and replay; XTS: not
+)
+def test_cpuid_epc_section_reports_the_epc_engine(
+    machine_factory: MachineFactory, profile: str, protection: int
+) -> None:
+    machine = machine_factory(profile)
+    assert machine.cpuid(0x12, 2)[2] & 0xF == protection
+    engine = machine.profile.epc_engine
+    assert engine.integrity == engine.freshness == (protection == 1)
 
 
 def test_cpuid_naples_memory_encryption_leaf(machine_factory: MachineFactory) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from hwsim.errors import MachineError
 from hwsim.machine import Machine
+from hwsim.memory import PAGE_SIZE
+from hwsim.sgx.platform import epc_of
 from hwsim.status import machine_status
 from hwsim.store import SCHEMA_VERSION
 
@@ -17,8 +20,19 @@ def _snapshot(machine_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in machine_dir.iterdir() if p.is_file()}
 
 
+def _downgrade_to_v2(db_path: Path) -> None:
+    """Rewrite a current state.db in the schema-2 layout: no record of the PRM."""
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.execute("BEGIN")
+    db.execute("DELETE FROM kv WHERE ns = 'boot.prm'")
+    db.execute("PRAGMA user_version = 2")
+    db.execute("COMMIT")
+    db.close()
+
+
 def _downgrade_to_v1(db_path: Path) -> None:
     """Rewrite a current state.db in the schema-1 layout (see hwsim/store.py)."""
+    _downgrade_to_v2(db_path)
     db = sqlite3.connect(db_path, isolation_level=None)
     db.execute("BEGIN")
     for page, data in db.execute("SELECT page, data FROM dram").fetchall():
@@ -30,16 +44,18 @@ def _downgrade_to_v1(db_path: Path) -> None:
 
 
 def test_new_machine_has_current_schema(machine: Machine) -> None:
-    assert machine.schema_version == SCHEMA_VERSION == 2
+    assert machine.schema_version == SCHEMA_VERSION == 3
 
 
-def test_schema_1_machine_is_migrated(machine: Machine) -> None:
+@pytest.mark.parametrize("downgrade", [_downgrade_to_v1, _downgrade_to_v2])
+def test_older_machine_is_migrated(machine: Machine, downgrade: Callable[[Path], None]) -> None:
     fused = machine.fused_secret("seal")
     with machine.transaction() as txn:
         txn.dram_write(0x5000, b"kept across migration", 0)
         txn.physical_write(0x12_3000, b"plain")
+        prm = txn.engine.prm()
     machine.close()
-    _downgrade_to_v1(machine.path / "state.db")
+    downgrade(machine.path / "state.db")
 
     again = Machine.open(machine.path)
     assert again.schema_version == SCHEMA_VERSION
@@ -48,6 +64,21 @@ def test_schema_1_machine_is_migrated(machine: Machine) -> None:
         assert txn.dram_read(0x5000, 21, 0) == b"kept across migration"
         assert txn.physical_read(0x12_3000, 5) == b"plain"
         assert txn.keys("dram") == []
+        assert txn.engine.prm() == prm  # the PRM this boot's BIOS settings reserved
+    epc = epc_of(again)
+    page = epc.alloc()
+    epc.write(page, b"migrated".ljust(PAGE_SIZE, b"\0"))
+    with again.transaction(write=False) as txn:
+        assert txn.physical_read(epc.paddr(page), PAGE_SIZE) == epc.read_ciphertext(page)
+
+
+def test_migration_leaves_a_boot_without_sgx_without_prm(machine: Machine) -> None:
+    machine.set_config("sgx_enabled", "false")
+    machine.power_cycle()
+    machine.close()
+    _downgrade_to_v2(machine.path / "state.db")
+    with Machine.open(machine.path) as again, again.transaction(write=False) as txn:
+        assert txn.engine.prm() is None
 
 
 def _set_user_version(machine: Machine, version: int) -> None:
