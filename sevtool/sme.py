@@ -10,17 +10,18 @@ the kernel command line in machine.toml's ``[kernel]`` table; both apply at the 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hwsim.bios import KERNEL_ERAS, BiosConfig, KernelConfig
+from hwsim.bios import KERNEL_ERAS, BiosConfig
+from hwsim.errors import HwsimError
 from hwsim.sme.boot import KernelBoot, MapEntry, booted_kernel, kernel_decision, memory_map
+from hwsim.sme.boot import configure as boot_configure
 from sevtool.checks import Outcome, address_reduction, cbit, gather, sme_enabled, sme_supported
-from sevtool.errors import SevInputError, SevToolError
+from sevtool.errors import SevToolError
 
 if TYPE_CHECKING:
-    from hwsim.machine import Machine, Transaction
+    from hwsim.machine import Machine
 
 __all__ = ["KERNEL_ERAS", "SmeStatus", "configure", "sme_status"]
 
@@ -105,26 +106,9 @@ def _missing_link(
 def configure(
     machine: Machine, *, enable: bool, tsme: bool = False, era: str | None = None
 ) -> BiosConfig:
-    """``sme enable``: BIOS MemEncryptionModEn on and ``mem_encrypt=on`` (with ``tsme``,
-    TSME on too); ``sme disable``: ``mem_encrypt=off`` and TSME off (with ``tsme``, TSME
-    only; MemEncryptionModEn stays, SEV needs it). ``era`` picks the kernel's default."""
-    if not machine.profile.sme:
-        raise SevToolError(
-            f"profile {machine.profile.name} has no SME (CPUID 0x8000001F EAX[0] = 0)",
-            hint="make a machine with an SME part: hwsim init --profile naples, rome or sim",
-        )
-    if era is not None and era not in KERNEL_ERAS:
-        raise SevInputError(f"kernel era {era!r}: allowed {' or '.join(KERNEL_ERAS)}")
-
-    def change(_txn: Transaction, now: BiosConfig) -> BiosConfig:
-        kernel = now.kernel if era is None else dataclasses.replace(now.kernel, era=era)
-        if enable:
-            now = now.with_setting(machine.profile, "sme_enabled", "true")
-            kernel = dataclasses.replace(kernel, mem_encrypt="on")
-        elif not tsme:
-            kernel = dataclasses.replace(kernel, mem_encrypt="off")
-        if tsme or not enable:
-            now = now.with_setting(machine.profile, "tsme", "true" if enable else "false")
-        return dataclasses.replace(now, kernel=KernelConfig.from_table(kernel.as_dict()))
-
-    return machine.change_config(change)
+    """``sme enable``/``sme disable``: :func:`hwsim.sme.boot.configure`, whose rules are
+    the simulated BIOS's and kernel's."""
+    try:
+        return boot_configure(machine, enable=enable, tsme=tsme, era=era)
+    except HwsimError as exc:
+        raise SevToolError(str(exc), hint=exc.hint) from exc

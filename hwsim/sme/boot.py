@@ -21,6 +21,7 @@ cannot address the C-bit. :data:`HOST_RANGES` is the simulated host's physical m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from hwsim.memory import HOST_KEYID
 
 if TYPE_CHECKING:
     from hwsim.bios import BiosConfig
+    from hwsim.machine import Machine, Transaction
     from hwsim.profiles import Profile
     from hwsim.store import StateTxn
 
@@ -40,6 +42,7 @@ __all__ = [
     "KernelBoot",
     "MapEntry",
     "booted_kernel",
+    "configure",
     "host_keyid",
     "host_range",
     "kernel_boot",
@@ -188,3 +191,36 @@ def host_keyid(boot: KernelBoot, paddr: int) -> int | None:
     where = host_range(paddr)
     cbit = boot.sme_active and (where is None or not where.decrypted)
     return HOST_KEYID if cbit else None
+
+
+def configure(
+    machine: Machine, *, enable: bool, tsme: bool = False, era: str | None = None
+) -> BiosConfig:
+    """Enable: BIOS MemEncryptionModEn on and ``mem_encrypt=on`` (with ``tsme``, TSME on
+    too). Disable: ``mem_encrypt=off`` and TSME off (with ``tsme``, TSME only;
+    MemEncryptionModEn stays, SEV needs it). ``era`` picks the kernel's default. Written
+    to machine.toml through :meth:`Machine.change_config`; in force at the next boot."""
+    from hwsim.bios import KERNEL_ERAS, KernelConfig
+    from memcrypt.errors import InvalidInput
+
+    profile = machine.profile
+    if not profile.sme:
+        raise HwsimError(
+            f"profile {profile.name} has no SME (CPUID 0x8000001F EAX[0] = 0)",
+            hint="make a machine with an SME part: hwsim init --profile naples, rome or sim",
+        )
+    if era is not None and era not in KERNEL_ERAS:
+        raise InvalidInput(f"kernel era {era!r}: allowed {' or '.join(KERNEL_ERAS)}")
+
+    def change(_txn: Transaction, now: BiosConfig) -> BiosConfig:
+        kernel = now.kernel if era is None else dataclasses.replace(now.kernel, era=era)
+        if enable:
+            now = now.with_setting(profile, "sme_enabled", "true")
+            kernel = dataclasses.replace(kernel, mem_encrypt="on")
+        elif not tsme:
+            kernel = dataclasses.replace(kernel, mem_encrypt="off")
+        if tsme or not enable:
+            now = now.with_setting(profile, "tsme", "true" if enable else "false")
+        return dataclasses.replace(now, kernel=KernelConfig.from_table(kernel.as_dict()))
+
+    return machine.change_config(change)
