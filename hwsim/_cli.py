@@ -202,7 +202,7 @@ def msr_write(register: str, value: int) -> None:
     type=click.Choice(list(PROFILES)),
     help="With --matrix: the part the columns use where it fits (default: the machine's).",
 )
-@_json_option
+@json_option
 def attack(name: str | None, target: str, matrix: bool, profile: str | None, as_json: bool) -> None:
     """Run attack NAME against the machine as configured, or --matrix on scratch machines."""
     from hwsim._render_attacks import render_matrix, render_result

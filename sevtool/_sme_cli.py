@@ -11,16 +11,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hwsim.climachine import cli_machine, machine_option
-from memcrypt.cli import emit_json, print_fields, print_records
+from memcrypt.cli import emit_json, json_option, print_fields, print_records
 
 if TYPE_CHECKING:
     from sevtool.sme import SmeStatus
 
 __all__ = ["sme"]
-
-
-def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
 
 def _yes(on: bool) -> str:
@@ -34,7 +30,7 @@ def sme() -> None:
 
 @sme.command("status")
 @machine_option
-@_json_option
+@json_option
 def status_cmd(as_json: bool) -> None:
     """Supported, Enabled, Active and TSME; the C-bit; the next boot; the memory map."""
     from sevtool.sme import sme_status
