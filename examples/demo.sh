@@ -40,3 +40,6 @@ sevtool verify "$out/sev-chain.cert"
 echo "== an SEV guest: the owner verifies the launch before releasing its disk key"
 make -s -C examples/sev-guest O="$(pwd)/$out/sev-guest" "$(pwd)/$out/sev-guest/guest.bin"
 sh examples/sev-guest/flow.sh "$out/sev-guest"
+
+echo "== the attack lab: what each protection stops (scratch machines, deleted afterwards)"
+hwsim attack --matrix

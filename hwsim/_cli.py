@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -184,6 +185,51 @@ def msr_write(register: str, value: int) -> None:
     with cli_machine().transaction() as txn:
         txn.wrmsr(index, value)
     click.echo(f"wrote {value:#018x} to MSR {index:#x}")
+
+
+@cli.command()
+@click.argument("name", metavar="NAME", required=False)
+@click.option(
+    "--target",
+    type=click.Choice(["host", "sev", "sev-es", "enclave"]),
+    default="host",
+    show_default=True,
+    help="Whose secrets: the host's (and a plain VM's), an SEV or SEV-ES guest's, an enclave's.",
+)
+@click.option("--matrix", is_flag=True, help="Every attack under every protection.")
+@click.option(
+    "--profile",
+    type=click.Choice(list(PROFILES)),
+    help="With --matrix: the part the columns use where it fits (default: the machine's).",
+)
+@json_option
+def attack(name: str | None, target: str, matrix: bool, profile: str | None, as_json: bool) -> None:
+    """Run attack NAME against the machine as configured, or --matrix on scratch machines."""
+    from hwsim._render_attacks import render_matrix, render_result
+
+    if matrix:
+        from hwsim.attacks.matrix import run_matrix
+
+        if name is not None:
+            raise click.UsageError("give an attack NAME or --matrix, not both")
+        table = run_matrix(profile or _machine_profile())
+        emit_json(table.as_json()) if as_json else render_matrix(table)
+        return
+    if name is None:
+        raise click.UsageError("give an attack NAME (see hwsim(1) ATTACKS) or --matrix")
+    from hwsim.attacks import Target, run_attack
+
+    result = run_attack(cli_machine(), name, Target(target))
+    emit_json(result.as_json()) if as_json else render_result(result)
+
+
+def _machine_profile() -> str:
+    """The profile of the machine --matrix would otherwise be about, without making one."""
+    from hwsim.bios import profile_named_in
+    from hwsim.machine import TOML_NAME, default_machine_path
+
+    named = profile_named_in(Path(machine_dir() or default_machine_path()) / TOML_NAME)
+    return named if named in PROFILES else DEFAULT_PROFILE
 
 
 # Command groups contributed by other modules, registered explicitly. Each module keeps

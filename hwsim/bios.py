@@ -2,7 +2,10 @@
 
 The simulated BIOS applies these settings at each power cycle (IA32_FEATURE_CONTROL,
 the LE public-key hash MSRs, SYSCFG, the EPC reservation), so a changed setting takes
-effect at the next ``hwsim power-cycle``, as on a real machine.
+effect at the next ``hwsim power-cycle``, as on a real machine. The ``[kernel]`` table
+(:class:`KernelConfig`) is the simulated kernel's command line and build, read by the
+kernel at the same boot; it travels with the BIOS settings so that machine.toml has one
+writer and one validation.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from memcrypt.errors import InvalidInput
 from memcrypt.files import read_file, write_atomic
 
 __all__ = [
+    "KERNEL_ERAS",
     "SETTINGS",
     "BiosConfig",
+    "KernelConfig",
     "format_size",
     "parse_machine_toml",
     "read_machine_toml",
@@ -36,6 +41,43 @@ __all__ = [
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _TRUE = {"true", "on", "yes", "1", "enabled"}
 _FALSE = {"false", "off", "no", "0", "disabled"}
+# "old": built with CONFIG_AMD_MEM_ENCRYPT_ACTIVE_BY_DEFAULT=y (SME on unless mem_encrypt=off);
+# "new": the option was removed upstream and from 6.8-stable in early 2024 (commit
+# 29956748339a), so SME is off unless mem_encrypt=on (sev.md 3).
+KERNEL_ERAS = ("new", "old")
+_MEM_ENCRYPT = ("", "on", "off")
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """The simulated kernel of machine.toml's ``[kernel]`` table.
+
+    ``mem_encrypt``: the ``mem_encrypt=`` command-line parameter, ``""`` when absent.
+    ``era``: which default the kernel was built with (:data:`KERNEL_ERAS`).
+    """
+
+    mem_encrypt: str = ""
+    era: str = "new"
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> KernelConfig:
+        """Settings from a parsed ``[kernel]`` table; :class:`InvalidInput` naming the key."""
+        unknown = sorted(set(table) - {"mem_encrypt", "era"})
+        if unknown:
+            raise InvalidInput(f"unknown kernel setting {unknown[0]!r}; allowed: mem_encrypt, era")
+        config = cls(**table)
+        if config.mem_encrypt not in _MEM_ENCRYPT:
+            raise InvalidInput(f'mem_encrypt = {config.mem_encrypt!r}: allowed "on", "off" or ""')
+        if config.era not in KERNEL_ERAS:
+            raise InvalidInput(f"era = {config.era!r}: allowed {' or '.join(KERNEL_ERAS)}")
+        return config
+
+    @property
+    def cmdline(self) -> str:
+        return f"mem_encrypt={self.mem_encrypt}" if self.mem_encrypt else ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"mem_encrypt": self.mem_encrypt, "era": self.era}
 
 
 @dataclass(frozen=True)
@@ -53,6 +95,8 @@ class BiosConfig:
     le_pubkey_hash: bytes | None
     sme_enabled: bool
     epc_size: int
+    tsme: bool = False
+    kernel: KernelConfig = KernelConfig()
 
     @classmethod
     def defaults(cls, profile: Profile) -> BiosConfig:
@@ -98,6 +142,7 @@ class BiosConfig:
                 f'"" or {INTEL_LE_PUBKEY_HASH.hex()}',
             ),
             (self.sme_enabled and not profile.sme, "sme_enabled = true", "has no SME", "false"),
+            (self.tsme and not profile.sme, "tsme = true", "has no SME", "false"),
         ]
         for bad, what, why, allowed in refusals:
             if bad:
@@ -211,6 +256,12 @@ SETTINGS: dict[str, _Setting] = {
         bool,
     ),
     "epc_size": _Setting("EPC size reserved by the BIOS", _coerce_size, _parse_size, format_size),
+    "tsme": _Setting(
+        "Transparent SME: the memory controller encrypts all DRAM, whatever the OS does",
+        _coerce_bool,
+        _parse_bool,
+        bool,
+    ),
 }
 
 
@@ -227,6 +278,15 @@ def render_toml(profile: Profile, config: BiosConfig) -> str:
         value = setting.show(getattr(config, key))
         lines.append(f"# {setting.help}")
         lines.append(f"{key} = {json.dumps(value)}")
+    lines += [
+        "",
+        "# The simulated kernel, read at the next power cycle (sevtool sme enable|disable).",
+        "[kernel]",
+        '# mem_encrypt= on the kernel command line: "on", "off" or "" (not given)',
+        f"mem_encrypt = {json.dumps(config.kernel.mem_encrypt)}",
+        "# new: SME off unless mem_encrypt=on; old: built with ACTIVE_BY_DEFAULT, on unless off",
+        f"era = {json.dumps(config.kernel.era)}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -287,9 +347,9 @@ def _parse(raw: bytes, path: Path) -> dict[str, Any]:
 
 
 def _from_document(doc: Mapping[str, Any]) -> tuple[Profile, BiosConfig]:
-    unknown = sorted(set(doc) - {"profile", "bios"})
+    unknown = sorted(set(doc) - {"profile", "bios", "kernel"})
     if unknown:
-        raise InvalidInput(f"unknown key {unknown[0]!r}; allowed: profile, [bios]")
+        raise InvalidInput(f"unknown key {unknown[0]!r}; allowed: profile, [bios], [kernel]")
     name = doc.get("profile")
     if not isinstance(name, str):
         raise InvalidInput(f"profile = {name!r}: allowed one of {', '.join(PROFILES)}")
@@ -297,7 +357,11 @@ def _from_document(doc: Mapping[str, Any]) -> tuple[Profile, BiosConfig]:
     bios = doc.get("bios", {})
     if not isinstance(bios, dict):
         raise InvalidInput("bios must be a table ([bios])")
-    return profile, BiosConfig.from_table(profile, bios)
+    kernel = doc.get("kernel", {})  # machines made before the table existed: the defaults
+    if not isinstance(kernel, dict):
+        raise InvalidInput("kernel must be a table ([kernel])")
+    config = BiosConfig.from_table(profile, bios)
+    return profile, dataclasses.replace(config, kernel=KernelConfig.from_table(kernel))
 
 
 def write_machine_toml(path: Path, profile: Profile, config: BiosConfig) -> None:

@@ -53,6 +53,7 @@ from hwsim.memory import EPC_KEYID, HOST_KEYID, MemoryEngine
 from hwsim.prm import PrmMap
 from hwsim.profiles import DEFAULT_PROFILE, PROFILES, Profile, get_profile
 from hwsim.sgx.arch import mrsigner
+from hwsim.sme.boot import kernel_boot
 from hwsim.store import StateTxn, Store
 from memcrypt.cli import program_name
 from memcrypt.errors import InvalidInput, MemcryptError
@@ -447,11 +448,12 @@ def _boot(txn: StateTxn, profile: Profile, config: BiosConfig) -> None:
         raise MachineError(f"state.db: {_VENDOR_NS}/mrsigner is corrupt ({len(vendor_hash)} bytes)")
     cpu.bios_boot(txn, profile, config, vendor_hash)
     engine = MemoryEngine(txn, profile.phys_addr_bits - profile.phys_addr_reduction)
-    if profile.sme and config.sme_enabled:
+    if profile.sme and (config.sme_enabled or config.tsme):
         engine.set_key(HOST_KEYID, os.urandom(16))  # the SME key, never leaves the SoC
     if profile.sgx1 and config.sgx_enabled:
         engine.set_key(EPC_KEYID, os.urandom(16))
         engine.reserve_prm(PrmMap.at_boot(profile, config.epc_size))
+    kernel_boot(txn, profile, config)
 
 
 def default_machine_path() -> Path:

@@ -26,6 +26,7 @@ from memcrypt.cli import (
 from sevtool import __version__
 from sevtool._guest_cli import guest
 from sevtool._owner_cli import measurement, secret, session
+from sevtool._sme_cli import sme
 
 if TYPE_CHECKING:
     from hwsim.sev.arch import Vmsa
@@ -47,7 +48,7 @@ def cli() -> None:
 
 # The guest owner's commands need no machine; they live in their own module, and so do
 # the hypervisor's commands over the guests of a machine.
-for _command in (session, measurement, secret, guest):
+for _command in (session, measurement, secret, guest, sme):
     cli.add_command(_command)
 
 

@@ -76,6 +76,13 @@ COMMANDS = [
     Command("hwsim", (*M, "status", "--json")),
     Command("hwsim", (*M, "status")),
     Command("hwsim", (*M, "vendor", "show", "--json")),
+    # the attack lab prints what attackers read: planted secrets, never the machine's keys
+    Command("hwsim", (*M, "attack", "hv-read", "--target", "sev", "--json")),
+    Command("hwsim", (*M, "attack", "asid-swap", "--target", "sev")),
+    Command("hwsim", (*M, "attack", "dma", "--target", "enclave", "--json")),
+    Command("hwsim", (*M, "attack", "kernel-read")),
+    Command("sevtool", ("sme", "enable", *M)),
+    Command("sevtool", ("sme", "status", "--json", *M)),
     Command("hwsim", (*M, "power-cycle")),
     Command("hwsim", (*M, "reset", "--yes")),
     # sevtool: the owner's OCA key and the platform's PEK/PDH
