@@ -38,7 +38,7 @@ from hwsim.attacks._victims import (
 from hwsim.machine import Transaction
 from hwsim.memory import HOST_KEYID, PAGE_SIZE
 from hwsim.prm import MachineCheck
-from hwsim.sev.kvm import SevVm
+from hwsim.sev.kvm import KvmError, SevVm
 from hwsim.sme.boot import KernelBoot
 
 __all__ = ["ATTACKS", "Attack", "Lab", "Outcome", "SecretResult", "Target", "Verdict"]
@@ -310,8 +310,11 @@ def hv_regs_read(lab: Lab) -> Verdict:
     """The guest loads its secret into RAX/RCX and halts; the hypervisor reads them."""
     vm = lab.vm()
     vm.run_to_halt()
-    regs = vm.registers() or {}
-    read = b"".join(regs.get(r, 0).to_bytes(8, "little") for r in ("rax", "rcx"))
+    regs = vm.registers()
+    if regs is None:  # SEV-ES: all the hypervisor has is the VMSA page as DRAM holds it
+        read = vm.vmsa()
+    else:
+        read = b"".join(regs.get(r, 0).to_bytes(8, "little") for r in ("rax", "rcx"))
     return _judge(vm, [(vm.secret, read)], lambda _k: "the registers are encrypted (VMSA)")
 
 
@@ -319,7 +322,10 @@ def hv_regs_write(lab: Lab) -> Verdict:
     """At the exit the hypervisor sets RAX; the resumed guest writes AL to its serial."""
     vm = lab.vm()
     vm.run_to_halt()
-    vm.set_register("rax", ord("X"))
+    try:
+        vm.set_register("rax", ord("X"))
+    except KvmError as exc:  # SEV-ES: the registers are in the encrypted VMSA
+        return _goal("control of the guest's RAX", False, f"refused: {exc}", b"")
     out = vm.resume()
     reached = out == b"X"
     why = "the guest resumed with the hypervisor's RAX" if reached else "RAX kept its value"

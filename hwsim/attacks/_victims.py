@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from hwsim.errors import HwsimError
 from hwsim.memory import PAGE_SIZE
-from hwsim.sev.arch import GuestPolicy
+from hwsim.sev.arch import GuestPolicy, Vmsa
 from hwsim.sev.device import SevDevice
 from hwsim.sev.kvm import SevVm
 from hwsim.sev.psp import PspError
@@ -185,6 +185,10 @@ class PlainVm:
     def registers(self) -> dict[str, int] | None:
         return dict(self.vcpu.regs)
 
+    def vmsa(self) -> bytes:
+        """No encrypted save area: an unprotected VM's registers are the hypervisor's."""
+        return b""
+
     def set_register(self, name: str, value: int) -> None:
         self.vcpu.regs[name] = value
 
@@ -213,6 +217,14 @@ def _guest_program(cbit: int) -> bytes:
     rel = -(PAGE_SIZE - 16 + 5)
     image[PAGE_SIZE - 16 : PAGE_SIZE - 11] = b"\xe9" + (rel & 0xFFFFFFFF).to_bytes(4, "little")
     return bytes(image)
+
+
+def _reset_vmsa() -> bytes:
+    """vCPU 0's VMSA at reset (CS base 0xFFFF0000, RIP 0xFFF0): the runner then starts the
+    guest at the reset vector as for plain SEV (the boot contract of hwsim.sev.guest)."""
+    v = Vmsa()
+    v["cs_base"], v["rip"] = 0xFFFF0000, 0xFFF0
+    return v.pack()
 
 
 class SevGuest:
@@ -247,6 +259,8 @@ class SevGuest:
             raise
         vm.load(vm.record.flash_gpa, image)
         vm.launch_update_data(vm.record.flash_gpa, len(image))
+        if self.es:
+            vm.launch_update_vmsa([_reset_vmsa()])
         return vm
 
     def _inject(self, value: bytes) -> None:
@@ -290,16 +304,18 @@ class SevGuest:
         self.vm.remap(gpa, to_gpa)
 
     def registers(self) -> dict[str, int] | None:
-        """The VMCB save area and KVM's GPR copy: everything, for plain SEV."""
-        if self.es:
-            raise Unavailable("the hypervisor's view of SEV-ES registers is not modelled yet")
-        return dict(self.vm.record.vcpu)
+        """The VMCB save area and KVM's GPR copy (plain SEV); None for SEV-ES, whose
+        registers the hypervisor has only as the VMSA's ciphertext (:meth:`vmsa`)."""
+        view = self.vm.vcpu_view()
+        return None if view.protected else dict(view.registers)
+
+    def vmsa(self) -> bytes:
+        """The encrypted VMSA page as the hypervisor reads it (SEV-ES), else nothing."""
+        return self.vm.vcpu_view().vmsa
 
     def set_register(self, name: str, value: int) -> None:
-        if self.es:
-            raise Unavailable("the hypervisor's view of SEV-ES registers is not modelled yet")
-        self.vm.record.vcpu[name] = value  # KVM writes its GPR copy back at VMRUN
-        self.vm.save()
+        """KVM writes its GPR copy back at VMRUN; for SEV-ES it refuses (KvmError)."""
+        self.vm.set_registers(**{name: value})
 
     def protection(self, paddr: int) -> str | None:
         del paddr

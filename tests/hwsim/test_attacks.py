@@ -18,10 +18,8 @@ from hwsim._render_attacks import render_matrix
 from hwsim.attacks import ATTACKS, Outcome, Target, run_attack
 from hwsim.attacks.matrix import COLUMNS, Matrix, run_matrix
 from hwsim.machine import Machine
-from hwsim.sev.arch import GuestPolicy
 from hwsim.sev.device import SevDevice
 from hwsim.sev.kvm import SevVm
-from hwsim.sev.psp import PspError
 from tests.hwsim.test_cli import hwsim
 
 if TYPE_CHECKING:
@@ -68,26 +66,12 @@ def matrix(tmp_path_factory: pytest.TempPathFactory, sgx_vendor_key: RSAPrivateK
     return run_matrix("sim", vendor_key=sgx_vendor_key, workdir=tmp_path_factory.mktemp("m"))
 
 
-def _es_guests_launch(machine: Machine) -> bool:
-    with SevDevice.open(machine) as dev:
-        try:
-            SevVm.create(dev, name="es", memory_size=16 << 20, firmware_size=4096,
-                         policy=int(GuestPolicy.ES))  # fmt: skip
-        except PspError:
-            return False
-    return True
-
-
 @pytest.mark.parametrize("column", COLS)
 @pytest.mark.parametrize("attack", list(ATTACKS))
-def test_matrix_cell(matrix: Matrix, machine: Machine, attack: str, column: str) -> None:
-    """Each cell as sim.md 4.5 (or MODEL_DECIDES) says; SEV-ES cells are "not yet
-    available" exactly while this simulator refuses to launch SEV-ES guests."""
+def test_matrix_cell(matrix: Matrix, attack: str, column: str) -> None:
+    """Each cell as sim.md 4.5 (or MODEL_DECIDES) says."""
     result = matrix.cell(attack, column)
     expected = EXPECTED[attack][COLS.index(column)]
-    if column == "SEV-ES" and expected is not NA and not _es_guests_launch(machine):
-        assert (result.outcome, result.cell) == (NA, "n/a (not yet available)")
-        return
     assert result.outcome is expected, (result.cell, MODEL_DECIDES.get((attack, column)))
 
 
