@@ -47,6 +47,7 @@ __all__ = [
     "Region",
     "View",
     "dram_usage",
+    "hex_lines",
     "mark_host_encrypted",
     "memory_map",
     "read_view",
@@ -263,14 +264,19 @@ def _host_store(txn: Transaction, address: int, data: bytes, encrypted: bool) ->
             hint="hwsim config set sme_enabled true, then hwsim power-cycle",
         )
     known = _host_encrypted(txn)
+    prm = txn.engine.prm()
+    key = HOST_KEYID if encrypted else None
     for at, n in _pieces(address, len(data)):
-        chunk = data[at - address : at - address + n]
-        if (at // PAGE_SIZE in known) != encrypted:  # remapping: the old contents go too
-            prm = txn.engine.prm()
-            if prm is not None and prm.base <= at < prm.end:
-                continue  # the abort page: nothing is stored, nothing remapped
-            mark_host_encrypted(txn, at, n, encrypted)
-        txn.dram_write(at, chunk, HOST_KEYID if encrypted else None)
+        page = at - at % PAGE_SIZE
+        if prm is not None and prm.base <= at < prm.end:
+            continue  # the abort page: nothing is stored, nothing remapped
+        if (page // PAGE_SIZE in known) != encrypted:
+            # The C-bit changes: the kernel converts the page in place (as
+            # sme_encrypt_kernel does), so its contents read the same through the new map.
+            old = txn.dram_read(page, PAGE_SIZE, HOST_KEYID if not encrypted else None)
+            txn.dram_write(page, old, key)
+            mark_host_encrypted(txn, page, PAGE_SIZE, encrypted)
+        txn.dram_write(at, data[at - address : at - address + n], key)
 
 
 def _host_encrypted(txn: Transaction) -> set[int]:
@@ -306,3 +312,13 @@ def _check(view: str, address: int, length: int, asid: int | None) -> None:
         raise InvalidInput("address and length must not be negative")
     if length > MAX_VIEW:
         raise InvalidInput(f"{length} bytes is more than one view spans ({MAX_VIEW} bytes)")
+
+
+def hex_lines(data: bytes, address: int = 0) -> list[str]:
+    """A hex dump, 16 bytes a line: address, bytes, and the printable ASCII of them."""
+    lines = []
+    for at in range(0, len(data), 16):
+        row = data[at : at + 16]
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in row)
+        lines.append(f"{address + at:016x}  {row.hex(' '):<47}  {text}")
+    return lines
