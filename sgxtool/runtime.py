@@ -391,10 +391,14 @@ def run_ecall(
     out_size: int = DEFAULT_OUT,
     budget: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    after: Callable[[Enclave], None] | None = None,
 ) -> CallResult:
-    """Load ``image``, call ECALL ``entry`` once with ``data``, tear the enclave down."""
+    """Load ``image``, call ECALL ``entry`` once with ``data``, tear the enclave down;
+    ``after`` sees the enclave between the call and the teardown."""
     with Enclave.load(
         image, machine=machine, console=console, budget=budget, timeout=timeout
     ) as enclave:
         output = enclave.call(entry, data, out_size=out_size)
+        if after is not None:
+            after(enclave)
         return CallResult(entry, output, enclave.mrenclave, enclave.mrsigner)
