@@ -121,3 +121,20 @@ def test_the_full_epc_without_evictable_pages_is_still_a_fault(small_epc: Machin
     finally:
         for index in taken:
             epc.release(index)
+
+
+def test_run_epc_stats_show_the_paging(
+    big: Path, small_epc: Machine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from sgxtool._cli import main
+    from tests.cli.conftest import make_runner
+
+    run = make_runner(main, capsys)
+    m = ("--machine", str(small_epc.path))
+    doc = json.loads(run("run", str(big), "sweep", "--epc-stats", "--json", *m).out)
+    assert struct.unpack("<Q", bytes.fromhex(doc["output_hex"]))[0] == expected_sum()
+    stats = doc["epc_stats"]
+    assert stats["added"] > 4 * EPC_PAGES and stats["evicted"] > 3 * EPC_PAGES
+    assert stats["reloaded"] > 0
