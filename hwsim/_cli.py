@@ -15,7 +15,7 @@ import click
 from hwsim import __version__
 from hwsim.climachine import cli_machine, machine_dir, machine_option
 from hwsim.profiles import DEFAULT_PROFILE, PROFILES
-from memcrypt.cli import emit_json, run_main
+from memcrypt.cli import emit_json, json_option, run_main
 
 __all__ = ["cli", "main"]
 
@@ -28,9 +28,6 @@ def _number(_ctx: click.Context, param: click.Parameter, value: str | None) -> i
         return int(value.replace("_", ""), 0)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a number (decimal or 0x-hex)") from None
-
-
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,7 +55,7 @@ def init(profile: str, directory: str | None) -> None:
 
 
 @cli.command()
-@_json_option
+@json_option
 def status(as_json: bool) -> None:
     """Show the machine's part, BIOS settings, MSRs, key slots and DRAM use."""
     from hwsim._render_machine import render_status
@@ -72,7 +69,7 @@ def status(as_json: bool) -> None:
 
 
 @cli.command()
-@_json_option
+@json_option
 def profiles(as_json: bool) -> None:
     """List the CPU profiles and their features."""
     from hwsim._render_machine import render_profiles
@@ -112,7 +109,7 @@ def config() -> None:
 
 @config.command("get")
 @click.argument("key", required=False)
-@_json_option
+@json_option
 def config_get(key: str | None, as_json: bool) -> None:
     """Print one BIOS setting, or all of them."""
     from memcrypt.errors import InvalidInput
@@ -145,7 +142,7 @@ def _show(value: Any) -> str:
 @cli.command()
 @click.argument("leaf", metavar="LEAF", callback=_number)
 @click.argument("subleaf", metavar="[SUBLEAF]", default="0", callback=_number)
-@_json_option
+@json_option
 def cpuid(leaf: int, subleaf: int, as_json: bool) -> None:
     """Execute CPUID with EAX=LEAF, ECX=SUBLEAF and print EAX..EDX."""
     regs = dict(zip(("eax", "ebx", "ecx", "edx"), cli_machine().cpuid(leaf, subleaf), strict=True))
@@ -162,7 +159,7 @@ def msr() -> None:
 
 @msr.command("read")
 @click.argument("register")
-@_json_option
+@json_option
 def msr_read(register: str, as_json: bool) -> None:
     """RDMSR: REGISTER is a name (IA32_FEATURE_CONTROL) or a number (0x3a)."""
     from hwsim.cpu import msr_index

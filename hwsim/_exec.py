@@ -46,6 +46,7 @@ from unicorn import (
 )
 from unicorn import x86_const as x86
 
+from hwsim.arch import PAGE_SIZE
 from hwsim.errors import HwsimError
 
 # The binding's classes are untyped (and mypy finds its Python 2 flavour): use them as Any.
@@ -74,7 +75,7 @@ __all__ = [
 ]
 
 READ, WRITE, FETCH = UC_MEM_READ, UC_MEM_WRITE, UC_MEM_FETCH
-PAGE = 4096
+PAGE = PAGE_SIZE
 # Unicorn stops when RIP reaches `until`. It must be 0: with any other value Unicorn
 # fetches from the page below `until` when the instruction count runs out (probed on
 # 2.1.4). So code can never run at address 0; a jump there is reported as a #GP.

@@ -1,9 +1,11 @@
 """Declarative fixed-size binary layouts.
 
-A structure is declared once as a table of ``(offset, name, struct-format)`` rows in the
-spec's own field names and offsets; :class:`Packed` turns a dataclass with those field names
-into ``pack()``/``unpack()`` with the size checked. Bytes not named by any row are reserved:
-they are written as zeros and :meth:`Layout.nonzero_reserved` reports any that are not.
+A structure is a dataclass whose fields are declared once, each with the spec's name, its
+byte offset and its struct format (``flags: int = at(0, "Q")``); subclassing
+:class:`Packed` with the structure's name and size collects those into a :class:`Layout`
+and gives ``pack()``/``unpack()`` with the size checked. Bytes no field covers are
+reserved: they are written as zeros and :meth:`Layout.nonzero_reserved` reports any that
+are not.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 
 from memcrypt.errors import FormatError
 
-__all__ = ["Layout", "Packed"]
+__all__ = ["Layout", "Packed", "at"]
 
 _T = TypeVar("_T", bound="Packed")
 
@@ -80,13 +82,38 @@ def _runs(covered: bytearray) -> list[tuple[int, int]]:
     return runs
 
 
+_AT = "hwsim.layout"  # the field metadata key holding (offset, format)
+
+
+def at(offset: int, fmt: str, default: Any = None) -> Any:
+    """A field at byte ``offset`` packed with struct format ``fmt``; its default is
+    ``default``, else zero (zero bytes for an ``"Ns"`` field)."""
+    if default is None:
+        default = bytes(int(fmt[:-1] or 1)) if fmt.endswith("s") else 0
+    return dataclasses.field(default=default, metadata={_AT: (offset, fmt)})
+
+
 class Packed:
-    """Mixin for a dataclass whose fields are exactly the rows of ``LAYOUT``."""
+    """Base of a dataclass whose fields are all declared with :func:`at`::
+
+    @dataclass
+    class Secinfo(Packed, name="SECINFO", size=64):
+        flags: int = at(0, "Q")
+    """
 
     LAYOUT: ClassVar[Layout]
 
+    def __init_subclass__(cls, *, name: str, size: int, big_endian: bool = False) -> None:
+        # Runs before @dataclass, so the class body still holds the fields as declared.
+        rows = [
+            (f.metadata[_AT][0], fname, f.metadata[_AT][1])
+            for fname, f in vars(cls).items()
+            if isinstance(f, dataclasses.Field) and _AT in f.metadata
+        ]
+        cls.LAYOUT = Layout(name, size, rows, big_endian=big_endian)
+
     def pack(self) -> bytes:
-        return self.LAYOUT.pack(dataclasses.asdict(self))  # type: ignore[call-overload]
+        return self.LAYOUT.pack(vars(self))  # the fields, by name (no deep copy, unlike asdict)
 
     @classmethod
     def unpack(cls: type[_T], data: bytes) -> _T:

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hwsim.arch import PAGE_SIZE
 from hwsim.errors import MachineError
 from hwsim.profiles import PROFILES, Profile, get_profile
+from hwsim.sgx.arch import INTEL_LE_PUBKEY_HASH
 from memcrypt.errors import InvalidInput
 from memcrypt.files import read_file, write_atomic
 
@@ -31,7 +33,6 @@ __all__ = [
     "write_machine_toml",
 ]
 
-_PAGE = 4096
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _TRUE = {"true", "on", "yes", "1", "enabled"}
 _FALSE = {"false", "off", "no", "0", "disabled"}
@@ -90,7 +91,12 @@ class BiosConfig:
         refusals = [
             (self.sgx_enabled and not profile.sgx1, "sgx_enabled = true", "has no SGX", "false"),
             (not self.lc_locked and not profile.flc, "lc_locked = false", _NO_FLC, "true"),
-            (self.le_pubkey_hash is not None and not profile.flc, "le_pubkey_hash", _NO_FLC, '""'),
+            (
+                self.le_pubkey_hash not in (None, INTEL_LE_PUBKEY_HASH) and not profile.flc,
+                "le_pubkey_hash",
+                _HARDWIRED,
+                f'"" or {INTEL_LE_PUBKEY_HASH.hex()}',
+            ),
             (self.sme_enabled and not profile.sme, "sme_enabled = true", "has no SME", "false"),
         ]
         for bad, what, why, allowed in refusals:
@@ -113,6 +119,9 @@ class BiosConfig:
 
 
 _NO_FLC = "has no Flexible Launch Control"
+# A part without FLC has its launch key hash fixed in silicon: the simulated vendor's
+# (the default) or Intel's, as the parts Intel sold were.
+_HARDWIRED = "has no Flexible Launch Control: its hash is hardwired, the vendor's or Intel's"
 
 
 @dataclass(frozen=True)
@@ -149,7 +158,7 @@ def _parse_size(key: str, text: str) -> int:
     if match is None:
         raise InvalidInput(f"{key} = {text!r}: allowed a size such as 64M or 1G")
     size = int(match.group(1)) * _UNITS[match.group(2).upper()]
-    if size % _PAGE:
+    if size % PAGE_SIZE:
         raise InvalidInput(f"{key} = {text!r}: allowed a multiple of 4K")
     return size
 
@@ -189,7 +198,8 @@ SETTINGS: dict[str, _Setting] = {
         bool,
     ),
     "le_pubkey_hash": _Setting(
-        "owner LE public-key hash written by the BIOS (hex SHA-256), empty for the vendor's",
+        "LE public-key hash the BIOS writes (hex SHA-256; FLC parts: an owner key; parts "
+        "without FLC: Intel's hardwired hash), empty for the vendor's",
         _coerce_hash,
         _parse_hash,
         lambda v: "" if v is None else v.hex(),

@@ -52,6 +52,7 @@ from hwsim.errors import MachineError
 from hwsim.memory import EPC_KEYID, HOST_KEYID, MemoryEngine
 from hwsim.prm import PrmMap
 from hwsim.profiles import DEFAULT_PROFILE, PROFILES, Profile, get_profile
+from hwsim.sgx.arch import mrsigner
 from hwsim.store import StateTxn, Store
 from memcrypt.cli import program_name
 from memcrypt.errors import InvalidInput, MemcryptError
@@ -408,8 +409,7 @@ def _vendor_key(key: RSAPrivateKey | None) -> tuple[bytes, bytes]:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    # SDM 38.13: MRSIGNER = SHA-256 of the modulus as SIGSTRUCT stores it (little-endian).
-    return der, hashlib.sha256(numbers.n.to_bytes(384, "little")).digest()
+    return der, mrsigner(numbers.n)
 
 
 def _populate(tmp: Path, profile: Profile, key_der: bytes, mrsigner: bytes) -> None:

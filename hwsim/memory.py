@@ -29,11 +29,11 @@ from hwsim._pagecrypt import (
     EPC_KEYID,
     HOST_KEYID,
     HOT_PAGES_MAX,
-    PAGE_SIZE,
     XtsCipher,
     xts_cipher,
     xts_key,
 )
+from hwsim.arch import PAGE_SIZE
 from hwsim.errors import HwsimError
 from hwsim.prm import PrmMap, PrmRegion, prm_region
 from hwsim.store import KEY_SLOTS_NS, PRM_NS, StateTxn

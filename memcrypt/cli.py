@@ -35,6 +35,7 @@ __all__ = [
     "emit_json",
     "exit_on_signals",
     "is_plain",
+    "json_option",
     "passphrase_options",
     "print_fields",
     "print_records",
@@ -222,6 +223,11 @@ def write_output(name: str, data: bytes, *, mode: int = 0o644) -> None:
 def emit_json(obj: Any) -> None:
     """Print ``obj`` as stable, sorted JSON on stdout (the ``--json`` schema)."""
     click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``: the command reports as JSON (:func:`emit_json`), passed as ``as_json``."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
 
 def lazy_attr(module: str, names: dict[str, str]) -> Callable[[str], Any]:

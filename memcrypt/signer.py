@@ -49,8 +49,8 @@ __all__ = [
     "Signer",
     "SignerError",
     "SignerKeyError",
-    "load_pem_private_key",
     "load_pem_public_key",
+    "load_private_key_file",
     "scheme_for",
 ]
 
@@ -274,12 +274,22 @@ class CommandSigner:
         return checked(self, done.stdout, data, name)
 
 
-def load_pem_private_key(path: str | Path, passphrase: bytes | None, what: str) -> PrivateKey:
-    """An RSA or EC private key from a PEM file; a missing or wrong passphrase, or another
-    key type, is one clear error naming ``what``."""
+def load_private_key_file(
+    path: str | Path, passphrase: bytes | None, what: str, *, verified_use: bool = False
+) -> PrivateKey:
+    """An RSA or EC private key from a file: PEM or DER; PKCS#8, PKCS#1 or SEC1; encrypted or
+    not. A missing or wrong passphrase, or another key type, is one clear error naming
+    ``what``.
+
+    ``verified_use``: the caller verifies every signature it makes with the public key, so
+    cryptography's full RSA key check on load (about 140 ms for RSA-3072) can be skipped; a
+    broken key then fails at that verification instead of producing a bad signature.
+    """
     data = read_file(path, what, max_size=1 << 20)
+    pem = b"-----BEGIN" in data
+    load = serialization.load_pem_private_key if pem else serialization.load_der_private_key
     try:
-        key = serialization.load_pem_private_key(data, passphrase)
+        key = load(data, passphrase, unsafe_skip_rsa_key_validation=verified_use)
     except TypeError as exc:
         if passphrase is None:
             raise SignerKeyError(
@@ -288,10 +298,15 @@ def load_pem_private_key(path: str | Path, passphrase: bytes | None, what: str) 
             ) from exc
         raise SignerKeyError(f"{what} {path}: key is not encrypted; drop the passphrase") from exc
     except ValueError as exc:
-        hint = "wrong passphrase, or " if passphrase else ""
-        raise SignerKeyError(f"{what} {path}: {hint}not a PEM private key") from exc
+        if passphrase is not None and (b"ENCRYPTED" in data or not pem):
+            raise SignerKeyError(f"{what} {path}: wrong passphrase, or not a private key") from exc
+        raise SignerKeyError(
+            f"{what} {path}: not a private key (PEM or DER; PKCS#8, PKCS#1 or SEC1)"
+        ) from exc
     except UnsupportedAlgorithm as exc:
         raise SignerKeyError(f"{what} {path}: unsupported key type") from exc
+    except Exception as exc:  # cryptography raises several kinds for corrupt key bodies
+        raise SignerKeyError(f"{what} {path}: unreadable private key ({exc})") from exc
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         raise SignerKeyError(f"{what} {path}: neither an RSA nor an EC key")
     return key

@@ -16,6 +16,7 @@ import click
 from hwsim.climachine import cli_machine, machine_option
 from memcrypt.cli import (
     emit_json,
+    json_option,
     passphrase_options,
     print_fields,
     print_status_line,
@@ -54,10 +55,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     run_main(cli, "sevtool", argv)
 
 
-def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
-
-
 def _render_status(info: PlatformInfo, as_json: bool, action: str | None = None) -> None:
     if as_json:
         emit_json(info.as_json())
@@ -79,7 +76,7 @@ def _render_status(info: PlatformInfo, as_json: bool, action: str | None = None)
 
 @cli.command()
 @machine_option
-@_json_option
+@json_option
 def show(as_json: bool) -> None:
     """Platform state, owner, API version and build, guest count and flags."""
     from sevtool.platform import platform_status
@@ -89,7 +86,7 @@ def show(as_json: bool) -> None:
 
 @cli.command()
 @machine_option
-@_json_option
+@json_option
 def reset(as_json: bool) -> None:
     """Reset the platform (PLATFORM_RESET): new PEK, PDH and OCA; ownership cleared.
 
@@ -105,7 +102,7 @@ def reset(as_json: bool) -> None:
 @click.option(
     "--pek", is_flag=True, help="Rotate the PEK too (PEK_GEN): new PEK and PDH, self-owned again."
 )
-@_json_option
+@json_option
 def rotate(pek: bool, as_json: bool) -> None:
     """Generate a new PDH (PDH_GEN), or with --pek a new PEK and PDH (PEK_GEN)."""
     from sevtool.platform import rotate as rotate_keys
@@ -167,7 +164,7 @@ def generate(
 @click.argument("cert", type=_in_file)
 @click.argument("key", type=_in_file)
 @passphrase_options
-@_json_option
+@json_option
 def provision(
     cert: Path,
     key: Path,
@@ -268,7 +265,7 @@ def _same_owner(path: Path, owner: OwnerKey) -> bool:
 @machine_option
 @click.argument("pek_cert", metavar="PEK", type=_in_file)
 @click.argument("oca", type=_in_file)
-@_json_option
+@json_option
 def pek_import_cmd(pek_cert: Path, oca: Path, as_json: bool) -> None:
     """Import the owner-signed PEK and the owner's OCA (PEK_CERT_IMPORT)."""
     from hwsim.sev.certs import load_sev_cert
@@ -292,7 +289,7 @@ def pek_import_cmd(pek_cert: Path, oca: Path, as_json: bool) -> None:
     help="Write one file per certificate into DIR (pdh.cert, pek.cert, ...) instead.",
 )
 @click.argument("file", metavar="FILE", required=False, type=_path)
-@_json_option
+@json_option
 def export(full: bool, directory: Path | None, file: Path | None, as_json: bool) -> None:
     """Write the platform's certificate chain to FILE, as sevctl export does:
     PDH||PEK||OCA||CEK, and ASK||ARK after them with --full.
@@ -328,7 +325,7 @@ def export(full: bool, directory: Path | None, file: Path | None, as_json: bool)
 
 @cli.command("get-id")
 @machine_option
-@_json_option
+@json_option
 def get_id_cmd(as_json: bool) -> None:
     """Print the chip id (GET_ID) in hex, as AMD's key server URLs use it."""
     from sevtool.platform import get_id
@@ -375,7 +372,7 @@ def _cert_options(f: Callable[..., Any]) -> Callable[..., Any]:
     help="Signature of an ARK published without one (default: ARK file + .sig).",
 )
 @click.option("--partial", is_flag=True, help="Verify only the links present.")
-@_json_option
+@json_option
 def verify(
     source: Path | None,
     sev: Path | None,
@@ -430,7 +427,7 @@ def _render_report(report: ChainReport, as_json: bool) -> None:
 @machine_option
 @click.argument("features", metavar="[sme|sev|es]...", nargs=-1,
                 type=click.Choice(["sme", "sev", "es"]))  # fmt: skip
-@_json_option
+@json_option
 def ok(features: tuple[str, ...], as_json: bool) -> None:
     """Check that the machine can run what SME, SEV and SEV-ES need, as sevctl ok does.
 
@@ -479,7 +476,7 @@ def _vmsa_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--userspace", type=click.Choice(["qemu", "krun"]), default="qemu",
                      show_default=True, help="The VMM whose vCPU setup to follow."),
         click.option("--firmware", type=_in_file, help="OVMF image: APs start at its reset block."),
-        _json_option,
+        json_option,
     ]  # fmt: skip
     for option in reversed(options):
         f = option(f)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hwsim.climachine import cli_machine, machine_option
-from memcrypt.cli import console, emit_json
+from memcrypt.cli import console, emit_json, json_option
 
 if TYPE_CHECKING:
     from sevtool.guest import GuestInfo
@@ -22,10 +22,6 @@ __all__ = ["guest"]
 
 _path = click.Path(path_type=Path)
 _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
-
-
-def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
 
 def _int(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -103,7 +99,7 @@ def _table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...] | None) -> N
 @click.option("--cmdline", help="Kernel command line measured through the hashes table.")
 @click.option("--name", help="A name for the guest (default guestN).")
 @click.option("--memory", **_INT, default="64", show_default=True, help="Guest RAM in MiB.")
-@_json_option
+@json_option
 def guest_launch(
     firmware: Path,
     policy: int,
@@ -137,7 +133,7 @@ def guest_launch(
 @machine_option
 @_guest_option
 @click.option("-o", "--outfile", type=_path, help="Also write the base64 blob to this file.")
-@_json_option
+@json_option
 def guest_measure(guest: str | None, outfile: Path | None, as_json: bool) -> None:
     """LAUNCH_MEASURE: print the base64 measurement || nonce for the guest owner."""
     from memcrypt.files import write_atomic
@@ -164,7 +160,7 @@ def guest_measure(guest: str | None, outfile: Path | None, as_json: bool) -> Non
 @click.argument("header", type=_in_file)
 @click.argument("payload", type=_in_file)
 @click.option("--gpa", **_INT, help="Guest address (default: the firmware's secret area).")
-@_json_option
+@json_option
 def guest_inject_secret(
     guest: str | None, header: Path, payload: Path, gpa: int | None, as_json: bool
 ) -> None:
@@ -181,7 +177,7 @@ def guest_inject_secret(
 @guest.command("finish")
 @machine_option
 @_guest_option
-@_json_option
+@json_option
 def guest_finish(guest: str | None, as_json: bool) -> None:
     """LAUNCH_FINISH: the launch is over and the guest can run."""
     from sevtool.guest import finish
@@ -194,7 +190,7 @@ def guest_finish(guest: str | None, as_json: bool) -> None:
 @_guest_option
 @click.option("--budget", **_INT, default="100000000", show_default=True,
               help="Instructions to run at most.")  # fmt: skip
-@_json_option
+@json_option
 def guest_run(guest: str | None, budget: int, as_json: bool) -> None:
     """Run the guest's code; print what it writes to its serial port.
 
@@ -218,7 +214,7 @@ def guest_run(guest: str | None, budget: int, as_json: bool) -> None:
 
 @guest.command("list")
 @machine_option
-@_json_option
+@json_option
 def guest_list(as_json: bool) -> None:
     """The SEV guests on the machine."""
     from sevtool.guest import list_guests
@@ -235,7 +231,7 @@ def guest_list(as_json: bool) -> None:
 @guest.command("status")
 @machine_option
 @_guest_option
-@_json_option
+@json_option
 def guest_status(guest: str | None, as_json: bool) -> None:
     """GUEST_STATUS: state, ASID and policy, and the VM's run status."""
     from sevtool.guest import status
@@ -267,7 +263,7 @@ def _render_bytes(data: bytes, gpa: int, outfile: Path | None, as_json: bool) ->
 @machine_option
 @_guest_option
 @_memory_options
-@_json_option
+@json_option
 def guest_dump(
     guest: str | None, gpa: int, length: int, outfile: Path | None, as_json: bool
 ) -> None:
@@ -281,7 +277,7 @@ def guest_dump(
 @machine_option
 @_guest_option
 @_memory_options
-@_json_option
+@json_option
 def guest_debug_decrypt(
     guest: str | None, gpa: int, length: int, outfile: Path | None, as_json: bool
 ) -> None:
@@ -294,7 +290,7 @@ def guest_debug_decrypt(
 @guest.command("decommission")
 @machine_option
 @_guest_option
-@_json_option
+@json_option
 def guest_decommission(guest: str | None, as_json: bool) -> None:
     """DEACTIVATE and DECOMMISSION the guest; its memory is freed."""
     from sevtool.guest import decommission

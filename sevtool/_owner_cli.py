@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hwsim.sev.arch import MEASURE_SIZE
-from memcrypt.cli import emit_json
+from memcrypt.cli import emit_json, json_option
 
 if TYPE_CHECKING:
     from hwsim.sev.session import TransportKeys
@@ -26,10 +26,6 @@ __all__ = ["measurement", "secret", "session"]
 
 _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
 _out_file = click.Path(path_type=Path, dir_okay=False)
-
-
-def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
 
 class _IntOrHex(click.ParamType[int]):
@@ -89,7 +85,7 @@ def _chain_options(f: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("--tk", is_flag=True, help="Also write NAME_tk.bin: TEK || TIK, libvirt's --tk.")
 @click.option("--force", is_flag=True, help="Overwrite existing session files.")
-@_json_option
+@json_option
 def session(
     source: Path,
     policy: int,
@@ -215,7 +211,7 @@ def _keys(tik: str | None, tek: str | None, tk: Path | None, *, need_tek: bool) 
     help="LAUNCH_MEASURE output (QEMU query-sev-launch-measure): its nonce is used.",
 )
 @click.option("--outfile", type=_out_file, help="Write the 48 bytes here instead of base64.")
-@_json_option
+@json_option
 def measurement_build(
     api_major: int,
     api_minor: int,
@@ -279,7 +275,7 @@ def _mnonce(nonce: str | None, launch_measure_blob: str | None) -> bytes:
     required=True,
     help="What the host reports (QEMU query-sev-launch-measure, virsh domlaunchsecinfo).",
 )
-@_json_option
+@json_option
 def measurement_verify(
     api_major: int,
     api_minor: int,
@@ -372,7 +368,7 @@ def _key_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--base64", "as_base64", is_flag=True, help="Write base64 text (QMP, libvirt).")
 @click.argument("header", type=_out_file)
 @click.argument("payload", type=_out_file)
-@_json_option
+@json_option
 def secret_build(
     launch_measure_blob: str,
     tik: str | None,
@@ -412,7 +408,7 @@ def secret_build(
 @_key_options
 @click.argument("header", type=_in_file)
 @click.argument("payload", type=_in_file)
-@_json_option
+@json_option
 def secret_verify(
     launch_measure_blob: str,
     tik: str | None,

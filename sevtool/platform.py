@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from hwsim.sev.arch import PlatformState, PlatformStatus, SevAlgo, SevCert, SevUsage
 from hwsim.sev.certs import (
@@ -29,11 +28,9 @@ from memcrypt.files import Output, read_file, write_files
 from memcrypt.signer import (
     ECDSA_SHA256,
     KeySigner,
-    PrivateKey,
     Signer,
-    SignerKeyError,
     describe_key,
-    load_pem_private_key,
+    load_private_key_file,
 )
 from sevtool.chainfiles import Chain
 from sevtool.errors import SevInputError, SevToolError
@@ -193,39 +190,12 @@ def oca_for_key(key: ec.EllipticCurvePrivateKey) -> OwnerKey:
 def load_private_key(path: Path, passphrase: bytes | None = None) -> ec.EllipticCurvePrivateKey:
     """An owner's private key: PEM or DER (sevctl ``generate`` writes SEC1 DER), PKCS#8 or
     SEC1, encrypted or not; it must be an EC key, as SEV owner keys are."""
-    data = read_file(path, "OCA key", max_size=_MAX_FILE)
-    if b"-----BEGIN" in data:
-        key = load_pem_private_key(path, passphrase, "OCA key")
-    else:
-        key = _load_der_key(data, path, passphrase)
+    key = load_private_key_file(path, passphrase, "OCA key")
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise SevInputError(
             f"OCA key {path}: {describe_key(key.public_key())}; SEV owner keys are ECDSA "
             "(P-384, as sevctl and sev-tool make them)"
         )
-    return key
-
-
-def _load_der_key(data: bytes, path: Path, passphrase: bytes | None) -> PrivateKey:
-    """The DER counterpart of ``memcrypt.signer.load_pem_private_key``, same messages."""
-    try:
-        key = serialization.load_der_private_key(data, passphrase)
-    except TypeError as exc:
-        if passphrase is None:
-            raise SignerKeyError(
-                f"OCA key {path}: key is encrypted; a passphrase is needed",
-                hint="use --passphrase-env, --passphrase-file or --ask-passphrase",
-            ) from exc
-        raise SignerKeyError(f"OCA key {path}: key is not encrypted; drop the passphrase") from exc
-    except ValueError as exc:
-        hint = "wrong passphrase, or " if passphrase else ""
-        raise SignerKeyError(
-            f"OCA key {path}: {hint}not a private key (PEM or DER, PKCS#8 or SEC1)"
-        ) from exc
-    except UnsupportedAlgorithm as exc:
-        raise SignerKeyError(f"OCA key {path}: unsupported key type") from exc
-    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
-        raise SignerKeyError(f"OCA key {path}: neither an RSA nor an EC key")
     return key
 
 

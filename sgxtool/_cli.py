@@ -17,6 +17,7 @@ from hwsim.climachine import cli_machine, machine_option
 from memcrypt.cli import (
     emit_json,
     is_plain,
+    json_option,
     passphrase_options,
     print_fields,
     print_records,
@@ -107,10 +108,6 @@ def date_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
-def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
-
-
 @contextmanager
 def large_work(action: str, path: Path | None, cfg: EnclaveConfig | None) -> Iterator[Progress]:
     """Measuring ``path`` under memcrypt.work's policy: cost said, limit, progress."""
@@ -123,8 +120,7 @@ def large_work(action: str, path: Path | None, cfg: EnclaveConfig | None) -> Ite
 def enclave_work(action: str, path: Path | None, cfg: EnclaveConfig | None) -> Work:
     """Pages to add and bytes to hash for ``path``, from its layout (not by doing it)."""
     from memcrypt.work import Work
-    from sgxtool.build import layout_of
-    from sgxtool.image import ImageKind, detect, read_image
+    from sgxtool.image import ImageKind, detect, layout_of, read_image
 
     kind = None if path is None else detect(path)
     if path is None or kind is ImageKind.SGXS:  # an SGXS stream is hashed as it is
@@ -361,7 +357,7 @@ def dump(file: Path, as_json: bool) -> None:
     """
     from sgxtool.info import describe
 
-    info = describe(file)
+    info = describe(file).as_json()
     if as_json:
         emit_json(info)
     else:
@@ -410,11 +406,11 @@ def measure(file: Path, config_path: Path | None, as_json: bool) -> None:
     if config_path is not None or detect(file) is ImageKind.ELF:
         cfg = load_cfg(config_path, file)
     with large_work("measure", file, cfg) as progress:
-        info = measure_(file, cfg, progress)
+        result = measure_(file, cfg, progress)
     if as_json:
-        emit_json(info)
+        emit_json(result.as_json())
     else:
-        click.echo(info["mrenclave"])
+        click.echo(result.mrenclave.hex())
 
 
 @cli.command()
@@ -433,14 +429,14 @@ def verify(file: Path, enclave: Path | None, config_path: Path | None, as_json: 
     with large_work("measure", enclave or file, cfg) as progress:
         report = verify_(file, config=cfg, enclave=enclave, progress=progress)
     if as_json:
-        emit_json(report)
+        emit_json(report.as_json())
         return
-    for check in report["checks"]:
+    for check in report.checks:
         click.echo(f"ok  {check}")
-    if not report["measured"]:
+    if not report.measured:
         click.echo("--  MRENCLAVE not recomputed (give --enclave to check it)")
-    click.echo(f"MRENCLAVE: {report['mrenclave']}")
-    click.echo(f"MRSIGNER:  {report['mrsigner']}")
+    click.echo(f"MRENCLAVE: {report.mrenclave.hex()}")
+    click.echo(f"MRSIGNER:  {report.mrsigner.hex()}")
 
 
 @cli.command()
@@ -449,8 +445,8 @@ def verify(file: Path, enclave: Path | None, config_path: Path | None, as_json: 
 @json_option
 def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
     """Show where every page of the enclave goes."""
-    from sgxtool.build import layout_of
-    from sgxtool.info import layout_summary
+    from sgxtool.image import layout_of
+    from sgxtool.info import LayoutSummary
 
     plan = layout_of(elf, load_cfg(config_path, elf))
     rows = [
@@ -465,7 +461,7 @@ def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
         for r in plan.regions
     ]
     if as_json:
-        emit_json({**layout_summary(plan), "regions": rows})
+        emit_json({**LayoutSummary.of(plan).as_json(), "regions": rows})
         return
     print_records(
         ("offset", "pages", "type/perms", "measured", "region"),
@@ -479,10 +475,10 @@ def layout(elf: Path, config_path: Path | None, as_json: bool) -> None:
 
 
 def _flags_text(flags: int) -> str:
-    from hwsim.sgx.arch import PageType
+    from hwsim.sgx.arch import PageType, Secinfo
 
     perms = "".join(c if flags & bit else "-" for c, bit in (("r", 1), ("w", 2), ("x", 4)))
-    return f"{PageType((flags >> 8) & 0xFF).name} {perms}"
+    return f"{PageType(Secinfo(flags).page_type).name} {perms}"
 
 
 @cli.command("sgxs")
@@ -492,7 +488,7 @@ def _flags_text(flags: int) -> str:
 @work_options
 def sgxs_export(elf: Path, config_path: Path | None, out: Path) -> None:
     """Export the enclave as an SGXS stream (whose SHA-256 is MRENCLAVE)."""
-    from sgxtool.build import layout_of
+    from sgxtool.image import layout_of
     from sgxtool.sgxs import write_sgxs
 
     cfg = load_cfg(config_path, elf)
@@ -523,15 +519,32 @@ def sdk(what: str | None) -> None:
 @cli.command()
 @click.argument("image", type=_in_file)
 @click.option("-o", "--out", type=_path, help="Write the 304-byte EINITTOKEN here.")
+@click.option("--le", "le", type=_in_file, help="Run this Launch Enclave (signed .so, or SGXS).")
+@click.option("--le-sig", type=_in_file, help="The SIGSTRUCT of an SGXS --le.")
+@click.option(
+    "--white-list", type=_in_file, help="A signed white list to give the --le first."
+)  # fmt: skip
 @machine_option
 @json_option
-def token(image: Path, out: Path | None, as_json: bool) -> None:
-    """Get an EINITTOKEN for IMAGE (signed image or SIGSTRUCT) from the Launch Enclave."""
-    from memcrypt.files import write_atomic
-    from sgxtool.token import get_token, load_sigstruct
+def token(
+    image: Path, out: Path | None, le: Path | None, le_sig: Path | None,
+    white_list: Path | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Get an EINITTOKEN for IMAGE (signed image or SIGSTRUCT) from the Launch Enclave.
+
+    With --le, that Launch Enclave (Intel's, say) runs in the simulator and grants it.
+    """
+    from memcrypt.files import read_file, write_atomic
+    from sgxtool.token import get_token, le_token, load_sigstruct
 
     sigstruct = load_sigstruct(image)  # before the machine: a bad input creates nothing
-    grant = get_token(sigstruct, cli_machine())
+    if le is None:
+        if le_sig is not None or white_list is not None:
+            raise click.UsageError("--le-sig and --white-list go with --le")
+        grant = get_token(sigstruct, cli_machine())
+    else:
+        wl = None if white_list is None else read_file(white_list, "white list", max_size=1 << 20)
+        grant = le_token(image, cli_machine(), le, le_sig=le_sig, white_list=wl)
     if out is not None:
         write_atomic(out, grant.token.pack())
     if as_json:
@@ -570,6 +583,21 @@ def token(image: Path, out: Path | None, as_json: bool) -> None:
     "--timeout", type=click.FloatRange(0, min_open=True), default=60.0, show_default=True,
     metavar="SECONDS", help="Wall-clock limit for the whole call, inside and outside the enclave.",
 )  # fmt: skip
+@click.option("--sig", "sig_file", type=_in_file, help="IMAGE is an SGXS stream; its SIGSTRUCT.")
+@click.option("--token", "token_file", type=_in_file, help="An EINITTOKEN (sgxtool token -o).")
+@click.option("--edl", type=_in_file, help="Intel SDK enclaves: the enclave's EDL file.")
+@click.option(
+    "--arg", "args", multiple=True, metavar="NAME=VALUE",
+    help="Intel SDK enclaves: an ECALL parameter (number, text, hex:BYTES, or 1,2,3).",
+)  # fmt: skip
+@click.option(
+    "--typedef", "typedefs", multiple=True, metavar="NAME=C-TYPE",
+    help="A type the EDL's included headers define, e.g. buffer_t='void *'.",
+)  # fmt: skip
+@click.option(
+    "--edl-path", "edl_path", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+    help="A directory holding EDL files the EDL imports.",
+)  # fmt: skip
 @click.option(
     "--show-memory", "show", metavar="ADDRESS[:LEN]",
     help="After the call, print enclave offset ADDRESS (LEN bytes, default 64) as the DIMM "
@@ -589,6 +617,12 @@ def run(
     out_size: int,
     budget: int | None,
     timeout: float,
+    sig_file: Path | None,
+    token_file: Path | None,
+    edl: Path | None,
+    args: tuple[str, ...],
+    typedefs: tuple[str, ...],
+    edl_path: tuple[Path, ...],
     show: str | None,
     epc_stats: bool,
     as_json: bool,
@@ -596,18 +630,30 @@ def run(
     """Load IMAGE (a signed image), call its ECALL ENTRY, print what it returns.
 
     Output that is UTF-8 text is printed as text, other output as hex. What the enclave
-    prints through its console OCALL goes to stderr.
+    prints through its console OCALL goes to stderr. An enclave signed by Intel's
+    sgx_sign runs with Intel's calling convention: give its --edl and its parameters
+    with --arg; the return value and [out] buffers are printed.
     """
+    from memcrypt.files import read_file
+    from sgxtool.intelso import has_metadata
     from sgxtool.runtime import run_ecall
     from sgxtool.views import parse_span
 
+    token = None if token_file is None else read_file(token_file, "EINITTOKEN", max_size=4096)
+    if has_metadata(image):
+        with large_work("load", image, None):
+            _run_intel(image, entry, edl, list(args), typedefs, edl_path, token, budget,
+                       timeout, as_json)  # fmt: skip
+        return
+    if edl is not None or args:
+        raise click.UsageError("--edl and --arg are for enclaves signed by Intel's sgx_sign")
     data = _ecall_input(in_file, in_hex, in_text)
     span = None if show is None else parse_span(show)
     seen: dict[str, Any] = {}
     with large_work("load", image, None):
         result = run_ecall(
             image, entry, data, machine=cli_machine(), console=sys.stderr,
-            out_size=out_size, budget=budget, timeout=timeout,
+            out_size=out_size, budget=budget, timeout=timeout, token=token, sig=sig_file,
             after=lambda enclave: _look(enclave, span, epc_stats, seen),
         )  # fmt: skip
     if out_file is not None:
@@ -698,6 +744,44 @@ def _render_step(step: Any) -> None:
     else:
         at = "" if step.address is None else f" at {step.address:#x}"
         click.echo(f"{step.command}: {step.detail or step.kind}{at}")
+
+
+def _run_intel(
+    image: Path, entry: str, edl: Path | None, args: list[str], typedefs: tuple[str, ...],
+    edl_path: tuple[Path, ...], token: bytes | None, budget: int | None, timeout: float,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """``run`` for an Intel SDK enclave: ECALL by EDL name, values by parameter name."""
+    from sgxtool.intelrt import run_intel_ecall
+
+    if edl is None:
+        raise click.UsageError(f"{image} is an Intel SDK enclave: give its EDL with --edl")
+    defs = {}
+    for text in typedefs:
+        name, sep, ctype = text.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{text!r}: expected NAME=C-TYPE", param_hint="--typedef")
+        defs[name] = ctype
+    result = run_intel_ecall(
+        image, entry, args, edl=edl, typedefs=defs, edl_path=edl_path, machine=cli_machine(),
+        token=token, console=sys.stderr, budget=budget, timeout=timeout,
+    )  # fmt: skip
+    if as_json:
+        emit_json(result.as_json())
+        return
+    shown = result.as_json()
+    if result.retval is not None:
+        click.echo(f"retval {_value_text(shown['retval'])}")
+    for name, value in dict(shown["outputs"]).items():  # type: ignore[call-overload]
+        click.echo(f"{name} {_value_text(value)}")
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, dict):
+        return str(value["hex"])
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def _ecall_input(in_file: str | None, in_hex: str | None, in_text: str | None) -> bytes:

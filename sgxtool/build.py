@@ -14,10 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hwsim.sgx.arch import Sigstruct
 from memcrypt.files import check_distinct, read_file, write_atomic
 from sgxtool.config import EnclaveConfig
-from sgxtool.elf import read_elf
 from sgxtool.errors import UsageError, VerificationError
-from sgxtool.image import ImageKind, detect, elf_length, write_image, write_sig
-from sgxtool.layout import EnclaveLayout, plan_layout
+from sgxtool.image import ImageKind, detect, layout_of, write_image, write_sig
 from sgxtool.measure import Progress, mrenclave
 from sgxtool.sgxs import sgxs_mrenclave
 from sgxtool.sign import ExternalSignature, Signer, sign_sigstruct, unsigned_sigstruct
@@ -34,11 +32,6 @@ class Target:
     config: EnclaveConfig
     path: Path | None = None
     enclave_hash: bytes | None = None
-
-
-def layout_of(path: str | Path, cfg: EnclaveConfig) -> EnclaveLayout:
-    """The layout of an ELF (or signed image) built with ``cfg``."""
-    return plan_layout(read_elf(path, limit=elf_length(path)), cfg)
 
 
 def target_mrenclave(target: Target, progress: Progress | None = None) -> bytes:

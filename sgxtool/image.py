@@ -152,6 +152,11 @@ def _parse_meta(meta: bytes, p: Path) -> tuple[bytes, str]:
         raise ImageError(f"{p}: embedded config is not UTF-8") from exc
 
 
+def layout_of(path: str | Path, cfg: EnclaveConfig) -> EnclaveLayout:
+    """The layout of an ELF (or signed image) built with ``cfg``."""
+    return plan_layout(read_elf(path, limit=elf_length(path)), cfg)
+
+
 def elf_length(path: str | Path) -> int:
     """Bytes of ``path`` that are the ELF: all of it, or the part before the metadata."""
     if detect(path) is ImageKind.SIGNED_ELF:

@@ -1,10 +1,12 @@
 """Inspecting enclaves: decode SIGSTRUCTs, measure, and verify signed images.
 
-Each function returns plain data (the ``--json`` schema); rendering is the CLI's job.
+Each function returns a typed result whose ``as_json()`` is the ``--json`` schema;
+rendering is the CLI's job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,17 +21,26 @@ from hwsim.sgx.arch import (
 )
 from hwsim.sgx.sigcheck import SigstructError, check_sigstruct
 from memcrypt.files import read_file
-from sgxtool.build import layout_of
 from sgxtool.config import EnclaveConfig
 from sgxtool.errors import UsageError, VerificationError
-from sgxtool.image import ImageKind, detect, read_image
+from sgxtool.image import ImageKind, detect, layout_of, read_image
 from sgxtool.intelso import IntelMetadata, intel_layout, read_metadata
 from sgxtool.layout import EnclaveLayout
 from sgxtool.measure import Progress, mrenclave
-from sgxtool.sgxs import read_sgxs, sgxs_mrenclave
-from sgxtool.sign import decode_bcd_date
+from sgxtool.sgxs import sgxs_mrenclave
 
-__all__ = ["Loaded", "describe", "describe_sigstruct", "load_sigstruct", "measure", "verify"]
+__all__ = [
+    "Description",
+    "LayoutSummary",
+    "Loaded",
+    "Measurement",
+    "Verification",
+    "describe",
+    "describe_sigstruct",
+    "load_sigstruct",
+    "measure",
+    "verify",
+]
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,8 @@ def load_sigstruct(path: Path) -> Loaded:
 
 def describe_sigstruct(sig: Sigstruct) -> dict[str, Any]:
     """Every SIGSTRUCT field, decoded: attributes by name, DATE as a date."""
+    from sgxtool.sign import decode_bcd_date  # here: sign loads cryptography, measure must not
+
     date = decode_bcd_date(sig.date)
     vendor = {0: "0 (none)", VENDOR_INTEL: "0x8086 (Intel)"}.get(sig.vendor, hex(sig.vendor))
     return {
@@ -101,6 +114,8 @@ def _attrs(a: Attributes) -> dict[str, Any]:
 def implausible(sig: Sigstruct) -> list[str]:
     """Why ``sig`` does not look like a SIGSTRUCT at all (SDM 38.13's fixed fields), so that
     1808 arbitrary bytes are not shown as if they were one."""
+    from sgxtool.sign import decode_bcd_date  # here: sign loads cryptography, measure must not
+
     problems = []
     if sig.header != SIGSTRUCT_HEADER:
         problems.append(f"HEADER is {sig.header.hex()}, not {SIGSTRUCT_HEADER.hex()}")
@@ -113,28 +128,99 @@ def implausible(sig: Sigstruct) -> list[str]:
     return problems
 
 
-def describe(path: Path, progress: Progress | None = None) -> dict[str, Any]:
-    """What ``dump`` shows: the SIGSTRUCT decoded, or the measurement of an SGXS stream."""
+@dataclass(frozen=True)
+class LayoutSummary:
+    """The shape of an enclave's layout: what ECREATE gets and how much is measured."""
+
+    size: int
+    ssaframesize: int
+    pages: int
+    measured_bytes: int
+    threads: int
+    entry: int
+
+    @classmethod
+    def of(cls, layout: EnclaveLayout) -> LayoutSummary:
+        return cls(layout.size, layout.ssaframesize, layout.page_count, layout.measured_bytes,
+                   len(layout.threads), layout.entry)  # fmt: skip
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Description:
+    """What ``dump`` shows: a file's SIGSTRUCT (and its config), or an SGXS's MRENCLAVE."""
+
+    file: Path
+    kind: ImageKind
+    mrenclave: bytes
+    sigstruct: Sigstruct | None = None
+    config: EnclaveConfig | None = None
+    intel_metadata: tuple[IntelMetadata, ...] = ()  # an Intel-signed enclave's copies
+    warnings: tuple[str, ...] = ()  # why the SIGSTRUCT does not look like one
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"file": str(self.file), "kind": self.kind.value,
+                               "mrenclave": self.mrenclave.hex()}  # fmt: skip
+        if self.sigstruct is not None:
+            out["sigstruct"] = describe_sigstruct(self.sigstruct)
+            out["mrsigner"] = self.sigstruct.mrsigner.hex()
+            out["warnings"] = list(self.warnings)
+        if self.config is not None:
+            out["config"] = self.config.to_toml_dict()
+        if self.intel_metadata:
+            out["intel_metadata"] = [_describe_copy(c) for c in self.intel_metadata]
+        return out
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The MRENCLAVE of a file, with its layout's shape when it was laid out here."""
+
+    file: Path
+    kind: ImageKind
+    mrenclave: bytes
+    layout: LayoutSummary | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out = {"file": str(self.file), "kind": self.kind.value, "mrenclave": self.mrenclave.hex()}
+        return out | (self.layout.as_json() if self.layout else {})
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The checks a SIGSTRUCT passed, and the identity it carries."""
+
+    file: Path
+    checks: tuple[str, ...]
+    mrenclave: bytes
+    mrsigner: bytes
+
+    @property
+    def measured(self) -> bool:
+        return "MRENCLAVE" in self.checks
+
+    def as_json(self) -> dict[str, Any]:
+        return {"file": str(self.file), "checks": list(self.checks),
+                "mrenclave": self.mrenclave.hex(), "mrsigner": self.mrsigner.hex(),
+                "measured": self.measured}  # fmt: skip
+
+
+def describe(path: Path) -> Description:
+    """The SIGSTRUCT of a signed image or raw SIGSTRUCT, or the measurement of an SGXS."""
     loaded = load_sigstruct(path)
-    out: dict[str, Any] = {"file": str(path), "kind": loaded.kind.value}
     if loaded.sigstruct_raw is not None:
         sig = Sigstruct.unpack(loaded.sigstruct_raw)
-        out["sigstruct"] = describe_sigstruct(sig)
-        out["warnings"] = implausible(sig)
-        out["mrenclave"] = out["sigstruct"]["mrenclave"]
-        out["mrsigner"] = out["sigstruct"]["mrsigner"]
-    elif loaded.kind is ImageKind.SGXS:
-        out["mrenclave"] = sgxs_mrenclave(path).hex()
-    else:
-        raise UsageError(
-            f"{path} is an unsigned ELF: nothing to dump",
-            hint="use `sgxtool measure ELF -c enclave.toml`",
-        )
-    if loaded.config is not None:
-        out["config"] = loaded.config.to_toml_dict()
-    if loaded.kind is ImageKind.INTEL_SO:
-        out["intel_metadata"] = [_describe_copy(c) for c in read_metadata(path)]
-    return out
+        intel = tuple(read_metadata(path)) if loaded.kind is ImageKind.INTEL_SO else ()
+        return Description(path, loaded.kind, sig.enclavehash, sig, loaded.config, intel,
+                           tuple(implausible(sig)))  # fmt: skip
+    if loaded.kind is ImageKind.SGXS:
+        return Description(path, loaded.kind, sgxs_mrenclave(path))
+    raise UsageError(
+        f"{path} is an unsigned ELF: nothing to dump",
+        hint="use `sgxtool measure ELF -c enclave.toml`",
+    )
 
 
 def _describe_copy(c: IntelMetadata) -> dict[str, Any]:
@@ -155,18 +241,21 @@ def _describe_copy(c: IntelMetadata) -> dict[str, Any]:
 
 def measure(
     path: Path, config: EnclaveConfig | None, progress: Progress | None = None
-) -> dict[str, Any]:
+) -> Measurement:
     """MRENCLAVE of an ELF with its config, of a signed image, or of an SGXS stream."""
     kind = detect(path)
     if kind is ImageKind.SGXS:
-        return {"file": str(path), "kind": kind.value, "mrenclave": sgxs_mrenclave(path).hex()}
+        return Measurement(path, kind, sgxs_mrenclave(path))
     layout = _layout(path, kind, config)
-    return {
-        "file": str(path),
-        "kind": kind.value,
-        "mrenclave": mrenclave(layout, progress).hex(),
-        **layout_summary(layout),
-    }
+    return Measurement(path, kind, mrenclave(layout, progress), LayoutSummary.of(layout))
+
+
+def _mrenclave(path: Path, config: EnclaveConfig | None, progress: Progress | None) -> bytes:
+    """MRENCLAVE of an enclave file, streamed: an SGXS is hashed as it is read."""
+    kind = detect(path)
+    if kind is ImageKind.SGXS:
+        return sgxs_mrenclave(path)
+    return mrenclave(_layout(path, kind, config), progress)
 
 
 def _layout(path: Path, kind: ImageKind, config: EnclaveConfig | None) -> EnclaveLayout:
@@ -175,8 +264,6 @@ def _layout(path: Path, kind: ImageKind, config: EnclaveConfig | None) -> Enclav
             f"{path} is a SIGSTRUCT; it holds a measurement, it is not one",
             hint="use `sgxtool dump`",
         )
-    if kind is ImageKind.SGXS:
-        return read_sgxs(path)
     if kind is ImageKind.INTEL_SO:
         return intel_layout(path)
     if config is None and kind is ImageKind.SIGNED_ELF:
@@ -188,24 +275,13 @@ def _layout(path: Path, kind: ImageKind, config: EnclaveConfig | None) -> Enclav
     return layout_of(path, config)
 
 
-def layout_summary(layout: EnclaveLayout) -> dict[str, Any]:
-    return {
-        "size": layout.size,
-        "ssaframesize": layout.ssaframesize,
-        "pages": layout.page_count,
-        "measured_bytes": layout.measured_bytes,
-        "threads": len(layout.threads),
-        "entry": layout.entry,
-    }
-
-
 def verify(
     path: Path,
     *,
     config: EnclaveConfig | None = None,
     enclave: Path | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> Verification:
     """Check a signature, its exponent and Q1/Q2, and the MRENCLAVE against the enclave.
 
     ``path`` is a signed image (everything is inside), or a raw SIGSTRUCT with ``enclave``
@@ -221,8 +297,7 @@ def verify(
     checks = ["format", "exponent", "signature", "Q1/Q2"]
     source = path if loaded.kind in (ImageKind.SIGNED_ELF, ImageKind.INTEL_SO) else enclave
     if source is not None:
-        layout = _layout(source, detect(source), config or loaded.config)
-        measured = mrenclave(layout, progress)
+        measured = _mrenclave(source, config or loaded.config, progress)
         if measured != sig.enclavehash:
             raise VerificationError(
                 f"{path}: MRENCLAVE mismatch: the enclave measures {measured.hex()}, "
@@ -230,10 +305,4 @@ def verify(
                 hint="the enclave or its configuration changed after signing",
             )
         checks.append("MRENCLAVE")
-    return {
-        "file": str(path),
-        "checks": checks,
-        "mrenclave": sig.enclavehash.hex(),
-        "mrsigner": sig.mrsigner.hex(),
-        "measured": source is not None,
-    }
+    return Verification(path, tuple(checks), sig.enclavehash, sig.mrsigner)

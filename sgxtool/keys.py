@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hwsim.sgx.arch import MODULUS_BYTES, SIGSTRUCT_EXPONENT
 from memcrypt.files import Output, read_file, write_files
+from memcrypt.signer import SignerKeyError, load_private_key_file
 from sgxtool.errors import SigningKeyError
 
 __all__ = [
@@ -88,23 +89,13 @@ def public_pem(key: rsa.RSAPublicKey) -> bytes:
 
 
 def load_private_key(path: str | Path, passphrase: bytes | None = None) -> rsa.RSAPrivateKey:
-    """Load and check a PEM private key; a wrong or missing passphrase is one clear error."""
-    data = read_file(path, "signing key", max_size=1 << 20)
+    """Load and check a private key file; a wrong or missing passphrase is one clear error."""
     try:
-        key = serialization.load_pem_private_key(data, passphrase)
-    except TypeError as exc:
-        if passphrase is None:
-            raise SigningKeyError(
-                f"{path}: key is encrypted; a passphrase is needed",
-                hint="use --passphrase-env, --passphrase-file or --ask-passphrase",
-            ) from exc
-        raise SigningKeyError(f"{path}: key is not encrypted, but a passphrase was given") from exc
-    except ValueError as exc:
-        if passphrase is not None and b"ENCRYPTED" in data:
-            raise SigningKeyError(f"{path}: wrong passphrase") from exc
-        raise SigningKeyError(f"{path}: not a PEM private key") from exc
-    except Exception as exc:  # cryptography raises several kinds for corrupt key bodies
-        raise SigningKeyError(f"{path}: unreadable private key ({exc})") from exc
+        # sign_sigstruct verifies every signature it makes with the public key (microseconds
+        # with e = 3), so the slow full RSA check on load can be skipped.
+        key = load_private_key_file(path, passphrase, "signing key", verified_use=True)
+    except SignerKeyError as exc:
+        raise SigningKeyError(str(exc), hint=exc.hint) from exc
     if not isinstance(key, rsa.RSAPrivateKey):
         raise SigningKeyError(f"{path}: not an RSA key; SGX needs RSA-3072 with e=3")
     check_key(key.public_key(), str(path))

@@ -25,7 +25,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hwsim.sgx.arch import PAGE_SIZE, PageType, SecinfoFlag, Tcs, secinfo_flags
+from hwsim.arch import PAGE_SIZE
+from hwsim.sgx.arch import PageType, Secinfo, SecinfoFlag, Tcs, secinfo_flags
+from hwsim.sgx.measurement import ALL_CHUNKS
 from sgxtool.config import MAX_ENCLAVE_SIZE, EnclaveConfig
 from sgxtool.elf import EnclaveElf, Segment
 from sgxtool.errors import ConfigError, SgxToolError
@@ -41,7 +43,6 @@ __all__ = [
     "plan_layout",
 ]
 
-ALL_CHUNKS = 0xFFFF  # every 256-byte chunk of a page is EEXTENDed
 RW = int(SecinfoFlag.R | SecinfoFlag.W)
 
 # The thread-data page (TCS.OFSBASE/OGSBASE point at it) tells the SDK's entry stub where
@@ -109,7 +110,7 @@ class Region:
 
     @property
     def page_type(self) -> PageType:
-        return PageType((self.flags >> 8) & 0xFF)
+        return PageType(Secinfo(self.flags).page_type)
 
     def read_pages(self, fd: int | None, first: int, count: int) -> bytes:
         return self.content.read(fd, first * PAGE_SIZE, count * PAGE_SIZE)

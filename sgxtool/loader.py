@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hwsim.sgx.arch import PAGE_SIZE, Secs, Sigstruct
+from hwsim.sgx.arch import PAGE_SIZE, AttributeFlag, Secs, Sigstruct
 from sgxtool.layout import EnclaveLayout
 
 if TYPE_CHECKING:
@@ -31,14 +31,21 @@ def load_enclave(
     layout: EnclaveLayout,
     sigstruct: Sigstruct,
     token: bytes | None = None,
+    *,
+    debug: bool = False,
 ) -> None:
-    """ECREATE, EADD/EEXTEND every page of ``layout``, EINIT with ``sigstruct``."""
+    """ECREATE, EADD/EEXTEND every page of ``layout``, EINIT with ``sigstruct``.
+
+    ``debug`` sets DEBUG in the SECS, as Intel's uRTS does when launched with debug=1;
+    EINIT accepts it only if the SIGSTRUCT leaves DEBUG out of its ATTRIBUTEMASK.
+    """
+    flags = sigstruct.attributes_flags | (AttributeFlag.DEBUG if debug else 0)
     secs = Secs(
         size=layout.size,
         baseaddr=enclave_base(layout.size),
         ssaframesize=layout.ssaframesize,
         miscselect=sigstruct.miscselect,
-        attributes_flags=sigstruct.attributes_flags,
+        attributes_flags=flags,
         attributes_xfrm=sigstruct.attributes_xfrm,
     )
     device.create(secs)

@@ -329,7 +329,8 @@ def _read_string_length(mem: HostMemory, address: int) -> int:
     """strlen+1 of a NUL-terminated string in host memory, read in small steps."""
     length = 0
     while length < MAX_STRING:
-        chunk = mem.read(address + length, 256)
+        at = address + length
+        chunk = mem.read(at, 256 - at % 256)  # never past the page the string ends in
         nul = chunk.find(b"\0")
         if nul >= 0:
             return length + nul + 1

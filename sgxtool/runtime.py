@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from hwsim.sgx.arch import PAGE_SIZE, Sigstruct
 from hwsim.sgx.device import HOST_BASE, HOST_SIZE
-from sgxtool.errors import ImageError, SgxToolError
+from sgxtool.errors import ImageError, SgxToolError, UsageError
 from sgxtool.layout import EnclaveLayout
 
 if TYPE_CHECKING:
@@ -158,14 +158,29 @@ class Enclave:
         console: TextIO | None = None,
         budget: int | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        edl: str | Path | None = None,
     ) -> Enclave:
         """Load a signed image (``sgxtool sign -o``) on ``machine`` (default: the default).
 
         Each :meth:`call` may run ``budget`` enclave instructions (None: not counted;
         counting costs 4-14x on tight loops) and take ``timeout`` seconds (None: no limit).
+        An enclave signed by Intel's ``sgx_sign`` loads as an
+        :class:`~sgxtool.intelrt.IntelEnclave` (Intel's calling convention), described by
+        its ``edl``; its OCALL handlers go to ``IntelEnclave.load``.
         """
         from sgxtool.image import read_image
+        from sgxtool.intelso import has_metadata
 
+        if has_metadata(image):
+            from sgxtool.intelrt import IntelEnclave
+
+            if edl is None or ocalls:
+                raise UsageError(
+                    f"{image} is an Intel SDK enclave: load it with its EDL (edl=...); "
+                    "OCALL handlers go to IntelEnclave.load(ocalls=...)",
+                )
+            return IntelEnclave.load(image, edl=edl, machine=machine, token=token,
+                                     console=console, budget=budget, timeout=timeout)  # fmt: skip
         signed = read_image(image)
         ecalls = read_ecalls(image)
         return cls.from_layout(
@@ -231,9 +246,7 @@ class Enclave:
     # -- calls ------------------------------------------------------------------------
     def call(self, name: str, data: bytes = b"", *, out_size: int = DEFAULT_OUT) -> bytes:
         """Run ECALL ``name`` with ``data``; its output bytes, or an error naming the code."""
-        if name not in self.ecalls:
-            known = ", ".join(self.ecalls) or "none"
-            raise SgxToolError(f"the enclave has no ECALL named {name!r} (it has: {known})")
+        index = self._index(name)
         room = HOST_SIZE - _BUFFERS
         if len(data) + out_size > room:
             raise SgxToolError(f"input plus output ({len(data) + out_size} bytes) exceed {room}")
@@ -244,7 +257,7 @@ class Enclave:
             if outermost:
                 self._allowance = self._new_allowance()
             try:
-                result, out = self._call(tcs, self.ecalls.index(name), data, out_size)
+                result, out = self._call(tcs, index, data, out_size)
                 if result < 0:
                     raise EnclaveCallError(name, result)
                 if result > out_size:  # RSI at EEXIT is the enclave's word: never trust it
@@ -257,6 +270,16 @@ class Enclave:
                 self._busy.discard(tcs)
                 if outermost:
                     self._allowance = None
+
+    def _index(self, name: str) -> int:
+        """The ECALL index of ``name``; an enclave loaded without names (an SGXS stream)
+        takes the index itself."""
+        if name in self.ecalls:
+            return self.ecalls.index(name)
+        if not self.ecalls and name.isdigit():
+            return int(name)
+        known = ", ".join(self.ecalls) or "none: give the ECALL index"
+        raise SgxToolError(f"the enclave has no ECALL named {name!r} (it has: {known})")
 
     def _new_allowance(self) -> _Allowance:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
@@ -391,13 +414,28 @@ def run_ecall(
     out_size: int = DEFAULT_OUT,
     budget: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    token: bytes | None = None,
+    sig: str | Path | None = None,
     after: Callable[[Enclave], None] | None = None,
 ) -> CallResult:
-    """Load ``image``, call ECALL ``entry`` once with ``data``, tear the enclave down;
-    ``after`` sees the enclave between the call and the teardown."""
-    with Enclave.load(
-        image, machine=machine, console=console, budget=budget, timeout=timeout
-    ) as enclave:
+    """Load ``image``, call ECALL ``entry`` once with ``data``, tear the enclave down
+    (``after`` sees the enclave between the call and the teardown).
+
+    With ``sig`` (a SIGSTRUCT file), ``image`` is an SGXS stream whose TCS pages are
+    found from its EADD records; ``entry`` is then the ECALL's index. ``token`` is an
+    EINITTOKEN for a machine whose launch policy uses one.
+    """
+    if sig is not None:
+        from sgxtool.sgxs import read_sgxs
+        from sgxtool.token import load_sigstruct
+
+        sigstruct = load_sigstruct(sig)
+        loaded = Enclave.from_layout(read_sgxs(image), sigstruct, machine=machine, token=token,
+                                     console=console, budget=budget, timeout=timeout)  # fmt: skip
+    else:
+        loaded = Enclave.load(image, machine=machine, token=token, console=console,
+                              budget=budget, timeout=timeout)  # fmt: skip
+    with loaded as enclave:
         output = enclave.call(entry, data, out_size=out_size)
         if after is not None:
             after(enclave)

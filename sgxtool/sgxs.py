@@ -10,23 +10,35 @@ something no hardware could produce is refused rather than trusted.
 from __future__ import annotations
 
 import hashlib
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from hwsim.sgx.arch import EEXTEND_CHUNK, MEASURE_BLOCK, PAGE_SIZE, PageType
+from hwsim.arch import PAGE_SIZE
+from hwsim.sgx.arch import (
+    EEXTEND_CHUNK,
+    MEASURE_BLOCK,
+    TAG_ECREATE,
+    TAG_EEXTEND,
+    EaddRecord,
+    EcreateRecord,
+    EextendRecord,
+    MeasureRecord,
+    PageType,
+    Secinfo,
+    Tcs,
+    parse_record,
+)
+from memcrypt.errors import FormatError
 from memcrypt.files import atomic_open
 from sgxtool.errors import ImageError
-from sgxtool.layout import Content, EnclaveLayout, LayoutBuilder, Region
+from sgxtool.layout import Content, EnclaveLayout, LayoutBuilder, Region, Thread
 from sgxtool.measure import Progress, stream_measurement
 
 __all__ = ["is_sgxs", "read_sgxs", "sgxs_mrenclave", "write_sgxs"]
 
-_ECREATE = b"ECREATE\0"
-_EADD = b"EADD\0\0\0\0"
-_EEXTEND = b"EEXTEND\0"
+_READ_SIZE = 1 << 20
 
 
 @dataclass
@@ -39,7 +51,7 @@ class _Page:
 
 def is_sgxs(head: bytes) -> bool:
     """Whether a file starting with ``head`` looks like an SGXS stream."""
-    return head[:8] == _ECREATE
+    return head[:8] == TAG_ECREATE
 
 
 def sgxs_mrenclave(path: str | Path) -> bytes:
@@ -52,15 +64,21 @@ def sgxs_mrenclave(path: str | Path) -> bytes:
 
 
 def read_sgxs(path: str | Path) -> EnclaveLayout:
-    """An SGXS stream as a layout of single pages with their measured contents.
+    """An SGXS stream as a layout of single pages with their measured contents, and a
+    thread for each page its EADD record adds as PT_TCS.
 
     Unmeasured chunks have no bytes in the stream, so they load as zeros."""
     with _open(path) as f:
         records = _records(f, str(path), None)
-        ssaframesize, size = next(records)[1:3]
+        ecreate = next(records)[0]
+        assert isinstance(ecreate, EcreateRecord)  # _Canonical refuses anything else first
+        ssaframesize, size = ecreate
         builder = LayoutBuilder(ssaframesize)
         for page in _pages(records):
-            kind = PageType((page.flags >> 8) & 0xFF).name.lower()
+            kind = PageType(Secinfo(page.flags).page_type).name.lower()
+            if kind == "tcs":  # TCS discovery: the EADD record's SECINFO says PT_TCS
+                tcs = Tcs.unpack(bytes(page.data))
+                builder.threads.append(Thread(page.offset, tcs.ossa, 0, 0, tcs.ofsbase))
             builder.add(
                 Region(
                     page.offset,
@@ -96,15 +114,15 @@ def _open(path: str | Path) -> BinaryIO:
         raise ImageError(f"cannot read SGXS stream {path}: {exc.strerror}") from exc
 
 
-def _pages(records: Iterator[tuple[bytes, int, int, bytes]]) -> Iterator[_Page]:
+def _pages(records: Iterator[tuple[MeasureRecord, bytes]]) -> Iterator[_Page]:
     page: _Page | None = None
-    for tag, offset, value, data in records:
-        if tag == _EADD:
+    for record, data in records:
+        if isinstance(record, EaddRecord):
             if page is not None:
                 yield page
-            page = _Page(offset, value, bytearray(PAGE_SIZE))
-        elif page is not None:
-            at = offset - page.offset
+            page = _Page(record.offset, record.flags, bytearray(PAGE_SIZE))
+        elif page is not None and isinstance(record, EextendRecord):
+            at = record.offset - page.offset
             page.data[at : at + EEXTEND_CHUNK] = data
             page.mrmask |= 1 << (at // EEXTEND_CHUNK)
     if page is not None:
@@ -113,37 +131,43 @@ def _pages(records: Iterator[tuple[bytes, int, int, bytes]]) -> Iterator[_Page]:
 
 def _records(
     f: BinaryIO, name: str, h: hashlib._Hash | None
-) -> Iterator[tuple[bytes, int, int, bytes]]:
-    """Yield (tag, offset or SSAFRAMESIZE, flags or SIZE, chunk) per record, checking
-    canonical order; feed every byte to ``h`` when given."""
+) -> Iterator[tuple[MeasureRecord, bytes]]:
+    """Yield each record (with its chunk, for EEXTEND), checking canonical order; feed
+    every byte to ``h`` when given. Memory stays at one read buffer whatever the size."""
     state = _Canonical(name)
-    while block := f.read(MEASURE_BLOCK):
-        if len(block) != MEASURE_BLOCK:
-            raise ImageError(f"{name}: truncated record at byte {state.position}")
-        if h is not None:
-            h.update(block)
-        tag = block[:8]
-        if tag == _ECREATE:
-            ssa, size = struct.unpack_from("<IQ", block, 8)
-            state.ecreate(size)
-            yield tag, ssa, size, b""
-        elif tag == _EADD:
-            offset, flags = struct.unpack_from("<QQ", block, 8)
-            state.eadd(offset, flags)
-            yield tag, offset, flags, b""
-        elif tag == _EEXTEND:
-            (offset,) = struct.unpack_from("<Q", block, 8)
-            data = f.read(EEXTEND_CHUNK)
-            if len(data) != EEXTEND_CHUNK:
-                raise ImageError(f"{name}: EEXTEND at byte {state.position} is truncated")
-            if h is not None:
-                h.update(data)
-            state.eextend(offset)
-            yield tag, offset, 0, data
-        else:
-            raise ImageError(f"{name}: unknown record {tag!r} at byte {state.position}")
-        state.position += len(block) + (EEXTEND_CHUNK if tag == _EEXTEND else 0)
+    for block, chunk in _blocks(f, name, h):
+        try:
+            record = parse_record(block)
+        except FormatError as exc:
+            raise state.fail(str(exc)) from exc
+        state.check(record)
+        yield record, chunk
+        state.position += len(block) + len(chunk)
     state.finish()
+
+
+def _blocks(f: BinaryIO, name: str, h: hashlib._Hash | None) -> Iterator[tuple[bytes, bytes]]:
+    """(64-byte record, 256-byte chunk or b"") pairs, read and hashed 1 MiB at a time."""
+    buf, at, position = b"", 0, 0
+    while True:
+        if len(buf) - at < MEASURE_BLOCK + EEXTEND_CHUNK:
+            more = f.read(_READ_SIZE)
+            if h is not None:
+                h.update(more)
+            buf, at = buf[at:] + more, 0
+            if not buf:
+                return
+        block = buf[at : at + MEASURE_BLOCK]
+        if len(block) != MEASURE_BLOCK:
+            raise ImageError(f"{name}: truncated record at byte {position}")
+        chunk = b""
+        if block[:8] == TAG_EEXTEND:
+            chunk = buf[at + MEASURE_BLOCK : at + MEASURE_BLOCK + EEXTEND_CHUNK]
+            if len(chunk) != EEXTEND_CHUNK:
+                raise ImageError(f"{name}: EEXTEND at byte {position} is truncated")
+        at += len(block) + len(chunk)
+        position += len(block) + len(chunk)
+        yield block, chunk
 
 
 class _Canonical:
@@ -159,17 +183,26 @@ class _Canonical:
     def fail(self, message: str) -> ImageError:
         return ImageError(f"{self.name}: {message} (record at byte {self.position})")
 
-    def ecreate(self, size: int) -> None:
+    def check(self, record: MeasureRecord) -> None:
+        if isinstance(record, EaddRecord):
+            self.eadd(record)
+        elif isinstance(record, EextendRecord):
+            self.eextend(record.offset)
+        else:
+            self.ecreate(record)
+
+    def ecreate(self, record: EcreateRecord) -> None:
         if self.size is not None:
             raise self.fail("second ECREATE")
+        size = record.size
         if size < 2 * PAGE_SIZE or size & (size - 1):
             raise self.fail(f"ECREATE SIZE {size:#x} is not a power of two of 2 pages or more")
         self.size = size
 
-    def eadd(self, offset: int, flags: int) -> None:
+    def eadd(self, record: EaddRecord) -> None:
         if self.size is None:
             raise self.fail("EADD before ECREATE")
-        page_type = (flags >> 8) & 0xFF
+        offset, page_type = record.offset, record.secinfo.page_type
         if page_type not in (PageType.REG, PageType.TCS):  # else EADD faults (SDM vol. 3D, EADD)
             raise self.fail(f"EADD page type {page_type} is neither REG nor TCS")
         if offset % PAGE_SIZE or offset >= self.size:

@@ -15,7 +15,7 @@ import re
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hwsim.sgx.arch import Sigstruct
-from hwsim.sgx.sigcheck import attach_signature
+from hwsim.sgx.sigcheck import SigstructError, attach_signature
 from memcrypt.signer import (
     RSA_PKCS1V15_SHA256,
     CommandSigner,
@@ -76,7 +76,13 @@ def sign_sigstruct(sig: Sigstruct, signer: Signer) -> Sigstruct:
         raw = signer.sign(sig.signed_bytes())
     except SignerError as exc:
         raise VerificationError(str(exc), hint=exc.hint) from exc
-    return attach_signature(sig, public.public_numbers().n, raw)
+    try:
+        return attach_signature(sig, public.public_numbers().n, raw)
+    except SigstructError as exc:
+        raise SigningKeyError(
+            "the signature made does not verify with the signing key's public key",
+            hint="the private key file is damaged; sign with an intact copy",
+        ) from exc
 
 
 def bcd_date(day: _dt.date) -> int:

@@ -334,11 +334,14 @@ def _tag_text(line: str) -> str:
 
 
 def _command_entries(program: str) -> list[str]:
-    """The tags of the COMMANDS sections of ``program``'s pages (section 1 and 7)."""
+    """The tags of the COMMANDS sections of ``program``'s pages (section 1 and 7): every
+    section titled COMMANDS or ending in it (sevtool has GUEST OWNER COMMANDS too)."""
     tags = []
     for page in (ROOT / "man").glob(f"{program}*.[17]"):
-        lines = _man_section(page, "COMMANDS").splitlines()
-        tags += [_tag_text(b) for a, b in itertools.pairwise(lines) if a.strip() == ".TP"]
+        titles = re.findall(r'^\.SH +"?([^"\n]+?)"?$', page.read_text(), flags=re.M)
+        for title in (t for t in titles if t.endswith("COMMANDS")):
+            lines = _man_section(page, title).splitlines()
+            tags += [_tag_text(b) for a, b in itertools.pairwise(lines) if a.strip() == ".TP"]
     return tags
 
 

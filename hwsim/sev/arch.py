@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hwsim._layout import Layout, Packed
+from hwsim._layout import Layout, Packed, at
 from memcrypt.errors import FormatError
 
 __all__ = [
@@ -232,137 +232,73 @@ GUEST_POLICY_RESERVED = 0xFFC0
 
 
 @dataclass
-class PlatformStatus(Packed):
+class PlatformStatus(Packed, name="PLATFORM_STATUS", size=12):
     """PLATFORM_STATUS command buffer, 12 bytes (sevapi.h sev_platform_status_cmd_buf).
 
     ``owner`` bit 0: 0 self-owned, 1 externally owned; ``config`` bit 0: SEV-ES initialised.
     """
 
-    LAYOUT = Layout(
-        "PLATFORM_STATUS",
-        12,
-        [
-            (0, "api_major", "B"),
-            (1, "api_minor", "B"),
-            (2, "state", "B"),
-            (3, "owner", "B"),
-            (4, "config", "H"),
-            (7, "build", "B"),
-            (8, "guest_count", "I"),
-        ],
-    )
-
-    api_major: int = 0
-    api_minor: int = 0
-    state: int = PlatformState.UNINIT
-    owner: int = 0
-    config: int = 0
-    build: int = 0
-    guest_count: int = 0
+    api_major: int = at(0, "B")
+    api_minor: int = at(1, "B")
+    state: int = at(2, "B", PlatformState.UNINIT)
+    owner: int = at(3, "B")
+    config: int = at(4, "H")
+    build: int = at(7, "B")
+    guest_count: int = at(8, "I")
 
     OWNER_EXTERNAL = 0x1
     CONFIG_ES = 0x1
 
 
 @dataclass
-class EcPubKey(Packed):
+class EcPubKey(Packed, name="sev_ecc_pub_key", size=PUB_KEY_SIZE):
     """ECDSA/ECDH public key inside a SEV certificate (Appendix C.3); the rest is zero."""
 
-    LAYOUT = Layout(
-        "sev_ecc_pub_key",
-        PUB_KEY_SIZE,
-        [
-            (0x00, "curve", "I"),
-            (0x04, "qx", f"{ECC_COORD_SIZE}s"),
-            (0x4C, "qy", f"{ECC_COORD_SIZE}s"),
-        ],
-    )
-
-    curve: int = Curve.P384
-    qx: bytes = bytes(ECC_COORD_SIZE)
-    qy: bytes = bytes(ECC_COORD_SIZE)
+    curve: int = at(0x00, "I", Curve.P384)
+    qx: bytes = at(0x04, f"{ECC_COORD_SIZE}s")
+    qy: bytes = at(0x4C, f"{ECC_COORD_SIZE}s")
 
 
 @dataclass
-class RsaPubKey(Packed):
+class RsaPubKey(Packed, name="sev_rsa_pub_key", size=PUB_KEY_SIZE):
     """RSA public key inside a SEV certificate (Appendix C.2): sizes in bits, numbers LE."""
 
-    LAYOUT = Layout(
-        "sev_rsa_pub_key",
-        PUB_KEY_SIZE,
-        [
-            (0x000, "modulus_size", "I"),
-            (0x004, "pub_exp", "512s"),
-            (0x204, "modulus", "512s"),
-        ],
-    )
-
-    modulus_size: int = 0
-    pub_exp: bytes = bytes(512)
-    modulus: bytes = bytes(512)
+    modulus_size: int = at(0x000, "I")
+    pub_exp: bytes = at(0x004, "512s")
+    modulus: bytes = at(0x204, "512s")
 
 
 @dataclass
-class EcdsaSig(Packed):
+class EcdsaSig(Packed, name="sev_ecdsa_sig", size=SIG_SIZE):
     """ECDSA signature in a SEV certificate slot: r and s little-endian, 368 bytes zero."""
 
-    LAYOUT = Layout(
-        "sev_ecdsa_sig",
-        SIG_SIZE,
-        [
-            (0, "r", f"{ECC_COORD_SIZE}s"),
-            (ECC_COORD_SIZE, "s", f"{ECC_COORD_SIZE}s"),
-        ],
-    )
-
-    r: bytes = bytes(ECC_COORD_SIZE)
-    s: bytes = bytes(ECC_COORD_SIZE)
+    r: bytes = at(0, f"{ECC_COORD_SIZE}s")
+    s: bytes = at(ECC_COORD_SIZE, f"{ECC_COORD_SIZE}s")
 
 
 @dataclass
-class SevCert(Packed):
+class SevCert(Packed, name="sev_cert", size=SEV_CERT_SIZE):
     """SEV certificate, 0x824 bytes (Appendix C.1; sevapi.h ``sev_cert``).
 
     A certificate holds up to two signatures; an unused slot has usage INVALID and algo 0.
     """
 
-    LAYOUT = Layout(
-        "sev_cert",
-        SEV_CERT_SIZE,
-        [
-            (0x000, "version", "I"),
-            (0x004, "api_major", "B"),
-            (0x005, "api_minor", "B"),
-            (0x006, "reserved_0", "B"),
-            (0x007, "reserved_1", "B"),
-            (0x008, "pub_key_usage", "I"),
-            (0x00C, "pub_key_algo", "I"),
-            (0x010, "pub_key", f"{PUB_KEY_SIZE}s"),
-            (0x414, "sig1_usage", "I"),
-            (0x418, "sig1_algo", "I"),
-            (0x41C, "sig1", f"{SIG_SIZE}s"),
-            (0x61C, "sig2_usage", "I"),
-            (0x620, "sig2_algo", "I"),
-            (0x624, "sig2", f"{SIG_SIZE}s"),
-        ],
-    )
-
-    version: int = 1
-    api_major: int = 0
-    api_minor: int = 0
+    version: int = at(0x000, "I", 1)
+    api_major: int = at(0x004, "B")
+    api_minor: int = at(0x005, "B")
     # Named (not left to the layout's reserved runs) so that parsing keeps them: the
     # signatures cover them, and verification must see them as they are.
-    reserved_0: int = 0
-    reserved_1: int = 0
-    pub_key_usage: int = SevUsage.INVALID
-    pub_key_algo: int = SevAlgo.INVALID
-    pub_key: bytes = bytes(PUB_KEY_SIZE)
-    sig1_usage: int = SevUsage.INVALID
-    sig1_algo: int = SevAlgo.INVALID
-    sig1: bytes = bytes(SIG_SIZE)
-    sig2_usage: int = SevUsage.INVALID
-    sig2_algo: int = SevAlgo.INVALID
-    sig2: bytes = bytes(SIG_SIZE)
+    reserved_0: int = at(0x006, "B")
+    reserved_1: int = at(0x007, "B")
+    pub_key_usage: int = at(0x008, "I", SevUsage.INVALID)
+    pub_key_algo: int = at(0x00C, "I", SevAlgo.INVALID)
+    pub_key: bytes = at(0x010, f"{PUB_KEY_SIZE}s")
+    sig1_usage: int = at(0x414, "I", SevUsage.INVALID)
+    sig1_algo: int = at(0x418, "I", SevAlgo.INVALID)
+    sig1: bytes = at(0x41C, f"{SIG_SIZE}s")
+    sig2_usage: int = at(0x61C, "I", SevUsage.INVALID)
+    sig2_algo: int = at(0x620, "I", SevAlgo.INVALID)
+    sig2: bytes = at(0x624, f"{SIG_SIZE}s")
 
     def signed_bytes(self) -> bytes:
         """The bytes both signatures cover: offsets 0x000-0x413."""
@@ -388,30 +324,16 @@ class SevCert(Packed):
 
 
 @dataclass
-class AmdCertHeader(Packed):
+class AmdCertHeader(Packed, name="amd_cert", size=AMD_CERT_HEADER_SIZE):
     """Fixed 64-byte head of an AMD signing-key certificate (Appendix B.1, ``amd_cert``)."""
 
-    LAYOUT = Layout(
-        "amd_cert",
-        AMD_CERT_HEADER_SIZE,
-        [
-            (0x00, "version", "I"),
-            (0x04, "key_id", "16s"),
-            (0x14, "certifying_id", "16s"),
-            (0x24, "key_usage", "I"),
-            (0x28, "reserved", "16s"),
-            (0x38, "pub_exp_size", "I"),
-            (0x3C, "modulus_size", "I"),
-        ],
-    )
-
-    version: int = 1
-    key_id: bytes = bytes(16)
-    certifying_id: bytes = bytes(16)
-    key_usage: int = SevUsage.ARK
-    reserved: bytes = bytes(16)  # kept as parsed: the signature covers it
-    pub_exp_size: int = 0
-    modulus_size: int = 0
+    version: int = at(0x00, "I", 1)
+    key_id: bytes = at(0x04, "16s")
+    certifying_id: bytes = at(0x14, "16s")
+    key_usage: int = at(0x24, "I", SevUsage.ARK)
+    reserved: bytes = at(0x28, "16s")  # kept as parsed: the signature covers it
+    pub_exp_size: int = at(0x38, "I")
+    modulus_size: int = at(0x3C, "I")
 
 
 # RSA sizes AMD uses: 2048 (Naples) and 4096 (Rome and later).
@@ -462,19 +384,13 @@ class AmdCert:
 
 
 @dataclass
-class GuestStatus(Packed):
+class GuestStatus(Packed, name="GUEST_STATUS", size=0x0D):
     """GUEST_STATUS command buffer, 13 bytes (sevapi.h sev_guest_status_cmd_buf)."""
 
-    LAYOUT = Layout(
-        "GUEST_STATUS",
-        0x0D,
-        [(0x00, "handle", "I"), (0x04, "policy", "I"), (0x08, "asid", "I"), (0x0C, "state", "B")],
-    )
-
-    handle: int = 0
-    policy: int = 0
-    asid: int = 0
-    state: int = GuestState.UNINIT
+    handle: int = at(0x00, "I")
+    policy: int = at(0x04, "I")
+    asid: int = at(0x08, "I")
+    state: int = at(0x0C, "B", GuestState.UNINIT)
 
 
 # -- Guest launch transport (SEV API chapter 6; sevapi.h sev_session_buf, sev_measure_buf,
@@ -486,7 +402,7 @@ SECRET_HEADER_SIZE = 52
 
 
 @dataclass
-class LaunchSession(Packed):
+class LaunchSession(Packed, name="sev_session_buf", size=SESSION_SIZE):
     """LAUNCH_START session buffer, 0x80 bytes (``sev_session_buf``).
 
     ``wrap_tk`` is TEK || TIK under AES-128-CTR with the KEK and ``wrap_iv``; ``wrap_mac``
@@ -494,51 +410,29 @@ class LaunchSession(Packed):
     with the TIK. ``nonce`` is the KDF context of the master secret.
     """
 
-    LAYOUT = Layout(
-        "sev_session_buf",
-        SESSION_SIZE,
-        [
-            (0x00, "nonce", "16s"),
-            (0x10, "wrap_tk", "32s"),
-            (0x30, "wrap_iv", "16s"),
-            (0x40, "wrap_mac", "32s"),
-            (0x60, "policy_mac", "32s"),
-        ],
-    )
-
-    nonce: bytes = bytes(16)
-    wrap_tk: bytes = bytes(32)
-    wrap_iv: bytes = bytes(16)
-    wrap_mac: bytes = bytes(32)
-    policy_mac: bytes = bytes(32)
+    nonce: bytes = at(0x00, "16s")
+    wrap_tk: bytes = at(0x10, "32s")
+    wrap_iv: bytes = at(0x30, "16s")
+    wrap_mac: bytes = at(0x40, "32s")
+    policy_mac: bytes = at(0x60, "32s")
 
 
 @dataclass
-class LaunchMeasure(Packed):
+class LaunchMeasure(Packed, name="sev_measure_buf", size=MEASURE_SIZE):
     """LAUNCH_MEASURE output, 48 bytes (``sev_measure_buf``): what QEMU's
     ``query-sev-launch-measure`` and libvirt's ``domlaunchsecinfo`` report in base64."""
 
-    LAYOUT = Layout(
-        "sev_measure_buf", MEASURE_SIZE, [(0x00, "measure", "32s"), (0x20, "mnonce", "16s")]
-    )
-
-    measure: bytes = bytes(32)
-    mnonce: bytes = bytes(16)
+    measure: bytes = at(0x00, "32s")
+    mnonce: bytes = at(0x20, "16s")
 
 
 @dataclass
-class SecretHeader(Packed):
+class SecretHeader(Packed, name="sev_hdr_buf", size=SECRET_HEADER_SIZE):
     """LAUNCH_SECRET packet header, 52 bytes (``sev_hdr_buf``; SEV API 6.6, Table 55)."""
 
-    LAYOUT = Layout(
-        "sev_hdr_buf",
-        SECRET_HEADER_SIZE,
-        [(0x00, "flags", "I"), (0x04, "iv", "16s"), (0x14, "mac", "32s")],
-    )
-
-    flags: int = 0
-    iv: bytes = bytes(16)
-    mac: bytes = bytes(32)
+    flags: int = at(0x00, "I")
+    iv: bytes = at(0x04, "16s")
+    mac: bytes = at(0x14, "32s")
 
     COMPRESSED = 0x1
 

@@ -16,6 +16,7 @@ from hwsim.sgx.arch import (
     PAGE_SIZE,
     AttributeFlag,
     PageType,
+    Secinfo,
     SecinfoFlag,
     Secs,
     SgxStatus,
@@ -142,7 +143,7 @@ def check_linaddr(enclave: Enclave, linaddr: int, leaf: str) -> None:
 
 
 def eadd(epc: Epc, op: EAdd) -> None:
-    ptype = (op.secinfo >> 8) & 0xFF
+    ptype = Secinfo(op.secinfo).page_type
     if op.secinfo & ~(0xFF00 | RWX) or ptype not in (PageType.REG, PageType.TCS):
         raise SgxFault(GP, "EADD: SECINFO must be PT_REG or PT_TCS with no state bits")
     if op.secinfo & SecinfoFlag.W and not op.secinfo & SecinfoFlag.R:

@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING
 import click
 
 from hwsim.climachine import cli_machine, machine_option
-from memcrypt.cli import emit_json
+from memcrypt.cli import emit_json, json_option
 
 if TYPE_CHECKING:
     from hwsim.sgx.launch import LaunchControl
 
 __all__ = ["sgx", "vendor"]
 
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 _POLICIES = ("vendor-key", "flc-open", "flc-locked")
 
 
@@ -29,7 +28,7 @@ def vendor() -> None:
 
 
 @vendor.command("show")
-@_json_option
+@json_option
 def vendor_show(as_json: bool) -> None:
     """Show the vendor key hash, the Launch Enclave identity and the allow-list size."""
     from hwsim.sgx.launch import vendor_info
@@ -54,7 +53,7 @@ def vendor_show(as_json: bool) -> None:
 
 
 @vendor.command("list")
-@_json_option
+@json_option
 def vendor_list(as_json: bool) -> None:
     """List the signers approved for production enclaves."""
     from hwsim.sgx.launch import vendor_info
@@ -101,7 +100,7 @@ def launch_control_group() -> None:
 
 
 @launch_control_group.command("show")
-@_json_option
+@json_option
 def launch_control_show(as_json: bool) -> None:
     """Show the launch policy in force, the LE hash MSRs and the owner allow-list."""
     from hwsim.sgx.launch import launch_control
@@ -129,7 +128,7 @@ def launch_control_show(as_json: bool) -> None:
     is_flag=True,
     help="Power-cycle now so that the new BIOS settings take effect.",
 )
-@_json_option
+@json_option
 def launch_control_set(
     policy: str, owner_key: str | None, allow: tuple[str, ...], cycle: bool, as_json: bool
 ) -> None:  # fmt: skip

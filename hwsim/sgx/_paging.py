@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hwsim.sgx._build import RWX, Op, check_linaddr
-from hwsim.sgx.arch import PAGE_SIZE, PageType, Pcmd, SecinfoFlag, SgxStatus, secinfo_flags
+from hwsim.sgx.arch import (
+    PAGE_SIZE,
+    PageType,
+    Pcmd,
+    Secinfo,
+    SecinfoFlag,
+    SgxStatus,
+    secinfo_flags,
+)
 from hwsim.sgx.epc import Enclave, Epc, EpcmEntry
 from hwsim.sgx.errors import GP, PF, SgxFault, SgxStatusError
 
@@ -195,7 +203,7 @@ def eld(epc: Epc, op: ELd) -> None:
     epc.write(op.va_page, bytes(va))
     s = pcmd.secinfo
     epc.epcm[op.page] = EpcmEntry(
-        PageType((s >> 8) & 0xFF), op.secs_page, op.evicted.linaddr, s & RWX,
+        PageType(Secinfo(s).page_type), op.secs_page, op.evicted.linaddr, s & RWX,
         pending=bool(s & SecinfoFlag.PENDING), modified=bool(s & SecinfoFlag.MODIFIED),
         pr=bool(s & SecinfoFlag.PR), blocked=op.blocked,
     )  # fmt: skip
@@ -242,7 +250,7 @@ def emodpr(epc: Epc, op: EModPr) -> None:
 
 
 def emodt(epc: Epc, op: EModT) -> None:
-    target = (op.secinfo >> 8) & 0xFF
+    target = Secinfo(op.secinfo).page_type
     if op.secinfo & ~0xFF00 or target not in (PageType.TCS, PageType.TRIM):
         raise SgxFault(GP, "EMODT: SECINFO must name PT_TCS or PT_TRIM and nothing else")
     entry = _modifiable(epc, op.page, "EMODT")

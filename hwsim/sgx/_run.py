@@ -145,9 +145,16 @@ class EnclaveCpu:
         t.host_fs, t.host_gs = host["fs_base"], host["gs_base"]
         self._save_user_stack(t, regs.get("rsp", host["rsp"]), regs.get("rbp", host["rbp"]))
         rip = self.base + t.tcs.oentry
-        self._cpu.set_regs(**regs, rax=t.cssa, rcx=ret or self.host[0], rip=rip,
-                          fs_base=self.base + t.tcs.ofsbase,
-                          gs_base=self.base + t.tcs.ogsbase)  # fmt: skip
+        # RBX is EENTER's TCS operand and keeps it: enclave code finds its TCS there.
+        entry = dict(
+            rax=t.cssa,
+            rbx=tcs,
+            rcx=ret or self.host[0],
+            rip=rip,
+            fs_base=self.base + t.tcs.ofsbase,
+            gs_base=self.base + t.tcs.ogsbase,
+        )
+        self._cpu.set_regs(**(regs | entry))
         return self._enter(t, rip, ret or self.host[0], budget, deadline)
 
     def eresume(

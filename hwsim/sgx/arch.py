@@ -11,17 +11,24 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
-from hwsim._layout import Layout, Packed
+from hwsim._layout import Packed, at
+from hwsim.arch import PAGE_SIZE as PAGE_SIZE  # noqa: PLC0414 (re-exported for the SGX formats)
+from memcrypt.errors import FormatError
 
-PAGE_SIZE = 4096
 EEXTEND_CHUNK = 256
 
 # SDM 38.13: SIGSTRUCT HEADER and HEADER2 are fixed; VENDOR is 0 or 0x8086.
 SIGSTRUCT_HEADER = bytes.fromhex("06000000e10000000000010000000000")
 SIGSTRUCT_HEADER2 = bytes.fromhex("01010000600000006000000001000000")
 VENDOR_INTEL = 0x8086
+# The launch key hash pre-FLC parts hardwire in IA32_SGXLEPUBKEYHASH: MRSIGNER of Intel's
+# Launch Enclave (the production LE in rust-sgx's examples, vectors/README.md).
+INTEL_LE_PUBKEY_HASH = bytes.fromhex(
+    "acb77012053e05a63d413b8bbae8fb6c5d73b3f2996d91c43bbbf90959c0f8d4"
+)
 SIGSTRUCT_EXPONENT = 3
 MODULUS_BYTES = 384
 
@@ -93,6 +100,12 @@ class SecinfoFlag(enum.IntFlag):
 def secinfo_flags(page_type: PageType, perms: int = 0) -> int:
     """SECINFO.FLAGS for a page: the type in bits 15:8, permissions in bits 2:0."""
     return (int(page_type) << 8) | perms
+
+
+def mrsigner(modulus: int) -> bytes:
+    """MRSIGNER of a signer's RSA modulus: SHA-256 of the modulus as SIGSTRUCT stores it,
+    384 bytes little-endian (SDM vol. 3D 38.13, EINIT "Operation")."""
+    return hashlib.sha256(modulus.to_bytes(MODULUS_BYTES, "little")).digest()
 
 
 class KeyName(enum.IntEnum):
@@ -203,62 +216,32 @@ class Attributes:
 
 
 @dataclass
-class Sigstruct(Packed):
+class Sigstruct(Packed, name="SIGSTRUCT", size=1808):
     """SIGSTRUCT, 1808 bytes (SDM 37.14, table 37-19)."""
 
-    LAYOUT = Layout(
-        "SIGSTRUCT",
-        1808,
-        [
-            (0, "header", "16s"),
-            (16, "vendor", "I"),
-            (20, "date", "I"),
-            (24, "header2", "16s"),
-            (40, "swdefined", "I"),
-            (128, "modulus", "384s"),
-            (512, "exponent", "I"),
-            (516, "signature", "384s"),
-            (900, "miscselect", "I"),
-            (904, "miscmask", "I"),
-            (908, "cet_attributes", "B"),
-            (909, "cet_attributes_mask", "B"),
-            (912, "isvfamilyid", "16s"),
-            (928, "attributes_flags", "Q"),
-            (936, "attributes_xfrm", "Q"),
-            (944, "attributemask_flags", "Q"),
-            (952, "attributemask_xfrm", "Q"),
-            (960, "enclavehash", "32s"),
-            (1008, "isvextprodid", "16s"),
-            (1024, "isvprodid", "H"),
-            (1026, "isvsvn", "H"),
-            (1040, "q1", "384s"),
-            (1424, "q2", "384s"),
-        ],
-    )
-
-    header: bytes = SIGSTRUCT_HEADER
-    vendor: int = 0
-    date: int = 0
-    header2: bytes = SIGSTRUCT_HEADER2
-    swdefined: int = 0
-    modulus: bytes = bytes(384)
-    exponent: int = SIGSTRUCT_EXPONENT
-    signature: bytes = bytes(384)
-    miscselect: int = 0
-    miscmask: int = 0
-    cet_attributes: int = 0
-    cet_attributes_mask: int = 0
-    isvfamilyid: bytes = bytes(16)
-    attributes_flags: int = 0
-    attributes_xfrm: int = 0
-    attributemask_flags: int = 0
-    attributemask_xfrm: int = 0
-    enclavehash: bytes = bytes(32)
-    isvextprodid: bytes = bytes(16)
-    isvprodid: int = 0
-    isvsvn: int = 0
-    q1: bytes = bytes(384)
-    q2: bytes = bytes(384)
+    header: bytes = at(0, "16s", SIGSTRUCT_HEADER)
+    vendor: int = at(16, "I")
+    date: int = at(20, "I")
+    header2: bytes = at(24, "16s", SIGSTRUCT_HEADER2)
+    swdefined: int = at(40, "I")
+    modulus: bytes = at(128, "384s")
+    exponent: int = at(512, "I", SIGSTRUCT_EXPONENT)
+    signature: bytes = at(516, "384s")
+    miscselect: int = at(900, "I")
+    miscmask: int = at(904, "I")
+    cet_attributes: int = at(908, "B")
+    cet_attributes_mask: int = at(909, "B")
+    isvfamilyid: bytes = at(912, "16s")
+    attributes_flags: int = at(928, "Q")
+    attributes_xfrm: int = at(936, "Q")
+    attributemask_flags: int = at(944, "Q")
+    attributemask_xfrm: int = at(952, "Q")
+    enclavehash: bytes = at(960, "32s")
+    isvextprodid: bytes = at(1008, "16s")
+    isvprodid: int = at(1024, "H")
+    isvsvn: int = at(1026, "H")
+    q1: bytes = at(1040, "384s")
+    q2: bytes = at(1424, "384s")
 
     @property
     def attributes(self) -> Attributes:
@@ -270,8 +253,7 @@ class Sigstruct(Packed):
 
     @property
     def mrsigner(self) -> bytes:
-        """MRSIGNER: SHA-256 of the modulus as stored (little-endian), SDM EINIT."""
-        return hashlib.sha256(self.modulus).digest()
+        return mrsigner(int.from_bytes(self.modulus, "little"))
 
     def signed_bytes(self) -> bytes:
         """The 256 bytes the signature covers: bytes 0-127 and 900-1027 (SDM 37.14)."""
@@ -280,43 +262,24 @@ class Sigstruct(Packed):
 
 
 @dataclass
-class Einittoken(Packed):
+class Einittoken(Packed, name="EINITTOKEN", size=304):
     """EINITTOKEN, 304 bytes (SDM 37.15); the MAC covers bytes 0-191."""
 
-    LAYOUT = Layout(
-        "EINITTOKEN",
-        304,
-        [
-            (0, "valid", "I"),
-            (48, "attributes_flags", "Q"),
-            (56, "attributes_xfrm", "Q"),
-            (64, "mrenclave", "32s"),
-            (128, "mrsigner", "32s"),
-            (192, "cpusvnle", "16s"),
-            (208, "isvprodidle", "H"),
-            (210, "isvsvnle", "H"),
-            (236, "maskedmiscselectle", "I"),
-            (240, "maskedattributesle_flags", "Q"),
-            (248, "maskedattributesle_xfrm", "Q"),
-            (256, "keyid", "32s"),
-            (288, "mac", "16s"),
-        ],
-    )
     MAC_COVERS = 192
 
-    valid: int = 0
-    attributes_flags: int = 0
-    attributes_xfrm: int = 0
-    mrenclave: bytes = bytes(32)
-    mrsigner: bytes = bytes(32)
-    cpusvnle: bytes = bytes(16)
-    isvprodidle: int = 0
-    isvsvnle: int = 0
-    maskedmiscselectle: int = 0
-    maskedattributesle_flags: int = 0
-    maskedattributesle_xfrm: int = 0
-    keyid: bytes = bytes(32)
-    mac: bytes = bytes(16)
+    valid: int = at(0, "I")
+    attributes_flags: int = at(48, "Q")
+    attributes_xfrm: int = at(56, "Q")
+    mrenclave: bytes = at(64, "32s")
+    mrsigner: bytes = at(128, "32s")
+    cpusvnle: bytes = at(192, "16s")
+    isvprodidle: int = at(208, "H")
+    isvsvnle: int = at(210, "H")
+    maskedmiscselectle: int = at(236, "I")
+    maskedattributesle_flags: int = at(240, "Q")
+    maskedattributesle_xfrm: int = at(248, "Q")
+    keyid: bytes = at(256, "32s")
+    mac: bytes = at(288, "16s")
 
     @property
     def attributes(self) -> Attributes:
@@ -324,40 +287,21 @@ class Einittoken(Packed):
 
 
 @dataclass
-class Secs(Packed):
+class Secs(Packed, name="SECS", size=PAGE_SIZE):
     """SECS, one page (SDM 37.7)."""
 
-    LAYOUT = Layout(
-        "SECS",
-        PAGE_SIZE,
-        [
-            (0, "size", "Q"),
-            (8, "baseaddr", "Q"),
-            (16, "ssaframesize", "I"),
-            (20, "miscselect", "I"),
-            (48, "attributes_flags", "Q"),
-            (56, "attributes_xfrm", "Q"),
-            (64, "mrenclave", "32s"),
-            (128, "mrsigner", "32s"),
-            (192, "configid", "64s"),
-            (256, "isvprodid", "H"),
-            (258, "isvsvn", "H"),
-            (260, "configsvn", "H"),
-        ],
-    )
-
-    size: int = 0
-    baseaddr: int = 0
-    ssaframesize: int = 1
-    miscselect: int = 0
-    attributes_flags: int = 0
-    attributes_xfrm: int = 0
-    mrenclave: bytes = bytes(32)
-    mrsigner: bytes = bytes(32)
-    configid: bytes = bytes(64)
-    isvprodid: int = 0
-    isvsvn: int = 0
-    configsvn: int = 0
+    size: int = at(0, "Q")
+    baseaddr: int = at(8, "Q")
+    ssaframesize: int = at(16, "I", 1)
+    miscselect: int = at(20, "I")
+    attributes_flags: int = at(48, "Q")
+    attributes_xfrm: int = at(56, "Q")
+    mrenclave: bytes = at(64, "32s")
+    mrsigner: bytes = at(128, "32s")
+    configid: bytes = at(192, "64s")
+    isvprodid: int = at(256, "H")
+    isvsvn: int = at(258, "H")
+    configsvn: int = at(260, "H")
 
     @property
     def attributes(self) -> Attributes:
@@ -365,12 +309,10 @@ class Secs(Packed):
 
 
 @dataclass
-class Secinfo(Packed):
+class Secinfo(Packed, name="SECINFO", size=64):
     """SECINFO, 64 bytes (SDM 37.11); only FLAGS is defined."""
 
-    LAYOUT = Layout("SECINFO", 64, [(0, "flags", "Q")])
-
-    flags: int = 0
+    flags: int = at(0, "Q")
 
     @property
     def page_type(self) -> int:
@@ -382,193 +324,160 @@ class Secinfo(Packed):
 
 
 @dataclass
-class Pageinfo(Packed):
+class Pageinfo(Packed, name="PAGEINFO", size=32):
     """PAGEINFO, 32 bytes (SDM 37.10): the operands of EADD/EWB/ELDU."""
 
-    LAYOUT = Layout(
-        "PAGEINFO",
-        32,
-        [
-            (0, "linaddr", "Q"),
-            (8, "srcpge", "Q"),
-            (16, "secinfo", "Q"),
-            (24, "secs", "Q"),
-        ],
-    )
-
-    linaddr: int = 0
-    srcpge: int = 0
-    secinfo: int = 0
-    secs: int = 0
+    linaddr: int = at(0, "Q")
+    srcpge: int = at(8, "Q")
+    secinfo: int = at(16, "Q")
+    secs: int = at(24, "Q")
 
 
 @dataclass
-class Tcs(Packed):
+class Tcs(Packed, name="TCS", size=PAGE_SIZE):
     """TCS, one page (SDM 37.8); offsets are relative to the enclave base."""
 
-    LAYOUT = Layout(
-        "TCS",
-        PAGE_SIZE,
-        [
-            (8, "flags", "Q"),
-            (16, "ossa", "Q"),
-            (24, "cssa", "I"),
-            (28, "nssa", "I"),
-            (32, "oentry", "Q"),
-            (40, "aep", "Q"),
-            (48, "ofsbase", "Q"),
-            (56, "ogsbase", "Q"),
-            (64, "fslimit", "I"),
-            (68, "gslimit", "I"),
-        ],
-    )
-
-    flags: int = 0
-    ossa: int = 0
-    cssa: int = 0
-    nssa: int = 1
-    oentry: int = 0
-    aep: int = 0
-    ofsbase: int = 0
-    ogsbase: int = 0
-    fslimit: int = 0xFFF
-    gslimit: int = 0xFFF
+    flags: int = at(8, "Q")
+    ossa: int = at(16, "Q")
+    cssa: int = at(24, "I")
+    nssa: int = at(28, "I", 1)
+    oentry: int = at(32, "Q")
+    aep: int = at(40, "Q")
+    ofsbase: int = at(48, "Q")
+    ogsbase: int = at(56, "Q")
+    fslimit: int = at(64, "I", 0xFFF)
+    gslimit: int = at(68, "I", 0xFFF)
 
 
 @dataclass
-class Report(Packed):
+class Report(Packed, name="REPORT", size=432):
     """REPORT, 432 bytes (SDM 37.16); the MAC covers the first 384 bytes."""
 
-    LAYOUT = Layout(
-        "REPORT",
-        432,
-        [
-            (0, "cpusvn", "16s"),
-            (16, "miscselect", "I"),
-            (32, "isvextprodid", "16s"),
-            (48, "attributes_flags", "Q"),
-            (56, "attributes_xfrm", "Q"),
-            (64, "mrenclave", "32s"),
-            (128, "mrsigner", "32s"),
-            (192, "configid", "64s"),
-            (256, "isvprodid", "H"),
-            (258, "isvsvn", "H"),
-            (260, "configsvn", "H"),
-            (304, "isvfamilyid", "16s"),
-            (320, "reportdata", "64s"),
-            (384, "keyid", "32s"),
-            (416, "mac", "16s"),
-        ],
-    )
     MAC_COVERS = 384
 
-    cpusvn: bytes = bytes(16)
-    miscselect: int = 0
-    isvextprodid: bytes = bytes(16)
-    attributes_flags: int = 0
-    attributes_xfrm: int = 0
-    mrenclave: bytes = bytes(32)
-    mrsigner: bytes = bytes(32)
-    configid: bytes = bytes(64)
-    isvprodid: int = 0
-    isvsvn: int = 0
-    configsvn: int = 0
-    isvfamilyid: bytes = bytes(16)
-    reportdata: bytes = bytes(64)
-    keyid: bytes = bytes(32)
-    mac: bytes = bytes(16)
+    cpusvn: bytes = at(0, "16s")
+    miscselect: int = at(16, "I")
+    isvextprodid: bytes = at(32, "16s")
+    attributes_flags: int = at(48, "Q")
+    attributes_xfrm: int = at(56, "Q")
+    mrenclave: bytes = at(64, "32s")
+    mrsigner: bytes = at(128, "32s")
+    configid: bytes = at(192, "64s")
+    isvprodid: int = at(256, "H")
+    isvsvn: int = at(258, "H")
+    configsvn: int = at(260, "H")
+    isvfamilyid: bytes = at(304, "16s")
+    reportdata: bytes = at(320, "64s")
+    keyid: bytes = at(384, "32s")
+    mac: bytes = at(416, "16s")
 
 
 @dataclass
-class Targetinfo(Packed):
+class Targetinfo(Packed, name="TARGETINFO", size=512):
     """TARGETINFO, 512 bytes (SDM 37.17): whom an EREPORT is for."""
 
-    LAYOUT = Layout(
-        "TARGETINFO",
-        512,
-        [
-            (0, "mrenclave", "32s"),
-            (32, "attributes_flags", "Q"),
-            (40, "attributes_xfrm", "Q"),
-            (50, "configsvn", "H"),
-            (52, "miscselect", "I"),
-            (64, "configid", "64s"),
-        ],
-    )
-
-    mrenclave: bytes = bytes(32)
-    attributes_flags: int = 0
-    attributes_xfrm: int = 0
-    configsvn: int = 0
-    miscselect: int = 0
-    configid: bytes = bytes(64)
+    mrenclave: bytes = at(0, "32s")
+    attributes_flags: int = at(32, "Q")
+    attributes_xfrm: int = at(40, "Q")
+    configsvn: int = at(50, "H")
+    miscselect: int = at(52, "I")
+    configid: bytes = at(64, "64s")
 
 
 @dataclass
-class Keyrequest(Packed):
+class Keyrequest(Packed, name="KEYREQUEST", size=512):
     """KEYREQUEST, 512 bytes (SDM 37.18): the operand of EGETKEY."""
 
-    LAYOUT = Layout(
-        "KEYREQUEST",
-        512,
-        [
-            (0, "keyname", "H"),
-            (2, "keypolicy", "H"),
-            (4, "isvsvn", "H"),
-            (8, "cpusvn", "16s"),
-            (24, "attributemask_flags", "Q"),
-            (32, "attributemask_xfrm", "Q"),
-            (40, "keyid", "32s"),
-            (72, "miscmask", "I"),
-            (76, "configsvn", "H"),
-        ],
-    )
-
-    keyname: int = 0
-    keypolicy: int = 0
-    isvsvn: int = 0
-    cpusvn: bytes = bytes(16)
-    attributemask_flags: int = 0
-    attributemask_xfrm: int = 0
-    keyid: bytes = field(default=bytes(32))
-    miscmask: int = 0
-    configsvn: int = 0
+    keyname: int = at(0, "H")
+    keypolicy: int = at(2, "H")
+    isvsvn: int = at(4, "H")
+    cpusvn: bytes = at(8, "16s")
+    attributemask_flags: int = at(24, "Q")
+    attributemask_xfrm: int = at(32, "Q")
+    keyid: bytes = at(40, "32s")
+    miscmask: int = at(72, "I")
+    configsvn: int = at(76, "H")
 
 
-# Measurement blocks (SDM 38.x ECREATE/EADD/EEXTEND "Operation"): MRENCLAVE is SHA-256 over
-# 64-byte blocks, and an SGXS file is exactly that byte stream (rust-sgx doc/SGXS.md).
+# Measurement records (SDM vol. 3D 38.x, "Operation" of ECREATE, EADD and EEXTEND): MRENCLAVE
+# is SHA-256 over 64-byte records, and an SGXS file is exactly that byte stream (rust-sgx
+# doc/SGXS.md). Each record has its packer and its parser here, side by side.
 MEASURE_BLOCK = 64
+TAG_ECREATE = b"ECREATE\0"
+TAG_EADD = b"EADD\0\0\0\0"
+TAG_EEXTEND = b"EEXTEND\0"
+_ECREATE = struct.Struct("<8sIQ44x")
+_EADD = struct.Struct("<8sQQ40x")
+_EEXTEND = struct.Struct("<8sQ48x")
+
+
+class EcreateRecord(NamedTuple):
+    """ECREATE: "ECREATE\\0", SSAFRAMESIZE (u32), SIZE (u64), zeros."""
+
+    ssaframesize: int
+    size: int
+
+
+class EaddRecord(NamedTuple):
+    """EADD: "EADD", the page's offset from the base, SECINFO bytes 0-47 (FLAGS, zeros)."""
+
+    offset: int
+    flags: int
+
+    @property
+    def secinfo(self) -> Secinfo:
+        return Secinfo(self.flags)
+
+
+class EextendRecord(NamedTuple):
+    """EEXTEND: "EEXTEND\\0", the chunk's offset; its 256 bytes follow in the stream."""
+
+    offset: int
+
+
+MeasureRecord = EcreateRecord | EaddRecord | EextendRecord
 
 
 def ecreate_block(ssaframesize: int, size: int) -> bytes:
-    """The ECREATE block: "ECREATE\\0", SSAFRAMESIZE (u32), SIZE (u64), zeros."""
-    return struct.pack("<8sIQ44x", b"ECREATE", ssaframesize, size)
+    return _ECREATE.pack(TAG_ECREATE, ssaframesize, size)
 
 
 def eadd_block(offset: int, flags: int) -> bytes:
-    """The EADD block: "EADD", page offset from the base, SECINFO bytes 0-47."""
-    return struct.pack("<8sQQ40x", b"EADD", offset, flags)
+    return _EADD.pack(TAG_EADD, offset, flags)
 
 
 def eextend_header(offset: int) -> bytes:
-    """The EEXTEND header block; the 256 measured bytes follow it."""
-    return struct.pack("<8sQ48x", b"EEXTEND", offset)
+    return _EEXTEND.pack(TAG_EEXTEND, offset)
+
+
+def parse_record(block: bytes | memoryview) -> MeasureRecord:
+    """The record in a 64-byte block. Every byte a record does not define is zero in any
+    stream the hardware measures, so a non-zero one is refused like an unknown tag."""
+    if len(block) != MEASURE_BLOCK:
+        raise FormatError(f"a measurement record is {MEASURE_BLOCK} bytes, got {len(block)}")
+    tag = bytes(block[:8])
+    if tag == TAG_EADD:
+        _, offset, flags = _EADD.unpack(block)
+        record: MeasureRecord = EaddRecord(offset, flags)
+    elif tag == TAG_EEXTEND:
+        record = EextendRecord(_EEXTEND.unpack(block)[1])
+    elif tag == TAG_ECREATE:
+        record = EcreateRecord(*_ECREATE.unpack(block)[1:])
+    else:
+        raise FormatError(f"unknown record {tag!r}")
+    if any(block[_RECORD_END[tag] :]):
+        raise FormatError(f"{tag.rstrip(bytes(1)).decode()} record has non-zero reserved bytes")
+    return record
+
+
+# Where each record's defined bytes end (the struct formats above, without the padding).
+_RECORD_END = {TAG_ECREATE: 20, TAG_EADD: 24, TAG_EEXTEND: 16}
 
 
 @dataclass
-class Pcmd(Packed):
+class Pcmd(Packed, name="PCMD", size=128):
     """PCMD, 128 bytes (SDM 37.12): metadata EWB writes beside an evicted page."""
 
-    LAYOUT = Layout(
-        "PCMD",
-        128,
-        [
-            (0, "secinfo", "Q"),
-            (64, "enclaveid", "Q"),
-            (112, "mac", "16s"),
-        ],
-    )
-
-    secinfo: int = 0
-    enclaveid: int = 0
-    mac: bytes = bytes(16)
+    secinfo: int = at(0, "Q")
+    enclaveid: int = at(64, "Q")
+    mac: bytes = at(112, "16s")

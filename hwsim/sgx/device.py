@@ -51,12 +51,14 @@ from hwsim.sgx._encls import (
 from hwsim.sgx._reclaim import EpcStats, evicted_fault, pinned_offsets, reclaimer_of
 from hwsim.sgx.arch import (
     EEXTEND_CHUNK,
+    INTEL_LE_PUBKEY_HASH,
     PAGE_SIZE,
     VENDOR_INTEL,
     AttributeFlag,
     Attributes,
     Einittoken,
     PageType,
+    Secinfo,
     SecinfoFlag,
     Secs,
     SgxStatus,
@@ -103,7 +105,7 @@ _HINTS = {
 
 def _secinfo_ok(flags: int) -> None:
     """Linux ``sgx_validate_secinfo``: only REG/TCS, W needs R, a TCS has no permissions."""
-    ptype = (flags >> 8) & 0xFF
+    ptype = Secinfo(flags).page_type
     if flags & ~(0xFF00 | _RWX) or ptype not in (PageType.REG, PageType.TCS):
         raise InvalidInput(f"SECINFO {flags:#x}: pages are PT_REG or PT_TCS, no state bits")
     if flags & SecinfoFlag.W and not flags & SecinfoFlag.R:
@@ -334,11 +336,20 @@ class SgxEnclaveDevice:
             raise InvalidInput(f"SIGSTRUCT VENDOR {sig.vendor:#x}: the kernel takes 0 or 0x8086")
         if self.enclave.initialized:
             raise InvalidInput("the enclave is already initialized")
-        if self.enclave.secs.attributes_flags & AttributeFlag.EINITTOKEN_KEY:
-            raise LaunchRefused(
-                "the kernel", "EINITTOKEN_KEY is a privileged attribute it never grants",
-                hint="only the vendor's Launch Enclave has EINITTOKEN_KEY; clear it",
-            )  # fmt: skip
+
+    def _check_le_attribute(self, txn: Transaction, signer: bytes) -> None:
+        """EINITTOKEN_KEY only for the platform's Launch Enclave: the signer whose hash the
+        locked LE hash MSRs hold (the legacy driver's rule; with writable MSRs no LE is
+        needed, and the kernel would write any signer there, so it is never granted)."""
+        if not self.enclave.secs.attributes_flags & AttributeFlag.EINITTOKEN_KEY:
+            return
+        if not msrs_writable(txn) and signer == txn.le_pubkey_hash():
+            return
+        raise LaunchRefused(
+            "the kernel", "EINITTOKEN_KEY is granted only to the Launch Enclave, whose "
+            f"signer is the launch key hash the LE hash MSRs are locked to; {signer.hex()} "
+            "is not", hint="clear EINITTOKEN_KEY, or run it on a machine locked to its signer",
+        )  # fmt: skip
 
     def _launch_token(self, txn: Transaction, sig: Sigstruct, token: bytes | None) -> bytes:
         """Apply the launch policy; the token bytes EINIT gets (all zero: tokenless)."""
@@ -346,6 +357,7 @@ class SgxEnclaveDevice:
 
         none = bytes(Einittoken.LAYOUT.size)
         signer = sig.mrsigner
+        self._check_le_attribute(txn, signer)
         if msrs_writable(txn):
             allow = owner_allow_list(txn)
             if allow and signer not in allow:
@@ -366,12 +378,20 @@ class SgxEnclaveDevice:
         if msrs == txn.sgx_vendor_key_hash():
             le = LaunchEnclave.start(self.machine, self.epc)
             return le.get_token(sig, self.enclave.secs.attributes).pack()
+        if msrs == INTEL_LE_PUBKEY_HASH:
+            raise LaunchRefused(
+                "the launch key hash (Intel's, hardwired)", "this enclave needs an EINITTOKEN "
+                "from Intel's Launch Enclave, and none was given",
+                hint="get one: sgxtool token IMAGE --le LE (--le-sig SIG for an SGXS LE), "
+                "then load with the token (sgxtool run --token)",
+            )  # fmt: skip
         raise LaunchRefused(
             "the owner's launch control (flc-locked)",
             f"the LE hash MSRs are locked to the owner's key {msrs.hex()}, and this "
             f"enclave is signed by {signer.hex()}",
-            hint="sign the enclave with the owner's key, or the owner changes the policy: "
-            "hwsim sgx launch-control set ...",
+            hint="sign the enclave with the owner's key, or load it with a token from a "
+            "Launch Enclave the owner signed (sgxtool token IMAGE --le LE, then --token), "
+            "or the owner changes the policy: hwsim sgx launch-control set ...",
         )
 
     # -- SGX2 (SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS / MODIFY_TYPES / REMOVE_PAGES) ---------
@@ -486,12 +506,18 @@ def launch_token(
                 f"LE hash MSRs before EINIT ({decides})",
                 hint="load the enclave without a token",
             )
+        if lc.msr_hash == INTEL_LE_PUBKEY_HASH:
+            raise LaunchRefused(
+                "the launch key hash (Intel's)", "only Intel's Launch Enclave issues tokens here",
+                hint="run it: sgxtool token IMAGE --le LE (--le-sig SIG for an SGXS LE)",
+            )  # fmt: skip
         if lc.msr_hash != lc.vendor_hash:
             raise LaunchRefused(
                 "the launch policy (flc-locked)",
                 "the LE hash MSRs are locked to the owner's key "
                 f"{lc.msr_hash.hex()}, so the vendor's Launch Enclave cannot run here",
-                hint="sign the enclave with the owner's key",
+                hint="sign the enclave with the owner's key, or run a Launch Enclave the "
+                "owner signed: sgxtool token IMAGE --le LE",
             )
         le = LaunchEnclave.start(machine, epc_of(machine))
         return le.get_token(sigstruct, attributes or sigstruct.attributes)

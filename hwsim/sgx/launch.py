@@ -20,13 +20,13 @@ cycle, as on a real machine.
 from __future__ import annotations
 
 import enum
-import hashlib
 import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hwsim.sgx.arch import INTEL_LE_PUBKEY_HASH, mrsigner
 from hwsim.sgx.errors import SgxError
 from memcrypt.errors import InvalidInput
 
@@ -88,8 +88,9 @@ class LaunchControl:
 
 
 def _policy_of(config: BiosConfig, allow: tuple[bytes, ...]) -> LaunchPolicy:
-    if config.lc_locked:
-        return LaunchPolicy.VENDOR_KEY if config.le_pubkey_hash is None else LaunchPolicy.FLC_LOCKED
+    if config.lc_locked:  # Intel's hash locked in: a pre-FLC Intel part, Intel the vendor
+        vendor = config.le_pubkey_hash in (None, INTEL_LE_PUBKEY_HASH)
+        return LaunchPolicy.VENDOR_KEY if vendor else LaunchPolicy.FLC_LOCKED
     return LaunchPolicy.FLC_LOCKED if allow else LaunchPolicy.FLC_OPEN
 
 
@@ -295,5 +296,4 @@ def parse_signer(text: str) -> bytes:
         raise InvalidInput(f"{path}: not an unencrypted PEM RSA key ({exc})") from exc
     if not isinstance(key, rsa.RSAPublicKey) or key.key_size != 3072:
         raise InvalidInput(f"{path}: SGX signers are RSA-3072 keys")
-    # SDM EINIT: MRSIGNER = SHA-256 of the modulus as SIGSTRUCT stores it (little-endian).
-    return hashlib.sha256(key.public_numbers().n.to_bytes(384, "little")).digest()
+    return mrsigner(key.public_numbers().n)

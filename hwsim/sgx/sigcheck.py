@@ -60,8 +60,12 @@ def q1_q2(signature: int, modulus: int) -> tuple[int, int]:
 
 def attach_signature(sig: Sigstruct, modulus: int, signature: bytes) -> Sigstruct:
     """``sig`` carrying ``modulus`` and the big-endian RSA ``signature`` over its signed
-    bytes, stored as SIGSTRUCT stores them: little-endian, with exponent 3, Q1 and Q2."""
+    bytes, stored as SIGSTRUCT stores them: little-endian, with exponent 3, Q1 and Q2.
+
+    The signature is checked first, as EINIT would check it, so that a faulty key or
+    signer can never produce a SIGSTRUCT that does not verify."""
     s = int.from_bytes(signature, "big")
+    _check_signature(s, modulus, sig.signed_bytes())
     q1, q2 = q1_q2(s, modulus)
 
     def le(n: int) -> bytes:
@@ -83,12 +87,7 @@ def check_sigstruct(raw: bytes) -> Sigstruct:
             "modulus",
             f"{n.bit_length()}-bit modulus; SGX needs 3072 bits",
         )
-    if s >= n or pow(s, SIGSTRUCT_EXPONENT, n) != pkcs1_sha256_encoding(sig.signed_bytes()):
-        raise SigstructError(
-            SgxStatus.INVALID_SIGNATURE,
-            "signature",
-            "RSA signature does not verify with the SIGSTRUCT's modulus",
-        )
+    _check_signature(s, n, sig.signed_bytes())
     q1, q2 = q1_q2(s, n)
     if int.from_bytes(sig.q1, "little") != q1 or int.from_bytes(sig.q2, "little") != q2:
         raise SigstructError(
@@ -97,6 +96,15 @@ def check_sigstruct(raw: bytes) -> Sigstruct:
             "Q1 or Q2 is not the value EINIT expects for this signature",
         )
     return sig
+
+
+def _check_signature(s: int, n: int, signed: bytes) -> None:
+    if s >= n or pow(s, SIGSTRUCT_EXPONENT, n) != pkcs1_sha256_encoding(signed):
+        raise SigstructError(
+            SgxStatus.INVALID_SIGNATURE,
+            "signature",
+            "RSA signature does not verify with the SIGSTRUCT's modulus",
+        )
 
 
 def _check_format(sig: Sigstruct, raw: bytes) -> None:

@@ -95,10 +95,10 @@ def test_sevtool_reports(tmp_path: Path, vector: Vector) -> None:
     cek, ask = "sev/virtee-sev/naples/cek.cert", "sev/virtee-sev/builtin-sev/rome/ask.cert"
     bad = piped("sevtool", "verify", "--cek", vector(cek), "--ask", vector(ask), "--partial")
     (failed,) = grep(bad, "FAILED")
-    assert failed.endswith("[check: signature]")
+    assert failed.endswith("[check: generation]")
     piped("sevtool", "export", tmp_path / "chain")
     good = piped("sevtool", "verify", tmp_path / "chain", "--partial")
-    assert "present links verified (partial)" in good.splitlines()
+    assert "chain verified" in good.splitlines()  # AMD's roots are built in
 
 
 def test_tables_on_request_and_no_color(vector: Vector, tmp_path: Path) -> None:

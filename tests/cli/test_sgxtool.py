@@ -257,7 +257,7 @@ def test_bad_inputs_are_one_line(
         (
             ["sign", str(work / "enclave.elf"), "-k", str(work / "enclave.toml"), "-o", str(out)],
             2,
-            "not a PEM private key",
+            "not a private key",
         ),
         (["sign", str(work / "enclave.elf"), "-k", str(sample_key)], 2, "no output"),
         (["measure", str(vector("sgx/fortanix-rust-sgx/sig1.sigstruct.bin"))], 2, "is a SIGSTRUCT"),

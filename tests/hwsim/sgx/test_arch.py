@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwsim._layout import Packed
 from hwsim.sgx.arch import (
+    EaddRecord,
+    EcreateRecord,
+    EextendRecord,
     Einittoken,
     Keyrequest,
     Pageinfo,
@@ -20,6 +25,8 @@ from hwsim.sgx.arch import (
     eadd_block,
     ecreate_block,
     eextend_header,
+    mrsigner,
+    parse_record,
 )
 from memcrypt.errors import FormatError
 
@@ -130,3 +137,39 @@ def test_measurement_blocks() -> None:
     ).to_bytes(8, "little")
     assert eextend_header(0x100) == b"EEXTEND\0" + (0x100).to_bytes(8, "little") + bytes(48)
     assert all(len(b) == 64 for b in (ecreate_block(1, 2), eadd_block(0, 0), eextend_header(0)))
+
+
+@settings(database=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+def test_measurement_records_round_trip(small: int, offset: int, flags: int) -> None:
+    assert parse_record(ecreate_block(small, offset)) == EcreateRecord(small, offset)
+    assert parse_record(eadd_block(offset, flags)) == EaddRecord(offset, flags)
+    assert parse_record(eextend_header(offset)) == EextendRecord(offset)
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        (b"EADD\0\0\0\0" + bytes(55) + b"\1", "EADD record has non-zero reserved bytes"),
+        (eextend_header(0)[:16] + b"\1" + bytes(47), "EEXTEND record has non-zero reserved"),
+        (ecreate_block(1, 0x4000)[:20] + b"\1" + bytes(43), "ECREATE record has non-zero"),
+        (b"EWB\0\0\0\0\0" + bytes(56), "unknown record"),
+        (eadd_block(0, 0)[:63], "64 bytes, got 63"),
+    ],
+)
+def test_bad_measurement_records(block: bytes, message: str) -> None:
+    with pytest.raises(FormatError, match=message):
+        parse_record(block)
+
+
+def test_mrsigner_is_the_hash_of_the_stored_modulus() -> None:
+    n = (1 << 3071) | 12345
+    stored = n.to_bytes(384, "little")
+    assert Sigstruct(modulus=stored).mrsigner == mrsigner(n)
+    assert mrsigner(n) == hashlib.sha256(stored).digest()
+
+
+def test_eadd_record_decodes_its_secinfo() -> None:
+    record = parse_record(eadd_block(0x1000, 0x205))
+    assert isinstance(record, EaddRecord)
+    assert record.secinfo == Secinfo(0x205)

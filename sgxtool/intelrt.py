@@ -1,0 +1,547 @@
+"""Host side of enclaves built with Intel's SGX SDK: the uRTS's half of the tRTS convention.
+
+    with IntelEnclave.load("enclave.signed.so", edl="Enclave.edl") as enclave:
+        enclave.ecall("ecall_test", message="Hello Enclave.", message_len=14).retval
+
+The enclave is loaded from sgx_sign's metadata (:mod:`sgxtool.intelso`, the copy a
+loader without EDMM runs) through the same device as memcrypt's own images, launched as a
+debug enclave when its SIGSTRUCT allows it (as Intel's loader does with ``debug=1``), and
+initialised with ECMD_INIT_ENCLAVE. Then each ECALL is an EENTER with RDI = its edger8r
+index and RSI = its ``ms_<fn>_t`` in host memory (:mod:`sgxtool.marshal`); the enclave
+leaves with RDI = OCMD_ERET and the status in RSI, or with RDI = an OCALL index and RSI =
+the OCALL's ``ms`` on the untrusted stack, served here by name and resumed with
+ECMD_ORET. Facts: linux-sgx ``common/inc/internal/rts_cmd.h``, ``psw/urts/enclave.cpp``,
+``sdk/trts/trts_ecall.cpp``/``trts_ocall.cpp`` (``shared/reference/intel-sdk.md`` 2-4).
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from hwsim.sgx.arch import AttributeFlag, Sigstruct
+from hwsim.sgx.device import HOST_BASE, HOST_SIZE
+from sgxtool.edl import CType, Edl, Function, load_edl
+from sgxtool.errors import SgxToolError, UsageError
+from sgxtool.intelso import intel_layout, read_metadata, runnable_copy
+from sgxtool.marshal import (
+    EcallResult,
+    OcallCall,
+    OcallHandler,
+    Value,
+    marshal_ecall,
+    serve_ocall,
+    unmarshal_ecall,
+)
+from sgxtool.runtime import DEFAULT_TIMEOUT, Enclave, EnclaveCrashed
+
+if TYPE_CHECKING:
+    from hwsim.machine import Machine
+    from hwsim.sgx.device import SgxEnclaveDevice
+    from sgxtool.layout import EnclaveLayout
+
+__all__ = [
+    "ECMD_INIT_ENCLAVE",
+    "ECMD_ORET",
+    "OCMD_ERET",
+    "IntelCallError",
+    "IntelCallResult",
+    "IntelEnclave",
+    "OcallRefused",
+    "system_features",
+]
+
+# rts_cmd.h: commands in RDI at EENTER, and the code in RDI at EEXIT for a return.
+ECMD_INIT_ENCLAVE = -1
+ECMD_ORET = -2
+OCMD_ERET = -1
+_U64 = (1 << 64) - 1
+# system_features_t (rts.h): the tRTS copies sizeof its own version; 176 covers all (3.2).
+SYSTEM_FEATURES_SIZE = 176
+_FEATURE_SET_LAST = 1 << 63  # bit 63 marks the last element of system_feature_set
+# se_cpu_feature_defs.h bits of what the simulated CPU executes: GENERIC_IA32 up to
+# SSE4.1 (0x3FF, the tRTS's minimum), SSE4.2, POPCNT, MOVBE, PCLMULQDQ, AES, RDRND. IPP's
+# dispatcher (tlibcrypto) needs SSE4.2 for its only non-AVX2 code path, so SHA-256 in
+# sgx_tcrypto fails with 0x3FF alone.
+CPU_FEATURES = 0x3FF | 0x400 | 0x800 | 0x1000 | 0x2000 | 0x4000 | 0x20000
+_CPUINFO_LEAVES = (0, 1, 4, 7)  # cpuinfo_table row n = CPUID leaf n (cpu_features.cpp)
+# Host window: system_features_t, then ECALL ms and buffers, then the untrusted stack.
+_FEATURES_AT = HOST_BASE
+_ARENA = (HOST_BASE + 0x1000, HOST_BASE + HOST_SIZE // 2)
+_STACK_TOP = HOST_BASE + HOST_SIZE - 64
+_RED_ZONE = 256  # the uRTS's own frames between an OCALL's ms and its ORET entry
+# sgx_error.h
+SGX_SUCCESS = 0
+SGX_ERROR_UNEXPECTED = 0x1
+SGX_ERROR_INVALID_FUNCTION = 0x1001
+_STATUS = {
+    0x1: "SGX_ERROR_UNEXPECTED", 0x2: "SGX_ERROR_INVALID_PARAMETER",
+    0x3: "SGX_ERROR_OUT_OF_MEMORY", 0x4: "SGX_ERROR_ENCLAVE_LOST",
+    0x5: "SGX_ERROR_INVALID_STATE", 0x1001: "SGX_ERROR_INVALID_FUNCTION",
+    0x1003: "SGX_ERROR_OUT_OF_TCS", 0x1006: "SGX_ERROR_ENCLAVE_CRASHED",
+    0x1007: "SGX_ERROR_ECALL_NOT_ALLOWED", 0x1008: "SGX_ERROR_OCALL_NOT_ALLOWED",
+    0x1009: "SGX_ERROR_STACK_OVERRUN",
+}  # fmt: skip
+
+IntelHandler = Callable[["IntelEnclave", OcallCall], object]
+
+
+class IntelCallError(SgxToolError):
+    """An ECALL came back with a status other than SGX_SUCCESS."""
+
+    def __init__(self, name: str, status: int) -> None:
+        text = _STATUS.get(status, "unknown status")
+        hint = None
+        if status == 0x1007:
+            hint = "a private ECALL runs only from an OCALL that allows it (EDL allow(...))"
+        super().__init__(f"ECALL {name} failed with status {status:#x} ({text})", hint=hint)
+        self.status = status
+
+
+class OcallRefused(SgxToolError):
+    """The enclave made an OCALL no handler serves."""
+
+
+@dataclass(frozen=True)
+class IntelCallResult:
+    """What one ECALL returned: its return value and ``[out]`` buffers by name."""
+
+    entry: str
+    retval: object
+    outputs: dict[str, object]
+    mrenclave: bytes
+    mrsigner: bytes
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "entry": self.entry,
+            "retval": _jsonable(self.retval),
+            "outputs": {k: _jsonable(v) for k, v in self.outputs.items()},
+            "mrenclave": self.mrenclave.hex(),
+            "mrsigner": self.mrsigner.hex(),
+        }
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, (bytes, bytearray)):
+        return {"hex": bytes(value).hex()}
+    return value
+
+
+def system_features(sdk_2_0: bool, cpuid: Callable[[int, int], tuple[int, ...]]) -> bytes:
+    """ECMD_INIT_ENCLAVE's ``system_features_t``, 176 bytes zero-padded (rts.h, 3.2):
+    version 0 (SDK_VERSION_1_5: no EDMM), feature set 1<<63, the CPU features above,
+    and CPUID leaves 0, 1, 4, 7 in the cpuinfo table (SDK 2.2 and later, packed)."""
+    raw = bytearray(SYSTEM_FEATURES_SIZE)
+    if sdk_2_0:  # natural alignment: cpu_features @0, version @8, feature_set @16
+        struct.pack_into("<QI4xQ", raw, 0, CPU_FEATURES, 0, _FEATURE_SET_LAST)
+        return bytes(raw)
+    struct.pack_into("<QIQ", raw, 0, CPU_FEATURES, 0, _FEATURE_SET_LAST)  # pack(1)
+    for leaf in _CPUINFO_LEAVES:
+        struct.pack_into("<4I", raw, 20 + 16 * leaf, *cpuid(leaf, 0))
+    struct.pack_into("<Q", raw, 156, SYSTEM_FEATURES_SIZE)
+    struct.pack_into("<I", raw, 172, 1)  # cpu_core_num: the simulator runs one CPU
+    return bytes(raw)
+
+
+class _Arena:
+    """Untrusted host memory for ECALL ``ms`` structures and buffers (a bump allocator
+    reset after each outermost call); reads and writes are the host's loads and stores."""
+
+    def __init__(self, device: SgxEnclaveDevice) -> None:
+        self.device = device
+        self.next = _ARENA[0]
+
+    def alloc(self, n: int) -> int:
+        address = self.next
+        if address + n > _ARENA[1]:
+            raise SgxToolError(f"ECALL arguments exceed the {_ARENA[1] - _ARENA[0]}-byte host area")
+        self.next = -(-(address + n) // 64) * 64
+        return address
+
+    def read(self, address: int, n: int) -> bytes:
+        return self.device.host_read(address, n)
+
+    def write(self, address: int, data: bytes) -> None:
+        self.device.host_write(address, data)
+
+
+class IntelEnclave(Enclave):
+    """A loaded, initialised Intel SDK enclave whose ECALLs are called by EDL name."""
+
+    def __init__(
+        self,
+        device: SgxEnclaveDevice,
+        layout: EnclaveLayout,
+        edl: Edl,
+        *,
+        string_len: bool,
+        ocalls: Mapping[str, OcallHandler] | None = None,
+        console: TextIO | None = None,
+        budget: int | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        owned_machine: Machine | None = None,
+    ) -> None:
+        super().__init__(device, layout, tuple(f.name for f in edl.ecalls), console=console,
+                         budget=budget, timeout=timeout, owned_machine=owned_machine)  # fmt: skip
+        self.edl = edl
+        self.string_len = string_len
+        self.handlers = dict(ocalls or {})
+        self.events: dict[int, int] = {}  # TCS -> pending wake-ups (se_event.c counters)
+        self._arena = _Arena(device)
+        self._in_ocall: list[tuple[int, int]] = []  # (TCS, host stack) of OCALLs in progress
+
+    # -- loading ----------------------------------------------------------------------
+    @classmethod
+    def load(  # type: ignore[override]
+        cls,
+        image: str | Path,
+        *,
+        edl: Edl | str | Path,
+        typedefs: Mapping[str, str] | None = None,
+        edl_path: tuple[Path, ...] = (),
+        machine: Machine | None = None,
+        token: bytes | None = None,
+        ocalls: Mapping[str, OcallHandler] | None = None,
+        console: TextIO | None = None,
+        budget: int | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        debug: bool = True,
+    ) -> IntelEnclave:
+        """Load ``image`` (signed by sgx_sign), described by its EDL, and initialise it.
+
+        ``debug`` launches it as a debug enclave where its SIGSTRUCT leaves DEBUG out of
+        ATTRIBUTEMASK (otherwise it is launched as signed).
+        """
+        if not isinstance(edl, Edl):
+            edl = load_edl(edl, typedefs=dict(typedefs or {}), search=edl_path)
+        copies = read_metadata(image)
+        meta = runnable_copy(copies)
+        newest = max(c.version for c in copies)
+        return cls.from_layout(
+            intel_layout(image, meta), meta.sigstruct, edl=edl, string_len=newest >= (2, 2),
+            sdk_2_0=newest < (2, 2), machine=machine, token=token, ocalls=ocalls,
+            console=console, budget=budget, timeout=timeout, debug=debug,
+        )  # fmt: skip
+
+    @classmethod
+    def from_layout(  # type: ignore[override]
+        cls,
+        layout: EnclaveLayout,
+        sigstruct: Sigstruct,
+        *,
+        edl: Edl,
+        string_len: bool = True,
+        sdk_2_0: bool = False,
+        machine: Machine | None = None,
+        token: bytes | None = None,
+        ocalls: Mapping[str, OcallHandler] | None = None,
+        console: TextIO | None = None,
+        budget: int | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        debug: bool = True,
+    ) -> IntelEnclave:
+        """Load any layout built by Intel's SDK (an SGXS import, say) with its SIGSTRUCT;
+        ``string_len`` and ``sdk_2_0`` say which SDK built it (see :func:`system_features`)."""
+        from hwsim.machine import Machine
+        from hwsim.sgx.device import SgxEnclaveDevice
+        from sgxtool.loader import load_enclave
+
+        owned = Machine.default() if machine is None else None
+        device = SgxEnclaveDevice(machine or owned)  # type: ignore[arg-type]
+        try:
+            load_enclave(device, layout, sigstruct, token,
+                         debug=debug and _debug_allowed(sigstruct))  # fmt: skip
+            enclave = cls(device, layout, edl, string_len=string_len, ocalls=ocalls,
+                          console=console, budget=budget, timeout=timeout,
+                          owned_machine=owned)  # fmt: skip
+            enclave._initialize(sdk_2_0=sdk_2_0)
+        except BaseException:
+            device.close()
+            if owned is not None:
+                owned.close()
+            raise
+        return enclave
+
+    def __enter__(self) -> IntelEnclave:
+        return self
+
+    def _initialize(self, *, sdk_2_0: bool) -> None:
+        """ECMD_INIT_ENCLAVE on the first TCS (urts_com.h, after EINIT)."""
+        machine = self.device.machine
+        self.device.host_write(_FEATURES_AT, system_features(sdk_2_0, machine.cpuid))
+        with self._lock:
+            self._allowance = self._new_allowance()
+            try:
+                status = self._run(self.tcs[0], ECMD_INIT_ENCLAVE, _FEATURES_AT, _STACK_TOP)
+            finally:
+                self._allowance = None
+        if status != SGX_SUCCESS:
+            raise IntelCallError("ECMD_INIT_ENCLAVE", status)
+
+    # -- calls ------------------------------------------------------------------------
+    def call(self, name: str, data: bytes = b"", *, out_size: int = 0) -> bytes:
+        """memcrypt SDK images only: Intel SDK ECALLs take named values (:meth:`ecall`)."""
+        raise UsageError(
+            f"ECALL {name}: an Intel SDK enclave takes its EDL parameters by name",
+            hint="call enclave.ecall(name, param=value, ...)",
+        )
+
+    def ecall(self, name: str, /, **args: Value) -> IntelCallResult:
+        """Run ECALL ``name`` with its parameters by name; its return value and outputs."""
+        index, f = self.edl.ecall(name)
+        with self._lock:  # one CPU; an OCALL handler may call back in (same thread)
+            outermost = self._allowance is None
+            mark = self._arena.next
+            if outermost:
+                self._allowance = self._new_allowance()
+            try:
+                result = self._ecall(index, f, args)
+            finally:
+                self._arena.next = mark
+                if outermost:
+                    self._allowance = None
+        return IntelCallResult(name, result.retval, result.outputs, self.mrenclave,
+                               self.mrsigner)  # fmt: skip
+
+    def _ecall(self, index: int, f: Function, args: dict[str, Value]) -> EcallResult:
+        frame = marshal_ecall(f, args, self._arena, string_len=self.string_len)
+        ms = frame.ms_address if frame.ms_size else 0  # void f(void): the bridge wants NULL
+        if self._in_ocall:  # a nested ECALL runs on the thread that made the OCALL
+            tcs, sp = self._in_ocall[-1]
+        else:
+            tcs, sp = self._free_thread(), _STACK_TOP
+        self._busy.add(tcs)
+        try:
+            status = self._run(tcs, index, ms, sp)
+        finally:
+            if not self._in_ocall:
+                self._busy.discard(tcs)
+        if status != SGX_SUCCESS:
+            raise IntelCallError(f.name, status)
+        return unmarshal_ecall(frame, self._arena)
+
+    def _run(self, tcs: int, command: int, arg: int, sp: int) -> int:
+        """EENTER with ``command``/``arg``, serving OCALLs until OCMD_ERET; the status."""
+        ex = self.enter(dict(rdi=command & _U64, rsi=arg, rsp=sp, rbp=sp), tcs)
+        failure: Exception | None = None
+        while (code := _signed(ex.regs["rdi"])) >= 0:
+            if failure is not None:  # it calls out again rather than return: stop it here
+                self.crashed = f"it kept making OCALLs after one failed ({failure})"
+                raise failure
+            below = (self.device.host_regs("rsp")["rsp"] - _RED_ZONE) & ~0xF
+            status = SGX_ERROR_UNEXPECTED
+            self._in_ocall.append((tcs, below))
+            try:
+                status = self._ocall(code, ex.regs["rsi"])
+            except Exception as exc:  # the handler's failure: the enclave may unwind first
+                failure = exc
+            finally:
+                self._in_ocall.pop()
+            ex = self.enter(dict(rdi=ECMD_ORET & _U64, rsi=status, rsp=below, rbp=below), tcs)
+        if failure is not None:
+            raise failure
+        if code != OCMD_ERET:
+            raise EnclaveCrashed(f"the enclave left with an unknown exit code {code}")
+        return ex.regs["rsi"] & 0xFFFFFFFF
+
+    def _ocall(self, index: int, ms: int) -> int:
+        """Serve OCALL ``index`` (uRTS CEnclave::ocall): the bridge's status."""
+        if index >= len(self.edl.ocalls):
+            return SGX_ERROR_INVALID_FUNCTION
+        f = self.edl.ocalls[index]
+        handler = self.handlers.get(f.name)
+        if handler is not None:
+            serve_ocall(f, ms, self._arena, handler)
+            return SGX_SUCCESS
+        builtin = BUILTIN_OCALLS.get(f.name)
+        if builtin is None:
+            serve_ocall(f, ms, self._arena, _refuse)
+            return SGX_ERROR_UNEXPECTED  # not reached: _refuse raises
+        serve_ocall(f, ms, self._arena, lambda call: builtin(self, call))
+        return SGX_SUCCESS
+
+    def write(self, text: str) -> None:
+        """What the enclave prints through its print OCALLs."""
+        out = self.console or sys.stdout
+        out.write(text)
+        out.flush()
+
+
+def _debug_allowed(sig: Sigstruct) -> bool:
+    """Whether EINIT accepts DEBUG in the SECS for this SIGSTRUCT (not in its mask)."""
+    return not sig.attributemask_flags & int(AttributeFlag.DEBUG)
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >> 63 else value
+
+
+def _refuse(call: OcallCall) -> object:
+    args = ", ".join(f"{k}={_shown(v)}" for k, v in call.values.items())
+    raise OcallRefused(
+        f"the enclave made OCALL {call.function.name}({args}), which no handler serves",
+        hint="serve it with a Python handler: IntelEnclave.load(..., ocalls={name: handler})",
+    )
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value[:32]).hex() + ("..." if len(value) > 32 else "")
+    return repr(value)
+
+
+# -- the host functions Intel's SDK and its samples link with --------------------------
+
+
+def _print_string(enclave: IntelEnclave, call: OcallCall) -> None:
+    enclave.write(str(call.values["str"] or ""))
+
+
+def _print_int(enclave: IntelEnclave, call: OcallCall) -> None:
+    # test_hash_SGX's App: printf("%d\n", *str)
+    enclave.write(f"{call.values['str']}\n")
+
+
+def _set_1234(_enclave: IntelEnclave, call: OcallCall) -> None:
+    # SampleEnclave App/Edger8rSyntax/Pointers.cpp: *val = 1234 (copied back for [out]).
+    out = call.values["val"]
+    if isinstance(out, bytearray):
+        out[:4] = struct.pack("<i", 1234)
+
+
+def _nothing(_enclave: IntelEnclave, _call: OcallCall) -> None:
+    """ocall_pointer_user_check and ocall_pointer_in: the App only looks."""
+
+
+def _function_allow(enclave: IntelEnclave, _call: OcallCall) -> None:
+    # SampleEnclave App/Edger8rSyntax/Functions.cpp: call the private ECALL back.
+    enclave.ecall("ecall_function_private")
+
+
+def _cpuidex(enclave: IntelEnclave, call: OcallCall) -> None:
+    leaf, subleaf = (int(call.values[k]) & 0xFFFFFFFF for k in ("leaf", "subleaf"))  # type: ignore[call-overload]
+    out = call.values["cpuinfo"]
+    if isinstance(out, bytearray):
+        out[:16] = struct.pack("<4I", *enclave.device.machine.cpuid(leaf, subleaf))
+
+
+def _wake(enclave: IntelEnclave, tcs: int) -> None:
+    enclave.events[tcs] = enclave.events.get(tcs, 0) + 1
+
+
+def _wait(enclave: IntelEnclave, tcs: int) -> int:
+    """se_event_wait: consume a pending wake-up; with none, only another thread could
+    set it, and here one host thread runs the enclave at a time."""
+    if enclave.events.get(tcs, 0) > 0:
+        enclave.events[tcs] -= 1
+        return 0
+    raise SgxToolError(
+        f"enclave thread {tcs - enclave.base:#x} waits for an event no running thread can "
+        "set (the runtime runs one host thread in the enclave at a time)",
+        hint="ECALLs that need two enclave threads at once are not supported",
+    )
+
+
+def _pointer(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _wait_event(enclave: IntelEnclave, call: OcallCall) -> int:
+    return _wait(enclave, _pointer(call.values["self"]))
+
+
+def _set_event(enclave: IntelEnclave, call: OcallCall) -> int:
+    _wake(enclave, _pointer(call.values["waiter"]))
+    return 0
+
+
+def _setwait_events(enclave: IntelEnclave, call: OcallCall) -> int:
+    _wake(enclave, _pointer(call.values["waiter"]))
+    return _wait(enclave, _pointer(call.values["self"]))
+
+
+def _set_multiple_events(enclave: IntelEnclave, call: OcallCall) -> int:
+    raw = call.values["waiters"]
+    data = bytes(raw) if isinstance(raw, (bytes, bytearray)) else b""
+    for (waiter,) in struct.iter_unpack("<Q", data[: len(data) // 8 * 8]):
+        _wake(enclave, waiter)
+    return 0
+
+
+BUILTIN_OCALLS: dict[str, IntelHandler] = {
+    "sgx_oc_cpuidex": _cpuidex,
+    "sgx_thread_wait_untrusted_event_ocall": _wait_event,
+    "sgx_thread_set_untrusted_event_ocall": _set_event,
+    "sgx_thread_setwait_untrusted_events_ocall": _setwait_events,
+    "sgx_thread_set_multiple_untrusted_events_ocall": _set_multiple_events,
+    "ocall_print_string": _print_string,
+    "ocall_print": _print_int,
+    "ocall_pointer_user_check": _nothing,
+    "ocall_pointer_in": _nothing,
+    "ocall_pointer_out": _set_1234,
+    "ocall_pointer_in_out": _set_1234,
+    "ocall_function_allow": _function_allow,
+}
+
+
+# -- the command line ----------------------------------------------------------------
+
+
+def parse_cli_args(f: Function, pairs: list[str]) -> dict[str, Value]:
+    """``NAME=VALUE`` strings as ECALL values: numbers stay text for the marshaller,
+    ``hex:...`` is bytes, and comma lists fill arrays of numbers."""
+    values: dict[str, Value] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--arg {pair!r}: expected NAME=VALUE")
+        try:
+            p = f.param(name)
+        except KeyError:
+            names = ", ".join(q.name for q in f.params) or "none"
+            raise UsageError(f"{f.name} has no parameter {name!r} (it has: {names})") from None
+        elem = p.ctype.elem if p.ctype.dims else p.ctype.pointee
+        values[name] = _cli_value(None if p.is_string else elem, text, name)
+    return values
+
+
+def _cli_value(elem: CType | None, text: str, name: str) -> Value:
+    if text.startswith("hex:"):
+        try:
+            return bytes.fromhex(text[4:])
+        except ValueError:
+            raise UsageError(f"--arg {name}: {text[4:]!r} is not hex") from None
+    if elem is None or elem.kind != "int" or elem.size < 2:
+        return text  # a scalar (parsed by the marshaller), char data; floats as hex:
+    try:
+        return [int(v, 0) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--arg {name}: {text!r} is not a comma list of numbers") from None
+
+
+def run_intel_ecall(
+    image: str | Path,
+    entry: str,
+    args: list[str],
+    *,
+    edl: str | Path,
+    typedefs: Mapping[str, str] | None = None,
+    edl_path: tuple[Path, ...] = (),
+    machine: Machine | None = None,
+    token: bytes | None = None,
+    console: TextIO | None = None,
+    budget: int | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> IntelCallResult:
+    """Load an Intel SDK enclave, call ECALL ``entry`` with ``NAME=VALUE`` arguments once."""
+    parsed = load_edl(edl, typedefs=dict(typedefs or {}), search=edl_path)
+    _, f = parsed.ecall(entry)  # before loading: a wrong name or argument costs nothing
+    values = parse_cli_args(f, args)
+    with IntelEnclave.load(image, edl=parsed, machine=machine, token=token, console=console,
+                           budget=budget, timeout=timeout) as enclave:  # fmt: skip
+        return enclave.ecall(entry, **values)
