@@ -235,9 +235,10 @@ def _machine_profile() -> str:
 # Command groups contributed by other modules, registered explicitly. Each module keeps
 # its import light (no rich, cryptography or unicorn at import time) and uses
 # ``hwsim.machine.machine_option`` / ``cli_machine()`` to reach the machine.
+from hwsim._memcli import mem  # noqa: E402  (memory views and the memory map)
 from hwsim.sgx._cli import sgx, vendor  # noqa: E402  (the SGX vendor role, launch control)
 
-_CONTRIBUTED: list[click.Command] = [sgx, vendor]
+_CONTRIBUTED: list[click.Command] = [mem, sgx, vendor]
 
 for _command in _CONTRIBUTED:
     cli.add_command(_command)

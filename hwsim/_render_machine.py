@@ -58,6 +58,15 @@ def _status_rows(st: MachineStatus) -> Iterator[tuple[str, str]]:
         yield f"msr {name}", f"{value:#018x}"
     yield "key slots", ", ".join(str(k) for k in st.key_slots) or "-"
     yield "DRAM pages", str(st.dram_pages)
+    for usage in st.dram_by_key:
+        keyid = "unencrypted" if usage.keyid is None else f"key id {usage.keyid:#x}"
+        yield f"DRAM {keyid}", f"{usage.pages} pages ({usage.owner})"
+    epc = st.epc_protection
+    if epc is not None:
+        guards = [g for g, on in (("integrity", epc.integrity), ("freshness", epc.freshness)) if on]
+        what = ", ".join(["confidentiality", *guards])
+        cpuid = f"CPUID.(12H,2):ECX[3:0] = {epc.cpuid_protection}"
+        yield "EPC engine", f"{epc.engine}: {what} ({cpuid})"
     if st.profile.sgx1:
         yield "SGX vendor MRSIGNER", st.sgx_vendor_mrsigner.hex()
     yield "schema version", str(st.schema_version)

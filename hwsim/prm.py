@@ -99,6 +99,7 @@ class PrmRegion(ABC):
         self.map = prm
         self.first_page = prm.base // PAGE_SIZE  # physical page number of EPC page 0
         self._lines: dict[int, bytes] = {}  # EPC page index -> ciphertext on the DIMM
+        self._stored: set[int] = set()  # EPC pages the CPU has written since power-on
         # Called with an EPC page index when a DIMM write changed what backs it, so that
         # copies inside the package are dropped and the CPU's next read sees DRAM.
         self.listeners: list[Callable[[int], None]] = []
@@ -138,6 +139,10 @@ class PrmRegion(ABC):
     def paddr(self, index: int) -> int:
         return self.map.base + index * PAGE_SIZE
 
+    def written_pages(self) -> int:
+        """How many EPC pages hold data the CPU stored (in this process) since power-on."""
+        return len(self._stored)
+
 
 class _XtsRegion(PrmRegion):
     """TME-MK's AES-XTS: the same engine as SME and SEV pages, under the EPC key."""
@@ -154,6 +159,7 @@ class _XtsRegion(PrmRegion):
 
     def store(self, index: int, plain: bytes) -> None:
         self._lines[index] = self._cipher.encrypt(self.first_page + index, plain, remember=False)
+        self._stored.add(index)
 
     def _zero_line(self, index: int) -> bytes:
         return self._cipher.encrypt(self.first_page + index, _ZERO_PAGE, remember=False)
@@ -187,6 +193,7 @@ class _MeeRegion(PrmRegion):
         version = self._versions.get(index, 0) + 1
         line, tag = self._cipher.seal(self.first_page + index, version, plain)
         self._lines[index], self._tags[index], self._versions[index] = line, tag, version
+        self._stored.add(index)
 
     def dimm_page(self, page: int) -> bytes:
         if page < self._meta_first:

@@ -12,9 +12,10 @@ from typing import Any
 
 from hwsim import cpu
 from hwsim.machine import Machine
+from hwsim.memview import KeyUsage, dram_usage
 from hwsim.profiles import Profile
 
-__all__ = ["MachineStatus", "machine_status", "profile_dict"]
+__all__ = ["EpcProtection", "MachineStatus", "machine_status", "profile_dict"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class MachineStatus:
     dram_pages: int
     sgx_vendor_mrsigner: bytes
     namespaces: dict[str, int]
+    dram_by_key: list[KeyUsage]
+    epc_protection: EpcProtection | None  # None: no EPC at this boot
 
     def as_json(self) -> dict[str, Any]:
         """The stable ``hwsim status --json`` schema."""
@@ -45,7 +48,42 @@ class MachineStatus:
             "dram_pages": self.dram_pages,
             "sgx_vendor_mrsigner": self.sgx_vendor_mrsigner.hex(),
             "namespaces": self.namespaces,
+            "dram_by_key": [u.as_json() for u in self.dram_by_key],
+            "epc": None if self.epc_protection is None else self.epc_protection.as_json(),
         }
+
+
+@dataclass(frozen=True)
+class EpcProtection:
+    """What the EPC engine protects against in DRAM, and what CPUID.(12H,2):ECX[3:0] says."""
+
+    engine: str
+    integrity: bool
+    freshness: bool
+    cpuid_protection: int  # 1: confidentiality, integrity and replay; 2: confidentiality
+
+    @property
+    def consistent(self) -> bool:
+        """CPUID advertises integrity exactly when the engine has it."""
+        return (self.cpuid_protection == 1) == self.integrity
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "integrity": self.integrity,
+            "freshness": self.freshness,
+            "cpuid_12_2_ecx_protection": self.cpuid_protection,
+        }
+
+
+def _epc_protection(machine: Machine) -> EpcProtection | None:
+    with machine.transaction(write=False) as txn:
+        prm = txn.engine.prm()
+        if prm is None:
+            return None
+        ecx = txn.cpuid(0x12, 2)[2]
+    engine = prm.engine
+    return EpcProtection(engine.value, engine.integrity, engine.freshness, ecx & 0xF)
 
 
 def profile_dict(profile: Profile) -> dict[str, Any]:
@@ -85,4 +123,6 @@ def machine_status(machine: Machine) -> MachineStatus:
             dram_pages=txn.engine.page_count(),
             sgx_vendor_mrsigner=txn.sgx_vendor_key_hash(),
             namespaces={str(ns): int(n) for ns, n in counts},
+            dram_by_key=dram_usage(machine),
+            epc_protection=_epc_protection(machine),
         )

@@ -598,6 +598,12 @@ def token(
     "--edl-path", "edl_path", multiple=True, type=click.Path(path_type=Path, file_okay=False),
     help="A directory holding EDL files the EDL imports.",
 )  # fmt: skip
+@click.option(
+    "--show-memory", "show", metavar="ADDRESS[:LEN]",
+    help="After the call, print enclave offset ADDRESS (LEN bytes, default 64) as the DIMM "
+    "holds it (ciphertext) and as the host sees it (the abort page).",
+)  # fmt: skip
+@click.option("--epc-stats", is_flag=True, help="Print the EPC pages added, evicted and reloaded.")
 @machine_option
 @json_option
 @work_options
@@ -617,6 +623,8 @@ def run(
     args: tuple[str, ...],
     typedefs: tuple[str, ...],
     edl_path: tuple[Path, ...],
+    show: str | None,
+    epc_stats: bool,
     as_json: bool,
 ) -> None:
     """Load IMAGE (a signed image), call its ECALL ENTRY, print what it returns.
@@ -629,6 +637,7 @@ def run(
     from memcrypt.files import read_file
     from sgxtool.intelso import has_metadata
     from sgxtool.runtime import run_ecall
+    from sgxtool.views import parse_span
 
     token = None if token_file is None else read_file(token_file, "EINITTOKEN", max_size=4096)
     if has_metadata(image):
@@ -639,10 +648,13 @@ def run(
     if edl is not None or args:
         raise click.UsageError("--edl and --arg are for enclaves signed by Intel's sgx_sign")
     data = _ecall_input(in_file, in_hex, in_text)
+    span = None if show is None else parse_span(show)
+    seen: dict[str, Any] = {}
     with large_work("load", image, None):
         result = run_ecall(
             image, entry, data, machine=cli_machine(), console=sys.stderr,
             out_size=out_size, budget=budget, timeout=timeout, token=token, sig=sig_file,
+            after=lambda enclave: _look(enclave, span, epc_stats, seen),
         )  # fmt: skip
     if out_file is not None:
         write_output(out_file, result.output)
@@ -652,10 +664,86 @@ def run(
             doc = {k: v for k, v in doc.items() if not k.startswith("output")} | {
                 "out": str(out_file)
             }
-        emit_json(doc)
-    elif out_file is None and result.output:
+        emit_json(doc | {k: v.as_json() for k, v in seen.items()})
+        return
+    if out_file is None and result.output:
         text = result.as_json()["output_text"]
         click.echo(text if isinstance(text, str) and text.isprintable() else result.output.hex())
+    _render_look(seen)
+
+
+def _look(enclave: Any, span: tuple[int, int] | None, stats: bool, seen: dict[str, Any]) -> None:
+    """After the call, before the teardown: the memory views and the EPC counters."""
+    from sgxtool.views import enclave_memory
+
+    if span is not None:
+        seen["memory"] = enclave_memory(enclave, *span)
+    if stats:
+        seen["epc_stats"] = enclave.device.stats
+
+
+def _render_look(seen: dict[str, Any]) -> None:
+    from hwsim.memview import hex_lines
+
+    memory = seen.get("memory")
+    if memory is not None:
+        click.echo(f"enclave offset {memory.offset:#x} (linear {memory.linear:#x}), "
+                   f"EPC at {', '.join(memory.physical)}")  # fmt: skip
+        for title, data in (("DIMM (ciphertext)", memory.dimm), ("host (abort page)", memory.host)):
+            click.echo(f"{title}:")
+            for line in hex_lines(data, memory.offset):
+                click.echo(f"  {line}".rstrip())
+    stats = seen.get("epc_stats")
+    if stats is not None:
+        click.echo(f"EPC pages: {stats.added} added, {stats.evicted} evicted, "
+                   f"{stats.reloaded} reloaded")  # fmt: skip
+
+
+@cli.command()
+@click.argument("image", type=_in_file)
+@click.argument("commands", nargs=-1, metavar="[COMMAND]...")
+@click.option("--script", metavar="FILE", help="Read commands from FILE, one a line (- for stdin).")
+@machine_option
+@json_option
+def debug(image: Path, commands: tuple[str, ...], script: str | None, as_json: bool) -> None:
+    """Debug a debug enclave: run COMMANDs (call, read, write, break) with EDBGRD/EDBGWR.
+
+    Each COMMAND is one quoted line: "call ENTRY [--in-text T|--in-hex H]", "read ADDRESS
+    LEN", "write ADDRESS HEX", "break ADDRESS". Production enclaves are refused.
+    """
+    from sgxtool.debug import DebugSession, read_script
+
+    lines = list(commands) + (read_script(script) if script is not None else [])
+    if not lines:
+        raise click.UsageError("give commands, or a script with --script")
+    with DebugSession.open(image, machine=cli_machine(), console=sys.stderr) as session:
+        steps: list[dict[str, Any]] | None = [] if as_json else None
+        for line in lines:
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            step = session.command(line)
+            if steps is not None:
+                steps.append(step.as_json())
+            else:
+                _render_step(step)
+    if steps is not None:
+        emit_json(steps)
+
+
+def _render_step(step: Any) -> None:
+    from hwsim.memview import hex_lines
+
+    if step.kind == "read":
+        click.echo(f"{step.command}:")
+        for line in hex_lines(step.data, step.address):
+            click.echo(f"  {line}".rstrip())
+    elif step.kind == "call" and not step.detail:
+        text = step.data.decode("utf-8", "replace")
+        shown = text if text.isprintable() and "\ufffd" not in text else step.data.hex()
+        click.echo(f"{step.command}: {shown}".rstrip())
+    else:
+        at = "" if step.address is None else f" at {step.address:#x}"
+        click.echo(f"{step.command}: {step.detail or step.kind}{at}")
 
 
 def _run_intel(

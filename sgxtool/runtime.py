@@ -416,8 +416,10 @@ def run_ecall(
     timeout: float | None = DEFAULT_TIMEOUT,
     token: bytes | None = None,
     sig: str | Path | None = None,
+    after: Callable[[Enclave], None] | None = None,
 ) -> CallResult:
-    """Load ``image``, call ECALL ``entry`` once with ``data``, tear the enclave down.
+    """Load ``image``, call ECALL ``entry`` once with ``data``, tear the enclave down
+    (``after`` sees the enclave between the call and the teardown).
 
     With ``sig`` (a SIGSTRUCT file), ``image`` is an SGXS stream whose TCS pages are
     found from its EADD records; ``entry`` is then the ECALL's index. ``token`` is an
@@ -435,4 +437,6 @@ def run_ecall(
                               budget=budget, timeout=timeout)  # fmt: skip
     with loaded as enclave:
         output = enclave.call(entry, data, out_size=out_size)
+        if after is not None:
+            after(enclave)
         return CallResult(entry, output, enclave.mrenclave, enclave.mrsigner)

@@ -24,6 +24,7 @@ Launch Enclave for one, like the legacy driver and aesmd. Every refusal names it
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import time
 from typing import TYPE_CHECKING
@@ -47,6 +48,7 @@ from hwsim.sgx._encls import (
     EWb,
     encls,
 )
+from hwsim.sgx._reclaim import EpcStats, evicted_fault, pinned_offsets, reclaimer_of
 from hwsim.sgx.arch import (
     EEXTEND_CHUNK,
     INTEL_LE_PUBKEY_HASH,
@@ -77,7 +79,9 @@ if TYPE_CHECKING:
     from hwsim.sgx.epc import Enclave
     from hwsim.sgx.keys import EnclaveIdentity
 
-__all__ = ["HOST_BASE", "HOST_SIZE", "MEASURE_ALL", "SgxEnclaveDevice", "launch_token"]
+__all__ = [
+    "HOST_BASE", "HOST_SIZE", "MEASURE_ALL", "EpcStats", "SgxEnclaveDevice", "launch_token",
+]  # fmt: skip
 
 HOST_BASE = 0x1000_0000  # the host process's memory the simulated CPU sees (identity-mapped)
 HOST_SIZE = 16 << 20
@@ -122,6 +126,8 @@ class SgxEnclaveDevice:
         self._enclave: Enclave | None = None
         self._backing: dict[int, tuple[EvictedPage, int]] = {}  # offset -> (page, VA slot)
         self._va_page: int | None = None
+        self._pinned: set[int] = set()  # TCS and SSA offsets the reclaimer leaves alone
+        self.stats = EpcStats()
 
     def __enter__(self) -> SgxEnclaveDevice:
         return self
@@ -145,9 +151,21 @@ class SgxEnclaveDevice:
             )
 
     def _page(self, offset: int) -> int:
+        """The EPC page at ``offset``, loaded back first if the reclaimer evicted it."""
         if offset % PAGE_SIZE or not 0 <= offset < self.enclave.secs.size:
             raise InvalidInput(f"offset {offset:#x} is not a page inside the enclave")
+        if offset in self._backing:
+            self.reload(offset)
         return self.enclave.page(self.enclave.secs.baseaddr + offset)
+
+    @property
+    def resident(self) -> Enclave | None:
+        """The enclave, for the reclaimer (None once closed)."""
+        return self._enclave
+
+    def evictable(self, offset: int) -> bool:
+        """May the reclaimer evict the page at ``offset`` (not a TCS or SSA frame)?"""
+        return offset not in self._pinned and len(self._backing) < PAGE_SIZE // 8
 
     # -- SGX_IOC_ENCLAVE_CREATE / ADD_PAGES / INIT ----------------------------------------
     def create(self, secs: Secs) -> Enclave:
@@ -161,6 +179,7 @@ class SgxEnclaveDevice:
             self.epc.release(page)
             raise
         self._enclave = self.epc.enclaves[page]
+        reclaimer_of(self.epc).attach(self)
         return self._enclave
 
     def add_pages(
@@ -191,6 +210,10 @@ class SgxEnclaveDevice:
                 raise
             for c in chunks:
                 encls(self.epc, EExtend(page, c))
+            self.stats.added += 1
+            if secinfo >> 8 & 0xFF == PageType.TCS:
+                frame = self.enclave.secs.ssaframesize
+                self._pinned |= pinned_offsets(offset + i, data[i : i + PAGE_SIZE], frame)
         return len(data) // PAGE_SIZE
 
     def init(
@@ -245,8 +268,20 @@ class SgxEnclaveDevice:
             self._alive_at = now
         cpu = self._cpu or self._running()
         if resume:
-            return cpu.eresume(tcs, budget, deadline=deadline)
-        return cpu.eenter(tcs, regs, budget, deadline=deadline)
+            ex = cpu.eresume(tcs, budget, deadline=deadline)
+        else:
+            ex = cpu.eenter(tcs, regs, budget, deadline=deadline)
+        spent = ex.instructions
+        # The kernel's #PF handler: a fault on an evicted page is served with ELDU and
+        # the thread resumed (the vDSO's AEP runs ERESUME), unseen by the caller.
+        while ex.kind == "aex" and not (budget and spent >= budget):
+            offset = evicted_fault(ex.fault, self.enclave.secs.baseaddr, self._backing)
+            if offset is None:
+                break
+            self.reload(offset)
+            ex = cpu.eresume(tcs, budget and budget - spent, deadline=deadline)
+            spent += ex.instructions
+        return dataclasses.replace(ex, instructions=spent) if spent != ex.instructions else ex
 
     def run_host(
         self, rip: int, regs: dict[str, int], budget: int = 0, deadline: float | None = None
@@ -371,6 +406,7 @@ class SgxEnclaveDevice:
         except SgxError:
             self.epc.release(page)
             raise
+        self.stats.added += 1
 
     def _each(self, offset: int, length: int) -> list[int]:
         self.check_alive()
@@ -415,6 +451,7 @@ class SgxEnclaveDevice:
         encls(self.epc, EBlock(page))
         encls(self.epc, ETrack(self.enclave.secs_page))
         self._backing[offset] = (encls(self.epc, EWb(page, self._va_page, slot)), slot)
+        self.stats.evicted += 1
 
     def reload(self, offset: int) -> None:
         """Swap a page back in with ELDU (refused if the stored copy was tampered with)."""
@@ -430,11 +467,17 @@ class SgxEnclaveDevice:
             self.epc.release(page)
             raise
         del self._backing[offset]
+        self.stats.reloaded += 1
+
+    def backing_store(self) -> dict[int, EvictedPage]:
+        """The kernel's backing store: each evicted page (ciphertext and PCMD) by offset."""
+        return {offset: page for offset, (page, _slot) in self._backing.items()}
 
     def close(self) -> None:
         """Release the enclave: EREMOVE every page, then the SECS (and the VA page)."""
         enclave, self._enclave = self._enclave, None
         self._cpu = None
+        reclaimer_of(self.epc).detach(self)
         if enclave is not None:
             for page in list(enclave.pages.values()):
                 encls(self.epc, ERemove(page))

@@ -144,11 +144,16 @@ class Epc:
         self.enclaves: dict[int, Enclave] = {}
         self._next_free = 0
         self._freed: list[int] = []
+        # The kernel's reclaimer (hwsim.sgx._reclaim), called when the last free page is
+        # asked for, so that it can evict pages first; None: the EPC just fills up.
+        self.reclaim: Callable[[], None] | None = None
         region.listeners.append(self._dimm_written)
 
     # -- allocation (the kernel's job; ENCLS leaves take the page it chose) ------------
     def alloc(self) -> int:
         """A free EPC page index, or :class:`SgxFault` when the EPC is full."""
+        if self.reclaim is not None and self.free_pages() <= 1:
+            self.reclaim()
         if self._freed:
             return self._freed.pop()
         if self._next_free >= self.npages:
@@ -164,6 +169,9 @@ class Epc:
         self.stamps.pop(index, None)
         self.generation += 1
         self._freed.append(index)
+
+    def free_pages(self) -> int:
+        return len(self._freed) + self.npages - self._next_free
 
     def used_pages(self) -> int:
         return len(self.epcm)

@@ -107,3 +107,38 @@ def test_a_debug_build_is_open_to_the_debugger(
         at = oracle.base + symbol(debug, "seed")
         dumped = oracle.device.debug_read(at - oracle.base, 32)  # EDBGRD, word by word
     assert public_of(dumped) == public
+
+
+def test_the_enclave_debugger_reads_the_key_of_a_debug_build_only(
+    tmp_path: Path,
+    signed_example: Built,
+    machine: Machine,
+    sample_key: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The README's ``sgxtool debug`` lines: EDBGRD gives a debug build's key away and
+    refuses the production build with the CPU's reason."""
+    import json
+
+    from sgxtool._cli import main
+    from tests.cli.conftest import make_runner
+
+    sgxtool = make_runner(main, capsys)
+
+    production = signed_example("signing-oracle", "oracle")
+    config = (EXAMPLES / "signing-oracle" / "enclave.toml").read_text()
+    debug = sign_image(production.with_name("oracle.elf"),
+                       config.replace("debug = false", "debug = true"), sample_key,
+                       tmp_path / "oracle.debug.elf")  # fmt: skip
+    m = ["--machine", str(machine.path)]
+    script = ["call generate", "call public_key", "read seed 32"]
+    run = sgxtool("debug", str(debug), *script, "--json", *m)
+    assert run.code == 0, run.err
+    steps = json.loads(run.out)
+    public, seed = bytes.fromhex(steps[1]["hex"]), bytes.fromhex(steps[2]["hex"])
+    assert public_of(seed) == public
+    refused = sgxtool("debug", str(production), "read seed 32", *m)
+    assert refused.code == 1
+    line = refused.one_error_line()
+    assert "EDBGRD" in line and "not a debug enclave (ATTRIBUTES.DEBUG=0)" in line
+    assert seed.hex() not in refused.out + refused.err

@@ -1,0 +1,247 @@
+"""A debugger for debug enclaves: ECALLs, and EDBGRD/EDBGWR reads and writes between them.
+
+    with DebugSession.open("oracle.signed.elf") as dbg:
+        dbg.run(["call generate", "read seed 32"])
+
+A session loads the enclave in this process (enclaves live in the process that loads
+them) and runs commands, one a line, as a small script would:
+
+- ``call ENTRY [--in-text T | --in-hex H]``: one ECALL, its output;
+- ``read ADDRESS LEN``: LEN bytes of enclave memory, read with EDBGRD;
+- ``write ADDRESS HEX``: bytes written with EDBGWR;
+- ``break ADDRESS``: an int3 written with EDBGWR; the next ECALL that reaches it stops
+  there (the CPU drops code translated from the old bytes), and the session reports it.
+
+ADDRESS is an offset in the enclave (0 is its base, as the image's symbols are linked), a
+symbol of the image, or ``symbol+offset``. EDBGRD and EDBGWR work only on an enclave whose
+SECS has ATTRIBUTES.DEBUG set (SDM vol. 3D 38.x; ``shared/reference/sim.md`` 3.7): a
+production enclave is refused when the session opens, with the CPU's own reason. A thread
+stopped at a breakpoint cannot be resumed by this debugger: the enclave's memory can still
+be read and written, but further ECALLs are refused.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hwsim.sgx.errors import SgxError
+from sgxtool.errors import SgxToolError, UsageError
+from sgxtool.runtime import Enclave, EnclaveCallError, EnclaveCrashed
+
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import TextIO
+
+    from hwsim.machine import Machine
+
+__all__ = ["DebugSession", "Step", "read_script"]
+
+_INT3 = b"\xcc"
+_MAX_READ = 1 << 20
+_MAX_SCRIPT = 1 << 20
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one command did: ``kind`` is call, read, write, break or stopped."""
+
+    command: str
+    kind: str
+    address: int | None = None
+    data: bytes = b""
+    detail: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"command": self.command, "kind": self.kind}
+        if self.address is not None:
+            out["address"] = f"{self.address:#x}"
+        if self.kind in ("call", "read"):
+            out["hex"] = self.data.hex()
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+@dataclass
+class DebugSession:
+    """One debug enclave loaded in this process, and the breakpoints set in it."""
+
+    enclave: Enclave
+    symbols: dict[str, int]
+    breakpoints: dict[int, bytes] = field(default_factory=dict)  # offset -> original byte
+
+    @classmethod
+    def open(
+        cls, image: str | Path, *, machine: Machine | None = None, console: TextIO | None = None
+    ) -> DebugSession:
+        """Load ``image``; refused unless EDBGRD may read it (a debug enclave)."""
+        enclave = Enclave.load(image, machine=machine, console=console)
+        try:
+            tcs = enclave.layout.threads[0].tcs
+            enclave.device.debug_read(tcs, 8)  # the CPU says whether it may be debugged
+        except SgxError as exc:
+            enclave.close()
+            raise SgxToolError(
+                f"cannot debug {image}: {exc}",
+                hint="EDBGRD/EDBGWR work only on enclaves signed with DEBUG=1 "
+                "(enclave.toml: debug = true); production enclaves cannot be debugged",
+            ) from exc
+        return cls(enclave, _symbols(image))
+
+    def close(self) -> None:
+        self.enclave.close()
+
+    def __enter__(self) -> DebugSession:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- commands -------------------------------------------------------------------------
+    def run(self, lines: list[str]) -> list[Step]:
+        """Run the commands in order; each one's result."""
+        return [self.command(line) for line in lines if line.strip() and not _comment(line)]
+
+    def command(self, line: str) -> Step:
+        words = _split(line)
+        verb, args = words[0], words[1:]
+        handler = {"call": self._call, "read": self._read, "write": self._write,
+                   "break": self._break}.get(verb)  # fmt: skip
+        if handler is None:
+            raise UsageError(f"{line!r}: unknown command {verb!r} (call, read, write, break)")
+        return handler(line, args)
+
+    def address(self, text: str) -> int:
+        """An enclave offset from a number, a symbol, or symbol+offset."""
+        name, _, extra = text.partition("+")
+        base = self.symbols.get(name)
+        try:
+            if base is None:
+                base, extra = int(name, 0), extra or "0"
+            return base + int(extra or "0", 0)
+        except ValueError:
+            raise UsageError(f"{text!r} is neither an offset nor a symbol of the image") from None
+
+    def read(self, address: int, length: int) -> bytes:
+        """Enclave memory with EDBGRD; breakpoints show the original bytes."""
+        data = bytearray(self.enclave.device.debug_read(address, length))
+        for at, byte in self.breakpoints.items():
+            if address <= at < address + length:
+                data[at - address] = byte[0]
+        return bytes(data)
+
+    def _call(self, line: str, args: list[str]) -> Step:
+        if not args:
+            raise UsageError(f"{line!r}: call ENTRY [--in-text T | --in-hex H]")
+        data = _call_input(line, args[1:])
+        try:
+            out = self.enclave.call(args[0], data)
+        except EnclaveCrashed as exc:
+            hit = self._breakpoint_hit(str(exc))
+            if hit is None:
+                raise
+            return Step(line, "stopped", hit, detail=f"stopped at breakpoint {hit:#x}")
+        except EnclaveCallError as exc:
+            return Step(line, "call", detail=str(exc))
+        return Step(line, "call", data=out)
+
+    def _breakpoint_hit(self, why: str) -> int | None:
+        # int3 is a trap: the thread stopped one byte after the breakpoint (SDM vol. 3A 6.5).
+        for at in self.breakpoints:
+            if "#BP" in why and f"at enclave offset {at + 1:#x}" in why:
+                return at
+        return None
+
+    def _read(self, line: str, args: list[str]) -> Step:
+        if len(args) != 2:
+            raise UsageError(f"{line!r}: read ADDRESS LEN")
+        address, length = self.address(args[0]), _int(args[1], line)
+        if not 0 < length <= _MAX_READ:
+            raise UsageError(f"{line!r}: LEN must be 1 to {_MAX_READ}")
+        return Step(line, "read", address, self.read(address, length))
+
+    def _write(self, line: str, args: list[str]) -> Step:
+        if len(args) != 2:
+            raise UsageError(f"{line!r}: write ADDRESS HEX")
+        address = self.address(args[0])
+        try:
+            data = bytes.fromhex(args[1])
+        except ValueError:
+            raise UsageError(f"{line!r}: {args[1]!r} is not hex bytes") from None
+        self.enclave.device.debug_write(address, data)
+        return Step(line, "write", address, data, f"wrote {len(data)} bytes with EDBGWR")
+
+    def _break(self, line: str, args: list[str]) -> Step:
+        if len(args) != 1:
+            raise UsageError(f"{line!r}: break ADDRESS")
+        address = self.address(args[0])
+        if address not in self.breakpoints:
+            self.breakpoints[address] = self.enclave.device.debug_read(address, 1)
+            self.enclave.device.debug_write(address, _INT3)
+        return Step(line, "break", address, detail="int3 written with EDBGWR")
+
+
+def read_script(name: str) -> list[str]:
+    """The command lines of a script file (``-``: standard input)."""
+    from memcrypt.cli import read_input
+
+    raw = read_input(name, "debug script", _MAX_SCRIPT)
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UsageError(f"{name}: the debug script is not UTF-8 text") from None
+
+
+def _comment(line: str) -> bool:
+    return line.lstrip().startswith("#")
+
+
+def _split(line: str) -> list[str]:
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"{line!r}: {exc}") from None
+    if not words:
+        raise UsageError("an empty debug command")
+    return words
+
+
+def _int(text: str, line: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise UsageError(f"{line!r}: {text!r} is not a number") from None
+
+
+def _call_input(line: str, opts: list[str]) -> bytes:
+    if not opts:
+        return b""
+    if len(opts) != 2 or opts[0] not in ("--in-text", "--in-hex"):
+        raise UsageError(f"{line!r}: call ENTRY [--in-text T | --in-hex H]")
+    if opts[0] == "--in-text":
+        return opts[1].encode()
+    try:
+        return bytes.fromhex(opts[1])
+    except ValueError:
+        raise UsageError(f"{line!r}: {opts[1]!r} is not hex bytes") from None
+
+
+def _symbols(image: str | Path) -> dict[str, int]:
+    """The image's symbols and their enclave offsets (the ELF is linked at offset 0)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    try:
+        with open(image, "rb") as f:
+            table = ELFFile(f).get_section_by_name(".symtab")
+            if not isinstance(table, SymbolTableSection):
+                return {}
+            return {s.name: int(s["st_value"]) for s in table.iter_symbols() if s.name}
+    except (OSError, ELFError, ValueError) as exc:
+        raise SgxToolError(f"cannot read the symbols of {image}: {exc}") from exc
