@@ -2,7 +2,8 @@
 
 WORKERS threads each run the command-line programs as separate processes, one after
 another, picking at random: sgxtool sign, run and token; hwsim config set, sgx
-launch-control set, vendor approve and power-cycle; sevtool rotate and provision. A
+launch-control set, vendor approve and power-cycle; sevtool rotate, provision, guest
+launch and guest decommission. A
 random share of the processes is SIGKILLed part-way. Afterwards:
 
 - every acknowledged write is present: each approved signer is on the vendor allow-list;
@@ -54,6 +55,8 @@ MIX = {
     "power": 1,
     "rotate": 1,
     "provision": 1,
+    "guest": 1,
+    "decommission": 1,
 }
 
 
@@ -106,6 +109,7 @@ def setup(root: Path, key: Path | None) -> str:
         (root / "key.pem").write_bytes(key.read_bytes())
     for argv in run:
         subprocess.run(argv, check=True, env=env, capture_output=True)
+    (root / "guest.bin").write_bytes(bytes(64 << 10))  # a guest image to launch (zeros)
     elf = root / "hello.elf"
     cc = ["cc", *sdkinfo.cflags(), "-O2", str(HELLO / "hello.c"), *sdkinfo.ldflags(), "-o"]
     subprocess.run([*cc, str(elf)], check=True)
@@ -149,6 +153,11 @@ def command(soak: Soak, worker: int, kind: str, signer: str) -> tuple[list[str],
         return cli("hwsim", *m, "power-cycle"), None
     if kind == "rotate":
         return cli("sevtool", "rotate", *(["--pek"] if n % 2 else []), *m), None
+    if kind == "guest":  # a guest launch: LAUNCH_START and UPDATE_DATA in one command
+        return cli("sevtool", *m, "guest", "launch", str(root / "guest.bin"), "--policy",
+                   "0x1", "--name", f"g{n}"), None  # fmt: skip
+    if kind == "decommission":  # some handle; none there is a refusal, counted as one
+        return cli("sevtool", *m, "guest", "decommission", "--guest", str(n % 8 + 1)), None
     return cli("sevtool", "provision", str(root / "oca.cert"), str(root / "oca.key"), *m), None
 
 
@@ -232,7 +241,8 @@ def check(soak: Soak, signer: str, initial_epc: int) -> list[str]:
         problems.append(f"lost or torn launch policy: {policy}")
     problems += _check_outputs(soak)
     for argv in (cli("hwsim", "--machine", str(soak.machine), "status"),
-                 cli("sevtool", "--machine", str(soak.machine), "show")):  # fmt: skip
+                 cli("sevtool", "--machine", str(soak.machine), "show"),
+                 cli("sevtool", "--machine", str(soak.machine), "guest", "list")):  # fmt: skip
         done = subprocess.run(argv, env=_env(), capture_output=True, check=False)
         if done.returncode:
             problems.append(f"{argv[3:]} failed: {done.stderr.decode()[-300:]}")
