@@ -97,6 +97,9 @@ COMMANDS = [
     Command("sevtool", ("rotate", "--pek", "--json", *M)),
     Command("sevtool", ("export", "{w}/chain", "--full", *M)),
     Command("sevtool", ("show", *M)),
+    # sevtool: SEV guests (the firmware's TEK/TIK and the guest's VEK live in state.db)
+    Command("sevtool", (*M, "guest", "launch", "{w}/guest.bin", "--policy", "0x1", "--json")),
+    Command("sevtool", (*M, "guest", "launch", "{w}/guest.bin", "--policy", "0xff0001")),  # refused: API 255
 ]  # fmt: skip
 
 
@@ -201,6 +204,7 @@ def template(
     w = root / "w"
     w.mkdir()
     shutil.copy(vector("sgx/fortanix-rust-sgx/sig1.key.pem"), w / "key.pem")
+    (w / "guest.bin").write_bytes(bytes(64 << 10))
     save_private_key(load_private_key(w / "key.pem"), w / "key.enc.pem", PASSPHRASE.encode())
     elf = make_example("sealing", root / "build", "sealing.elf")
     shutil.copy(elf, w / "enclave.elf")
