@@ -99,7 +99,8 @@ COMMANDS = [
     Command("sevtool", ("show", *M)),
     # sevtool: SEV guests (the firmware's TEK/TIK and the guest's VEK live in state.db)
     Command("sevtool", (*M, "guest", "launch", "{w}/guest.bin", "--policy", "0x1", "--json")),
-    Command("sevtool", (*M, "guest", "launch", "{w}/guest.bin", "--policy", "0xff0001")),  # refused: API 255
+    # refused: the policy asks for firmware API 255
+    Command("sevtool", (*M, "guest", "launch", "{w}/guest.bin", "--policy", "0xff0001")),
 ]  # fmt: skip
 
 
