@@ -161,6 +161,14 @@ def command(soak: Soak, worker: int, kind: str, signer: str) -> tuple[list[str],
     return cli("sevtool", "provision", str(root / "oca.cert"), str(root / "oca.key"), *m), None
 
 
+def _refusal(op: Op, code: int, text: str) -> bool:
+    """One error line, exit 1; or a decommission of a guest that is gone (a power cycle or
+    another worker ended it first), which the CLI rightly calls bad input (exit 2)."""
+    if "Traceback" in text or len(text.splitlines()) > 2:
+        return False
+    return code == 1 or (code == 2 and op.kind == "decommission" and "no SEV guest" in text)
+
+
 def run_op(soak: Soak, argv: list[str], op: Op, rng: random.Random) -> None:
     proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if rng.random() < soak.kill_rate:
@@ -174,7 +182,7 @@ def run_op(soak: Soak, argv: list[str], op: Op, rng: random.Random) -> None:
         op.outcome = "killed"
     elif proc.returncode == 0:
         op.outcome = "acked"
-    elif proc.returncode == 1 and "Traceback" not in text and len(text.splitlines()) <= 2:
+    elif _refusal(op, proc.returncode, text):
         op.outcome, op.detail = "refused", text.splitlines()[0][:90] if text else ""
     else:
         op.outcome, op.detail = "failed", f"exit {proc.returncode}: {text[-400:]}"
