@@ -28,7 +28,15 @@ _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
 _out_file = click.Path(path_type=Path, dir_okay=False)
 
 
-class _IntOrHex(click.ParamType[int]):
+# click's ParamType is generic (subscriptable) only in releases after 8.2, the oldest this
+# project allows: subscript it for the type checker alone.
+if TYPE_CHECKING:
+    _IntParamType = click.ParamType[int]
+else:
+    _IntParamType = click.ParamType
+
+
+class _IntOrHex(_IntParamType):
     """sevctl's number syntax: decimal, or hex with 0x."""
 
     name = "INT|0xHEX"
