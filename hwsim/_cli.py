@@ -16,19 +16,9 @@ import click
 from hwsim import __version__
 from hwsim.climachine import cli_machine, machine_dir, machine_option
 from hwsim.profiles import DEFAULT_PROFILE, PROFILES
-from memcrypt.cli import emit_json, json_option, run_main
+from memcrypt.cli import emit_json, json_option, number_callback, run_main
 
 __all__ = ["cli", "main"]
-
-
-def _number(_ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    """Parse an integer in decimal or with a 0x / 0o / 0b prefix."""
-    if value is None:
-        return None
-    try:
-        return int(value.replace("_", ""), 0)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a number (decimal or 0x-hex)") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -141,8 +131,8 @@ def _show(value: Any) -> str:
 
 
 @cli.command()
-@click.argument("leaf", metavar="LEAF", callback=_number)
-@click.argument("subleaf", metavar="[SUBLEAF]", default="0", callback=_number)
+@click.argument("leaf", metavar="LEAF", callback=number_callback)
+@click.argument("subleaf", metavar="[SUBLEAF]", default="0", callback=number_callback)
 @json_option
 def cpuid(leaf: int, subleaf: int, as_json: bool) -> None:
     """Execute CPUID with EAX=LEAF, ECX=SUBLEAF and print EAX..EDX."""
@@ -176,7 +166,7 @@ def msr_read(register: str, as_json: bool) -> None:
 
 @msr.command("write")
 @click.argument("register")
-@click.argument("value", callback=_number)
+@click.argument("value", callback=number_callback)
 def msr_write(register: str, value: int) -> None:
     """WRMSR: refused with #GP for absent, locked or read-only registers."""
     from hwsim.cpu import msr_index

@@ -11,22 +11,13 @@ import sys
 import click
 
 from hwsim.climachine import cli_machine, machine_option
-from memcrypt.cli import emit_json, print_records
+from memcrypt.cli import emit_json, number_callback, print_records
 from memcrypt.errors import InvalidInput
 
 __all__ = ["mem"]
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 _VIEW_HELP = "Whose view: physical (the DIMM), host (host kernel), guest:ASID (an SEV guest)."
-
-
-def _number(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value.replace("_", ""), 0)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a number (decimal or 0x-hex)") from None
 
 
 def _view(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, int | None]:
@@ -54,8 +45,8 @@ def mem() -> None:
 
 
 @mem.command("read")
-@click.argument("address", callback=_number)
-@click.argument("length", default="64", callback=_number)
+@click.argument("address", callback=number_callback)
+@click.argument("length", default="64", callback=number_callback)
 @_view_option
 @click.option("--raw", is_flag=True, help="Write the bytes themselves to standard output.")
 @_json_option
@@ -78,7 +69,7 @@ def mem_read(
 
 
 @mem.command("write")
-@click.argument("address", callback=_number)
+@click.argument("address", callback=number_callback)
 @click.argument("data", metavar="HEX")
 @_view_option
 @click.option("--encrypted", is_flag=True, help="Host view: map with the C-bit (SME key).")

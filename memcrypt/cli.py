@@ -36,6 +36,7 @@ __all__ = [
     "exit_on_signals",
     "is_plain",
     "json_option",
+    "number_callback",
     "passphrase_options",
     "print_fields",
     "print_records",
@@ -218,6 +219,16 @@ def write_output(name: str, data: bytes, *, mode: int = 0o644) -> None:
     from memcrypt.files import write_atomic
 
     write_atomic(name, data, mode=mode)
+
+
+def number_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    """A click callback parsing an integer in decimal or with a 0x / 0o / 0b prefix."""
+    if value is None:
+        return None
+    try:
+        return int(value.replace("_", ""), 0)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number (decimal or 0x-hex)") from None
 
 
 def emit_json(obj: Any) -> None:
