@@ -162,8 +162,10 @@ class Cpu:
         self.uc: Any = Uc(UC_ARCH_X86, UC_MODE_64)  # the binding is untyped
         self.uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         self.translate: Translator = _no_memory
-        # (rip, rax): the invalid instruction's address and RAX, the leaf of ENCLS/ENCLU/...
-        self.on_invalid: Callable[[int, int], None] = self._undefined
+        # (rip, rax, *trap_regs): the invalid instruction's address, RAX (the leaf of
+        # ENCLS/ENCLU/...) and the registers named in trap_regs, all read in one transfer.
+        self.on_invalid: Callable[..., None] = self._undefined
+        self._trap_ids: tuple[int, ...] = _RIP_RAX
         self.illegal: frozenset[str] = frozenset()  # hookable instructions that #UD now
         # Hookable instructions the owner emulates (a VM exit, for a guest): called with
         # the hook's arguments (IN: port, size -> value; OUT: port, size, value; CPUID:
@@ -204,6 +206,11 @@ class Cpu:
 
     def write_phys(self, paddr: int, data: bytes) -> None:
         self.uc.mem_write(paddr, data)
+
+    def read_at_trap(self, *names: str) -> None:
+        """Pass the registers ``names`` to :attr:`on_invalid` after RIP and RAX: a handler
+        that needs them anyway saves a register transfer per trap."""
+        self._trap_ids = _RIP_RAX + _reg_ids(names)
 
     def flush_tlb(self) -> None:
         """Drop every cached translation; required after any mode or permission change."""
@@ -313,14 +320,13 @@ class Cpu:
 
     def _invalid(self, uc: Any, _data: object) -> bool:
         try:
-            rip, rax = self._regfile.read(_RIP_RAX)  # one transfer: an ECALL makes two
-            self.on_invalid(rip, rax)
+            self.on_invalid(*self._regfile.read(self._trap_ids))
         except BaseException as exc:
             self._error = exc
             uc.emu_stop()
         return True
 
-    def _undefined(self, rip: int, _rax: int) -> None:
+    def _undefined(self, rip: int, *_regs: int) -> None:
         self.fault(Fault(UD, 0, rip, None, "invalid instruction"))
 
     def _interrupt(self, uc: Any, intno: int, _data: object) -> None:

@@ -47,6 +47,8 @@ DEFAULT_OUT = 64 << 10
 _SCRATCH = (0x1000, 0x10000)  # OCALL requests and replies: offset and size in host memory
 _BUFFERS = 0x11000  # input, then output buffer
 _OCALL_RETURN = (1 << 64) - 1
+_SCRATCH_REGS = {"r10": HOST_BASE + _SCRATCH[0], "r11": _SCRATCH[1]}  # the stub finds it here
+_HOST_STACK = {"rsp": HOST_BASE + _SCRATCH[0] - 64, "rbp": 0}
 _ERRORS = {
     -1: "no such ECALL index",
     -2: "a host buffer overlaps the enclave",
@@ -265,7 +267,7 @@ class Enclave:
                         f"ECALL {name} claims {result} bytes of output, more than the "
                         f"{out_size}-byte output buffer"
                     )
-                return self.device.host_read(out, result)
+                return self.device.host_read(out, result) if result else b""
             finally:
                 self._busy.discard(tcs)
                 if outermost:
@@ -300,9 +302,9 @@ class Enclave:
         buffers: the outer call's input is already inside and its output not yet out."""
         src = HOST_BASE + _BUFFERS
         out = src + -(-len(data) // PAGE_SIZE) * PAGE_SIZE
-        self.device.host_write(src, data)
-        scratch = {"r10": HOST_BASE + _SCRATCH[0], "r11": _SCRATCH[1]}
-        regs = dict(rdi=index, rsi=src, rdx=len(data), r8=out, r9=out_size, **scratch)
+        if data:
+            self.device.host_write(src, data)
+        regs = dict(rdi=index, rsi=src, rdx=len(data), r8=out, r9=out_size, **_SCRATCH_REGS)
         ex = self.enter(regs, tcs)
         failure: Exception | None = None
         while ex.regs["rdi"] == 1:
@@ -310,7 +312,7 @@ class Enclave:
                 reply = self._ocall(ex.regs["rsi"], ex.regs["rdx"])
             except Exception as exc:  # the handler's bug: let the enclave unwind first
                 failure, reply = failure or exc, -1
-            ex = self.enter(dict(rdi=_OCALL_RETURN, rsi=reply, **scratch), tcs)
+            ex = self.enter(dict(rdi=_OCALL_RETURN, rsi=reply, **_SCRATCH_REGS), tcs)
         if failure is not None:
             raise failure
         if ex.regs["rdi"] != 0:
@@ -324,8 +326,7 @@ class Enclave:
             raise EnclaveCrashed(f"the enclave crashed earlier ({self.crashed}); load it again")
         allow = self._allowance or self._new_allowance()
         self._check_allowance(allow, "between two entries (an OCALL round trip)")
-        stack = {"rsp": HOST_BASE + _SCRATCH[0] - 64, "rbp": 0}
-        ex = self.device.enter(self.tcs[0] if tcs is None else tcs, stack | regs,
+        ex = self.device.enter(self.tcs[0] if tcs is None else tcs, _HOST_STACK | regs,
                                allow.budget or 0, deadline=allow.deadline)  # fmt: skip
         if allow.budget is not None:
             allow.budget -= ex.instructions

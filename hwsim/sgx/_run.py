@@ -48,6 +48,7 @@ _GPRSGX = struct.Struct("<18Q2QI4x2Q")  # SDM table 38-8 (GPRSGX), 184 bytes
 _GPR_ORDER = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10",
               "r11", "r12", "r13", "r14", "r15", "rflags", "rip")  # fmt: skip
 _EEXIT_OUT = ("rdi", "rsi", "rdx", "rax", "rbx")  # the registers an EEXIT hands the host
+_EEXIT_IN = ("rdi", "rsi", "rdx", "rbx")  # read with RIP and RAX at every ENCLU trap
 _ZERO_ON_AEX = ("rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 _EXITINFO_VECTORS = {0, 1, 3, 4, 5, 6, 13, 14, 16, 17, 19}  # SDM 40.4.1
 _ZF = 1 << 6
@@ -73,6 +74,7 @@ class _Thread:
     host_gs: int = 0
     urs: tuple[int, int] | None = None  # URSP/URBP last written into each SSA frame
     frame_ok: tuple[int, int] | None = None  # (EPC generation, CSSA) of the last good check
+    tcs_ok: int | None = None  # EPC generation of the last good check of the TCS page
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,9 @@ class EnclaveCpu:
         self._cpu.map_abort_page(_ABORT_PAGE)
         self._cpu.translate = self._translate
         self._cpu.on_invalid = self._enclu
+        self._cpu.read_at_trap(*_EEXIT_IN)
+        self._host_segs: tuple[int, int] | None = None  # host FS/GS base, when known
+        self._trap_regs: tuple[int, ...] = ()  # _EEXIT_IN at the last ENCLU
         self.inside: _Thread | None = None
         self._exit_regs: dict[str, int] = {}  # at the last EEXIT
         self._threads: dict[int, _Thread] = {}
@@ -141,9 +146,12 @@ class EnclaveCpu:
         if t.cssa >= t.tcs.nssa:
             raise SgxFault(GP, f"EENTER: every SSA frame is in use (CSSA {t.cssa})")
         self._check_frame(t, "EENTER")
-        host = self._cpu.regs("rsp", "rbp", "fs_base", "gs_base")
-        t.host_fs, t.host_gs = host["fs_base"], host["gs_base"]
-        self._save_user_stack(t, regs.get("rsp", host["rsp"]), regs.get("rbp", host["rbp"]))
+        if self._host_segs is None or "rsp" not in regs or "rbp" not in regs:
+            host = self._cpu.regs("rsp", "rbp", "fs_base", "gs_base")
+            self._host_segs = host["fs_base"], host["gs_base"]
+            regs = {"rsp": host["rsp"], "rbp": host["rbp"]} | regs
+        t.host_fs, t.host_gs = self._host_segs
+        self._save_user_stack(t, regs["rsp"], regs["rbp"])
         rip = self.base + t.tcs.oentry
         # RBX is EENTER's TCS operand and keeps it: enclave code finds its TCS there.
         entry = dict(
@@ -172,8 +180,10 @@ class EnclaveCpu:
             raise
         gpr = self._read(self._gpr_area(t), _GPRSGX.size, "SSA")
         values = _GPRSGX.unpack(gpr)
-        host = self._cpu.regs("fs_base", "gs_base")
-        t.host_fs, t.host_gs = host["fs_base"], host["gs_base"]
+        if self._host_segs is None:
+            host = self._cpu.regs("fs_base", "gs_base")
+            self._host_segs = host["fs_base"], host["gs_base"]
+        t.host_fs, t.host_gs = self._host_segs
         self._cpu.set_regs(**dict(zip(_GPR_ORDER, values[:18], strict=True)),
                           fs_base=values[21], gs_base=values[22])  # fmt: skip
         xsave = self._read(self._frame(t), 416, "SSA")
@@ -189,6 +199,7 @@ class EnclaveCpu:
         if self.inside is not None:
             raise SgxFault(GP, "the CPU is in enclave mode")
         self._cache.forget_tlb()  # no enclave translation may survive into host mode
+        self._host_segs = None  # host code may change FS and GS
         # Host memory is written through Unicorn's memory API, which does not drop code
         # translated from it (probed on 2.1.4); host code is rare, so translate it afresh.
         self._cpu.flush_code()
@@ -248,14 +259,16 @@ class EnclaveCpu:
             raise SgxFault(GP, f"{leaf}: the enclave is not initialized")
         if tcs % PAGE or not self.base <= tcs < self.base + self.size:
             raise SgxFault(GP, f"{leaf}: TCS {tcs:#x} is not a page inside ELRANGE")
-        index = self.enclave.page(tcs)
-        entry = self.epc.entry(index)
-        if entry.page_type != PageType.TCS or entry.secs != self.enclave.secs_page:
-            raise SgxFault(PF, f"{leaf}: {tcs:#x} is not a TCS of this enclave")
         t = self._threads.get(tcs)
-        if t is None:
-            parsed = Tcs.unpack(self.epc.read(index))
-            t = self._threads[tcs] = _Thread(parsed, tcs, parsed.cssa)
+        if t is None or t.tcs_ok != self.epc.generation:  # as for _check_frame
+            index = self.enclave.page(tcs)
+            entry = self.epc.entry(index)
+            if entry.page_type != PageType.TCS or entry.secs != self.enclave.secs_page:
+                raise SgxFault(PF, f"{leaf}: {tcs:#x} is not a TCS of this enclave")
+            if t is None:
+                parsed = Tcs.unpack(self.epc.read(index))
+                t = self._threads[tcs] = _Thread(parsed, tcs, parsed.cssa)
+            t.tcs_ok = self.epc.generation
         if t.active:
             raise SgxFault(GP, f"{leaf}: the TCS at {tcs:#x} is already in use")
         return t
@@ -369,12 +382,7 @@ class EnclaveCpu:
                 raise PageDenied(GP, 0, "code fetch outside ELRANGE")
             return self._host_page(vaddr, access)
         index = self._check_page(vaddr, access, "access")
-        perms = self.epc.epcm[index].perms
-        if access == WRITE:
-            self._cache.writable.add(index)
-        elif index not in self._cache.writable:
-            perms &= ~SecinfoFlag.W  # the first store refills the TLB and marks the page dirty
-        return self._cache.load(index), int(perms)
+        return self._cache.tlb_entry(index, int(self.epc.epcm[index].perms), access == WRITE)
 
     def _host_page(self, vaddr: int, access: int) -> tuple[int, int]:
         lo, size = self.host
@@ -390,13 +398,13 @@ class EnclaveCpu:
             code = pf_error_code(access, present=False)
             raise PageDenied(PF, code, f"{what}: no enclave page there")
         e = self.epc.epcm.get(index)
-        need = {WRITE: SecinfoFlag.W, FETCH: SecinfoFlag.X}.get(access, SecinfoFlag.R)
+        need = _NEED.get(access, int(SecinfoFlag.R))
         problem = (
             "not a valid EPC page" if e is None
             else "another enclave's page" if e.secs != self.enclave.secs_page or e.linaddr != page
             else f"a {e.page_type.name} page" if e.page_type != PageType.REG
             else "blocked, pending or modified" if e.blocked or e.pending or e.modified
-            else f"EPCM denies {_ACCESS_NAMES[access]}" if not e.perms & need
+            else f"EPCM denies {_ACCESS_NAMES[access]}" if not int(e.perms) & need
             else ""
         )  # fmt: skip
         if problem:
@@ -415,9 +423,8 @@ class EnclaveCpu:
                 index = self._check_page(addr, access, what)
             except PageDenied as denied:
                 raise _OperandFault(denied, addr) from None
-            if access == WRITE:
-                self._cache.writable.add(index)
-            pieces.append((self._cache.load(index) + addr % PAGE, n))
+            slot = self._cache.store(index) if access == WRITE else self._cache.load(index)
+            pieces.append((slot + addr % PAGE, n))
             addr, size = addr + n, size - n
         return pieces
 
@@ -431,7 +438,8 @@ class EnclaveCpu:
             at += n
 
     # -- ENCLU ----------------------------------------------------------------------------
-    def _enclu(self, rip: int, leaf: int) -> None:
+    def _enclu(self, rip: int, leaf: int, *eexit_in: int) -> None:
+        self._trap_regs = eexit_in
         if self.inside is None:
             self._cpu.fault(Fault(UD, 0, rip, None, "invalid instruction outside an enclave"))
             return
@@ -489,8 +497,8 @@ class EnclaveCpu:
     def _eexit(self, rip: int) -> None:
         t = self.inside
         assert t is not None
-        out = self._cpu.regs(*_EEXIT_OUT)  # what the exit reports, read once
-        out.update(rip=out["rbx"], rcx=t.aep)
+        rdi, rsi, rdx, rbx = self._trap_regs  # what the exit reports, read at the trap
+        out = dict(rdi=rdi, rsi=rsi, rdx=rdx, rax=4, rbx=rbx, rip=rbx, rcx=t.aep)
         self._exit_regs = out
         self._leave(t, rip=out["rbx"], rcx=t.aep)
         self._cpu.trap_done()
@@ -530,3 +538,4 @@ class _OperandFault(SgxFault):
 
 
 _ACCESS_NAMES = {16: "reading", WRITE: "writing", FETCH: "executing"}
+_NEED = {WRITE: int(SecinfoFlag.W), FETCH: int(SecinfoFlag.X)}  # the EPCM right needed

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hwsim._exec import PF
+from hwsim._exec import PF, Cpu
 from hwsim.machine import Machine
 from hwsim.sgx.arch import SgxStatus
 from hwsim.sgx.device import HOST_BASE
@@ -207,6 +207,24 @@ def test_dirty_pages_reach_the_epc_encrypted(enclave: Enclave) -> None:
     for linear, index in hw.pages.items():
         if index == holders[0]:
             assert enclave.device.host_read(linear, 4096) == b"\xff" * 4096
+
+
+def test_stores_after_the_tlb_retired_clean_pages_reach_the_epc(
+    enclave: Enclave, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exits that keep finding the written pages clean end in a TLB flush, after which
+    only pages stored to again are write-back candidates (hwsim.sgx._pagecache): a store
+    made after that flush must still reach the EPC at the next exit."""
+    flushes = []
+    flush = Cpu.flush_tlb
+    monkeypatch.setattr(Cpu, "flush_tlb", lambda cpu: (flushes.append(1), flush(cpu))[1])
+    for _ in range(80):
+        enclave.call("keep", b"same every call")
+    assert flushes  # the clean candidates were retired
+    secret = b"written after the flush" * 8
+    enclave.call("keep", secret)
+    epc, hw = enclave.device.epc, enclave.device.enclave
+    assert [i for i in hw.pages.values() if secret in epc.read(i)]
 
 
 def test_enclu_status_and_self_report(enclave: Enclave) -> None:
