@@ -22,6 +22,7 @@ import contextlib
 import ctypes
 import functools
 import importlib
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -150,6 +151,8 @@ class Stop:
     kind: str
     fault: Fault | None = None
 
+
+_TRAP = Stop("trap")
 
 # (vaddr, access) -> (paddr, UC_PROT_* permissions), or raise PageDenied.
 Translator = Callable[[int, int], tuple[int, int]]
@@ -285,7 +288,7 @@ class Cpu:
 
     def trap_done(self) -> None:
         """Called by a handler that has left the code (EEXIT): end this run."""
-        self._stop = Stop("trap")
+        self._stop = _TRAP
         self.uc.emu_stop()
 
     def fault(self, fault: Fault) -> None:
@@ -357,31 +360,40 @@ class Cpu:
 class _RegFile:
     """64-bit register access straight through libunicorn's batch calls: the Python
     binding's per-register type dispatch costs microseconds per register, which would
-    dominate an enclave entry."""
+    dominate an enclave entry. Values go through one buffer with ``struct`` (a ctypes
+    slice costs more than the call itself)."""
 
     _MAX = 32
 
     def __init__(self, uc: Any) -> None:
         from unicorn.unicorn_py3.unicorn import uclib
 
-        self._lib = uclib
-        self._handle = uc._uch
+        # Plain-address prototypes: the binding's typed pointers cost ~1 us per call more.
+        self._write = _BATCH(ctypes.cast(uclib.uc_reg_write_batch, ctypes.c_void_p).value)
+        self._read = _BATCH(ctypes.cast(uclib.uc_reg_read_batch, ctypes.c_void_p).value)
+        self._handle = uc._uch.value
         self._values = (ctypes.c_uint64 * self._MAX)()
+        self._buffer = memoryview(self._values).cast("B")
         base = ctypes.addressof(self._values)
         self._ptrs = (ctypes.c_void_p * self._MAX)(*(base + 8 * i for i in range(self._MAX)))
+        self._ptrs_at = ctypes.addressof(self._ptrs)
 
     def write(self, ids: tuple[int, ...], values: list[int]) -> None:
-        self._values[: len(values)] = values  # type: ignore[assignment]
-        self._check(self._lib.uc_reg_write_batch(self._handle, _ids(ids), self._ptrs, len(ids)))
+        _PACKERS[len(ids)].pack_into(self._buffer, 0, *values)
+        self._check(self._write(self._handle, _ids(ids), self._ptrs_at, len(ids)))
 
-    def read(self, ids: tuple[int, ...]) -> list[int]:
-        self._check(self._lib.uc_reg_read_batch(self._handle, _ids(ids), self._ptrs, len(ids)))
-        return self._values[: len(ids)]
+    def read(self, ids: tuple[int, ...]) -> tuple[int, ...]:
+        self._check(self._read(self._handle, _ids(ids), self._ptrs_at, len(ids)))
+        return _PACKERS[len(ids)].unpack_from(self._buffer)
 
     @staticmethod
     def _check(status: int) -> None:
         if status:
             raise ExecError(f"register access failed (unicorn error {status})")
+
+
+_PACKERS = [struct.Struct(f"<{n}Q") for n in range(_RegFile._MAX + 1)]
+_BATCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
 
 
 @functools.lru_cache(maxsize=256)
@@ -392,9 +404,15 @@ def _reg_ids(names: tuple[str, ...]) -> tuple[int, ...]:
 _RIP_RAX = (x86.UC_X86_REG_RIP, x86.UC_X86_REG_RAX)
 
 
+_ID_ARRAYS: list[ctypes.Array[ctypes.c_int]] = []  # kept alive for the addresses below
+
+
 @functools.lru_cache(maxsize=256)
-def _ids(ids: tuple[int, ...]) -> ctypes.Array[ctypes.c_int]:
-    return (ctypes.c_int * len(ids))(*ids)
+def _ids(ids: tuple[int, ...]) -> int:
+    """The address of a C array of ``ids`` (made once per tuple, never freed)."""
+    array = (ctypes.c_int * len(ids))(*ids)
+    _ID_ARRAYS.append(array)
+    return ctypes.addressof(array)
 
 
 def _no_memory(vaddr: int, access: int) -> tuple[int, int]:
