@@ -177,10 +177,10 @@ class Cpu:
         self._stop: Stop | None = None
         self._error: BaseException | None = None
         self._denied: tuple[PageDenied, int] | None = None
-        self._regfile = _RegFile(self.uc)
+        self._native = _Native(self.uc)
         self._buffers: list[ctypes.Array[ctypes.c_ubyte]] = []
         self.uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
-        self.uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid)
+        self._native.hook_invalid(self._invalid)
         self.uc.hook_add(UC_HOOK_INTR, self._interrupt)
         for name, insn in HOOKABLE.items():
             self.uc.hook_add(UC_HOOK_INSN, self._insn_hook(name), aux1=insn)
@@ -228,14 +228,14 @@ class Cpu:
 
     # -- registers --------------------------------------------------------------------
     def reg(self, name: str) -> int:
-        return self._regfile.read(_reg_ids((name,)))[0]
+        return self._native.read(_reg_ids((name,)))[0]
 
     def set_regs(self, **values: int) -> None:
         """Write 64-bit registers (not MXCSR or vector registers) in one call."""
-        self._regfile.write(_reg_ids(tuple(values)), [v & _MASK64 for v in values.values()])
+        self._native.write(_reg_ids(tuple(values)), [v & _MASK64 for v in values.values()])
 
     def regs(self, *names: str) -> dict[str, int]:
-        return dict(zip(names, self._regfile.read(_reg_ids(names)), strict=True))
+        return dict(zip(names, self._native.read(_reg_ids(names)), strict=True))
 
     def mxcsr(self) -> int:
         return int(self.uc.reg_read(x86.UC_X86_REG_MXCSR))
@@ -269,7 +269,7 @@ class Cpu:
         if deadline is not None:
             _WATCHDOG.watch(self, deadline)
         try:
-            self.uc.emu_start(rip, _UNTIL, count=budget)
+            self._native.emu_start(rip, _UNTIL, budget)
         except UcError as exc:
             if self._error is None and self._stop is None:
                 self._stop = Stop("fault", self._fault_from(exc))
@@ -289,12 +289,12 @@ class Cpu:
     def trap_done(self) -> None:
         """Called by a handler that has left the code (EEXIT): end this run."""
         self._stop = _TRAP
-        self.uc.emu_stop()
+        self._native.emu_stop()
 
     def fault(self, fault: Fault) -> None:
         """Called by a handler: the current instruction raised ``fault``; end this run."""
         self._stop = Stop("fault", fault)
-        self.uc.emu_stop()
+        self._native.emu_stop()
 
     def _fault_from(self, exc: UcError) -> Fault:
         rip = self.reg("rip")
@@ -321,12 +321,12 @@ class Cpu:
         entry.perms = perms
         return True
 
-    def _invalid(self, uc: Any, _data: object) -> bool:
+    def _invalid(self, _engine: int | None, _data: int | None) -> bool:
         try:
-            self.on_invalid(*self._regfile.read(self._trap_ids))
+            self.on_invalid(*self._native.read(self._trap_ids))
         except BaseException as exc:
             self._error = exc
-            uc.emu_stop()
+            self.uc.emu_stop()
         return True
 
     def _undefined(self, rip: int, *_regs: int) -> None:
@@ -357,26 +357,31 @@ class Cpu:
         return hook
 
 
-class _RegFile:
-    """64-bit register access straight through libunicorn's batch calls: the Python
-    binding's per-register type dispatch costs microseconds per register, which would
-    dominate an enclave entry. Values go through one buffer with ``struct`` (a ctypes
-    slice costs more than the call itself)."""
+class _Native:
+    """libunicorn's entry points on the entry/exit path, called without the Python
+    binding's wrappers: its per-register type dispatch, typed pointers and hook
+    trampolines cost microseconds per call, which would dominate an enclave entry.
+    Register values go through one buffer with ``struct`` (a ctypes slice costs more
+    than the call itself)."""
 
     _MAX = 32
 
     def __init__(self, uc: Any) -> None:
         from unicorn.unicorn_py3.unicorn import uclib
 
-        # Plain-address prototypes: the binding's typed pointers cost ~1 us per call more.
-        self._write = _BATCH(ctypes.cast(uclib.uc_reg_write_batch, ctypes.c_void_p).value)
-        self._read = _BATCH(ctypes.cast(uclib.uc_reg_read_batch, ctypes.c_void_p).value)
+        self._lib = uclib
+        self._write = _function(_BATCH, uclib.uc_reg_write_batch)
+        self._read = _function(_BATCH, uclib.uc_reg_read_batch)
+        self._start = _function(_EMU_START, uclib.uc_emu_start)
+        self._stop = _function(_EMU_STOP, uclib.uc_emu_stop)
+        self._uc = uc
         self._handle = uc._uch.value
         self._values = (ctypes.c_uint64 * self._MAX)()
         self._buffer = memoryview(self._values).cast("B")
         base = ctypes.addressof(self._values)
         self._ptrs = (ctypes.c_void_p * self._MAX)(*(base + 8 * i for i in range(self._MAX)))
         self._ptrs_at = ctypes.addressof(self._ptrs)
+        self._hooks: list[Any] = []  # the C callbacks must outlive the engine's use
 
     def write(self, ids: tuple[int, ...], values: list[int]) -> None:
         _PACKERS[len(ids)].pack_into(self._buffer, 0, *values)
@@ -386,14 +391,43 @@ class _RegFile:
         self._check(self._read(self._handle, _ids(ids), self._ptrs_at, len(ids)))
         return _PACKERS[len(ids)].unpack_from(self._buffer)
 
+    def emu_start(self, rip: int, until: int, count: int) -> None:
+        """As the binding's ``emu_start``, exceptions of its own hook wrappers included."""
+        self._uc._hook_exception = None
+        status = self._start(self._handle, rip, until, 0, count)
+        if status:
+            raise UcError(status)
+        if self._uc._hook_exception is not None:
+            raise self._uc._hook_exception
+
+    def emu_stop(self) -> None:
+        self._check(self._stop(self._handle))
+
+    def hook_invalid(self, callback: Callable[[int | None, int | None], bool]) -> None:
+        """``callback(engine, user_data)`` at every invalid instruction; it must not raise."""
+        hook = _INVALID_HOOK(callback)
+        handle = ctypes.c_size_t()
+        status = self._lib.uc_hook_add(self._uc._uch, ctypes.byref(handle), UC_HOOK_INSN_INVALID,
+                                       ctypes.cast(hook, ctypes.c_void_p), None, 1, 0)  # fmt: skip
+        self._check(status)
+        self._hooks.append(hook)
+
     @staticmethod
     def _check(status: int) -> None:
         if status:
-            raise ExecError(f"register access failed (unicorn error {status})")
+            raise ExecError(f"unicorn call failed (unicorn error {status})")
 
 
-_PACKERS = [struct.Struct(f"<{n}Q") for n in range(_RegFile._MAX + 1)]
+def _function(prototype: Any, binding_function: Any) -> Any:
+    return prototype(ctypes.cast(binding_function, ctypes.c_void_p).value)
+
+
+_PACKERS = [struct.Struct(f"<{n}Q") for n in range(_Native._MAX + 1)]
 _BATCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+_EMU_START = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
+                              ctypes.c_uint64, ctypes.c_size_t)  # fmt: skip
+_EMU_STOP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+_INVALID_HOOK = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p)
 
 
 @functools.lru_cache(maxsize=256)
