@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
-	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+	$(PY) bench/table.py
 
 fuzz: $(STAMP)
 	$(PY) bench/fuzz_cli.py --examples $${EXAMPLES:-2000}

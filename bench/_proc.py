@@ -88,3 +88,7 @@ def ratio_line(name: str, t: Timings, base: Timings) -> str:
         f"ratio {t.min / base.min:5.2f}x / {t.median / base.median:5.2f}x  "
         f"peak {t.peak_mib:6.1f} MiB"
     )
+
+
+def min_median(t: Timings) -> str:
+    return f"{t.min:.3f} / {t.median:.3f} s"

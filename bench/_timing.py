@@ -18,3 +18,17 @@ def best_of(repeats: int, fn: Callable[[], object]) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def figure(name: str, value: str, baseline: str, ratio: float | None, goal: str = "") -> None:
+    """One row of the table ``make bench`` prints (bench/table.py collects these lines):
+    the figure, its baseline, the ratio and the goal (``<= 1.2x`` or ``>= 0.6x``)."""
+    ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
+    met = "-" if ratio is None or not goal else "met" if meets(ratio, goal) else "missed"
+    print("\t".join(("FIGURE", name, value, baseline, ratio_text, goal or "-", met)))
+
+
+def meets(ratio: float, goal: str) -> bool:
+    op, bound = goal.split()
+    limit = float(bound.rstrip("x"))
+    return ratio <= limit if op == "<=" else ratio >= limit

@@ -29,6 +29,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _timing import figure  # noqa: E402
+
 from hwsim.machine import Machine  # noqa: E402
 from hwsim.sgx.device import HOST_BASE  # noqa: E402
 from sgxtool import sdkinfo  # noqa: E402
@@ -173,6 +175,11 @@ def empty_ecall(enclave: Enclave, plain: PlainUnicorn) -> None:
     print(f"empty ECALL, Enclave.call: {stat(t_api, us)} us  "
           f"-> {min(t_api) / base:.2f}x bare (goal <= 1.2x)")  # fmt: skip
     print(f"bare Unicorn, same code:   {stat(t_plain, us)} us")
+    bare = f"bare Unicorn {stat(t_plain, us)} us"
+    figure("empty ECALL, device.enter (min / median)", f"{stat(t_enter, us)} us", bare,
+           min(t_enter) / base, "<= 1.2x")  # fmt: skip
+    figure("empty ECALL, Enclave.call", f"{stat(t_api, us)} us", bare, min(t_api) / base,
+           "<= 1.2x")  # fmt: skip
 
 
 def loop(enclave: Enclave, plain: PlainUnicorn) -> float:
@@ -187,6 +194,8 @@ def loop(enclave: Enclave, plain: PlainUnicorn) -> float:
     print(f"loop in the enclave:       {rate:.0f} M instr/s  -> {rate / bare:.2f}x bare "
           "(goal >= 0.6x)")  # fmt: skip
     print(f"bare Unicorn, same loop:   {bare:.0f} M instr/s")
+    figure("enclave loop, instructions/s", f"{rate:.0f} M/s", f"bare Unicorn {bare:.0f} M/s",
+           rate / bare, ">= 0.6x")  # fmt: skip
     return bare
 
 
@@ -194,6 +203,8 @@ def budgeted_loop(enclave: Enclave, bare: float) -> None:
     t_loop = rounds(lambda: enclave.call("spin", struct.pack("<Q", LOOP)))[0]
     rate = 2 * LOOP / min(t_loop) / 1e6
     print(f"loop with a budget:        {rate:.0f} M instr/s  -> {rate / bare:.2f}x bare")
+    figure("enclave loop with --budget", f"{rate:.0f} M/s", f"bare Unicorn {bare:.0f} M/s",
+           rate / bare)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from _timing import best_of  # noqa: E402
+from _timing import best_of, figure  # noqa: E402
 from bench_ecall import build  # noqa: E402
 
 from hwsim.machine import Machine  # noqa: E402
@@ -59,6 +59,9 @@ def main() -> None:
     print(f"memcrypt SDK empty ECALL      {base * 1e6:8.1f} us  1.00x")
     print(f"Intel calcu (no OCALL)        {calcu * 1e6:8.1f} us  {calcu / base:.2f}x")
     print(f"Intel ecall_test (+1 OCALL)   {test * 1e6:8.1f} us  {test / base:.2f}x")
+    sdk = f"memcrypt SDK empty ECALL {base * 1e6:.0f} us"
+    figure("Intel calcu ECALL (no OCALL)", f"{calcu * 1e6:.0f} us", sdk, calcu / base)
+    figure("Intel ecall_test ECALL (+1 OCALL)", f"{test * 1e6:.0f} us", sdk, test / base)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+from _timing import figure
+
 PROGRAMS = ["sgxtool", "sevtool", "hwsim"]
 
 
@@ -34,6 +36,8 @@ def main() -> None:
             code = f"import sys; from {prog}._cli import main; main([{flag!r}])"
             t = best([sys.executable, "-c", code], n)
             print(f"{prog} {flag:9}: {t * 1000:6.1f} ms  ratio {t / base:.2f}x (goal <= 2x)")
+            figure(f"{prog} {flag}", f"{t * 1000:.1f} ms", f"import click {base * 1000:.1f} ms",
+                   t / base, "<= 2x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -153,8 +153,19 @@ def _parse_meta(meta: bytes, p: Path) -> tuple[bytes, str]:
 
 
 def layout_of(path: str | Path, cfg: EnclaveConfig) -> EnclaveLayout:
-    """The layout of an ELF (or signed image) built with ``cfg``."""
-    return plan_layout(read_elf(path, limit=elf_length(path)), cfg)
+    """The layout of an ELF (or signed image) built with ``cfg``. The last one is kept:
+    a command's cost estimate (memcrypt.work) and its work lay the same file out once."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, cfg)
+    layout = _LAST_LAYOUT.get(key)
+    if layout is None:
+        layout = plan_layout(read_elf(path, limit=elf_length(path)), cfg)
+        _LAST_LAYOUT.clear()
+        _LAST_LAYOUT[key] = layout
+    return layout
+
+
+_LAST_LAYOUT: dict[tuple[object, ...], EnclaveLayout] = {}  # at most one entry
 
 
 def elf_length(path: str | Path) -> int:

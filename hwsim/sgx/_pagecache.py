@@ -87,9 +87,9 @@ class PageCache:
         self._clean[index] = plain
         return _BASE + slot * PAGE
 
-    def view(self, index: int) -> memoryview:
-        """The cached plaintext of a loaded page, read without a Unicorn call."""
-        return self._views[index]
+    def loaded(self, index: int) -> memoryview | None:
+        """The slot of ``index`` as it is now (None if never loaded), without a Unicorn call."""
+        return self._views.get(index)
 
     def write_back(self) -> None:
         """Written pages whose plaintext changed go back to the EPC, encrypted."""

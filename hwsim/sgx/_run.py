@@ -443,11 +443,12 @@ class EnclaveCpu:
         if self.inside is None:
             self._cpu.fault(Fault(UD, 0, rip, None, "invalid instruction outside an enclave"))
             return
+        # The instruction was fetched through a TLB entry that passed the EPCM checks, so
+        # its bytes are in the page's slot (when it does not cross into the next page).
+        view = self._cache.loaded(self.enclave.pages.get(rip & ~(PAGE - 1), -1))
         try:
-            if rip % PAGE <= PAGE - 3:  # the common case: read straight from the cache
-                index = self._check_page(rip, FETCH, "code")
-                self._cache.load(index)
-                code = bytes(self._cache.view(index)[rip % PAGE : rip % PAGE + 3])
+            if view is not None and rip % PAGE <= PAGE - 3:
+                code = bytes(view[rip % PAGE : rip % PAGE + 3])
             else:
                 code = self._read(rip, 3, "code")
         except (SgxError, PageDenied):
