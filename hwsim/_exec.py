@@ -423,7 +423,8 @@ def _function(prototype: Any, binding_function: Any) -> Any:
 
 
 _PACKERS = [struct.Struct(f"<{n}Q") for n in range(_Native._MAX + 1)]
-_BATCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+_BATCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                          ctypes.c_int)  # fmt: skip
 _EMU_START = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
                               ctypes.c_uint64, ctypes.c_size_t)  # fmt: skip
 _EMU_STOP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
