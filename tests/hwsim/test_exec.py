@@ -217,7 +217,12 @@ def test_stores_after_the_tlb_retired_clean_pages_reach_the_epc(
     made after that flush must still reach the EPC at the next exit."""
     flushes = []
     flush = Cpu.flush_tlb
-    monkeypatch.setattr(Cpu, "flush_tlb", lambda cpu: (flushes.append(1), flush(cpu))[1])
+
+    def counted(cpu: Cpu) -> None:
+        flushes.append(cpu)
+        flush(cpu)
+
+    monkeypatch.setattr(Cpu, "flush_tlb", counted)
     for _ in range(80):
         enclave.call("keep", b"same every call")
     assert flushes  # the clean candidates were retired
