@@ -7,7 +7,8 @@ commands so that ``--help`` and ``--version`` load neither cryptography nor rich
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import importlib
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +25,6 @@ from memcrypt.cli import (
     run_main,
 )
 from sevtool import __version__
-from sevtool._guest_cli import guest
-from sevtool._owner_cli import measurement, secret, session
-from sevtool._sme_cli import sme
 
 if TYPE_CHECKING:
     from hwsim.sev.arch import Vmsa
@@ -39,17 +37,42 @@ _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
 _MAX_CERT = 64 * 1024
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="sevtool")
-@machine_option
-def cli() -> None:
-    """Manage AMD SEV platforms: keys, certificates, ownership and chain verification."""
+class _LazyGroup(click.Group):
+    """A group whose commands from other modules are imported when one is asked for (run,
+    or listed by --help): ``sevtool verify`` loads no guest-owner or hypervisor code."""
+
+    def __init__(self, *args: Any, lazy: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy)  # name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy.get(cmd_name)
+        if target is not None and cmd_name not in self.commands:
+            module, attr = target.split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
 # The guest owner's commands need no machine; they live in their own module, and so do
 # the hypervisor's commands over the guests of a machine.
-for _command in (session, measurement, secret, guest, sme):
-    cli.add_command(_command)
+_ELSEWHERE = {
+    "session": "sevtool._owner_cli:session",
+    "measurement": "sevtool._owner_cli:measurement",
+    "secret": "sevtool._owner_cli:secret",
+    "guest": "sevtool._guest_cli:guest",
+    "sme": "sevtool._sme_cli:sme",
+}
+
+
+@click.group(cls=_LazyGroup, lazy=_ELSEWHERE,
+             context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
+@click.version_option(__version__, prog_name="sevtool")
+@machine_option
+def cli() -> None:
+    """Manage AMD SEV platforms: keys, certificates, ownership and chain verification."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:

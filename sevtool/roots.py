@@ -16,7 +16,6 @@ from importlib import resources
 
 from hwsim.sev.arch import AmdCert, SevAlgo, SevCert, SevUsage
 from hwsim.sev.certs import CertificateError, load_amd_cert, verify_sev_cert
-from hwsim.sev.vendor import sim_ark_cert, sim_ask_cert
 
 __all__ = [
     "AMD_GENERATIONS",
@@ -76,6 +75,8 @@ def amd_roots() -> tuple[Roots, ...]:
 @functools.cache
 def simulator_roots() -> Roots:
     """The simulator's ARK/ASK (derived once per process, about half a second)."""
+    from hwsim.sev.vendor import sim_ark_cert, sim_ask_cert  # only for simulated chains
+
     return Roots(sim_ark_cert(), sim_ask_cert(), None)
 
 

@@ -29,7 +29,10 @@ def _man_text(name: str) -> str:
 
 def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
     found = []
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # a lazy group loads its commands here
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None, f"{prefix}{name} is listed but cannot be loaded"
         found.append((f"{prefix}{name}", cmd))
         if isinstance(cmd, click.Group):
             found += _commands(cmd, f"{prefix}{name} ")
