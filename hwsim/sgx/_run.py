@@ -126,6 +126,9 @@ class EnclaveCpu:
         self._cpu.on_invalid = self._enclu
         self._cpu.read_at_trap(*_EEXIT_IN)
         self._host_segs: tuple[int, int] | None = None  # host FS/GS base, when known
+        # Registers an exit gives the host, written to the CPU when the host looks (or with
+        # the next entry's registers): a register transfer less per ECALL.
+        self._host_due: dict[str, int] = {}
         self._trap_regs: tuple[int, ...] = ()  # _EEXIT_IN at the last ENCLU
         self.inside: _Thread | None = None
         self._exit_regs: dict[str, int] = {}  # at the last EEXIT
@@ -147,7 +150,7 @@ class EnclaveCpu:
             raise SgxFault(GP, f"EENTER: every SSA frame is in use (CSSA {t.cssa})")
         self._check_frame(t, "EENTER")
         if self._host_segs is None or "rsp" not in regs or "rbp" not in regs:
-            host = self._cpu.regs("rsp", "rbp", "fs_base", "gs_base")
+            host = self.host_regs("rsp", "rbp", "fs_base", "gs_base")
             self._host_segs = host["fs_base"], host["gs_base"]
             regs = {"rsp": host["rsp"], "rbp": host["rbp"]} | regs
         t.host_fs, t.host_gs = self._host_segs
@@ -162,7 +165,7 @@ class EnclaveCpu:
             fs_base=self.base + t.tcs.ofsbase,
             gs_base=self.base + t.tcs.ogsbase,
         )
-        self._cpu.set_regs(**(regs | entry))
+        self._cpu.set_regs(**(self._take_host_due() | regs | entry))
         return self._enter(t, rip, ret or self.host[0], budget, deadline)
 
     def eresume(
@@ -181,11 +184,12 @@ class EnclaveCpu:
         gpr = self._read(self._gpr_area(t), _GPRSGX.size, "SSA")
         values = _GPRSGX.unpack(gpr)
         if self._host_segs is None:
-            host = self._cpu.regs("fs_base", "gs_base")
+            host = self.host_regs("fs_base", "gs_base")
             self._host_segs = host["fs_base"], host["gs_base"]
         t.host_fs, t.host_gs = self._host_segs
-        self._cpu.set_regs(**dict(zip(_GPR_ORDER, values[:18], strict=True)),
-                          fs_base=values[21], gs_base=values[22])  # fmt: skip
+        saved = dict(zip(_GPR_ORDER, values[:18], strict=True))
+        saved.update(fs_base=values[21], gs_base=values[22])
+        self._cpu.set_regs(**(self._take_host_due() | saved))
         xsave = self._read(self._frame(t), 416, "SSA")
         self._cpu.set_xmm([int.from_bytes(xsave[160 + 16 * i : 176 + 16 * i], "little")
                           for i in range(16)])  # fmt: skip
@@ -200,10 +204,10 @@ class EnclaveCpu:
             raise SgxFault(GP, "the CPU is in enclave mode")
         self._cache.forget_tlb()  # no enclave translation may survive into host mode
         self._host_segs = None  # host code may change FS and GS
+        self._cpu.set_regs(**(self._take_host_due() | regs))
         # Host memory is written through Unicorn's memory API, which does not drop code
         # translated from it (probed on 2.1.4); host code is rare, so translate it afresh.
         self._cpu.flush_code()
-        self._cpu.set_regs(**regs)
         stop = self._cpu.run(rip, budget, deadline)
         self._cache.forget_tlb()  # nor a host one into enclave mode
         return stop
@@ -212,7 +216,13 @@ class EnclaveCpu:
         """Registers as host code sees them (after an exit or :meth:`run_host`)."""
         if self.inside is not None:
             raise SgxFault(GP, "the CPU is in enclave mode")
+        if self._host_due:
+            self._cpu.set_regs(**self._take_host_due())
         return self._cpu.regs(*names)
+
+    def _take_host_due(self) -> dict[str, int]:
+        due, self._host_due = self._host_due, {}
+        return due
 
     # -- host loads and stores: the same view host code gets --------------------------
     def host_read(self, addr: int, size: int) -> bytes:
@@ -324,7 +334,7 @@ class EnclaveCpu:
         self.inside = None
         self.enclave.leave()
         self._cpu.illegal = frozenset()
-        self._cpu.set_regs(fs_base=t.host_fs, gs_base=t.host_gs, **regs)
+        self._host_due = dict(fs_base=t.host_fs, gs_base=t.host_gs, **regs)
         self._cache.leave()
 
     # -- SSA frames -----------------------------------------------------------------------

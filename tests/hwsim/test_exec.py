@@ -197,6 +197,22 @@ def test_illegal_instructions_and_exceptions(
         assert "code fetch outside ELRANGE" in text
 
 
+def test_the_host_sees_host_registers_after_eexit_and_aex(enclave: Enclave) -> None:
+    """EEXIT and AEX hand the host its FS/GS bases back (and the AEX its synthetic
+    registers), whenever the host looks: the core writes them to the CPU lazily."""
+    device, names = enclave.device, ("fs_base", "gs_base", "rax", "r8", "r15", "rip", "rcx")
+    before = device.host_regs("fs_base", "gs_base")
+    enclave.call("count", struct.pack("<Q", 3))
+    after = device.host_regs(*names)
+    assert (after["fs_base"], after["gs_base"]) == (before["fs_base"], before["gs_base"])
+    assert after["rax"] == 4  # the EEXIT leaf
+    crash(enclave, "divide", b"\0")
+    aex = device.host_regs(*names)
+    assert (aex["fs_base"], aex["gs_base"]) == (before["fs_base"], before["gs_base"])
+    assert aex["rax"] == 3 and aex["r8"] == aex["r15"] == 0  # ERESUME leaf, cleared GPRs
+    assert aex["rip"] == aex["rcx"]  # the AEP
+
+
 def test_dirty_pages_reach_the_epc_encrypted(enclave: Enclave) -> None:
     secret = b"only inside the package" * 8
     enclave.call("keep", secret)
