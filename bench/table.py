@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-COLUMNS = ("figure", "value", "baseline", "ratio", "goal", "")
+COLUMNS = ("figure", "value", "baseline", "ratio", "goal", "goal met")
 
 
 def run(script: Path) -> list[list[str]]:
