@@ -439,15 +439,9 @@ def _reg_ids(names: tuple[str, ...]) -> tuple[int, ...]:
 _RIP_RAX = (x86.UC_X86_REG_RIP, x86.UC_X86_REG_RAX)
 
 
-_ID_ARRAYS: list[ctypes.Array[ctypes.c_int]] = []  # kept alive for the addresses below
-
-
 @functools.lru_cache(maxsize=256)
-def _ids(ids: tuple[int, ...]) -> int:
-    """The address of a C array of ``ids`` (made once per tuple, never freed)."""
-    array = (ctypes.c_int * len(ids))(*ids)
-    _ID_ARRAYS.append(array)
-    return ctypes.addressof(array)
+def _ids(ids: tuple[int, ...]) -> ctypes.Array[ctypes.c_int]:
+    return (ctypes.c_int * len(ids))(*ids)
 
 
 def _no_memory(vaddr: int, access: int) -> tuple[int, int]:
