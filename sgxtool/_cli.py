@@ -112,8 +112,9 @@ def date_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def large_work(action: str, path: Path | None, cfg: EnclaveConfig | None) -> Iterator[Progress]:
     """Measuring ``path`` under memcrypt.work's policy: cost said, limit, progress."""
     from memcrypt.work import large_work as policy
+    from sgxtool.image import one_layout_per_file
 
-    with policy(enclave_work(action, path, cfg), prog="sgxtool") as progress:
+    with one_layout_per_file(), policy(enclave_work(action, path, cfg), prog="sgxtool") as progress:
         yield progress
 
 

@@ -17,6 +17,9 @@ from __future__ import annotations
 import enum
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -153,19 +156,34 @@ def _parse_meta(meta: bytes, p: Path) -> tuple[bytes, str]:
 
 
 def layout_of(path: str | Path, cfg: EnclaveConfig) -> EnclaveLayout:
-    """The layout of an ELF (or signed image) built with ``cfg``. The last one is kept:
-    a command's cost estimate (memcrypt.work) and its work lay the same file out once."""
+    """The layout of an ELF (or signed image) built with ``cfg``; inside
+    :func:`one_layout_per_file`, made once per file and config."""
+    layouts = _LAYOUTS.get()
+    if layouts is None:
+        return plan_layout(read_elf(path, limit=elf_length(path)), cfg)
     st = os.stat(path)
     key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, cfg)
-    layout = _LAST_LAYOUT.get(key)
+    layout = layouts.get(key)
     if layout is None:
-        layout = plan_layout(read_elf(path, limit=elf_length(path)), cfg)
-        _LAST_LAYOUT.clear()
-        _LAST_LAYOUT[key] = layout
+        layout = layouts[key] = plan_layout(read_elf(path, limit=elf_length(path)), cfg)
     return layout
 
 
-_LAST_LAYOUT: dict[tuple[object, ...], EnclaveLayout] = {}  # at most one entry
+@contextmanager
+def one_layout_per_file() -> Iterator[None]:
+    """For one command: its cost estimate (memcrypt.work) and its work lay the enclave out
+    once. Not longer: a file rewritten in place within the file system's timestamp
+    granularity would keep its key."""
+    token = _LAYOUTS.set(_LAYOUTS.get() or {})
+    try:
+        yield
+    finally:
+        _LAYOUTS.reset(token)
+
+
+_LAYOUTS: ContextVar[dict[tuple[object, ...], EnclaveLayout] | None] = ContextVar(
+    "sgxtool_layouts", default=None
+)
 
 
 def elf_length(path: str | Path) -> int:

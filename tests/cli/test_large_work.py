@@ -77,6 +77,28 @@ def test_max_size_and_force(sgxtool: Runner, enclave_copy: Path) -> None:
     assert bad.code == 2 and "not a size" in bad.err
 
 
+def test_the_estimate_and_the_work_share_one_layout(
+    sgxtool: Runner, enclave_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cost estimate lays the enclave out and the measurement reuses that layout; the
+    next command lays the file out afresh."""
+    from sgxtool.config import EnclaveConfig
+    from sgxtool.elf import EnclaveElf
+    from sgxtool.layout import EnclaveLayout, plan_layout
+
+    made = []
+
+    def counting(elf: EnclaveElf, cfg: EnclaveConfig) -> EnclaveLayout:
+        made.append(elf)
+        return plan_layout(elf, cfg)
+
+    monkeypatch.setattr("sgxtool.image.plan_layout", counting)
+    first = sgxtool("measure", str(enclave_copy))
+    assert first.code == 0 and len(made) == 1
+    assert sgxtool("measure", str(enclave_copy)).out == first.out
+    assert len(made) == 2
+
+
 def test_the_cost_is_announced_and_progress_printed_off_a_terminal() -> None:
     out = io.StringIO()
     work = Work("measure big.elf", 300_000, ANNOUNCE_BYTES)
