@@ -66,7 +66,8 @@ def target_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "--config",
         "config_path",
         type=_in_file,
-        help="enclave.toml (default: enclave.toml in the input file's directory).",
+        help="enclave.toml (default: enclave.toml in the input file's directory); "
+        "Enclave.config.xml for an Intel SDK enclave (default: sgx_sign's defaults).",
     )(f)
     f = click.argument("enclave", type=_in_file, required=False)(f)
     return f
@@ -201,10 +202,19 @@ def sign(
     ask_passphrase: bool,
     as_json: bool,
 ) -> None:
-    """Measure ENCLAVE (an ELF or SGXS stream) and sign it."""
+    """Measure ENCLAVE (an ELF, SGXS stream or Intel SDK .so) and sign it."""
+    from sgxtool import _intelcli
     from sgxtool.build import sign_enclave
     from sgxtool.sign import signing_date
 
+    def intel_signer() -> Signer:
+        secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
+        return make_signer(key_path, secret, sign_command, public_key_path)
+
+    if enclave is not None and _intelcli.is_intel(enclave, config_path):
+        sig = _intelcli.sign(enclave, config_path, enclave_hash, out, sig_out, date, intel_signer)
+        show_identity(sig, out, sig_out, as_json)
+        return
     target = make_target(enclave, config_path, enclave_hash)
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
     signer = make_signer(key_path, secret, sign_command, public_key_path)
@@ -285,9 +295,14 @@ def gendata(
     Sign them with SHA-256 and PKCS#1 v1.5, e.g.
     `openssl dgst -sha256 -sign key.pem -out sig data`.
     """
+    from sgxtool import _intelcli
     from sgxtool.build import gendata as gendata_
     from sgxtool.sign import signing_date
 
+    if enclave is not None and _intelcli.is_intel(enclave, config_path):
+        _intelcli.gendata(enclave, config_path, enclave_hash, out, date)
+        click.echo(f"wrote {out}", err=True)
+        return
     target = make_target(enclave, config_path, enclave_hash)
     with large_work("measure", target.path, target.config) as progress:
         gendata_(target, signing_date(date), out, progress)
@@ -330,9 +345,15 @@ def catsig(
 ) -> None:
     """Assemble a SIGSTRUCT from an external signature (two-step signing, step 2)."""
     from memcrypt.files import read_file
+    from sgxtool import _intelcli
     from sgxtool.build import catsig as catsig_
     from sgxtool.keys import load_public_key
 
+    if enclave is not None and _intelcli.is_intel(enclave, config_path):
+        sig = _intelcli.catsig(enclave, config_path, enclave_hash, data_path, signature_path,
+                               public_key_path, out, sig_out)  # fmt: skip
+        show_identity(sig, out, sig_out, as_json)
+        return
     target = make_target(enclave, config_path, enclave_hash)
     public: rsa.RSAPublicKey = load_public_key(public_key_path)
     signature = read_file(signature_path, "signature", max_size=1 << 16)

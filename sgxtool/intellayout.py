@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass, replace
 
 from hwsim.sgx.arch import PAGE_SIZE, Sigstruct, Tcs
+from sgxtool.config import MAX_ENCLAVE_SIZE
 from sgxtool.errors import ConfigError
 from sgxtool.intelsdk import SdkProfile
 from sgxtool.intelxml import SignConfig
@@ -31,7 +32,7 @@ _DATA_AT = _DIRS_AT + 2 * 8  # two data_directory_t: PATCH, LAYOUT
 _ENTRY = struct.Struct("<HHIQIIQ")  # layout_entry_t
 _GROUP = struct.Struct("<HHIQ16x")  # layout_group_t
 _PATCH = struct.Struct("<QII16x")  # patch_entry_t
-_U64 = (1 << 64) - 1
+_U32, _U64 = 0xFFFF_FFFF, (1 << 64) - 1
 # layout ids (metadata.h) and ops (se_page_attr.h), SDK 2.0 and later
 HEAP_MIN, HEAP_INIT, HEAP_MAX, TCS, TD, SSA, STACK_MAX, STACK_MIN, GUARD = 1, 2, 3, 4, 5, 6, 7, 8, 10
 DYN = 10  # a dynamic thread's records: id + 10
@@ -153,9 +154,11 @@ def _placed(records: list[Record], start: int, size_max: int) -> tuple[list[Reco
             out.append(replace(r, rva=rva))
             rva += r.pages * PAGE_SIZE
     size = 1 << max(rva - 1, 0).bit_length()
-    if size > size_max:
-        raise ConfigError(f"the enclave needs {rva:#x} bytes, more than the {size_max:#x} this "
-                          "SDK release allows; check TCSNum, HeapMaxSize and StackMaxSize")  # fmt: skip
+    limit = min(size_max, MAX_ENCLAVE_SIZE)
+    if size > limit or any(max(r.pages, r.times) > _U32 for r in out):
+        raise ConfigError(f"the enclave needs {rva:#x} bytes, more than the {limit:#x} "
+                          "sgxtool builds for this SDK release; check TCSNum, HeapMaxSize and "
+                          "StackMaxSize")  # fmt: skip
     if size > rva:
         out.append(Record(GUARD, pages=(size - rva) // PAGE_SIZE, rva=rva))
     return out, size

@@ -192,12 +192,12 @@ def _signed_file(so: UnsignedSo, cfg: SignConfig, css: Sigstruct) -> bytes:
     return so.data[: so.note_at] + block + so.data[so.note_at + so.note_size :]
 
 
-def _config(so: UnsignedSo, xml: Path) -> SignConfig:
+def _config(so: UnsignedSo, xml: Path | None) -> SignConfig:
     p = so.profile
     return read_sign_config(xml, stack_size_min=p.stack_size_min, size_max=p.size_max, kss=p.kss)
 
 
-def sign_so(path: Path, xml: Path, signer: Signer, date: int, *, out: Path,
+def sign_so(path: Path, xml: Path | None, signer: Signer, date: int, *, out: Path,
             sig_out: Path | None = None) -> Sigstruct:  # fmt: skip
     """Sign the unsigned Intel SDK enclave ``path`` with its ``Enclave.config.xml``; write
     the signed ``.so`` to ``out`` (and the raw SIGSTRUCT to ``sig_out``), atomically."""
@@ -209,7 +209,7 @@ def sign_so(path: Path, xml: Path, signer: Signer, date: int, *, out: Path,
     return css
 
 
-def gendata_so(path: Path, xml: Path, date: int, out: Path) -> bytes:
+def gendata_so(path: Path, xml: Path | None, date: int, out: Path) -> bytes:
     """Write the 256 bytes an external signer signs (SIGSTRUCT bytes 0-127, 900-1027)."""
     check_distinct([("--out", out), ("ENCLAVE", path)])
     so = read_unsigned(path)
@@ -218,7 +218,7 @@ def gendata_so(path: Path, xml: Path, date: int, out: Path) -> bytes:
     return data
 
 
-def catsig_so(path: Path, xml: Path, data_path: Path, signature: bytes,
+def catsig_so(path: Path, xml: Path | None, data_path: Path, signature: bytes,
               public_key: rsa.RSAPublicKey, *, out: Path,
               sig_out: Path | None = None) -> Sigstruct:  # fmt: skip
     """Write the signed ``.so`` from a signature made elsewhere over ``gendata_so``'s bytes,

@@ -208,13 +208,14 @@ _RSRV = ("ReservedMemMaxSize", "ReservedMemMinSize", "ReservedMemInitSize",
          "ReservedMemExecutable")  # fmt: skip
 
 
-def read_sign_config(path: str | Path, *, stack_size_min: int, size_max: int,
+def read_sign_config(path: str | Path | None, *, stack_size_min: int, size_max: int,
                      kss: bool) -> SignConfig:  # fmt: skip
     """The XML as the ``sgx_sign`` of one SDK release reads it: its elements, bounds and
-    defaults (``stack_size_min``, ``size_max`` and ``kss`` come from the release)."""
+    defaults (``stack_size_min``, ``size_max`` and ``kss`` come from the release). Without
+    a file, sgx_sign's defaults."""
     table = {**_SIGN_TABLE, **(_KSS_TABLE if kss else {}), **{r: ("", None, 0) for r in _RSRV}}
     given: dict[str, int] = {}
-    for element in _root(path):
+    for element in [] if path is None else _root(path):
         if not isinstance(element.tag, str):
             continue
         name = element.tag
@@ -231,7 +232,7 @@ def read_sign_config(path: str | Path, *, stack_size_min: int, size_max: int,
         if not low <= given[name] <= high:
             raise ConfigError(f"{path}: <{name}> {given[name]:#x} is out of range "
                               f"({low:#x} to {high:#x})")  # fmt: skip
-    return _checked(given, str(path), stack_size_min)
+    return _checked(given, str(path or "default configuration"), stack_size_min)
 
 
 def _number(path: str | Path, name: str, text: str | None) -> int:
