@@ -23,7 +23,7 @@ def is_intel(enclave: Path, config: Path | None) -> bool:
     here, with the reason, rather than failing later as bad TOML."""
     if is_intel_so(enclave):
         return True
-    if config is not None and read_file(config, "configuration", max_size=1 << 20).lstrip()[:1] == b"<":
+    if config is not None and _is_xml(config):
         raise UsageError(
             f"{enclave}: not an Intel SGX SDK enclave (no .note.sgxmeta section); "
             f"{config} is XML, which configures only those",
@@ -32,17 +32,28 @@ def is_intel(enclave: Path, config: Path | None) -> bool:
     return False
 
 
+def _is_xml(config: Path) -> bool:
+    return read_file(config, "configuration", max_size=1 << 20).lstrip()[:1] == b"<"
+
+
 def _usage(enclave_hash: str | None, out: Path | None, command: str) -> Path:
     if enclave_hash is not None:
         raise click.UsageError("--enclave-hash is for memcrypt-SDK images; an Intel SDK "
                                "enclave is measured from its .so")  # fmt: skip
     if out is None:
-        raise click.UsageError(f"{command} of an Intel SDK enclave writes the signed .so: give --out")
+        raise click.UsageError(f"{command} of an Intel SDK enclave writes a file: give --out")
     return out
 
 
-def sign(enclave: Path, xml: Path | None, enclave_hash: str | None, out: Path | None,
-         sig_out: Path | None, date: str | None, signer: Callable[[], Signer]) -> Sigstruct:  # fmt: skip
+def sign(
+    enclave: Path,
+    xml: Path | None,
+    enclave_hash: str | None,
+    out: Path | None,
+    sig_out: Path | None,
+    date: str | None,
+    signer: Callable[[], Signer],
+) -> Sigstruct:
     """Usage is checked before ``signer`` is made (it may ask for a passphrase or PIN)."""
     target = _usage(enclave_hash, out, "signing")
     when = signing_date(date)

@@ -34,7 +34,8 @@ _GROUP = struct.Struct("<HHIQ16x")  # layout_group_t
 _PATCH = struct.Struct("<QII16x")  # patch_entry_t
 _U32, _U64 = 0xFFFF_FFFF, (1 << 64) - 1
 # layout ids (metadata.h) and ops (se_page_attr.h), SDK 2.0 and later
-HEAP_MIN, HEAP_INIT, HEAP_MAX, TCS, TD, SSA, STACK_MAX, STACK_MIN, GUARD = 1, 2, 3, 4, 5, 6, 7, 8, 10
+HEAP_MIN, HEAP_INIT, HEAP_MAX, TCS, TD, SSA, STACK_MAX, STACK_MIN = 1, 2, 3, 4, 5, 6, 7, 8
+GUARD = 10
 DYN = 10  # a dynamic thread's records: id + 10
 STACK_DYN_MAX, STACK_DYN_MIN = STACK_MAX + DYN, STACK_MIN + DYN
 THREAD_GROUP, THREAD_GROUP_DYN = 0x1009, 0x1013
@@ -88,8 +89,9 @@ class Record:
 def _thread(tcs_at: int, cfg: SignConfig, tls_size: int) -> list[Record]:
     """guard | stack max | stack min | guard | TCS | SSA | guard | thread data."""
     guard = Record(GUARD, pages=_GUARD_PAGES)
-    stack = [Record(STACK_MAX, EADD | EEXTEND | GROW_DOWN, (cfg.stack_max - cfg.stack_min) // PAGE_SIZE,
-                    content_size=_STACK_FILL, si_flags=SI_RW)] if cfg.stack_max > cfg.stack_min else []  # fmt: skip
+    grow = (cfg.stack_max - cfg.stack_min) // PAGE_SIZE
+    stack = [Record(STACK_MAX, EADD | EEXTEND | GROW_DOWN, grow, content_size=_STACK_FILL,
+                    si_flags=SI_RW)] if grow else []  # fmt: skip
     return [guard, *stack,
             Record(STACK_MIN, EADD | EEXTEND, cfg.stack_min // PAGE_SIZE, content_size=_STACK_FILL,
                    si_flags=SI_RW),
@@ -316,5 +318,6 @@ def _cleanup(records: list[Record], p: SdkProfile) -> list[Record]:
     for i, r in enumerate(out):
         if r.id in todo:
             todo.discard(r.id)
-            out[i] = replace(r, ops=r.ops & ~POST_ADD, si_flags=0 if r.id == HEAP_MAX else r.si_flags)
+            si_flags = 0 if r.id == HEAP_MAX else r.si_flags
+            out[i] = replace(r, ops=r.ops & ~POST_ADD, si_flags=si_flags)
     return out

@@ -64,8 +64,17 @@ PROFILES = {
         compat=((2, 1), (1, 4)),
         metadata_size=0x5000,
         global_data_size=1656,
-        global_words=("sdk_version", "enclave_size", "heap_offset", "heap_size", "rsrv_offset",
-                      "rsrv_size", "rsrv_executable", "thread_policy", "tcs_max_num"),  # fmt: skip
+        global_words=(
+            "sdk_version",
+            "enclave_size",
+            "heap_offset",
+            "heap_size",
+            "rsrv_offset",
+            "rsrv_size",
+            "rsrv_executable",
+            "thread_policy",
+            "tcs_max_num",
+        ),
         stack_size_min=0x2000,
         size_max=(1 << 64) - 1,
         xfrm_features=0xE7,  # LEGACY | AVX | AVX512

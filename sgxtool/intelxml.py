@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
@@ -213,9 +214,11 @@ def read_sign_config(path: str | Path | None, *, stack_size_min: int, size_max: 
     """The XML as the ``sgx_sign`` of one SDK release reads it: its elements, bounds and
     defaults (``stack_size_min``, ``size_max`` and ``kss`` come from the release). Without
     a file, sgx_sign's defaults."""
+    if path is None:
+        return _checked({}, "default configuration", stack_size_min)
     table = {**_SIGN_TABLE, **(_KSS_TABLE if kss else {}), **{r: ("", None, 0) for r in _RSRV}}
     given: dict[str, int] = {}
-    for element in [] if path is None else _root(path):
+    for element in _root(path):
         if not isinstance(element.tag, str):
             continue
         name = element.tag
@@ -232,7 +235,7 @@ def read_sign_config(path: str | Path | None, *, stack_size_min: int, size_max: 
         if not low <= given[name] <= high:
             raise ConfigError(f"{path}: <{name}> {given[name]:#x} is out of range "
                               f"({low:#x} to {high:#x})")  # fmt: skip
-    return _checked(given, str(path or "default configuration"), stack_size_min)
+    return _checked(given, str(path), stack_size_min)
 
 
 def _number(path: str | Path, name: str, text: str | None) -> int:
@@ -250,8 +253,8 @@ def _number(path: str | Path, name: str, text: str | None) -> int:
 
 def _checked(given: dict[str, int], source: str, stack_size_min: int) -> SignConfig:
     """check_xml_parameter's rules, then the values with defaults filled in."""
-    values = {f: given[n] for n, (f, _h, _l) in {**_SIGN_TABLE, **_KSS_TABLE}.items()
-              if f and n in given}  # fmt: skip
+    named = {**_SIGN_TABLE, **_KSS_TABLE}
+    values: dict[str, Any] = {named[n][0]: v for n, v in given.items() if named.get(n, ("",))[0]}
     cfg = replace(SignConfig(stack_min=stack_size_min), **values)
     cfg = replace(cfg, tcs_max_num=given.get("TCSMaxNum", cfg.tcs_num),
                   heap_init=given.get("HeapInitSize", cfg.heap_max))  # fmt: skip

@@ -42,7 +42,9 @@ def unsigned(vector: Vector, folder: str, tmp: Path) -> tuple[Path, Path, str]:
     signed = so_path(vector, folder)
     data = bytearray(signed.read_bytes())
     with signed.open("rb") as f:
-        at = ELFFile(f).get_section_by_name(".note.sgxmeta")["sh_offset"]
+        section = ELFFile(f).get_section_by_name(".note.sgxmeta")
+        assert section is not None
+        at = section["sh_offset"]
     namesz, descsz, kind = struct.unpack_from("<III", data, at)
     assert (namesz, kind, bytes(data[at + 12 : at + 25])) == (13, 1, b"sgx_metadata\0")
     data[at + 25 : at + 25 + descsz] = bytes(descsz)
@@ -126,7 +128,8 @@ def test_catsig_refuses_data_of_another_configuration(
     other = tmp_path / "other.xml"
     other.write_text(xml.read_text().replace("<ISVSVN>0</ISVSVN>", "<ISVSVN>1</ISVSVN>"))
     hashed = tmp_path / "hash.dat"
-    assert sgxtool("gendata", str(so), "-c", str(other), "--date", date, "-o", str(hashed)).code == 0
+    r = sgxtool("gendata", str(so), "-c", str(other), "--date", date, "-o", str(hashed))
+    assert r.code == 0, r.err
     (tmp_path / "sig.bin").write_bytes(bytes(384))
     r = sgxtool("catsig", str(so), "-c", str(xml), "--data", str(hashed), "--signature",
                 str(tmp_path / "sig.bin"), "--public-key", str(vector(SAMPLE_KEY)), "-o",
