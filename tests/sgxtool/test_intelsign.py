@@ -255,3 +255,30 @@ def test_usage_errors(sgxtool: Runner, vector: Vector, tmp_path: Path) -> None:
     assert r.code == 2 and not (tmp_path / "s").exists()
     r = sgxtool("sign", str(so), "--enclave-hash", "00" * 32, "-k", key, "-o", str(tmp_path / "o"))
     assert r.code == 2 and "--enclave-hash" in r.one_error_line()
+
+
+@pytest.mark.parametrize("sample", ["config.01", "config.02", "config.03", "config.04"])
+@pytest.mark.parametrize("folder", ["ShuntaIshihara+test_hash_SGX", "njuyuanrui+testEnclaveSO"])
+def test_every_copy_of_other_layouts_measures_the_same(
+    vector: Vector, tmp_path: Path, folder: str, sample: str
+) -> None:
+    """Intel's sample configurations (min pool, EREMOVE and dynamic threads, heap growth,
+    fixed stacks): the copy for 1.x loaders, folded into groups, measures as the primary
+    and holds TCSNum threads; the primary's dynamic threads are not added."""
+    from sgxtool.intelsign import sign_so
+    from sgxtool.intelso import intel_layout
+    from sgxtool.keys import load_private_key
+    from sgxtool.measure import mrenclave
+    from sgxtool.sign import KeySigner
+
+    so, _, _ = unsigned(vector, folder, tmp_path)
+    xml = vector(f"sgx/intel-linux-sgx/SampleEnclave_{sample}.xml")
+    out = tmp_path / "out.so"
+    signer = KeySigner(load_private_key(vector(SAMPLE_KEY), None))
+    css = sign_so(so, xml, signer, 0x20250101, out=out)
+    copies = read_metadata(out)
+    assert len(copies) == (3 if folder.startswith("Shunta") else 2)
+    for copy in copies:
+        layout = intel_layout(out, copy)
+        assert mrenclave(layout) == css.enclavehash
+        assert len(layout.threads) == 10  # TCSNum in all four
