@@ -4,6 +4,7 @@ and options as for memcrypt-SDK images, with ``-c`` naming ``Enclave.config.xml`
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import click
@@ -11,8 +12,10 @@ import click
 from hwsim.sgx.arch import Sigstruct
 from memcrypt.files import read_file
 from sgxtool.errors import UsageError
-from sgxtool.intelsign import catsig_so, gendata_so, is_intel_so, sign_so
+from sgxtool.intelsign import Measuring, catsig_so, gendata_so, is_intel_so, sign_so
 from sgxtool.keys import load_public_key
+from sgxtool.layout import EnclaveLayout
+from sgxtool.measure import Progress
 from sgxtool.sign import Signer, signing_date
 
 __all__ = ["catsig", "gendata", "is_intel", "sign"]
@@ -57,18 +60,40 @@ def sign(
     """Usage is checked before ``signer`` is made (it may ask for a passphrase or PIN)."""
     target = _usage(enclave_hash, out, "signing")
     when = signing_date(date)
-    return sign_so(enclave, xml, signer(), when, out=target, sig_out=sig_out)
+    return sign_so(enclave, xml, signer(), when, out=target, sig_out=sig_out,
+                   measuring=_policy(enclave))  # fmt: skip
 
 
-def gendata(enclave: Path, xml: Path | None, enclave_hash: str | None, out: Path,
-            date: str | None) -> None:  # fmt: skip
-    gendata_so(enclave, xml, signing_date(date), _usage(enclave_hash, out, "gendata"))
+def gendata(
+    enclave: Path, xml: Path | None, enclave_hash: str | None, out: Path, date: str | None
+) -> None:
+    target = _usage(enclave_hash, out, "gendata")
+    gendata_so(enclave, xml, signing_date(date), target, measuring=_policy(enclave))
 
 
-def catsig(enclave: Path, xml: Path | None, enclave_hash: str | None, data_path: Path,
-           signature_path: Path, public_key_path: Path, out: Path | None,
-           sig_out: Path | None) -> Sigstruct:  # fmt: skip
+def catsig(
+    enclave: Path,
+    xml: Path | None,
+    enclave_hash: str | None,
+    data_path: Path,
+    signature_path: Path,
+    public_key_path: Path,
+    out: Path | None,
+    sig_out: Path | None,
+) -> Sigstruct:
     target = _usage(enclave_hash, out, "catsig")
     public = load_public_key(public_key_path)
     signature = read_file(signature_path, "signature", max_size=1 << 16)
-    return catsig_so(enclave, xml, data_path, signature, public, out=target, sig_out=sig_out)
+    return catsig_so(enclave, xml, data_path, signature, public, out=target, sig_out=sig_out,
+                     measuring=_policy(enclave))  # fmt: skip
+
+
+def _policy(enclave: Path) -> Measuring:
+    """Measuring under memcrypt.work's policy, as for every other input."""
+    from memcrypt.work import large_work
+    from sgxtool._cli import layout_work
+
+    def measuring(layout: EnclaveLayout) -> AbstractContextManager[Progress]:
+        return large_work(layout_work(f"measure {enclave}", layout), prog="sgxtool")
+
+    return measuring

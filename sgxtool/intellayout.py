@@ -179,8 +179,15 @@ def _tcs_template(records: list[Record], entry: int) -> bytes:
     return t.pack()[:_TCS_TEMPLATE]
 
 
-def _global_data(p: SdkProfile, cfg: SignConfig, records: list[Record], size: int,
-                 tcs_template: bytes, xfrm: int, tls_size: int) -> bytes:  # fmt: skip
+def _global_data(
+    p: SdkProfile,
+    cfg: SignConfig,
+    records: list[Record],
+    size: int,
+    tcs_template: bytes,
+    xfrm: int,
+    tls_size: int,
+) -> bytes:
     """build_gd_template + do_update_global_data: the words the tRTS reads, its thread
     data template (TCS-relative), the TCS template and a copy of the layout table."""
     tcs, ssa, td, stack_min = (_first(records, i) for i in (TCS, SSA, TD, STACK_MIN))

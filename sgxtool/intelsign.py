@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,12 +32,15 @@ from sgxtool.intellayout import ElfFacts, build_metadata, compat_copies
 from sgxtool.intelsdk import SdkProfile, profile_for
 from sgxtool.intelso import MAX_SO_SIZE, image_layout, note_block, parse_chain
 from sgxtool.intelxml import SignConfig, read_sign_config
-from sgxtool.measure import mrenclave
+from sgxtool.layout import EnclaveLayout
+from sgxtool.measure import Progress, mrenclave
 from sgxtool.sign import ExternalSignature, Signer, sign_sigstruct
 
 __all__ = ["UnsignedSo", "catsig_so", "gendata_so", "is_intel_so", "read_unsigned", "sign_so"]
 
 _U64 = (1 << 64) - 1
+# Wraps measuring a layout (memcrypt.work's policy: cost said, limit, progress).
+Measuring = Callable[[EnclaveLayout], AbstractContextManager[Progress]]
 _SIGNED_DATA = 256
 
 
@@ -124,8 +129,14 @@ def _symbol(elf: ELFFile, name: str, path: Path) -> tuple[int, int]:
     return found[0]["st_value"], found[0]["st_size"]
 
 
-def _check_release(path: Path, data: bytes, facts: ElfFacts, p: SdkProfile,
-                   version: tuple[int, int, int], note_size: int) -> None:  # fmt: skip
+def _check_release(
+    path: Path,
+    data: bytes,
+    facts: ElfFacts,
+    p: SdkProfile,
+    version: tuple[int, int, int],
+    note_size: int,
+) -> None:
     """The tRTS must be the one the profile describes: the note's size and
     global_data_t's, and (2.13 on) the sdk_version it carries."""
     elf = ELFFile(io.BytesIO(data))
@@ -171,13 +182,14 @@ def unsigned_css(p: SdkProfile, cfg: SignConfig, date: int) -> Sigstruct:
     )
 
 
-def _measured(so: UnsignedSo, cfg: SignConfig, date: int) -> Sigstruct:
+def _measured(so: UnsignedSo, cfg: SignConfig, date: int, measuring: Measuring | None) -> Sigstruct:
     """The SIGSTRUCT with ENCLAVEHASH: the layout measured as the uRTS loads it."""
     css = unsigned_css(so.profile, cfg, date)
     primary = build_metadata(so.profile, cfg, so.facts, css)
     (meta,) = parse_chain(primary, so.note_at, so.path)
-    digest = mrenclave(image_layout(so.data, meta, so.path))
-    return replace(css, enclavehash=digest)
+    layout = image_layout(so.data, meta, so.path)
+    with measuring(layout) if measuring else nullcontext() as progress:
+        return replace(css, enclavehash=mrenclave(layout, progress))
 
 
 def _signed_file(so: UnsignedSo, cfg: SignConfig, css: Sigstruct) -> bytes:
@@ -197,30 +209,48 @@ def _config(so: UnsignedSo, xml: Path | None) -> SignConfig:
     return read_sign_config(xml, stack_size_min=p.stack_size_min, size_max=p.size_max, kss=p.kss)
 
 
-def sign_so(path: Path, xml: Path | None, signer: Signer, date: int, *, out: Path,
-            sig_out: Path | None = None) -> Sigstruct:  # fmt: skip
+def sign_so(
+    path: Path,
+    xml: Path | None,
+    signer: Signer,
+    date: int,
+    *,
+    out: Path,
+    sig_out: Path | None = None,
+    measuring: Measuring | None = None,
+) -> Sigstruct:
     """Sign the unsigned Intel SDK enclave ``path`` with its ``Enclave.config.xml``; write
     the signed ``.so`` to ``out`` (and the raw SIGSTRUCT to ``sig_out``), atomically."""
     check_distinct([("--out", out), ("--sig", sig_out), ("ENCLAVE", path)])
     so = read_unsigned(path)
     cfg = _config(so, xml)
-    css = sign_sigstruct(_measured(so, cfg, date), signer)
+    css = sign_sigstruct(_measured(so, cfg, date, measuring), signer)
     _write(so, cfg, css, out, sig_out)
     return css
 
 
-def gendata_so(path: Path, xml: Path | None, date: int, out: Path) -> bytes:
+def gendata_so(
+    path: Path, xml: Path | None, date: int, out: Path, measuring: Measuring | None = None
+) -> bytes:
     """Write the 256 bytes an external signer signs (SIGSTRUCT bytes 0-127, 900-1027)."""
     check_distinct([("--out", out), ("ENCLAVE", path)])
     so = read_unsigned(path)
-    data = _measured(so, _config(so, xml), date).signed_bytes()
+    data = _measured(so, _config(so, xml), date, measuring).signed_bytes()
     write_atomic(out, data)
     return data
 
 
-def catsig_so(path: Path, xml: Path | None, data_path: Path, signature: bytes,
-              public_key: rsa.RSAPublicKey, *, out: Path,
-              sig_out: Path | None = None) -> Sigstruct:  # fmt: skip
+def catsig_so(
+    path: Path,
+    xml: Path | None,
+    data_path: Path,
+    signature: bytes,
+    public_key: rsa.RSAPublicKey,
+    *,
+    out: Path,
+    sig_out: Path | None = None,
+    measuring: Measuring | None = None,
+) -> Sigstruct:
     """Write the signed ``.so`` from a signature made elsewhere over ``gendata_so``'s bytes,
     which are derived again (their DATE taken from the file) and must match."""
     check_distinct([("--out", out), ("--sig", sig_out), ("ENCLAVE", path)])
@@ -229,7 +259,7 @@ def catsig_so(path: Path, xml: Path | None, data_path: Path, signature: bytes,
         raise UsageError(f"{data_path}: {len(data)} bytes; `sgxtool gendata` writes 256")
     so = read_unsigned(path)
     cfg = _config(so, xml)
-    css = _measured(so, cfg, int.from_bytes(data[20:24], "little"))
+    css = _measured(so, cfg, int.from_bytes(data[20:24], "little"), measuring)
     if css.signed_bytes() != data:
         raise VerificationError(
             f"{data_path} does not match this enclave and Enclave.config.xml",
@@ -240,8 +270,9 @@ def catsig_so(path: Path, xml: Path | None, data_path: Path, signature: bytes,
     return css
 
 
-def _write(so: UnsignedSo, cfg: SignConfig, css: Sigstruct, out: Path,
-           sig_out: Path | None) -> None:  # fmt: skip
+def _write(
+    so: UnsignedSo, cfg: SignConfig, css: Sigstruct, out: Path, sig_out: Path | None
+) -> None:
     signed = _signed_file(so, cfg, css)
     write_atomic(out, signed, mode=0o755)
     if sig_out is not None:

@@ -209,8 +209,9 @@ _RSRV = ("ReservedMemMaxSize", "ReservedMemMinSize", "ReservedMemInitSize",
          "ReservedMemExecutable")  # fmt: skip
 
 
-def read_sign_config(path: str | Path | None, *, stack_size_min: int, size_max: int,
-                     kss: bool) -> SignConfig:  # fmt: skip
+def read_sign_config(
+    path: str | Path | None, *, stack_size_min: int, size_max: int, kss: bool
+) -> SignConfig:
     """The XML as the ``sgx_sign`` of one SDK release reads it: its elements, bounds and
     defaults (``stack_size_min``, ``size_max`` and ``kss`` come from the release). Without
     a file, sgx_sign's defaults."""

@@ -282,3 +282,16 @@ def test_every_copy_of_other_layouts_measures_the_same(
         layout = intel_layout(out, copy)
         assert mrenclave(layout) == css.enclavehash
         assert len(layout.threads) == 10  # TCSNum in all four
+
+
+def test_large_work_policy_applies(sgxtool: Runner, vector: Vector, tmp_path: Path) -> None:
+    """A 1 TiB heap: the cost is said and refused (exit 1) before anything is hashed."""
+    so, _, _ = unsigned(vector, "ShuntaIshihara+test_hash_SGX", tmp_path)
+    xml = tmp_path / "Enclave.config.xml"
+    xml.write_text("<EnclaveConfiguration><HeapMaxSize>0x10000000000</HeapMaxSize>"
+                   "</EnclaveConfiguration>")  # fmt: skip
+    out = tmp_path / "out.so"
+    r = sgxtool("gendata", str(so), "-c", str(xml), "-o", str(out))
+    assert r.code == 1
+    assert "above the limit" in r.one_error_line()
+    assert not out.exists()
