@@ -17,6 +17,7 @@ import struct
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -24,6 +25,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
+from elftools.elf.segments import Segment
 
 from hwsim.sgx.arch import SIGSTRUCT_HEADER, VENDOR_INTEL, AttributeFlag, Sigstruct
 from memcrypt.files import check_distinct, read_file, write_atomic
@@ -98,15 +100,12 @@ def _facts(elf: ELFFile, data: bytes, path: Path) -> ElfFacts:
     loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
     if not loads:
         raise UsageError(f"{path}: no PT_LOAD segment")
-    dynamic = elf.get_section_by_name(".dynamic")
-    if isinstance(dynamic, DynamicSection) and any(
-        t.entry.d_tag == "DT_TEXTREL" for t in dynamic.iter_tags()
-    ):
-        raise UsageError(f"{path}: the enclave image has text relocations (DT_TEXTREL)")
+    _check_as_urts(elf, loads, path)
     top = max(loads, key=lambda s: s["p_vaddr"])
     tls = [s["p_memsz"] for s in elf.iter_segments() if s["p_type"] == "PT_TLS"]
     gd_rva, _ = _symbol(elf, "g_global_data", path)
-    entry, _ = _symbol(elf, "enclave_entry", path)
+    # check_symbol_table: without a named enclave_entry, the ELF entry point
+    entry = _symbol(elf, "enclave_entry", path, elf["e_entry"])[0]
     # get_rawdata_by_rva: the patch is written at the file offset of the symbol's bytes
     seg = next((s for s in loads if s["p_vaddr"] <= gd_rva < s["p_vaddr"] + s["p_filesz"]), None)
     if seg is None:
@@ -119,10 +118,44 @@ def _facts(elf: ELFFile, data: bytes, path: Path) -> ElfFacts:
     )
 
 
-def _symbol(elf: ELFFile, name: str, path: Path) -> tuple[int, int]:
+# Relocation types the uRTS applies (elfparser.cpp do_validate_reltab): NONE, 64, GLOB_DAT,
+# JUMP_SLOT, RELATIVE, DTPMOD64, DTPOFF64, TPOFF64.
+_RELOCATIONS = {0, 1, 6, 7, 8, 16, 17, 18}
+
+
+def _check_as_urts(elf: ELFFile, loads: list[Segment], path: Path) -> None:
+    """What the SDK's ELF parser refuses (elfparser.cpp run_parser), so sgx_sign does too."""
+    spans = sorted((s["p_vaddr"], -(-(s["p_vaddr"] + s["p_memsz"]) // s["p_align"]) * s["p_align"])
+                   for s in loads if s["p_align"] and not s["p_align"] % 0x1000)  # fmt: skip
+    if len(spans) != len(loads) or any(a[1] > b[0] for a, b in pairwise(spans)):
+        raise UsageError(f"{path}: PT_LOAD segments are not page aligned or overlap")
+    if elf.get_section_by_name(".ctors") is not None:
+        raise UsageError(f"{path}: has a .ctors section; its global initializers would not run")
+    table = elf.get_section_by_name(".dynsym")
+    for sym in table.iter_symbols() if isinstance(table, SymbolTableSection) else ():
+        if sym.name and sym["st_shndx"] == "SHN_UNDEF" and sym["st_info"]["bind"] != "STB_WEAK":
+            raise UsageError(f"{path}: symbol {sym.name!r} is undefined")
+    dynamic = elf.get_section_by_name(".dynamic")
+    if not isinstance(dynamic, DynamicSection):
+        return
+    if any(t.entry.d_tag == "DT_TEXTREL" for t in dynamic.iter_tags()):
+        raise UsageError(f"{path}: the enclave image has text relocations (DT_TEXTREL)")
+    tables = dynamic.get_relocation_tables()
+    if "REL" in tables:
+        raise UsageError(f"{path}: REL relocations; the SDK loader applies RELA only on x86-64")
+    for relocs in (tables.get("RELA"), tables.get("JMPREL")):
+        types = {r["r_info_type"] for r in relocs.iter_relocations()} if relocs else set()
+        if types - _RELOCATIONS:
+            raise UsageError(f"{path}: relocation types the SDK loader does not apply: "
+                             f"{sorted(types - _RELOCATIONS)}")  # fmt: skip
+
+
+def _symbol(elf: ELFFile, name: str, path: Path, default: int = 0) -> tuple[int, int]:
     """(value, size) of a dynamic symbol; sgx_sign looks names up in .dynsym only."""
     table = elf.get_section_by_name(".dynsym")
     found = table.get_symbol_by_name(name) if isinstance(table, SymbolTableSection) else None
+    if (not found or not found[0]["st_value"]) and default:
+        return default, 0
     if not found or not found[0]["st_value"]:
         raise UsageError(f"{path}: no {name} in .dynsym: not an Intel SGX SDK enclave",
                          hint="link the enclave with the SDK's tRTS (libsgx_trts)")  # fmt: skip

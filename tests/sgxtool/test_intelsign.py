@@ -222,14 +222,28 @@ def test_an_elf_that_is_not_an_intel_enclave_is_refused(
     _refused(sgxtool, vector, tmp_path, enclave_elf, xml, "not an Intel SGX SDK enclave")
 
 
+_BLANK_NOTE = (
+    r'__asm__(".section .note.sgxmeta,\"\",@note\n.p2align 2\n.long 13\n'
+    r".long 0x5000\n.long 1\n.asciz \"sgx_metadata\"\n.fill 0x5000,1,0\n"
+    r'.p2align 2\n.text\n");'
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("int f(void) { return 1; }", "no g_global_data in .dynsym"),
+        ("extern int missing(void); int f(void) { return missing(); }",
+         "symbol 'missing' is undefined"),
+    ],
+)  # fmt: skip
 def test_a_blank_note_without_the_sdk_trts_is_refused(
-    sgxtool: Runner, vector: Vector, tmp_path: Path
+    sgxtool: Runner, vector: Vector, tmp_path: Path, code: str, message: str
 ) -> None:
-    note = (r'__asm__(".section .note.sgxmeta,\"\",@note\n.p2align 2\n.long 13\n'
-            r'.long 0x5000\n.long 1\n.asciz \"sgx_metadata\"\n.fill 0x5000,1,0\n'
-            r'.p2align 2\n.text\n");' "\nint f(void) { return 1; }\n")  # fmt: skip
-    so = compile_c(note, tmp_path / "fake.so", ["-shared", "-fPIC", "-nostdlib"])
-    _refused(sgxtool, vector, tmp_path, so, None, "no g_global_data in .dynsym")
+    so = compile_c(
+        f"{_BLANK_NOTE}\n{code}\n", tmp_path / "fake.so", ["-shared", "-fPIC", "-nostdlib"]
+    )
+    _refused(sgxtool, vector, tmp_path, so, None, message)
 
 
 def _refused(sgxtool: Runner, vector: Vector, tmp: Path, so: Path, xml: Path | None,
