@@ -89,16 +89,24 @@ PROFILES = {
 _TRTS_VERSION = re.compile(rb"SGX_TRTS_VERSION_(\d+)\.(\d+)\.(\d+)")
 
 
-def profile_for(image: bytes, name: str) -> tuple[SdkProfile, tuple[int, int, int]]:
+def profile_for(
+    image: bytes, name: str, first_word: int
+) -> tuple[SdkProfile, tuple[int, int, int]]:
     """The profile of the SDK release whose tRTS ``image`` was linked with, and the
-    release's full version (major, minor, revision)."""
+    release's full version (major, minor, revision). The hardware tRTS names its release in
+    a string; the simulation tRTS has no such string, but from 2.13 on ``g_global_data``
+    starts with ``sdk_version`` (``first_word``: major << 32 | minor << 16 | revision)."""
     found = _TRTS_VERSION.search(image)
-    if found is None:
-        raise UsageError(
-            f"{name}: no SGX_TRTS_VERSION string: not linked with Intel's SGX SDK tRTS",
-            hint="sgxtool signs Intel SDK enclaves (.so) and memcrypt-SDK ELFs (enclave.toml)",
-        )
-    major, minor, revision = (int(x) for x in found.groups())
+    if found is not None:
+        major, minor, revision = (int(x) for x in found.groups())
+    else:
+        major, minor, revision = first_word >> 32, first_word >> 16 & 0xFFFF, first_word & 0xFFFF
+        if major != 2 or not 13 <= minor < 100:  # sdk_version came with 2.13
+            raise UsageError(
+                f"{name}: neither an SGX_TRTS_VERSION string nor an sdk_version in "
+                "g_global_data: the SDK release it was built with is unknown",
+                hint="sgxtool signs enclaves of Intel SGX SDK " + ", ".join(PROFILES),
+            )
     profile = PROFILES.get(f"{major}.{minor}")
     if profile is None:
         known = ", ".join(PROFILES)

@@ -6,6 +6,9 @@ descriptor and nothing else changed: the layout of the enclave's SDK release
 (:mod:`sgxtool.intellayout`), MRENCLAVE measured from it exactly as the uRTS loads it
 (:mod:`sgxtool.intelso`), the SIGSTRUCT built from Enclave.config.xml and signed through
 the one signer interface (key file, PKCS#11, command, or a signature made elsewhere).
+Simulation-mode enclaves are signed the same way: the signer patches ``g_global_data`` only;
+their ``g_global_data_sim`` is filled by the simulation uRTS when it loads them
+(``psw/urts/enclave.cpp``).
 Facts: linux-sgx ``sdk/sign_tool/SignTool`` at the release tag; ``shared/reference/
 intel-sdk.md`` 1.1-1.8.
 """
@@ -89,7 +92,8 @@ def read_unsigned(path: Path) -> UnsignedSo:
         )
     if any(data[at : at + size]):
         raise UsageError(f"{path}: .note.sgxmeta is neither blank nor sgx_sign metadata")
-    profile, version = profile_for(data, str(path))
+    first_word = struct.unpack_from("<Q", data, facts.global_data_offset)[0]
+    profile, version = profile_for(data, str(path), first_word)
     _check_release(path, data, facts, profile, version, size)
     return UnsignedSo(path, data, at, size, facts, profile)
 

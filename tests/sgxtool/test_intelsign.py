@@ -309,3 +309,27 @@ def test_large_work_policy_applies(sgxtool: Runner, vector: Vector, tmp_path: Pa
     assert r.code == 1
     assert "above the limit" in r.one_error_line()
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("folder", "outcome"),
+    [("ShuntaIshihara+test_hash_SGX", None), ("njuyuanrui+testEnclaveSO", "release it was built")],
+)
+def test_without_the_trts_version_string(
+    sgxtool: Runner, vector: Vector, tmp_path: Path, folder: str, outcome: str | None
+) -> None:
+    """As a simulation tRTS links (it has no SGX_TRTS_VERSION string): 2.13 is known from
+    g_global_data's sdk_version and laid out the same (the string is measured, so only
+    ENCLAVEHASH and the signature differ); 2.0 has no sdk_version and is refused."""
+    so, xml, date = unsigned(vector, folder, tmp_path)
+    so.write_bytes(so.read_bytes().replace(b"SGX_TRTS_VERSION_", b"XXX_XXXX_XXXXXXX_"))
+    out = tmp_path / "out.so"
+    if outcome is not None:
+        _refused(sgxtool, vector, tmp_path, so, xml, outcome)
+        return
+    r = sgxtool("sign", str(so), "-c", str(xml), "-k", str(vector(SAMPLE_KEY)), "--date", date,
+                "-o", str(out))  # fmt: skip
+    assert r.code == 0, r.err
+    for a, b in zip(read_metadata(out), read_metadata(so_path(vector, folder)), strict=True):
+        assert a.data[:64] + a.data[64 + 1808 :] == b.data[:64] + b.data[64 + 1808 :]
+        assert a.sigstruct.enclavehash != b.sigstruct.enclavehash
