@@ -36,7 +36,12 @@ def is_intel(enclave: Path, config: Path | None) -> bool:
 
 
 def _is_xml(config: Path) -> bool:
-    return read_file(config, "configuration", max_size=1 << 20).lstrip()[:1] == b"<"
+    try:
+        with config.open("rb") as f:
+            head = f.read(256)
+    except OSError:
+        return False  # the reader of enclave.toml says why
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"<"
 
 
 def _usage(enclave_hash: str | None, out: Path | None, command: str) -> Path:
