@@ -163,8 +163,13 @@ class _Package:
             self.cpu.write_phys(_SLOTS_BASE + self.slots[key] * PAGE, plain)
             self.clean[key] = plain
 
-    def write_back(self) -> None:
-        for page, keyid in sorted(self.writable, key=lambda k: (k[0], k[1] is None)):
+    def write_back(self, page_only: int | None = None) -> None:
+        """Write changed plaintext back to DRAM through its key: every page, or only the
+        system page ``page_only`` (what the hypervisor is about to read)."""
+        pages = (
+            self.writable if page_only is None else {k for k in self.writable if k[0] == page_only}
+        )
+        for page, keyid in sorted(pages, key=lambda k: (k[0], k[1] is None)):
             plain = self.view(page, keyid).tobytes()
             if plain != self.clean[(page, keyid)]:
                 self.memory.write(page * PAGE, plain, keyid)

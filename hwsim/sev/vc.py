@@ -42,6 +42,7 @@ INIT-SIPI: every VMSA runs from the first VMRUN (the AP reset hold request is no
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -66,7 +67,7 @@ from hwsim.sev.ghcb import (
 from hwsim.sev.kvm import SevVm
 from memcrypt.errors import FormatError
 
-__all__ = ["SLICE", "EsCpu", "GuestStopped", "decode"]
+__all__ = ["SLICE", "EsCpu", "GuestStopped", "candidates", "decode"]
 
 SLICE = 10_000  # instructions a vCPU runs before the next one's turn
 STACK_PER_VCPU = 64 << 10  # the boot contract's stack spacing of vCPUs at reset
@@ -76,11 +77,10 @@ _REX = range(0x40, 0x50)
 _IN_OUT = frozenset({0xE4, 0xE5, 0xE6, 0xE7, 0xEC, 0xED, 0xEE, 0xEF})
 _STRING_IO = frozenset({0x6C, 0x6D, 0x6E, 0x6F})
 _TWO_BYTE = {0xA2: "cpuid", 0x32: "rdmsr", 0x30: "wrmsr"}
-# First bytes an intercepted instruction can start with: the per-instruction fast path.
-_FIRST = bytes(
-    int(b in _PREFIXES or b in _REX or b in _IN_OUT or b in _STRING_IO or b == 0x0F)
-    for b in range(256)
-)
+_PREFIX_BYTES = _PREFIXES | frozenset(_REX)
+# Opcodes of intercepted instructions, and a 0F the next page may complete.
+_OPCODES = re.compile(rb"[\xe4-\xe7\xec-\xef\x6c-\x6f]|\x0f[\xa2\x30\x32]|\x0f\Z")
+_MAX_PREFIXES = 4
 _LONGEST = 5  # bytes: no intercepted instruction with sane prefixes is longer
 # MSRs in the VMSA (KVM lets an SEV-ES guest access them directly).
 _NATIVE_MSRS = frozenset(
@@ -153,13 +153,43 @@ def decode(code: bytes) -> str | None:
     return None
 
 
+def candidates(page: bytes) -> list[int]:
+    """Offsets in a code page where an intercepted instruction could start: each opcode
+    byte of one (wherever it is: the scan does not know instruction boundaries), with the
+    prefix bytes before it, and trailing prefixes the next page could complete. A hook
+    there costs only when an instruction really starts at it."""
+    starts: set[int] = set()
+    for match in _OPCODES.finditer(page):
+        at = match.start()
+        starts.add(at)
+        while at > 0 and match.start() - at < _MAX_PREFIXES and page[at - 1] in _PREFIX_BYTES:
+            at -= 1
+            starts.add(at)
+    tail = len(page)
+    while tail > 0 and len(page) - tail < _MAX_PREFIXES and page[tail - 1] in _PREFIX_BYTES:
+        tail -= 1
+        starts.add(tail)
+    return sorted(starts)
+
+
+def _runs(addresses: list[int]) -> list[tuple[int, int]]:
+    """Sorted addresses as (first, last) runs of consecutive ones."""
+    runs: list[tuple[int, int]] = []
+    for a in addresses:
+        if runs and runs[-1][1] == a - 1:
+            runs[-1] = (runs[-1][0], a)
+        else:
+            runs.append((a, a))
+    return runs
+
+
 class _Package(Protocol):
     writable: set[tuple[int, int | None]]
 
     def load(self, page: int, keyid: int | None) -> int: ...
     def view(self, page: int, keyid: int | None) -> memoryview: ...
     def refresh(self, page: int) -> None: ...
-    def write_back(self) -> None: ...
+    def write_back(self, page_only: int | None = None) -> None: ...
 
 
 class _Walker(Protocol):
@@ -193,15 +223,28 @@ class EsCpu:
         self.host = host
         self.cpu = host.cpu
         self.vcpu = 0
-        self.code_pages: dict[int, memoryview] = {}  # virtual page -> plaintext being run
+        self.scanned: set[tuple[int, int, int | None]] = set()  # (virtual page, page, key)
+        self.hooked: set[int] = set()  # addresses the code hook covers
+        self.code: dict[int, memoryview] = {}  # virtual page -> the plaintext fetched there
         self.pending: BaseException | None = None
-        self.cpu.uc.hook_add(UC_HOOK_CODE, self._code)
         self.cpu.on_invalid = self._invalid
         self.cpu.emulate = {name: self._missed(name) for name in ("in", "out", "cpuid")}
 
     def fetched(self, vaddr: int, page: int, keyid: int | None) -> None:
-        """The TLB was filled for an instruction fetch: the code hook reads from there."""
-        self.code_pages[vaddr // PAGE] = self.host.package.view(page, keyid)
+        """The TLB was filled for an instruction fetch, before any of the page's code is
+        translated: hook every place an intercepted instruction could start."""
+        base = vaddr & ~(PAGE - 1)
+        # Unicorn fills the fetch TLB entry again after every flush before it runs code
+        # from the page, so this is always the mapping being executed.
+        self.code[base // PAGE] = self.host.package.view(page, keyid)
+        if (base, page, keyid) in self.scanned:
+            return
+        self.scanned.add((base, page, keyid))
+        starts = [base + off for off in candidates(bytes(self.host.package.view(page, keyid)))]
+        new = sorted(set(starts) - self.hooked)
+        self.hooked.update(new)
+        for lo, hi in _runs(new):
+            self.cpu.uc.hook_add(UC_HOOK_CODE, self._code, begin=lo, end=hi)
 
     # -- the vCPUs ------------------------------------------------------------------------
 
@@ -212,7 +255,7 @@ class EsCpu:
         count = self.host.vm.record.vcpus
         while left > 0:
             for vcpu in [n for n in range(count) if n not in halted]:
-                turn = min(SLICE, left)
+                turn = min(SLICE, left) if count > 1 else left  # one vCPU: no switches
                 stop = self._turn(vcpu, turn)
                 left -= turn
                 if stop.kind != "budget":
@@ -228,7 +271,7 @@ class EsCpu:
     def _turn(self, vcpu: int, budget: int) -> Stop:
         self.vcpu = vcpu
         regs = self._load_vmsa(vcpu)
-        self.code_pages.clear()
+        self.code.clear()
         self.cpu.flush_tlb()
         try:
             stop = self.cpu.run(regs["rip"], budget)
@@ -304,22 +347,13 @@ class EsCpu:
     # -- intercepts -----------------------------------------------------------------------
 
     def _code(self, uc: Any, addr: int, size: int, _data: object) -> None:
-        """Before every instruction: raise #VC for the intercepted ones."""
-        if size > _LONGEST:
-            return
-        view = self.code_pages.get(addr // PAGE)
-        off = addr % PAGE
-        if view is not None and off + size <= PAGE:
-            if not _FIRST[view[off]]:
-                return
-            code = bytes(view[off : off + size])
-        else:
-            code = self._read(addr, size, FETCH)
-        kind = decode(code)
-        if kind is None:
-            return
+        """Before an instruction at a hooked address: raise #VC if it is intercepted."""
         try:
-            self._intercept(kind, addr, size)
+            if size > _LONGEST:  # not one of ours (Unicorn passes garbage for invalid ones)
+                return
+            kind = decode(self._fetch(addr, size))
+            if kind is not None:
+                self._intercept(kind, addr, size)
         except BaseException as exc:  # Unicorn would mask it (see hwsim._exec)
             self.pending = exc
             uc.emu_stop()
@@ -424,6 +458,13 @@ class EsCpu:
             done += chunk
         return pieces
 
+    def _fetch(self, vaddr: int, n: int) -> bytes:
+        """The bytes of the instruction being run at ``vaddr``."""
+        view = self.code.get(vaddr // PAGE)
+        if view is None or vaddr % PAGE + n > PAGE:
+            return self._read(vaddr, n, FETCH)
+        return bytes(view[vaddr % PAGE : vaddr % PAGE + n])
+
     def _read(self, vaddr: int, n: int, access: int, what: str = "") -> bytes:
         try:
             pieces = self._pieces(vaddr, n, access)
@@ -444,7 +485,7 @@ class EsCpu:
     # -- VMGEXIT ---------------------------------------------------------------------------
 
     def _invalid(self, rip: int, _rax: int) -> None:
-        if self._read(rip, len(_VMGEXIT), FETCH) != _VMGEXIT:
+        if self._fetch(rip, len(_VMGEXIT)) != _VMGEXIT:
             self.cpu.fault(Fault(UD, 0, rip, None, "invalid instruction"))
             return
         self.vmgexit()
@@ -454,8 +495,7 @@ class EsCpu:
         """The world switch: the hypervisor reads this vCPU's GHCB MSR, then the GHCB page
         it names or the MSR protocol request it holds (sev-guests.md 3.5-3.6)."""
         record = self.host.vm.record
-        msr = record.get_ghcb_msr(self.vcpu)
-        self.host.io_exits += 1
+        msr = record.get_ghcb_msr(self.vcpu)  # (port exits are counted by the port devices)
         if msr & 0xFFF != MSR_GHCB_GPA:
             self._msr_protocol(msr)
             return
@@ -466,17 +506,16 @@ class EsCpu:
                 f"VMGEXIT with the GHCB at {gpa:#x}, not at the page this "
                 f"vCPU registered ({registered << 12:#x})"
             )
-        self.host.package.write_back()  # the hypervisor reads DRAM: what the guest wrote is there
-        try:
-            page = self.host.vm.host_read(gpa, GHCB_SIZE)
-        except Exception as exc:
-            raise GuestStopped(f"VMGEXIT with the GHCB at {gpa:#x}: {exc}") from exc
+        spa = record.npt(gpa)
+        if spa is None:
+            raise GuestStopped(f"VMGEXIT with the GHCB at {gpa:#x}: not guest memory")
+        # The hypervisor reads the GHCB from DRAM: what the guest wrote there must be in it.
+        self.host.package.write_back(spa // PAGE)
+        page = self.host.vm.host_read(gpa, GHCB_SIZE)
         reply, seen = handle_ghcb(gpa, page, self.host, self.cpuid)
         record.last_exit = {"vcpu": self.vcpu, **seen.as_json()}
         self.host.vm.host_write(gpa, reply)
-        spa = record.npt(gpa)
-        if spa is not None:
-            self.host.package.refresh(spa // PAGE)
+        self.host.package.refresh(spa // PAGE)
 
     def _msr_protocol(self, msr: int) -> None:
         record = self.host.vm.record
