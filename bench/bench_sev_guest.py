@@ -33,9 +33,9 @@ from _timing import best_of
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from hwsim.machine import Machine
-from hwsim.sev.guest import run_guest
 from hwsim.memory import PAGE_SIZE
 from hwsim.sev.device import SevDevice
+from hwsim.sev.guest import run_guest
 from hwsim.sev.kvm import SevVm
 from hwsim.sev.ovmf import secret_table
 from hwsim.sev.session import build_session, seal_secret
@@ -201,7 +201,7 @@ def bench_es(machine: Machine) -> None:
     es = min(loop_run(machine, True) for _ in range(3))
     n = 2 * LOOPS + 2
     print(f"loop of {n} instructions: plain SEV {plain:.3f} s ({n / plain / 1e6:.1f} M/s), "
-          f"SEV-ES {es:.3f} s ({n / es / 1e6:.2f} M/s): SEV-ES {es / plain:.1f}x slower")  # fmt: skip
+          f"SEV-ES {es:.3f} s ({n / es / 1e6:.2f} M/s): ratio {es / plain:.2f}x")  # fmt: skip
     plain_io = min(io_run(machine, False) for _ in range(3))
     es_io = min(io_run(machine, True) for _ in range(3))
     print(f"port exit: plain SEV {plain_io * 1e6:.1f} us, SEV-ES through #VC and the GHCB "

@@ -6,7 +6,17 @@ through its own mapping (plaintext only if the guest shared the page), takes onl
 fields whose valid bit the guest set, performs the exit and writes the reply back:
 ``SW_EXIT_INFO_1`` 0 for done, 2 with a ``GHCB_ERR_*`` code in ``SW_EXIT_INFO_2`` for a
 malformed request (``sev_es_validate_vmgexit``), and RAX-RDX always (``sev_es_sync_to_ghcb``).
-This is everything the hypervisor of an SEV-ES guest sees of its registers.
+This is everything the hypervisor of an SEV-ES guest sees of its registers. Exits served:
+IOIO (0x7B, not the string forms), CPUID (0x72) and MSR (0x7C, answered by injecting #GP,
+as KVM does for an MSR it does not know: no guest MSR is modelled).
+
+A GHCB MSR that holds a request rather than a GHCB address is the MSR protocol
+(:func:`msr_protocol`, sev-guests.md 3.5): SEV information (0x002 -> 0x001, protocol
+range and C-bit), CPUID one register at a time (0x004 -> 0x005), GHCB registration
+(0x012 -> 0x013; KVM serves it to SNP guests only, the simulator to SEV-ES guests too,
+and then holds the vCPU to that page), hypervisor features (0x080 -> 0x081, none) and
+termination (0x100). Anything else (AP reset hold 0x006 included) leaves the MSR as it
+was, as KVM does.
 """
 
 from __future__ import annotations

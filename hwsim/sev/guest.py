@@ -33,27 +33,34 @@ Boot contract (what a guest image can rely on; ``examples/sev-guest`` does):
   to port ``0xF4`` (QEMU's isa-debug-exit) powers the guest off with that exit code. HLT
   stops the run; running again resumes after it.
 
-SEV-ES guests (policy bit 2; sev-guests.md 3):
+SEV-ES guests (policy bit 2; sev-guests.md 3; the CPU side is :mod:`hwsim.sev.vc`):
 
-* The vCPU's registers live in its VMSA page, encrypted under the guest's key: VMRUN
+* Each vCPU's registers live in its VMSA page, encrypted under the guest's key: VMRUN
   decrypts it, #VMEXIT encrypts the state back; the hypervisor's record holds none of
   them (:meth:`hwsim.sev.kvm.SevVm.vcpu_view`). A VMSA with CR0.PG clear is at reset: the
-  vCPU starts at CS.base + RIP (the reset vector for the BSP) under the same long-mode
-  contract as above, with the VMSA's general registers (RDX: the CPU signature).
-* Port I/O and CPUID reach the hypervisor only through the GHCB: the guest fills it (exit
-  code, exit info, the registers it chooses to expose, their valid bits), writes its
-  address to the GHCB MSR (0xC0010130) and executes VMGEXIT (``rep vmmcall``); the
-  hypervisor reads the page through its own mapping (:mod:`hwsim.sev.ghcb`), so a GHCB
-  the guest did not share is ciphertext to it.
-* Simulator limits, both from Unicorn 2.1.4 (probed): its IN/OUT/CPUID hooks cannot stop
-  at the instruction, so a #VC cannot be delivered precisely, and an IN, OUT or CPUID an
-  SEV-ES guest executes itself stops it with a fault naming the #VC; the guest does what
-  its #VC handler would (the GHCB exit) directly. Unicorn also drops WRMSR to MSRs it
-  does not know and cannot trap it, so VMGEXIT takes the GHCB MSR's new value from the
-  WRMSR operands the guest leaves in ECX (0xC0010130) and EDX:EAX just before it, as
-  Linux's ``sev_es_wr_ghcb_msr(); VMGEXIT()`` does; otherwise the previous value holds.
-  Of the MSR protocol, the GHCB address (code 0) and termination (0x100) are served;
-  RDMSR of the GHCB MSR reads 0, so requests answered through it are not.
+  vCPU starts at CS.base + RIP (the reset vector for the BSP, the firmware's SEV-ES reset
+  address for APs built as sevctl builds them) under the same long-mode contract as
+  above, with the VMSA's general registers (RDX: the CPU signature) and RSP 64 KiB lower
+  per vCPU (vCPU n at the top of RAM - n * 64 KiB); only the BSP's reset writes the boot
+  page tables. The vCPUs run round-robin in the one run.
+* IN, OUT, CPUID and RDMSR/WRMSR of intercepted MSRs raise #VC through the guest's IDT
+  (vector 29, error code the SVM exit code, RIP the instruction's address); the guest's
+  handler asks the hypervisor through its GHCB (exit code, exit info, the registers it
+  chooses to expose, their valid bits), writes the page's address to the GHCB MSR
+  (0xC0010130) and executes VMGEXIT (``rep vmmcall``); the hypervisor reads the page
+  through its own mapping (:mod:`hwsim.sev.ghcb`), so a GHCB the guest did not share is
+  ciphertext to it. The GHCB MSR reads back what the hypervisor answers to the MSR
+  protocol (SEV information, CPUID, GHCB registration, hypervisor features, termination).
+  CPUID answers carry each vCPU's APIC id (leaf 1 EBX[31:24], leaf 0xB EDX).
+* Simulator limits: the interception happens at code-hook addresses found by scanning a
+  code page when a vCPU's turn first fetches from it, so an IN, OUT or CPUID written into
+  a page after it ran in the same turn stops the guest ("ran without its #VC") instead
+  of raising #VC (and such a WRMSR of the GHCB MSR is lost);
+  INS/OUTS, MMIO (#NPF reflected as #VC), RDTSC/RDPMC/DR7/WBINVD/MONITOR intercepts and
+  the AP reset hold / INIT-SIPI are not modelled; a #VC gate must use the running code
+  segment; the VMSA round trip keeps the general registers, RIP, RFLAGS, CR3, segment
+  selectors, GDTR, IDTR, TR and FS/GS bases (not XMM, x87 or the SYSCALL MSRs); plain SEV
+  guests run vCPU 0 only.
 """
 
 from __future__ import annotations

@@ -272,6 +272,7 @@ class EsCpu:
         self.vcpu = vcpu
         regs = self._load_vmsa(vcpu)
         self.code.clear()
+        self.scanned.clear()  # code written since the last turn is scanned again
         self.cpu.flush_tlb()
         try:
             stop = self.cpu.run(regs["rip"], budget)

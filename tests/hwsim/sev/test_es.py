@@ -289,3 +289,19 @@ def test_each_vcpu_runs_from_its_own_vmsa(machine: Machine) -> None:
         assert view.protected and view.registers == {}
         with pytest.raises(FormatError):
             Vmsa.unpack(view.vmsa)
+
+
+def test_code_written_after_its_page_ran_stops_rather_than_skipping_the_vc(
+    machine: Machine,
+) -> None:
+    main = """
+    lea rdi, [rip + later]
+    mov byte ptr [rdi], 0xee         # out dx, al: written after the page was scanned
+later:
+    nop
+    hlt
+"""
+    with SevDevice.open(machine) as dev:
+        result = run_guest(es_guest(dev, es_program(main, machine.profile.cbit)), 10_000)
+    assert result.stop == "fault" and "OUT at rip" in result.detail
+    assert "ran without its #VC" in result.detail
