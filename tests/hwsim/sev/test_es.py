@@ -10,6 +10,7 @@ from hwsim.sev.device import SevDevice
 from hwsim.sev.guest import guest_read, run_guest
 from hwsim.sev.kvm import KvmError, SevVm
 from hwsim.sev.psp import PspError
+from hwsim.sev.vc import candidates, decode
 from memcrypt.errors import FormatError
 from sevtool.vmsa import build_vmsa
 from tests.hwsim.sev.es_asm import AP_ENTRY, RESULTS, es_program
@@ -305,3 +306,35 @@ later:
         result = run_guest(es_guest(dev, es_program(main, machine.profile.cbit)), 10_000)
     assert result.stop == "fault" and "OUT at rip" in result.detail
     assert "ran without its #VC" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [(b"\xee", "ioio"), (b"\x66\xe5\x71", "ioio"), (b"\x66\x40\xec", "ioio"),
+     (b"\x0f\xa2", "cpuid"), (b"\x48\x0f\xa2", "cpuid"), (b"\x0f\x32", "rdmsr"),
+     (b"\x0f\x30", "wrmsr"), (b"\xf3\x6e", "string"), (b"\x6c", "string"),
+     (b"\x90", None), (b"\x0f\x01\xd9", None), (b"\xb8\xec\x00\x00\x00", None)],
+)  # fmt: skip
+def test_decode_names_what_an_es_vcpu_intercepts(code: bytes, kind: str | None) -> None:
+    assert decode(code) == kind
+
+
+def test_candidates_cover_prefixes_and_a_page_that_ends_mid_instruction() -> None:
+    page = bytearray(b"\x90" * 4096)
+    page[10:13] = b"\x66\x48\xed"  # in eax, dx with two prefixes
+    page[20:22] = b"\x0f\xa2"
+    page[4094:4096] = b"\xf3\x66"  # prefixes the next page may complete
+    assert candidates(bytes(page)) == [10, 11, 12, 20, 4094, 4095]
+
+
+def test_string_port_io_is_refused_clearly(machine: Machine) -> None:
+    main = """
+    mov dx, 0x3f8
+    lea rsi, [rip + main]
+    mov ecx, 1
+    rep outsb
+"""
+    with SevDevice.open(machine) as dev:
+        result = run_guest(es_guest(dev, es_program(main, machine.profile.cbit)), 10_000)
+    assert result.stop == "fault" and "INS/OUTS at rip" in result.detail
+    assert "not modelled" in result.detail
