@@ -331,11 +331,11 @@ class _Runner:
             saved = self.cpu.regs(*_SAVED)
             saved["cr3"] = int(self.cpu.uc.reg_read(_CR3))
             self.vm.record.vcpu = saved
-        if stop.kind == "budget" and self.after_hlt(saved["cr3"], saved["rip"]):
+        if stop.kind == "budget" and self._after_hlt(saved["cr3"], saved["rip"]):
             return Stop("halt")
         return stop
 
-    def after_hlt(self, cr3: int, rip: int) -> bool:
+    def _after_hlt(self, cr3: int, rip: int) -> bool:
         try:
             page, keyid, _ = self.walker.translate(cr3, rip - 1, FETCH)
         except PageDenied:

@@ -79,7 +79,9 @@ _STRING_IO = frozenset({0x6C, 0x6D, 0x6E, 0x6F})
 _TWO_BYTE = {0xA2: "cpuid", 0x32: "rdmsr", 0x30: "wrmsr"}
 _PREFIX_BYTES = _PREFIXES | frozenset(_REX)
 # Opcodes of intercepted instructions, and a 0F the next page may complete.
-_OPCODES = re.compile(rb"[\xe4-\xe7\xec-\xef\x6c-\x6f]|\x0f[\xa2\x30\x32]|\x0f\Z")
+# Opcodes of intercepted instructions and HLT (hooked to tell a halt from a spent turn),
+# and a 0F the next page may complete.
+_OPCODES = re.compile(rb"[\xe4-\xe7\xec-\xef\x6c-\x6f\xf4]|\x0f[\xa2\x30\x32]|\x0f\Z")
 _MAX_PREFIXES = 4
 _LONGEST = 5  # bytes: no intercepted instruction with sane prefixes is longer
 # MSRs in the VMSA (KVM lets an SEV-ES guest access them directly).
@@ -135,7 +137,7 @@ class GuestStopped(Exception):
 def decode(code: bytes) -> str | None:
     """What an SEV-ES vCPU does before executing ``code`` (one instruction's bytes):
     ``ioio``, ``cpuid``, ``rdmsr``, ``wrmsr`` (intercepted), ``string`` (INS/OUTS,
-    refused), or None (it runs natively)."""
+    refused), ``hlt`` (noted, runs natively), or None (it runs natively)."""
     at = 0
     while at < len(code) and code[at] in _PREFIXES:
         at += 1
@@ -148,6 +150,8 @@ def decode(code: bytes) -> str | None:
         return "ioio"
     if op in _STRING_IO:
         return "string"
+    if op == 0xF4:
+        return "hlt"
     if op == 0x0F and at + 1 < len(code):
         return _TWO_BYTE.get(code[at + 1])
     return None
@@ -213,7 +217,6 @@ class Host(PortIo, Protocol):
     def walker(self) -> _Walker: ...
 
     def reset_regs(self, vcpu: int) -> dict[str, int]: ...
-    def after_hlt(self, cr3: int, rip: int) -> bool: ...
 
 
 class EsCpu:
@@ -227,6 +230,7 @@ class EsCpu:
         self.hooked: set[int] = set()  # addresses the code hook covers
         self.code: dict[int, memoryview] = {}  # virtual page -> the plaintext fetched there
         self.pending: BaseException | None = None
+        self.hlt_at: int | None = None  # the last HLT this turn reached
         self.cpu.on_invalid = self._invalid
         self.cpu.emulate = {name: self._missed(name) for name in ("in", "out", "cpuid")}
 
@@ -273,6 +277,7 @@ class EsCpu:
         regs = self._load_vmsa(vcpu)
         self.code.clear()
         self.scanned.clear()  # code written since the last turn is scanned again
+        self.hlt_at = None
         self.cpu.flush_tlb()
         try:
             stop = self.cpu.run(regs["rip"], budget)
@@ -291,8 +296,8 @@ class EsCpu:
         return stop
 
     def _halted(self) -> bool:
-        rip = self.cpu.reg("rip")
-        return self.host.after_hlt(int(self.cpu.uc.reg_read(_CR3)), rip)
+        """The turn ended on a HLT, not on its instruction count."""
+        return self.hlt_at is not None and self.cpu.reg("rip") == self.hlt_at + 1
 
     def _load_vmsa(self, vcpu: int) -> dict[str, int]:
         """VMRUN: the CPU decrypts the vCPU's VMSA with the guest's key."""
@@ -353,7 +358,9 @@ class EsCpu:
             if size > _LONGEST:  # not one of ours (Unicorn passes garbage for invalid ones)
                 return
             kind = decode(self._fetch(addr, size))
-            if kind is not None:
+            if kind == "hlt":
+                self.hlt_at = addr
+            elif kind is not None:
                 self._intercept(kind, addr, size)
         except BaseException as exc:  # Unicorn would mask it (see hwsim._exec)
             self.pending = exc

@@ -313,7 +313,7 @@ later:
     [(b"\xee", "ioio"), (b"\x66\xe5\x71", "ioio"), (b"\x66\x40\xec", "ioio"),
      (b"\x0f\xa2", "cpuid"), (b"\x48\x0f\xa2", "cpuid"), (b"\x0f\x32", "rdmsr"),
      (b"\x0f\x30", "wrmsr"), (b"\xf3\x6e", "string"), (b"\x6c", "string"),
-     (b"\x90", None), (b"\x0f\x01\xd9", None), (b"\xb8\xec\x00\x00\x00", None)],
+     (b"\xf4", "hlt"), (b"\x90", None), (b"\x0f\x01\xd9", None), (b"\xb8\xec\x00\x00\x00", None)],
 )  # fmt: skip
 def test_decode_names_what_an_es_vcpu_intercepts(code: bytes, kind: str | None) -> None:
     assert decode(code) == kind
