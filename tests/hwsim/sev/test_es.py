@@ -10,9 +10,11 @@ from hwsim.sev.device import SevDevice
 from hwsim.sev.guest import guest_read, run_guest
 from hwsim.sev.kvm import KvmError, SevVm
 from hwsim.sev.psp import PspError
+from hwsim.sev.transport import receive_vm, send_vm
 from hwsim.sev.vc import candidates, decode
 from memcrypt.errors import FormatError
 from sevtool.vmsa import build_vmsa
+from tests.conftest import MachineFactory
 from tests.hwsim.sev.es_asm import AP_ENTRY, RESULTS, es_program
 from tests.hwsim.sev.guests import (
     ES_POLICY,
@@ -27,6 +29,7 @@ from tests.hwsim.sev.guests import (
     serial,
     share_page,
 )
+from tests.hwsim.sev.test_migrate import chain_of
 
 PRIVATE_GHCB = 0x40_0000
 
@@ -338,3 +341,31 @@ def test_string_port_io_is_refused_clearly(machine: Machine) -> None:
         result = run_guest(es_guest(dev, es_program(main, machine.profile.cbit)), 10_000)
     assert result.stop == "fault" and "INS/OUTS at rip" in result.detail
     assert "not modelled" in result.detail
+
+
+def test_a_moved_es_guest_keeps_its_ghcb_msr_and_registration(
+    machine: Machine, machine_factory: MachineFactory
+) -> None:
+    main = """
+    mov ecx, 0xc0010130
+    xor edx, edx
+    mov eax, 0x300012
+    wrmsr
+    vmgexit
+    hlt
+    mov dx, 0x3f8
+    out dx, al
+"""
+    target = machine_factory(name="b")
+    with SevDevice.open(machine) as dev:
+        assert (
+            run_guest(es_guest(dev, es_program(main, machine.profile.cbit)), 10_000).stop == "halt"
+        )
+    chain = chain_of(target)
+    with SevDevice.open(machine) as dev:
+        transport = send_vm(SevVm.get(dev, 1), chain)
+    with SevDevice.open(target) as dev:
+        vm = receive_vm(dev, transport)
+        assert vm.vcpu_view().ghcb["msr"] == hex(0x300013)
+        result = run_guest(vm, 10_000)
+    assert "not at the page this vCPU registered (0x300000)" in result.detail
