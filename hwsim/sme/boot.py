@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hwsim.errors import HwsimError
-from hwsim.memory import HOST_KEYID
+from hwsim.memory import HOST_KEYID, PAGE_SIZE
 
 if TYPE_CHECKING:
     from hwsim.bios import BiosConfig
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HOST_RANGES",
     "KERNEL_NS",
+    "OUTSIDE_RAM",
     "HostRange",
     "KernelBoot",
     "MapEntry",
@@ -47,11 +48,13 @@ __all__ = [
     "host_range",
     "kernel_boot",
     "kernel_decision",
+    "mapping_at",
     "memory_map",
 ]
 
 KERNEL_NS = "boot.kernel"
 MiB = 1 << 20
+OUTSIDE_RAM = "RAM above the firmware map (hypervisor memory)"
 
 
 @dataclass(frozen=True)
@@ -176,21 +179,29 @@ class MapEntry:
 
 def memory_map(boot: KernelBoot) -> list[MapEntry]:
     """The host's physical map as the kernel booted with ``boot`` maps it."""
-    entries = []
-    for r in HOST_RANGES:
-        cbit = boot.sme_active and not r.decrypted
-        entries.append(MapEntry(r, cbit, cbit or boot.tsme))
-    return entries
+    return [_entry(boot, r) for r in HOST_RANGES]
+
+
+def mapping_at(boot: KernelBoot, paddr: int) -> MapEntry:
+    """How the booted kernel maps the page holding ``paddr``: its range of
+    :data:`HOST_RANGES`, or, outside them, RAM the kernel maps like System RAM (the
+    hypervisor's memory above the firmware's map) as a one-page range."""
+    where = host_range(paddr)
+    if where is None:
+        page = paddr - paddr % PAGE_SIZE
+        where = HostRange(page, page + PAGE_SIZE, OUTSIDE_RAM, "ram")
+    return _entry(boot, where)
+
+
+def _entry(boot: KernelBoot, r: HostRange) -> MapEntry:
+    cbit = boot.sme_active and not r.decrypted
+    return MapEntry(r, cbit, cbit or boot.tsme)
 
 
 def host_keyid(boot: KernelBoot, paddr: int) -> int | None:
     """The key the kernel's own mapping of ``paddr`` goes through: the host key where its
     page has the C-bit or TSME encrypts everything, none (plaintext DRAM) elsewhere."""
-    if boot.tsme:
-        return HOST_KEYID
-    where = host_range(paddr)
-    cbit = boot.sme_active and (where is None or not where.decrypted)
-    return HOST_KEYID if cbit else None
+    return HOST_KEYID if mapping_at(boot, paddr).encrypted else None
 
 
 def configure(
