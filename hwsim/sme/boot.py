@@ -17,6 +17,10 @@ firmware reserved and ACPI ranges, MMIO and the framebuffer, boot setup data, pe
 memory (its key would change at every boot) and the SWIOTLB bounce buffers of devices that
 cannot address the C-bit. :data:`HOST_RANGES` is the simulated host's physical map, below
 2 GiB so that it never meets an EPC or the SEV guest pool of any profile.
+
+This map is the only model of the host's C-bit: :func:`mapping_at` answers for any
+address, and :mod:`hwsim.memview`'s host view and memory map (hence ``hwsim mem``,
+``hwsim status``, ``sevtool sme status`` and the attack lab) ask it, nothing else.
 """
 
 from __future__ import annotations
