@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from hwsim._guestmap import GuestMemory, guests_of
 from hwsim.memory import EPC_KEYID, HOST_KEYID, PAGE_SIZE
 from hwsim.prm import PrmMap
-from hwsim.sme.boot import KernelBoot, MapEntry, booted_kernel, mapping_at
+from hwsim.sme.boot import KernelBoot, MapEntry, booted_kernel, host_range, mapping_at
 from hwsim.sme.boot import memory_map as kernel_map
 from memcrypt.errors import InvalidInput
 
@@ -60,6 +60,7 @@ __all__ = [
     "read_in",
     "read_view",
     "region_at",
+    "region_in",
     "write_in",
     "write_view",
 ]
@@ -119,17 +120,26 @@ class KeyUsage:
 
 class _Layout:
     """Who holds which physical memory in one transaction: the booted kernel's map, the
-    PRM and the running guests (read once per view or map call)."""
+    PRM and the running guests (each read once per view or map call, when first asked)."""
 
     def __init__(self, txn: Transaction) -> None:
-        self.boot: KernelBoot = booted_kernel(txn, txn.profile, txn.booted_config())
+        self.txn = txn
         self.prm: PrmMap | None = txn.engine.prm()
-        self.guests = guests_of(txn)
+
+    @functools.cached_property
+    def boot(self) -> KernelBoot:
+        return booted_kernel(self.txn, self.txn.profile, self.txn.booted_config())
+
+    @functools.cached_property
+    def guests(self) -> list[GuestMemory]:
+        return guests_of(self.txn)
 
     def in_prm(self, address: int) -> bool:
         return self.prm is not None and self.prm.base <= address < self.prm.end
 
     def guest_at(self, address: int) -> GuestMemory | None:
+        if host_range(address) is not None:
+            return None  # the host's map never meets the guest pool (hwsim.sme.boot)
         for guest in self.guests:
             r = guest.vm.record
             if r.spa <= address < r.spa + r.span:
@@ -158,6 +168,21 @@ def map_in(txn: Transaction) -> list[Region]:
     boot = layout.boot
     regions += _runs(other, lambda page: _host_region(mapping_at(boot, page * PAGE_SIZE), boot))
     return sorted(regions, key=lambda r: r.start)
+
+
+def region_in(txn: Transaction, address: int) -> Region | None:
+    """The map's region holding ``address``, classified alone (no whole map built): the
+    same answer as :func:`map_in`, except that guest pages and host pages outside the boot
+    map come as their one page (the map merges runs of equal pages)."""
+    layout = _Layout(txn)
+    page = address // PAGE_SIZE
+    for region in _prm_regions(layout.prm):
+        if region.start <= address < region.end:
+            return region
+    guest = layout.guest_at(address)
+    if guest is not None:
+        return _guest_region(guest, page)
+    return _host_region(mapping_at(layout.boot, address), layout.boot)
 
 
 def region_at(regions: list[Region], address: int) -> Region | None:

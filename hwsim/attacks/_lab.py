@@ -45,7 +45,7 @@ from hwsim.attacks._victims import (
 )
 from hwsim.machine import Transaction
 from hwsim.memory import PAGE_SIZE
-from hwsim.memview import Region, map_in, read_in, region_at, write_in
+from hwsim.memview import Region, map_in, read_in, region_at, region_in, write_in
 from hwsim.prm import MachineCheck
 from hwsim.sev.kvm import KvmError, SevVm
 from hwsim.sme.boot import KernelBoot
@@ -169,6 +169,10 @@ class Lab:
         """The machine's memory map now (the one ``hwsim mem map`` prints)."""
         return map_in(self.txn)
 
+    def region(self, paddr: int) -> Region | None:
+        """The memory map's region holding ``paddr`` (its page, for a guest's)."""
+        return region_in(self.txn, paddr)
+
 
 def _judge(
     lab: Lab,
@@ -177,14 +181,13 @@ def _judge(
     blocked: Callable[[str], str],
 ) -> Verdict:
     """Recovered when every secret is in what the attacker read, partial when some are."""
-    regions = lab.memory_map()
     results = []
     for planted, read in reads:
         found = planted.value in read
         prot = victim.protection(planted.paddr)
         why = ("read in the clear" if prot is None else "decrypted by the attacker's access") \
             if found else blocked(prot or "nothing")  # fmt: skip
-        region = region_at(regions, planted.paddr)
+        region = lab.region(planted.paddr)
         results.append(SecretResult(planted.name, planted.where, found, why, region))
     observed = b"".join(read for _, read in reads)
     hits = [r for r in results if r.recovered]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from hwsim.errors import HwsimError
 from hwsim.memory import PAGE_SIZE
-from hwsim.memview import map_in, read_in, region_at, write_in
+from hwsim.memview import read_in, region_in, write_in
 from hwsim.sev.arch import GuestPolicy, Vmsa
 from hwsim.sev.device import SevDevice
 from hwsim.sev.kvm import SevVm
@@ -106,7 +106,7 @@ class KernelMemory:
 
     def protection(self, paddr: int) -> str | None:
         """What the memory map says encrypts ``paddr`` (None: nothing)."""
-        region = region_at(map_in(self.txn), paddr)
+        region = region_in(self.txn, paddr)
         if region is None or region.keyid is None:
             return None
         return "the host key (TSME)" if self.boot.tsme else "the host key (SME, C-bit set)"
