@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from hwsim._guestmap import GuestMemory, guests_of
 from hwsim.memory import EPC_KEYID, HOST_KEYID, PAGE_SIZE
 from hwsim.prm import PrmMap
+from hwsim.sev.kvm import MAX_VCPUS
 from hwsim.sme.boot import KernelBoot, MapEntry, booted_kernel, host_range, mapping_at
 from hwsim.sme.boot import memory_map as kernel_map
 from memcrypt.errors import InvalidInput
@@ -68,6 +69,7 @@ __all__ = [
 View = Literal["physical", "device", "host", "guest"]
 VIEWS: tuple[View, ...] = ("physical", "device", "host", "guest")
 MAX_VIEW = 16 << 20  # bytes one read or write may span
+_KVM_PAGES = 1 + MAX_VCPUS  # after a guest's memory: KVM's debug bounce page and its VMSAs
 _ABORT = b"\xff"
 
 
@@ -78,7 +80,8 @@ class Region:
     ``kind`` is one of ``host-encrypted`` (the host key: C-bit or TSME),
     ``host-decrypted`` (SME is active but the kernel leaves it without the C-bit),
     ``host`` (no memory encryption for the host at this boot), ``epc``,
-    ``epc-metadata``, ``guest-private``, ``guest-shared``; ``keyid`` is the memory engine
+    ``epc-metadata``, ``guest-private``, ``guest-shared``, ``guest-kvm`` (KVM's pages for
+    a guest: its debug bounce page and VMSAs); ``keyid`` is the memory engine
     slot that encrypts it (None: stored as written); ``owner`` names who uses it and
     ``why`` says why it is (or is not) encrypted.
     """
@@ -138,11 +141,12 @@ class _Layout:
         return self.prm is not None and self.prm.base <= address < self.prm.end
 
     def guest_at(self, address: int) -> GuestMemory | None:
+        """The guest whose memory, or KVM's pages for it, hold ``address``."""
         if host_range(address) is not None:
             return None  # the host's map never meets the guest pool (hwsim.sme.boot)
         for guest in self.guests:
             r = guest.vm.record
-            if r.spa <= address < r.spa + r.span:
+            if r.spa <= address < r.spa + r.span + _KVM_PAGES * PAGE_SIZE:
                 return guest
         return None
 
@@ -165,8 +169,7 @@ def map_in(txn: Transaction) -> list[Region]:
     regions += [_host_region(e, layout.boot) for e in kernel_map(layout.boot)]
     spans = sorted((r.start, r.end) for r in regions)
     other = [p for p in _dram_pages(txn) if not _covered(spans, p * PAGE_SIZE)]
-    boot = layout.boot
-    regions += _runs(other, lambda page: _host_region(mapping_at(boot, page * PAGE_SIZE), boot))
+    regions += _runs(other, functools.partial(_other_region, layout))
     return sorted(regions, key=lambda r: r.start)
 
 
@@ -180,9 +183,9 @@ def region_in(txn: Transaction, address: int) -> Region | None:
         if region.start <= address < region.end:
             return region
     guest = layout.guest_at(address)
-    if guest is not None:
+    if guest is not None and address < guest.vm.record.spa + guest.vm.record.span:
         return _guest_region(guest, page)
-    return _host_region(mapping_at(layout.boot, address), layout.boot)
+    return _other_region(layout, page)
 
 
 def region_at(regions: list[Region], address: int) -> Region | None:
@@ -226,6 +229,17 @@ def _guest_region(guest: GuestMemory, page: int) -> Region:
                       "C-bit set in the guest's page tables: its ASID's key")  # fmt: skip
     return Region(at, at + PAGE_SIZE, "guest-shared", None, guest.owner,
                   "C-bit clear in the guest's page tables: shared with the hypervisor")  # fmt: skip
+
+
+def _other_region(layout: _Layout, page: int) -> Region:
+    """A page outside the PRM and guests' memory: KVM's page for a guest, or host memory."""
+    at = page * PAGE_SIZE
+    guest = layout.guest_at(at)
+    if guest is not None:
+        return Region(at, at + PAGE_SIZE, "guest-kvm", None, guest.owner,
+                      "KVM's pages for the guest (debug bounce page, VMSAs), mapped without "
+                      "the C-bit; an SEV-ES VMSA is under the guest's key")  # fmt: skip
+    return _host_region(mapping_at(layout.boot, at), layout.boot)
 
 
 def _host_region(entry: MapEntry, boot: KernelBoot) -> Region:

@@ -16,7 +16,16 @@ import pytest
 
 from hwsim.machine import Machine
 from hwsim.memory import EPC_KEYID, HOST_KEYID, PAGE_SIZE
-from hwsim.memview import Region, dram_usage, memory_map, read_view, region_at, write_view
+from hwsim.memview import (
+    Region,
+    dram_usage,
+    map_in,
+    memory_map,
+    read_view,
+    region_at,
+    region_in,
+    write_view,
+)
 from hwsim.sev.device import SevDevice
 from hwsim.sev.guest import run_guest
 from hwsim.sev.kvm import SevVm
@@ -173,6 +182,20 @@ def test_with_sme_active_the_hypervisor_still_reads_guest_memory_as_stored(
     assert read_view(sme, "host", shared, 8) == plain
     assert read_view(sme, "host", private, 8) == dimm(sme, private, 8) != plain
     assert where(sme, private).keyid == asid
+    with SevDevice.open(sme) as dev:
+        (vm,) = SevVm.all(dev)
+        kvm_page = vm.record.spa + vm.record.span  # KVM's debug bounce page for the guest
+    write_view(sme, "host", kvm_page, SECRET)
+    assert dimm(sme, kvm_page, 16) == SECRET  # KVM's own pages have no C-bit either
+    assert (where(sme, kvm_page).kind, where(sme, kvm_page).keyid) == ("guest-kvm", None)
+    with pytest.raises(InvalidInput, match="not mapped into guest"):
+        read_view(sme, "guest", kvm_page, 8, asid)
+    with sme.transaction(write=False) as txn:  # one address alone: the map's answer
+        for r in map_in(txn):
+            alone = region_in(txn, r.end - 1)
+            assert alone is not None and r.start <= alone.start and alone.end <= r.end
+            assert (alone.kind, alone.keyid, alone.owner, alone.why) == (
+                r.kind, r.keyid, r.owner, r.why)  # fmt: skip
 
 
 def test_the_guest_view_writes_through_the_guest_key(
