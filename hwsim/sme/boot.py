@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hwsim.errors import HwsimError
-from hwsim.memory import HOST_KEYID, PAGE_SIZE
+from hwsim.memory import PAGE_SIZE
 
 if TYPE_CHECKING:
     from hwsim.bios import BiosConfig
@@ -48,7 +48,6 @@ __all__ = [
     "MapEntry",
     "booted_kernel",
     "configure",
-    "host_keyid",
     "host_range",
     "kernel_boot",
     "kernel_decision",
@@ -200,12 +199,6 @@ def mapping_at(boot: KernelBoot, paddr: int) -> MapEntry:
 def _entry(boot: KernelBoot, r: HostRange) -> MapEntry:
     cbit = boot.sme_active and not r.decrypted
     return MapEntry(r, cbit, cbit or boot.tsme)
-
-
-def host_keyid(boot: KernelBoot, paddr: int) -> int | None:
-    """The key the kernel's own mapping of ``paddr`` goes through: the host key where its
-    page has the C-bit or TSME encrypts everything, none (plaintext DRAM) elsewhere."""
-    return HOST_KEYID if mapping_at(boot, paddr).encrypted else None
 
 
 def configure(
