@@ -57,7 +57,7 @@ __all__ = [
 
 KERNEL_NS = "boot.kernel"
 MiB = 1 << 20
-OUTSIDE_RAM = "RAM above the firmware map (hypervisor memory)"
+OUTSIDE_RAM = "RAM outside the firmware map (hypervisor memory)"
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def memory_map(boot: KernelBoot) -> list[MapEntry]:
 def mapping_at(boot: KernelBoot, paddr: int) -> MapEntry:
     """How the booted kernel maps the page holding ``paddr``: its range of
     :data:`HOST_RANGES`, or, outside them, RAM the kernel maps like System RAM (the
-    hypervisor's memory above the firmware's map) as a one-page range."""
+    hypervisor's memory outside the firmware's map) as a one-page range."""
     where = host_range(paddr)
     if where is None:
         page = paddr - paddr % PAGE_SIZE
