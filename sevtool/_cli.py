@@ -20,6 +20,7 @@ from memcrypt.cli import (
     print_status_line,
     run_main,
 )
+from memcrypt.manual import help_command
 from sevtool import __version__
 from sevtool._guest_cli import guest
 from sevtool._owner_cli import measurement, secret, session
@@ -46,6 +47,7 @@ def cli() -> None:
 # hypervisor's over the guests of a machine live in modules of their own.
 for _command in (generate, provision, pek, session, measurement, secret, guest, sme):
     cli.add_command(_command)
+cli.add_command(help_command("sevtool"))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
