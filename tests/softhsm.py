@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from memcrypt.signer import PrivateKey
 
-PIN = "4321"
+# Long enough for tests/test_secrets.py to search outputs for it in every encoding.
+PIN = "memcrypt-pin-5a1f0c"
 SO_PIN = "87654321"
 LABEL = "memcrypt-test"
 _MODULES = ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so")
