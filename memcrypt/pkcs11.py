@@ -167,7 +167,11 @@ class _Session:
                 hint="add token=LABEL or serial=... to the URI",
             ) from exc
         except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange) as exc:
-            raise SignerError("the token refused the PIN") from exc
+            raise SignerError(
+                "the token refused the PIN",
+                hint="the PIN comes from the URI's pin-source or pin-value, else from "
+                "--passphrase-env, --passphrase-file or --ask-passphrase",
+            ) from exc
         except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
             raise SignerError(f"cannot open the PKCS#11 token: {_why(exc)}") from exc
         return self.session

@@ -52,6 +52,24 @@ def test_token_oca_equals_the_exported_keys(hsm: SoftHsm, tmp_path: Path) -> Non
     verify_sev_cert(token, SevUsage.OCA, file, "token OCA under the file's key")
 
 
+def test_the_pin_from_a_prompt_or_a_file(hsm: SoftHsm, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sevtool._cli import cli
+
+    args = ["generate", str(tmp_path / "a.cert"), "--key", hsm.uri("owner")]
+    asked = CliRunner().invoke(cli, [*args, "--ask-passphrase"], input=f"{PIN}\n")
+    assert asked.exit_code == 0, asked.output
+    assert PIN not in asked.output
+    (tmp_path / "pin").write_text(PIN + "\n")
+    from_file = sevtool(*args, "--passphrase-file", tmp_path / "pin")
+    assert from_file.code == 0, from_file.err
+    in_uri = sevtool("generate", tmp_path / "b.cert", "--key",
+                     hsm.uri("owner", f"pin-source={tmp_path / 'pin'}"))  # fmt: skip
+    assert in_uri.code == 0, in_uri.err
+    assert _cert(tmp_path / "a.cert").signed_bytes() == _cert(tmp_path / "b.cert").signed_bytes()
+
+
 def test_provision_with_a_token_key_and_the_chain_verifies(
     hsm: SoftHsm, machine: Machine, tmp_path: Path
 ) -> None:
