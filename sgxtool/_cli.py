@@ -26,6 +26,7 @@ from memcrypt.cli import (
     run_main,
     write_output,
 )
+from memcrypt.manual import help_command
 from memcrypt.work import work_options
 from sgxtool import __version__
 from sgxtool.errors import VerificationError
@@ -49,6 +50,9 @@ _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
 @machine_option
 def cli() -> None:
     """Build, measure, sign, inspect and run Intel SGX enclaves."""
+
+
+cli.add_command(help_command("sgxtool"))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -15,11 +15,9 @@ from elftools.elf.elffile import ELFFile
 
 from sgxtool.intelso import read_metadata
 from tests.cli.conftest import Runner, make_runner
-from tests.cli.test_hsm import PIN, token
 from tests.sgxtool.conftest import compile_c
 from tests.sgxtool.test_intelso import ENCLAVES, so_path
-
-__all__ = ["token"]  # the SoftHSM2 fixture, shared with tests/cli/test_hsm.py
+from tests.softhsm import PIN
 
 Vector = Callable[[str], Path]
 FOLDERS = [folder for folder, _, _ in ENCLAVES]
