@@ -15,6 +15,7 @@ any other status the tRTS has marked itself crashed and the ECALL fails with tha
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sgxtool.runtime import EnclaveCrashed
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
     from sgxtool.intelrt import IntelEnclave
     from sgxtool.intelthreads import Task
 
-__all__ = ["ECMD_EXCEPT", "SGX_STATUS", "EnclaveException", "recover", "status_text"]
+__all__ = [
+    "ECMD_EXCEPT", "SGX_STATUS", "EnclaveException", "ExceptionRecord", "recover", "status_text",
+]  # fmt: skip
 
 ECMD_EXCEPT = -3  # rts_cmd.h
 SGX_SUCCESS = 0
@@ -42,6 +45,16 @@ SGX_STATUS = {
 
 def status_text(status: int) -> str:
     return SGX_STATUS.get(status, "unknown status")
+
+
+@dataclass(frozen=True)
+class ExceptionRecord:
+    """One ECMD_EXCEPT the runtime made: the exception (vector, and the enclave offset of
+    the instruction) and the tRTS's answer (SGX_SUCCESS: it resumed the thread)."""
+
+    vector: int
+    offset: int
+    status: int
 
 
 class EnclaveException(EnclaveCrashed):
@@ -75,6 +88,9 @@ def recover(enclave: IntelEnclave, task: Task, tcs: int, ex: Exit) -> Exit:
             status = enclave._run(task, tcs, ECMD_EXCEPT, 0, sp)
         finally:
             task.in_exception = False
+        if ex.fault is not None:
+            offset = ex.fault.rip - enclave.base
+            enclave.exceptions.append(ExceptionRecord(ex.fault.vector, offset, status))
         if status != SGX_SUCCESS:
             enclave.crashed = f"{fault}, not handled"
             raise EnclaveException(task.name, fault, status)

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, TextIO
 
 from hwsim.sgx.arch import AttributeFlag, Sigstruct
 from hwsim.sgx.device import HOST_BASE, HOST_SIZE
-from sgxtool.edl import CType, Edl, Function, load_edl
+from sgxtool.edl import Edl, Function, load_edl
 from sgxtool.errors import SgxToolError, UsageError
-from sgxtool.intelexcept import recover, status_text
+from sgxtool.intelexcept import ExceptionRecord, recover, status_text
 from sgxtool.intelocalls import BUILTIN_OCALLS
 from sgxtool.intelso import intel_layout, read_metadata, runnable_copy
 from sgxtool.intelthreads import Scheduler, Task, ThreadCall, ThreadResult, run_threads
@@ -82,6 +82,7 @@ _RED_ZONE = 256  # the uRTS's own frames between an OCALL's ms and its ORET entr
 SGX_SUCCESS = 0
 SGX_ERROR_UNEXPECTED = 0x1
 SGX_ERROR_INVALID_FUNCTION = 0x1001
+
 
 class IntelCallError(SgxToolError):
     """An ECALL came back with a status other than SGX_SUCCESS."""
@@ -218,6 +219,7 @@ class IntelEnclave(Enclave):
         self.string_len = string_len
         self.handlers = dict(ocalls or {})
         self.scheduler = Scheduler(lambda tcs: f"{tcs - self.base:#x}")
+        self.exceptions: list[ExceptionRecord] = []  # each ECMD_EXCEPT made, in order
         self._arena = _Arena(device)
 
     # -- loading ----------------------------------------------------------------------
@@ -449,61 +451,3 @@ def _shown(value: object) -> str:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value[:32]).hex() + ("..." if len(value) > 32 else "")
     return repr(value)
-
-
-# -- the command line ----------------------------------------------------------------
-
-
-def parse_cli_args(f: Function, pairs: list[str]) -> dict[str, Value]:
-    """``NAME=VALUE`` strings as ECALL values: numbers stay text for the marshaller,
-    ``hex:...`` is bytes, and comma lists fill arrays of numbers."""
-    values: dict[str, Value] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep:
-            raise UsageError(f"--arg {pair!r}: expected NAME=VALUE")
-        try:
-            p = f.param(name)
-        except KeyError:
-            names = ", ".join(q.name for q in f.params) or "none"
-            raise UsageError(f"{f.name} has no parameter {name!r} (it has: {names})") from None
-        elem = p.ctype.elem if p.ctype.dims else p.ctype.pointee
-        values[name] = _cli_value(None if p.is_string else elem, text, name)
-    return values
-
-
-def _cli_value(elem: CType | None, text: str, name: str) -> Value:
-    if text.startswith("hex:"):
-        try:
-            return bytes.fromhex(text[4:])
-        except ValueError:
-            raise UsageError(f"--arg {name}: {text[4:]!r} is not hex") from None
-    if elem is None or elem.kind != "int" or elem.size < 2:
-        return text  # a scalar (parsed by the marshaller), char data; floats as hex:
-    try:
-        return [int(v, 0) for v in text.split(",")]
-    except ValueError:
-        raise UsageError(f"--arg {name}: {text!r} is not a comma list of numbers") from None
-
-
-def run_intel_ecall(
-    image: str | Path,
-    entry: str,
-    args: list[str],
-    *,
-    edl: str | Path,
-    typedefs: Mapping[str, str] | None = None,
-    edl_path: tuple[Path, ...] = (),
-    machine: Machine | None = None,
-    token: bytes | None = None,
-    console: TextIO | None = None,
-    budget: int | None = None,
-    timeout: float | None = DEFAULT_TIMEOUT,
-) -> IntelCallResult:
-    """Load an Intel SDK enclave, call ECALL ``entry`` with ``NAME=VALUE`` arguments once."""
-    parsed = load_edl(edl, typedefs=dict(typedefs or {}), search=edl_path)
-    _, f = parsed.ecall(entry)  # before loading: a wrong name or argument costs nothing
-    values = parse_cli_args(f, args)
-    with IntelEnclave.load(image, edl=parsed, machine=machine, token=token, console=console,
-                           budget=budget, timeout=timeout) as enclave:  # fmt: skip
-        return enclave.ecall(entry, **values)

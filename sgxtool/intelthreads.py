@@ -64,9 +64,11 @@ class ThreadResult:
     call: ThreadCall
     result: IntelCallResult | None
     error: SgxToolError | None
+    tcs: int | None = None  # enclave offset of the TCS it ran on
 
     def as_json(self) -> dict[str, object]:
         out: dict[str, object] = {"entry": self.call.entry, "ok": self.error is None}
+        out["tcs"] = None if self.tcs is None else f"{self.tcs:#x}"
         if self.result is not None:
             shown = self.result.as_json()
             out |= {"retval": shown["retval"], "outputs": shown["outputs"]}
@@ -87,6 +89,7 @@ class Task:
     in_ocall: list[tuple[int, int]] = field(default_factory=list)  # (TCS, host stack)
     in_exception: bool = False  # inside ECMD_EXCEPT (a second fault there is fatal)
     failure: str | None = None  # why the scheduler gave up its wait (a deadlock)
+    queued: bool = False  # started by run_threads, together with the others
 
 
 class Scheduler:
@@ -101,6 +104,7 @@ class Scheduler:
         self._ready: deque[Task] = deque()
         self._waiting: dict[int, Task] = {}  # TCS -> the task asleep on its event
         self.events: dict[int, int] = {}  # TCS -> wake-ups sent before any wait
+        self.sleeps = 0  # times a thread gave the CPU up to wait for its event
 
     # -- turns ------------------------------------------------------------------------
     @contextmanager
@@ -142,7 +146,7 @@ class Scheduler:
     def queue(self, name: str) -> Task:
         """A task ready to run before its host thread starts, so that the first to run
         cannot mistake the others for absent (:func:`run_threads`)."""
-        task = Task(name)
+        task = Task(name, queued=True)
         with self._cond:
             self._ready.append(task)
         return task
@@ -188,10 +192,11 @@ class Scheduler:
             if tcs in self._waiting:  # one TCS, one thread: the enclave broke the contract
                 raise SgxToolError(f"two threads wait on the event of TCS {self._describe(tcs)}")
             self._waiting[tcs] = task
+            self.sleeps += 1
             self._release_locked()
             self._cond.wait_for(lambda: self._owner is task)
             if task.failure is not None:
-                raise Deadlock(task.failure, hint=_HINT)
+                raise Deadlock(task.failure, hint=None if task.queued else _HINT)
 
     def wake(self, tcs: int) -> None:
         """``se_event_wake``: the thread asleep on ``tcs`` becomes ready (it runs when the
@@ -245,13 +250,14 @@ def run_threads(enclave: IntelEnclave, calls: Sequence[ThreadCall]) -> list[Thre
     for worker in workers:
         worker.join()
     results = []
-    for call, outcome in zip(calls, outcomes, strict=True):
+    for call, task, outcome in zip(calls, tasks, outcomes, strict=True):
+        tcs = None if task.tcs is None else task.tcs - enclave.base
         if isinstance(outcome, SgxToolError):
-            results.append(ThreadResult(call, None, outcome))
+            results.append(ThreadResult(call, None, outcome, tcs))
         elif isinstance(outcome, BaseException) or outcome is None:
             raise outcome or SgxToolError(f"thread {call.entry} ended without a result")
         else:
-            results.append(ThreadResult(call, outcome, None))
+            results.append(ThreadResult(call, outcome, None, tcs))
     return results
 
 
