@@ -164,14 +164,19 @@ def test_scheduler_keeps_a_wake_sent_before_the_wait() -> None:
     """se_event: a wake-up with nobody asleep is counted, and the next wait takes it."""
     s = Scheduler(hex)
     log: list[str] = []
-    errors = _run(s, [lambda: (s.wake(0x1000), s.wake(0x1000), log.append("woke twice")),
-                      lambda: (s.wait(0x1000), s.wait(0x1000), log.append("waited"))])  # fmt: skip
-    assert (errors, log, s.sleeps, s.events) == (
-        [None, None],
-        ["woke twice", "waited"],
-        0,
-        {0x1000: 0},
-    )
+
+    def waker() -> None:
+        s.wake(0x1000)
+        s.wake(0x1000)
+        log.append("woke twice")
+
+    def waiter() -> None:
+        s.wait(0x1000)
+        s.wait(0x1000)
+        log.append("waited")
+
+    assert _run(s, [waker, waiter]) == [None, None]
+    assert (log, s.sleeps, s.events) == (["woke twice", "waited"], 0, {0x1000: 0})
 
 
 def test_scheduler_runs_tasks_in_order_and_switches_only_at_waits() -> None:
