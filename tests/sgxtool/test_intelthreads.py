@@ -35,7 +35,7 @@ def read_buffer(enclave: IntelEnclave, vector: Vector) -> tuple[tuple[int, ...],
     """Thread.cpp's cond_buffer_t (buf, occupied, nextin, nextout), read with EDBGRD."""
     at = symbol(vector(f"{SAMPLE}/enclave.signed.so"), "_ZL6buffer")
     values = struct.unpack(f"<{BUFFER_SIZE + 3}i", enclave.device.debug_read(at, 4 * 53))
-    return values[:BUFFER_SIZE], *values[BUFFER_SIZE:]  # type: ignore[return-value]
+    return values[:BUFFER_SIZE], *values[BUFFER_SIZE:]
 
 
 @pytest.fixture
