@@ -10,8 +10,11 @@ initialised with ECMD_INIT_ENCLAVE. Then each ECALL is an EENTER with RDI = its 
 index and RSI = its ``ms_<fn>_t`` in host memory (:mod:`sgxtool.marshal`); the enclave
 leaves with RDI = OCMD_ERET and the status in RSI, or with RDI = an OCALL index and RSI =
 the OCALL's ``ms`` on the untrusted stack, served here by name and resumed with
-ECMD_ORET. Facts: linux-sgx ``common/inc/internal/rts_cmd.h``, ``psw/urts/enclave.cpp``,
-``sdk/trts/trts_ecall.cpp``/``trts_ocall.cpp`` (``shared/reference/intel-sdk.md`` 2-4).
+ECMD_ORET (the SDK's own OCALLs: :mod:`sgxtool.intelocalls`). ECALLs may run at once on
+several TCSs (:mod:`sgxtool.intelthreads`), and an exception inside the enclave goes to
+its own handlers through ECMD_EXCEPT (:mod:`sgxtool.intelexcept`). Facts: linux-sgx
+``common/inc/internal/rts_cmd.h``, ``psw/urts/enclave.cpp``, ``sdk/trts/trts_ecall.cpp``/
+``trts_ocall.cpp`` (``shared/reference/intel-sdk.md`` 2-4).
 """
 
 from __future__ import annotations

@@ -247,8 +247,14 @@ def run_threads(enclave: IntelEnclave, calls: Sequence[ThreadCall]) -> list[Thre
                for i, call in enumerate(calls)]  # fmt: skip
     for worker in workers:
         worker.start()
-    for worker in workers:
-        worker.join()
+    try:
+        for worker in workers:
+            worker.join()
+    except BaseException:  # an interrupt: no thread may run on into the enclave's teardown
+        enclave.crashed = enclave.crashed or "interrupted while its threads ran"
+        for worker in workers:
+            worker.join()  # each stops at its next entry, or at its deadline
+        raise
     results = []
     for call, task, outcome in zip(calls, tasks, outcomes, strict=True):
         tcs = None if task.tcs is None else task.tcs - enclave.base
