@@ -805,13 +805,11 @@ def _run_intel_threads(
         lines = ["failed"] if thread.error is not None else _result_lines(thread.as_json())
         for line in [] if as_json else lines or ["ok"]:
             click.echo(f"thread {number} {thread.call.entry}{at}: {line}")
-    failed = [(n, t) for n, t in enumerate(run.threads, 1) if t.error is not None]
-    if failed:
-        number, first = failed[0]
-        others = {str(t.error) for _, t in failed} - {str(first.error)}
-        more = f" ({len(others)} other failure(s): see each thread)" if others else ""
-        raise SgxToolError(f"thread {number} {first.call.entry}: {first.error}{more}",
-                           hint=first.error.hint if first.error else None)  # fmt: skip
+    failure = run.first_failure()
+    if failure is not None:
+        number, thread = failure
+        raise SgxToolError(f"thread {number} {thread.call.entry}: {thread.error}",
+                           hint=thread.error.hint if thread.error else None)  # fmt: skip
 
 
 def _intel_edl(image: Path, edl: Path | None) -> Path:

@@ -377,7 +377,11 @@ class IntelEnclave(Enclave):
             try:
                 status = self._ocall(code, ex.regs["rsi"])
             except EnclaveCrashed as exc:  # a deadlock: the thread stays stopped inside
-                self.crashed = self.crashed or str(exc)
+                if self.crashed and self.crashed != str(exc):  # another thread's crash did it
+                    raise EnclaveCrashed(
+                        f"the enclave crashed earlier ({self.crashed}); load it again"
+                    ) from exc
+                self.crashed = str(exc)
                 raise
             except Exception as exc:  # the handler's failure: the enclave may unwind first
                 failure = exc

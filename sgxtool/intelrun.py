@@ -109,6 +109,13 @@ class ThreadsRun:
             "mrsigner": self.mrsigner.hex(),
         }
 
+    def first_failure(self) -> tuple[int, ThreadResult] | None:
+        """The thread (numbered from 1) that failed first in time, if one did: the cause,
+        where the others only report the crash it left behind."""
+        failed = [(t.ended if t.ended is not None else len(self.threads), n, t)
+                  for n, t in enumerate(self.threads, 1) if t.error is not None]  # fmt: skip
+        return min(failed, key=lambda f: f[:2])[1:] if failed else None
+
 
 def run_intel_threads(
     image: str | Path,

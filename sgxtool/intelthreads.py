@@ -65,10 +65,12 @@ class ThreadResult:
     result: IntelCallResult | None
     error: SgxToolError | None
     tcs: int | None = None  # enclave offset of the TCS it ran on
+    ended: int | None = None  # its place among the threads in ending: 0 first, 1 next...
 
     def as_json(self) -> dict[str, object]:
         out: dict[str, object] = {"entry": self.call.entry, "ok": self.error is None}
         out["tcs"] = None if self.tcs is None else f"{self.tcs:#x}"
+        out["ended"] = self.ended
         if self.result is not None:
             shown = self.result.as_json()
             out |= {"retval": shown["retval"], "outputs": shown["outputs"]}
@@ -90,6 +92,7 @@ class Task:
     in_exception: bool = False  # inside ECMD_EXCEPT (a second fault there is fatal)
     failure: str | None = None  # why the scheduler gave up its wait (a deadlock)
     queued: bool = False  # started by run_threads, together with the others
+    ended: int | None = None  # its place among the tasks that have ended
 
 
 class Scheduler:
@@ -105,6 +108,7 @@ class Scheduler:
         self._waiting: dict[int, Task] = {}  # TCS -> the task asleep on its event
         self.events: dict[int, int] = {}  # TCS -> wake-ups sent before any wait
         self.sleeps = 0  # times a thread gave the CPU up to wait for its event
+        self._ended = 0  # tasks ended so far
 
     # -- turns ------------------------------------------------------------------------
     @contextmanager
@@ -126,7 +130,9 @@ class Scheduler:
             yield task
         finally:
             self._local.task, task.depth = None, 0
-            self._release()
+            with self._cond:
+                task.ended, self._ended = self._ended, self._ended + 1
+                self._release_locked()
 
     @contextmanager
     def expecting(self, task: Task) -> Iterator[None]:
@@ -157,10 +163,6 @@ class Scheduler:
                 self._ready.append(task)
             self._dispatch()
             self._cond.wait_for(lambda: self._owner is task)
-
-    def _release(self) -> None:
-        with self._cond:
-            self._release_locked()
 
     def _release_locked(self) -> None:
         self._owner = None
@@ -255,15 +257,16 @@ def run_threads(enclave: IntelEnclave, calls: Sequence[ThreadCall]) -> list[Thre
         for worker in workers:
             worker.join()  # each stops at its next entry, or at its deadline
         raise
+    rank = {id(t): i for i, t in enumerate(sorted(tasks, key=lambda t: (t.ended is None, t.ended)))}
     results = []
     for call, task, outcome in zip(calls, tasks, outcomes, strict=True):
         tcs = None if task.tcs is None else task.tcs - enclave.base
         if isinstance(outcome, SgxToolError):
-            results.append(ThreadResult(call, None, outcome, tcs))
+            results.append(ThreadResult(call, None, outcome, tcs, rank[id(task)]))
         elif isinstance(outcome, BaseException) or outcome is None:
             raise outcome or SgxToolError(f"thread {call.entry} ended without a result")
         else:
-            results.append(ThreadResult(call, outcome, None, tcs))
+            results.append(ThreadResult(call, outcome, None, tcs, rank[id(task)]))
     return results
 
 

@@ -45,8 +45,10 @@ def test_threads_json(sgxtool: Runner, vector: Vector, machine: Machine) -> None
     assert result.code == 0, result.err
     shown = json.loads(result.out)
     assert [t["retval"] for t in shown["threads"]] == [0, 0, 0, 2000]
-    assert shown["threads"][0] == {"entry": "ecall_increase_counter", "ok": True,
-                                   "tcs": "0x28c000", "retval": 0, "outputs": {}}  # fmt: skip
+    assert shown["threads"][0] == {
+        "entry": "ecall_increase_counter", "ok": True, "tcs": "0x28c000", "ended": 0,
+        "retval": 0, "outputs": {},
+    }  # fmt: skip
     assert shown["mrenclave"].startswith("ebc97cee")
 
 
@@ -98,3 +100,23 @@ def test_run_reports_an_enclave_exception_in_one_line(
     line = result.one_error_line()
     assert "ECALL ecall_type_int took an exception the enclave did not handle: #UD" in line
     assert line.endswith("(ECMD_EXCEPT answered 0x1006, SGX_ERROR_ENCLAVE_CRASHED)")
+
+
+def test_the_error_line_is_the_first_failure(
+    sgxtool: Runner, vector: Vector, machine: Machine
+) -> None:
+    """The producer runs out of budget while two consumers wait; they then find the
+    enclave crashed: the error line is the cause, not the first thread listed."""
+    specs = ["ecall_consumer", "ecall_producer"] + ["ecall_consumer"] * 3
+    args = [*sample_args(vector, machine), *threads(*specs), "--budget", "1000000"]
+    result = sgxtool("run", *args)
+    assert result.code == 1
+    assert result.out.count(": failed\n") == 3
+    assert result.one_error_line().startswith(
+        "sgxtool: error: thread 2 ecall_producer: the enclave ran 1000000 instructions"
+    )
+    shown = json.loads(sgxtool("run", *args, "--json").out)["threads"]
+    failed = [t for t in shown if not t["ok"]]
+    assert min(failed, key=lambda t: t["ended"]) is shown[1]
+    assert all(t["error"].startswith("the enclave crashed earlier (ran 1000000") for t in failed
+               if t is not shown[1])  # fmt: skip
