@@ -357,6 +357,17 @@ class IntelEnclave(Enclave):
             raise IntelCallError(f.name, status)
         return unmarshal_ecall(frame, memory)
 
+    def _free_thread(self) -> int:
+        """A TCS no ECALL in progress holds (the uRTS's SGX_ERROR_OUT_OF_TCS otherwise)."""
+        for tcs in self.tcs:
+            if tcs not in self._busy:
+                return tcs
+        raise SgxToolError(
+            f"all {len(self.tcs)} TCSs of the enclave are held by ECALLs in progress "
+            "(SGX_ERROR_OUT_OF_TCS)",
+            hint="TCSNum in Enclave.config.xml sets how many threads can be in the enclave",
+        )
+
     def _stack(self, tcs: int) -> tuple[int, int]:
         """The untrusted stack of the host thread on ``tcs``: its lowest and top address."""
         size = (_STACKS[1] - _STACKS[0]) // len(self.tcs) & ~0xFFF

@@ -113,6 +113,13 @@ def test_more_threads_than_tcss_and_unknown_names(sample: IntelEnclave) -> None:
     assert sample.ecall("ecall_increase_counter").retval == 0
 
 
+def test_no_free_tcs_is_out_of_tcs(sample: IntelEnclave) -> None:
+    sample._busy.update(sample.tcs[1:])  # nine ECALLs in progress elsewhere
+    results = sample.run_threads([ThreadCall("ecall_consumer"), ThreadCall("ecall_producer")])
+    assert "all 10 TCSs of the enclave are held" in str(results[1].error)
+    assert "TCSNum" in str(results[1].error.hint)  # type: ignore[union-attr]
+
+
 def test_a_bad_parameter_fails_that_thread_only(sample: IntelEnclave) -> None:
     results = sample.run_threads([
         ThreadCall("ecall_type_int", {"x": 1}),
