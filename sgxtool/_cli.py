@@ -593,7 +593,7 @@ def token(
 
 @cli.command()
 @click.argument("image", type=_in_file)
-@click.argument("entry")
+@click.argument("entry", required=False)
 @click.option(
     "--in", "in_file", metavar="FILE", help="Input bytes: the contents of FILE (- for stdin)."
 )
@@ -623,6 +623,11 @@ def token(
     help="Intel SDK enclaves: an ECALL parameter (number, text, hex:BYTES, or 1,2,3).",
 )  # fmt: skip
 @click.option(
+    "--thread", "threads", multiple=True, metavar="'ENTRY [NAME=VALUE]...'",
+    help="Intel SDK enclaves: run ENTRY (with its parameters) as one of several concurrent "
+    "ECALLs, each on its own TCS; repeat once per thread, instead of ENTRY and --arg.",
+)  # fmt: skip
+@click.option(
     "--typedef", "typedefs", multiple=True, metavar="NAME=C-TYPE",
     help="A type the EDL's included headers define, e.g. buffer_t='void *'.",
 )  # fmt: skip
@@ -641,7 +646,7 @@ def token(
 @work_options
 def run(
     image: Path,
-    entry: str,
+    entry: str | None,
     in_file: str | None,
     in_hex: str | None,
     in_text: str | None,
@@ -653,6 +658,7 @@ def run(
     token_file: Path | None,
     edl: Path | None,
     args: tuple[str, ...],
+    threads: tuple[str, ...],
     typedefs: tuple[str, ...],
     edl_path: tuple[Path, ...],
     show: str | None,
@@ -664,21 +670,33 @@ def run(
     Output that is UTF-8 text is printed as text, other output as hex. What the enclave
     prints through its console OCALL goes to stderr. An enclave signed by Intel's
     sgx_sign runs with Intel's calling convention: give its --edl and its parameters
-    with --arg; the return value and [out] buffers are printed.
+    with --arg; the return value and [out] buffers are printed. With --thread (instead of
+    ENTRY), several ECALLs run at once, each on its own TCS, and each one's result is printed.
     """
     from memcrypt.files import read_file
     from sgxtool.intelso import has_metadata
     from sgxtool.runtime import run_ecall
     from sgxtool.views import parse_span
 
+    if threads and (entry is not None or args):
+        raise click.UsageError("give either ENTRY (with --arg) or --thread, not both")
+    if entry is None and not threads:
+        raise click.UsageError("missing argument ENTRY (or, for Intel SDK enclaves, --thread)")
     token = None if token_file is None else read_file(token_file, "EINITTOKEN", max_size=4096)
     if has_metadata(image):
+        work = (image, edl, typedefs, edl_path, token, budget, timeout, as_json)
         with large_work("load", image, None):
-            _run_intel(image, entry, edl, list(args), typedefs, edl_path, token, budget,
-                       timeout, as_json)  # fmt: skip
+            if threads:
+                _run_intel_threads(list(threads), *work)
+            else:
+                _run_intel(image, entry or "", edl, list(args), typedefs, edl_path, token,
+                           budget, timeout, as_json)  # fmt: skip
         return
-    if edl is not None or args:
-        raise click.UsageError("--edl and --arg are for enclaves signed by Intel's sgx_sign")
+    if edl is not None or args or threads:
+        raise click.UsageError(
+            "--edl, --arg and --thread are for enclaves signed by Intel's sgx_sign"
+        )
+    assert entry is not None
     data = _ecall_input(in_file, in_hex, in_text)
     span = None if show is None else parse_span(show)
     seen: dict[str, Any] = {}
@@ -784,28 +802,68 @@ def _run_intel(
     as_json: bool,
 ) -> None:  # fmt: skip
     """``run`` for an Intel SDK enclave: ECALL by EDL name, values by parameter name."""
-    from sgxtool.intelrt import run_intel_ecall
+    from sgxtool.intelrun import run_intel_ecall
 
+    result = run_intel_ecall(
+        image, entry, args, edl=_intel_edl(image, edl), typedefs=_typedefs(typedefs),
+        edl_path=edl_path, machine=cli_machine(), token=token, console=sys.stderr,
+        budget=budget, timeout=timeout,
+    )  # fmt: skip
+    if as_json:
+        emit_json(result.as_json())
+        return
+    for line in _result_lines(result.as_json()):
+        click.echo(line)
+
+
+def _run_intel_threads(
+    specs: list[str], image: Path, edl: Path | None, typedefs: tuple[str, ...],
+    edl_path: tuple[Path, ...], token: bytes | None, budget: int | None, timeout: float,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """``run --thread``: concurrent ECALLs, each thread's result; exit 1 if one failed."""
+    from sgxtool.errors import SgxToolError
+    from sgxtool.intelrun import run_intel_threads
+
+    run = run_intel_threads(
+        image, specs, edl=_intel_edl(image, edl), typedefs=_typedefs(typedefs),
+        edl_path=edl_path, machine=cli_machine(), token=token, console=sys.stderr,
+        budget=budget, timeout=timeout,
+    )  # fmt: skip
+    if as_json:
+        emit_json(run.as_json())
+    for number, thread in enumerate(run.threads, 1):
+        at = "" if thread.tcs is None else f" (TCS {thread.tcs:#x})"
+        lines = ["failed"] if thread.error is not None else _result_lines(thread.as_json())
+        for line in [] if as_json else lines or ["ok"]:
+            click.echo(f"thread {number} {thread.call.entry}{at}: {line}")
+    failure = run.first_failure()
+    if failure is not None:
+        number, thread = failure
+        raise SgxToolError(f"thread {number} {thread.call.entry}: {thread.error}",
+                           hint=thread.error.hint if thread.error else None)  # fmt: skip
+
+
+def _intel_edl(image: Path, edl: Path | None) -> Path:
     if edl is None:
         raise click.UsageError(f"{image} is an Intel SDK enclave: give its EDL with --edl")
+    return edl
+
+
+def _typedefs(typedefs: tuple[str, ...]) -> dict[str, str]:
     defs = {}
     for text in typedefs:
         name, sep, ctype = text.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{text!r}: expected NAME=C-TYPE", param_hint="--typedef")
         defs[name] = ctype
-    result = run_intel_ecall(
-        image, entry, args, edl=edl, typedefs=defs, edl_path=edl_path, machine=cli_machine(),
-        token=token, console=sys.stderr, budget=budget, timeout=timeout,
-    )  # fmt: skip
-    if as_json:
-        emit_json(result.as_json())
-        return
-    shown = result.as_json()
-    if result.retval is not None:
-        click.echo(f"retval {_value_text(shown['retval'])}")
-    for name, value in dict(shown["outputs"]).items():  # type: ignore[call-overload]
-        click.echo(f"{name} {_value_text(value)}")
+    return defs
+
+
+def _result_lines(shown: dict[str, Any]) -> list[str]:
+    """``retval V`` and one ``NAME V`` per [out] buffer, as whole values."""
+    lines = [] if shown.get("retval") is None else [f"retval {_value_text(shown['retval'])}"]
+    return lines + [f"{k} {_value_text(v)}" for k, v in dict(shown.get("outputs", {})).items()]
 
 
 def _value_text(value: object) -> str:

@@ -79,7 +79,7 @@ class EnclaveCrashed(SgxToolError):
 
 
 @dataclass
-class _Allowance:
+class Allowance:
     """What one call (with the calls its OCALL handlers make) may still spend."""
 
     budget: int | None  # instructions left; None: not counted
@@ -144,7 +144,7 @@ class Enclave:
         self._owned_machine = owned_machine
         self._lock = threading.RLock()
         self._busy: set[int] = set()
-        self._allowance: _Allowance | None = None  # of the call in progress
+        self._allowance: Allowance | None = None  # of the call in progress
 
     # -- loading ----------------------------------------------------------------------
     @classmethod
@@ -281,9 +281,9 @@ class Enclave:
         known = ", ".join(self.ecalls) or "none: give the ECALL index"
         raise SgxToolError(f"the enclave has no ECALL named {name!r} (it has: {known})")
 
-    def _new_allowance(self) -> _Allowance:
+    def _new_allowance(self) -> Allowance:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        return _Allowance(self.budget, deadline)
+        return Allowance(self.budget, deadline)
 
     def _free_thread(self) -> int:
         for tcs in self.tcs:
@@ -320,22 +320,36 @@ class Enclave:
     def enter(self, regs: dict[str, int], tcs: int | None = None) -> Exit:
         """EENTER a thread with ``regs``; the exit, or :class:`EnclaveCrashed` on an AEX
         or when the call in progress has spent its budget or time."""
-        if self.crashed:
-            raise EnclaveCrashed(f"the enclave crashed earlier ({self.crashed}); load it again")
         allow = self._allowance or self._new_allowance()
-        self._check_allowance(allow, "between two entries (an OCALL round trip)")
-        stack = {"rsp": HOST_BASE + _SCRATCH[0] - 64, "rbp": 0}
-        ex = self.device.enter(self.tcs[0] if tcs is None else tcs, stack | regs,
-                               allow.budget or 0, deadline=allow.deadline)  # fmt: skip
-        if allow.budget is not None:
-            allow.budget -= ex.instructions
+        ex = self._device_enter(allow, self.tcs[0] if tcs is None else tcs, regs)
         if ex.kind == "aex":
-            self._crash(self._stopped(ex.describe()) if ex.budget_exhausted
-                        else self._late(ex.describe()) if ex.timed_out
-                        else f"fault {ex.describe()}")  # fmt: skip
+            self._crash(self._runaway(ex) or f"fault {ex.describe()}")
         return ex
 
-    def _check_allowance(self, allow: _Allowance, where: str) -> None:
+    def _device_enter(
+        self, allow: Allowance, tcs: int, regs: dict[str, int], *, resume: bool = False
+    ) -> Exit:
+        """EENTER (ERESUME with ``resume``) thread ``tcs`` within what ``allow`` has left;
+        the exit as the device reports it, AEX included."""
+        if self.crashed:
+            raise EnclaveCrashed(f"the enclave crashed earlier ({self.crashed}); load it again")
+        self._check_allowance(allow, "between two entries (an OCALL round trip)")
+        stack = {"rsp": HOST_BASE + _SCRATCH[0] - 64, "rbp": 0}
+        ex = self.device.enter(tcs, stack | regs, allow.budget or 0, resume=resume,
+                               deadline=allow.deadline)  # fmt: skip
+        if allow.budget is not None:
+            allow.budget -= ex.instructions
+        return ex
+
+    def _runaway(self, ex: Exit) -> str | None:
+        """Why an AEX was the runtime's own stop (budget or time spent), if it was."""
+        if ex.budget_exhausted:
+            return self._stopped(ex.describe())
+        if ex.timed_out:
+            return self._late(ex.describe())
+        return None
+
+    def _check_allowance(self, allow: Allowance, where: str) -> None:
         """Between entries (OCALL round trips): the call's budget and time still hold."""
         if allow.budget is not None and allow.budget <= 0:
             self._crash(self._stopped(where))
