@@ -173,6 +173,7 @@ class EnclaveCpu:
         except SgxFault:
             t.cssa += 1
             raise
+        self._store_cssa(t)
         gpr = self._read(self._gpr_area(t), _GPRSGX.size, "SSA")
         values = _GPRSGX.unpack(gpr)
         host = self._cpu.regs("fs_base", "gs_base")
@@ -346,11 +347,20 @@ class EnclaveCpu:
             misc = struct.pack("<QI4x", (fault.address or 0) & ~0xFFF, fault.error_code)
             self._write(self._gpr_area(t) - 16, misc, "SSA")
         t.cssa += 1
+        self._store_cssa(t)
         self._leave(t, rax=3, rbx=t.addr, rcx=t.aep, rip=t.aep, rsp=ursp, rbp=urbp,
                     rflags=regs["rflags"] & ~(_ARITH_FLAGS | 1 << 16),
                     **dict.fromkeys(_ZERO_ON_AEX, 0))  # fmt: skip
         self._cpu.set_xmm([0] * 16)
         return regs
+
+    def _store_cssa(self, t: _Thread) -> None:
+        """TCS.CSSA in the EPC, where a debugger reads it with EDBGRD to find the frame an
+        AEX saved (sgx-gdb does so). AEX and ERESUME change it; EENTER and EEXIT do not."""
+        index = self.enclave.page(t.addr)
+        page = bytearray(self.epc.read(index))
+        struct.pack_into("<I", page, Tcs.LAYOUT.offset("cssa"), t.cssa)
+        self.epc.write(index, bytes(page))
 
     def _save_xmm(self, t: _Thread) -> None:
         # The legacy region of the XSAVE area at the start of the frame (SDM 13.4.1).
