@@ -39,7 +39,7 @@ __all__ = [
 ]  # fmt: skip
 
 VA_SLOTS = PAGE_SIZE // 8  # versions one VA page holds (SGX_VA_SLOT_COUNT)
-_BATCH = 16  # pages evicted per pass, Linux's SGX_NR_TO_SCAN
+_BATCH = 16  # pages scanned per pass, Linux's SGX_NR_TO_SCAN
 _PRESENT = 1  # #PF error code bit 0: the page was present
 
 _Key = tuple[int, int, int]  # (enclave id, linear address, EPC index): one page's stay
@@ -87,7 +87,8 @@ class Reclaimer:
         self._devices.discard(device)
 
     def __call__(self) -> None:
-        """Evict a batch of pages not accessed lately (called by ``Epc.alloc``)."""
+        """Evict the pages not accessed lately among the next few of the queue (called by
+        ``Epc.alloc``)."""
         if self._busy:  # an eviction's own VA page takes the page kept back
             return
         self._busy = True
@@ -96,13 +97,14 @@ class Reclaimer:
         finally:
             self._busy = False
 
-    def _evict(self, want: int) -> None:
+    def _evict(self, scan: int) -> None:
+        """Scan ``scan`` pages from the head, evicting the old ones; scan on while none
+        could go. Two laps at most: a page young on the first is old on the second."""
         pages = self._reclaimable()
         self._sync(pages)
         evicted = 0
-        # Two laps at most: a page young on the first is old on the second, unless used.
-        for _ in range(2 * len(self._queue)):
-            if evicted >= want or not self._queue:
+        for scanned in range(2 * len(self._queue)):
+            if (evicted and scanned >= scan) or not self._queue:
                 return
             key = next(iter(self._queue))
             del self._queue[key]

@@ -155,6 +155,15 @@ class SgxEnclaveDevice:
                 hint="load the enclave again",
             )
 
+    def _check_alive_lately(self) -> None:
+        """:meth:`check_alive` at most every ``_ALIVE_EVERY`` seconds, for the paths taken
+        per entry or per page fault, which cost microseconds where the check (an SQLite
+        read) costs more."""
+        now = time.monotonic()
+        if now - self._alive_at > _ALIVE_EVERY:
+            self.check_alive()
+            self._alive_at = now
+
     def _page(self, offset: int) -> int:
         """The EPC page at ``offset``, loaded back first if the reclaimer evicted it."""
         if offset % PAGE_SIZE or not 0 <= offset < self.enclave.secs.size:
@@ -273,10 +282,7 @@ class SgxEnclaveDevice:
         EEXIT, or with an AEX on a fault, after ``budget`` instructions (0: no count;
         counted in slices, so :attr:`Exit.instructions` is an upper bound of what ran) or
         at the ``time.monotonic()`` ``deadline``. The AEX leaves the thread resumable."""
-        now = time.monotonic()
-        if now - self._alive_at > _ALIVE_EVERY:  # an entry costs microseconds, this read more
-            self.check_alive()
-            self._alive_at = now
+        self._check_alive_lately()
         cpu = self._cpu or self._running()
         if resume:
             ex = cpu.eresume(tcs, budget, deadline=deadline)
@@ -450,7 +456,7 @@ class SgxEnclaveDevice:
     # -- the reclaimer ---------------------------------------------------------------------
     def evict(self, offset: int) -> None:
         """Swap a page out: EBLOCK, ETRACK, EWB into the kernel's backing store."""
-        self.check_alive()
+        self._check_alive_lately()
         va, slot = self._va.take()  # first: making a VA page may evict pages, this one too
         try:
             page = self._page(offset)
@@ -465,7 +471,7 @@ class SgxEnclaveDevice:
 
     def reload(self, offset: int) -> None:
         """Swap a page back in with ELDU (refused if the stored copy was tampered with)."""
-        self.check_alive()
+        self._check_alive_lately()
         found = self._backing.get(offset)
         if found is None:
             raise InvalidInput(f"the page at offset {offset:#x} is not evicted")
