@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from memcrypt.work import Progress, Work
     from sgxtool.build import Target
     from sgxtool.config import EnclaveConfig
+    from sgxtool.layout import EnclaveLayout
     from sgxtool.sign import Signer
 
 _path = click.Path(path_type=Path)
@@ -66,7 +67,8 @@ def target_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "--config",
         "config_path",
         type=_in_file,
-        help="enclave.toml (default: enclave.toml in the input file's directory).",
+        help="enclave.toml (default: enclave.toml in the input file's directory); "
+        "Enclave.config.xml for an Intel SDK enclave (default: sgx_sign's defaults).",
     )(f)
     f = click.argument("enclave", type=_in_file, required=False)(f)
     return f
@@ -129,11 +131,17 @@ def enclave_work(action: str, path: Path | None, cfg: EnclaveConfig | None) -> W
         cfg = read_image(path).config
     if kind not in (ImageKind.ELF, ImageKind.SIGNED_ELF) or cfg is None:
         return Work(f"{action} {path}", 0, 0)
-    layout = layout_of(path, cfg)
+    return layout_work(f"{action} {path}", layout_of(path, cfg))
+
+
+def layout_work(what: str, layout: EnclaveLayout) -> Work:
+    """Pages to add and bytes to hash to measure ``layout``."""
+    from memcrypt.work import Work
+
     # SDM 38.7: a 64-byte ECREATE block, a 64-byte EADD block per page, and per measured
     # 256-byte chunk a 64-byte EEXTEND block followed by the chunk.
     stream = 64 + 64 * layout.page_count + layout.measured_bytes * 320 // 256
-    return Work(f"{action} {path}", layout.page_count, stream)
+    return Work(what, layout.page_count, stream)
 
 
 # -- keys and signing -----------------------------------------------------------------------
@@ -201,10 +209,19 @@ def sign(
     ask_passphrase: bool,
     as_json: bool,
 ) -> None:
-    """Measure ENCLAVE (an ELF or SGXS stream) and sign it."""
+    """Measure ENCLAVE (an ELF, SGXS stream or Intel SDK .so) and sign it."""
+    from sgxtool import _intelcli
     from sgxtool.build import sign_enclave
     from sgxtool.sign import signing_date
 
+    def intel_signer() -> Signer:
+        secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
+        return make_signer(key_path, secret, sign_command, public_key_path)
+
+    if enclave is not None and _intelcli.is_intel(enclave, config_path):
+        sig = _intelcli.sign(enclave, config_path, enclave_hash, out, sig_out, date, intel_signer)
+        show_identity(sig, out, sig_out, as_json)
+        return
     target = make_target(enclave, config_path, enclave_hash)
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
     signer = make_signer(key_path, secret, sign_command, public_key_path)
@@ -285,9 +302,14 @@ def gendata(
     Sign them with SHA-256 and PKCS#1 v1.5, e.g.
     `openssl dgst -sha256 -sign key.pem -out sig data`.
     """
+    from sgxtool import _intelcli
     from sgxtool.build import gendata as gendata_
     from sgxtool.sign import signing_date
 
+    if enclave is not None and _intelcli.is_intel(enclave, config_path):
+        _intelcli.gendata(enclave, config_path, enclave_hash, out, date)
+        click.echo(f"wrote {out}", err=True)
+        return
     target = make_target(enclave, config_path, enclave_hash)
     with large_work("measure", target.path, target.config) as progress:
         gendata_(target, signing_date(date), out, progress)
@@ -330,9 +352,15 @@ def catsig(
 ) -> None:
     """Assemble a SIGSTRUCT from an external signature (two-step signing, step 2)."""
     from memcrypt.files import read_file
+    from sgxtool import _intelcli
     from sgxtool.build import catsig as catsig_
     from sgxtool.keys import load_public_key
 
+    if enclave is not None and _intelcli.is_intel(enclave, config_path):
+        sig = _intelcli.catsig(enclave, config_path, enclave_hash, data_path, signature_path,
+                               public_key_path, out, sig_out)  # fmt: skip
+        show_identity(sig, out, sig_out, as_json)
+        return
     target = make_target(enclave, config_path, enclave_hash)
     public: rsa.RSAPublicKey = load_public_key(public_key_path)
     signature = read_file(signature_path, "signature", max_size=1 << 16)
