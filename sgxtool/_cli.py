@@ -734,12 +734,13 @@ def _render_look(seen: dict[str, Any]) -> None:
 @machine_option
 @json_option
 def debug(image: Path, commands: tuple[str, ...], script: str | None, as_json: bool) -> None:
-    """Debug a debug enclave: run COMMANDs (call, read, write, break, continue, regs)
-    with EDBGRD/EDBGWR.
+    """Debug a debug enclave: run COMMANDs (call, read, write, break, continue, step,
+    regs) with EDBGRD/EDBGWR.
 
     Each COMMAND is one quoted line: "call ENTRY [--in-text T|--in-hex H]", "read ADDRESS
     LEN", "write ADDRESS HEX", "break ADDRESS", "continue" (resume the call stopped at a
-    breakpoint), "regs" (its saved registers). Production enclaves are refused.
+    breakpoint), "step" (one instruction), "regs" (its saved registers). Production
+    enclaves are refused.
     """
     from sgxtool.debug import DebugSession, read_script
 

@@ -13,11 +13,12 @@ them) and runs commands, one a line, as a small script would:
   there (the CPU drops code translated from the old bytes), and the session reports it;
 - ``continue``: resume the stopped ECALL, as sgx-gdb does: the original byte goes back
   with EDBGWR, the RIP the AEX saved in the thread's SSA frame (found from TCS.OSSA and
-  TCS.CSSA, read with EDBGRD) moves back onto it, since int3 traps after itself, and the
-  thread is ERESUMEd; the call then completes with its own result. The breakpoint is
-  gone afterwards (``break`` sets it again);
+  TCS.CSSA, read with EDBGRD) moves back onto it, since int3 traps after itself, the
+  thread is ERESUMEd for that one instruction, the int3 is written again, and the thread
+  runs on; the call completes with its own result or stops at the next breakpoint;
+- ``step``: the same for one instruction (ERESUME with a budget of one);
 - ``regs``: the stopped thread's registers as the AEX saved them in its SSA frame, read
-  with EDBGRD (RIP is one past the int3).
+  with EDBGRD (after an int3, RIP is one past it).
 
 ADDRESS is an offset in the enclave (0 is its base, as the image's symbols are linked), a
 symbol of the image, or ``symbol+offset``. EDBGRD and EDBGWR work only on an enclave whose
@@ -89,7 +90,8 @@ class DebugSession:
     enclave: Enclave
     symbols: dict[str, int]
     breakpoints: dict[int, bytes] = field(default_factory=dict)  # offset -> original byte
-    stopped_at: int | None = None  # offset of the int3 the stopped call trapped on
+    stopped_at: int | None = None  # offset of the instruction the stopped call is at
+    after_int3: bool = False  # the saved RIP is one past stopped_at (an int3 trapped)
 
     @classmethod
     def open(
@@ -130,12 +132,11 @@ class DebugSession:
         words = _split(line)
         verb, args = words[0], words[1:]
         handler = {"call": self._call, "read": self._read, "write": self._write,
-                   "break": self._break, "continue": self._continue,
+                   "break": self._break, "continue": self._continue, "step": self._step,
                    "regs": self._regs}.get(verb)  # fmt: skip
         if handler is None:
-            raise UsageError(
-                f"{line!r}: unknown command {verb!r} (call, read, write, break, continue, regs)"
-            )
+            raise UsageError(f"{line!r}: unknown command {verb!r} "
+                             "(call, read, write, break, continue, step, regs)")  # fmt: skip
         return handler(line, args)
 
     def address(self, text: str) -> int:
@@ -164,47 +165,66 @@ class DebugSession:
         return self._until_stop(line, lambda: self.enclave.call(args[0], data))
 
     def _continue(self, line: str, args: list[str]) -> Step:
-        if args:
-            raise UsageError(f"{line!r}: continue takes no arguments")
-        stopped = self.enclave.stopped
-        if stopped is None:
-            raise SgxToolError(f"{line!r}: no call is stopped at a breakpoint")
+        self._stopped_call(line, args)
         if self.stopped_at in self.breakpoints:
-            self._step_back(stopped.tcs, self.stopped_at)
-        self.stopped_at = None
+            step = self._step_over(line)
+            if step.kind != "stopped" or self.after_int3:  # it left, or met another int3
+                return step
         return self._until_stop(line, self.enclave.resume)
 
-    def _regs(self, line: str, args: list[str]) -> Step:
+    def _step(self, line: str, args: list[str]) -> Step:
+        self._stopped_call(line, args)
+        if self.stopped_at in self.breakpoints:
+            return self._step_over(line)
+        return self._until_stop(line, lambda: self.enclave.resume(step=True))
+
+    def _stopped_call(self, line: str, args: list[str]) -> int:
+        """The TCS of the stopped call (refused when there is none, or with arguments)."""
         if args:
-            raise UsageError(f"{line!r}: regs takes no arguments")
+            raise UsageError(f"{line!r}: takes no arguments")
         stopped = self.enclave.stopped
         if stopped is None:
             raise SgxToolError(f"{line!r}: no call is stopped at a breakpoint")
-        gpr = self.gpr_offset(stopped.tcs)
-        return Step(line, "regs", gpr, self.enclave.device.debug_read(gpr, GPRSGX_SIZE))
+        return stopped.tcs
+
+    def _step_over(self, line: str) -> Step:
+        """Run the instruction under the breakpoint the call is stopped at, alone: the
+        original byte back, the saved RIP onto it if the int3 trapped, one instruction
+        (ERESUME with a budget of one), then the int3 again."""
+        at, device = self.stopped_at, self.enclave.device
+        assert at is not None
+        stopped = self.enclave.stopped
+        assert stopped is not None
+        device.debug_write(at, self.breakpoints[at])
+        if self.after_int3:
+            rip_at = self.gpr_offset(stopped.tcs) + 8 * GPRSGX_REGS.index("rip")
+            rip = struct.unpack("<Q", device.debug_read(rip_at, 8))[0]
+            device.debug_write(rip_at, struct.pack("<Q", rip - 1))
+        try:
+            return self._until_stop(line, lambda: self.enclave.resume(step=True))
+        finally:
+            device.debug_write(at, _INT3)
 
     def _until_stop(self, line: str, run: Callable[[], bytes]) -> Step:
-        """Run a call (or its rest) until it returns or stops at an int3."""
+        """Run a call (or its rest) until it returns, stops at an int3 or ends a step."""
+        self.stopped_at = None
         try:
             out = run()
         except EnclaveStopped as exc:
             # int3 is a trap: the thread stopped one byte after it (SDM vol. 3A 6.5).
-            at = exc.rip - self.enclave.base - 1
-            self.stopped_at = at
+            at = exc.rip - self.enclave.base - (1 if exc.int3 else 0)
+            self.stopped_at, self.after_int3 = at, exc.int3
+            if not exc.int3:
+                return Step(line, "stopped", at, detail=f"stepped to {at:#x}")
             what = "breakpoint" if at in self.breakpoints else "an int3 of the enclave's own"
             return Step(line, "stopped", at, detail=f"stopped at {what} {at:#x}")
         except EnclaveCallError as exc:
             return Step(line, "call", detail=str(exc))
         return Step(line, "call", data=out)
 
-    def _step_back(self, tcs: int, at: int) -> None:
-        """Undo breakpoint ``at`` for the thread stopped on it: the original byte back, and
-        the saved RIP (in the SSA frame the AEX filled, SSA[CSSA-1]) back onto it."""
-        device = self.enclave.device
-        device.debug_write(at, self.breakpoints.pop(at))
-        rip_at = self.gpr_offset(tcs) + 8 * GPRSGX_REGS.index("rip")
-        rip = struct.unpack("<Q", device.debug_read(rip_at, 8))[0]
-        device.debug_write(rip_at, struct.pack("<Q", rip - 1))
+    def _regs(self, line: str, args: list[str]) -> Step:
+        gpr = self.gpr_offset(self._stopped_call(line, args))
+        return Step(line, "regs", gpr, self.enclave.device.debug_read(gpr, GPRSGX_SIZE))
 
     def gpr_offset(self, tcs: int) -> int:
         """Where the last AEX of thread ``tcs`` saved its registers: TCS.OSSA and TCS.CSSA,

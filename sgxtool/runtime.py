@@ -81,13 +81,15 @@ class EnclaveCrashed(SgxToolError):
 
 
 class EnclaveStopped(EnclaveCrashed):
-    """A thread hit an int3 (#BP) while :attr:`Enclave.stop_at_breakpoints` was set: the
-    call is suspended, its thread resumable with :meth:`Enclave.resume`."""
+    """A thread hit an int3 (#BP), or ended a step, while
+    :attr:`Enclave.stop_at_breakpoints` was set: the call is suspended, its thread
+    resumable with :meth:`Enclave.resume`."""
 
-    def __init__(self, message: str, tcs: int, rip: int) -> None:
+    def __init__(self, message: str, tcs: int, rip: int, *, int3: bool) -> None:
         super().__init__(message)
         self.tcs = tcs
-        self.rip = rip  # linear address after the int3, as the AEX saved it
+        self.rip = rip  # linear address the AEX saved: after the int3, or the next one
+        self.int3 = int3
 
 
 @dataclass(frozen=True)
@@ -287,15 +289,18 @@ class Enclave:
             regs = dict(rdi=index, rsi=src, rdx=len(data), r8=out, r9=out_size, **_scratch())
             return self._run_call(_Pending(name, tcs, out, out_size), lambda: self.enter(regs, tcs))
 
-    def resume(self) -> bytes:
-        """ERESUME the call an int3 suspended (:class:`EnclaveStopped`); its output."""
+    def resume(self, *, step: bool = False) -> bytes:
+        """ERESUME the call an int3 suspended (:class:`EnclaveStopped`); its output. With
+        ``step``, one instruction runs and the call stops again (unless it left)."""
         with self._lock:
             pending = self.stopped
             if pending is None:
                 raise SgxToolError("no call is stopped at a breakpoint")
             self.stopped = None
             self._busy.discard(pending.tcs)
-            return self._run_call(pending, lambda: self.enter({}, pending.tcs, resume=True))
+            return self._run_call(
+                pending, lambda: self.enter({}, pending.tcs, resume=True, step=step)
+            )
 
     def _run_call(self, pending: _Pending, first: Callable[[], Exit]) -> bytes:
         """Run a call from its first (re)entry to its result, serving its OCALLs."""
@@ -365,23 +370,29 @@ class Enclave:
             raise EnclaveCrashed(f"the enclave left with an unknown exit code {ex.regs['rdi']}")
         return _signed(ex.regs["rsi"])
 
-    def enter(self, regs: dict[str, int], tcs: int | None = None, *, resume: bool = False) -> Exit:
+    def enter(
+        self, regs: dict[str, int], tcs: int | None = None, *, resume: bool = False,
+        step: bool = False,
+    ) -> Exit:  # fmt: skip
         """EENTER (ERESUME with ``resume``) a thread with ``regs``; the exit, or
         :class:`EnclaveCrashed` on an AEX or when the call in progress has spent its
-        budget or time (:class:`EnclaveStopped` on an int3 with
-        :attr:`stop_at_breakpoints`)."""
+        budget or time. With :attr:`stop_at_breakpoints`, an int3, or the end of a
+        ``step`` (a budget of one instruction), is :class:`EnclaveStopped` instead."""
         if self.crashed:
             raise EnclaveCrashed(f"the enclave crashed earlier ({self.crashed}); load it again")
         allow = self._allowance or self._new_allowance()
         self._check_allowance(allow, "between two entries (an OCALL round trip)")
         stack = {"rsp": HOST_BASE + _SCRATCH[0] - 64, "rbp": 0}
         tcs = self.tcs[0] if tcs is None else tcs
-        ex = self.device.enter(tcs, stack | regs, allow.budget or 0, resume=resume,
-                               deadline=allow.deadline)  # fmt: skip
+        budget = 1 if step else allow.budget or 0
+        ex = self.device.enter(tcs, stack | regs, budget, resume=resume, deadline=allow.deadline)
         if allow.budget is not None:
             allow.budget -= ex.instructions
-        if ex.kind == "aex" and self.stop_at_breakpoints and ex.fault and ex.fault.vector == _BP:
-            raise EnclaveStopped(f"the enclave stopped: {ex.describe()}", tcs, ex.regs["rip"])
+        trapped = ex.fault is not None and ex.fault.vector == _BP
+        stepped = step and ex.budget_exhausted
+        if ex.kind == "aex" and self.stop_at_breakpoints and (trapped or stepped):
+            why = f"the enclave stopped: {ex.describe()}"
+            raise EnclaveStopped(why, tcs, ex.regs["rip"], int3=trapped)
         if ex.kind == "aex":
             self._crash(self._stopped(ex.describe()) if ex.budget_exhausted
                         else self._late(ex.describe()) if ex.timed_out

@@ -290,13 +290,15 @@ class SgxEnclaveDevice:
             ex = cpu.eenter(tcs, regs, budget, deadline=deadline)
         spent = ex.instructions
         # The kernel's #PF handler: a fault on an evicted page is served with ELDU and
-        # the thread resumed (the vDSO's AEP runs ERESUME), unseen by the caller.
-        while ex.kind == "aex" and not (budget and spent >= budget):
+        # the thread resumed (the vDSO's AEP runs ERESUME), unseen by the caller. The
+        # faulting instruction did not complete, so it may run even where the budget is
+        # spent (a slice is charged in full, and a one-instruction step must progress).
+        while ex.kind == "aex":
             offset = evicted_fault(ex.fault, self.enclave.secs.baseaddr, self._backing)
             if offset is None:
                 break
             self.reload(offset)
-            ex = cpu.eresume(tcs, budget and budget - spent, deadline=deadline)
+            ex = cpu.eresume(tcs, budget and max(budget - spent, 1), deadline=deadline)
             spent += ex.instructions
         return dataclasses.replace(ex, instructions=spent) if spent != ex.instructions else ex
 
