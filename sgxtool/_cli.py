@@ -756,10 +756,13 @@ def _render_look(seen: dict[str, Any]) -> None:
 @machine_option
 @json_option
 def debug(image: Path, commands: tuple[str, ...], script: str | None, as_json: bool) -> None:
-    """Debug a debug enclave: run COMMANDs (call, read, write, break) with EDBGRD/EDBGWR.
+    """Debug a debug enclave: run COMMANDs (call, read, write, break, continue, step,
+    regs) with EDBGRD/EDBGWR.
 
     Each COMMAND is one quoted line: "call ENTRY [--in-text T|--in-hex H]", "read ADDRESS
-    LEN", "write ADDRESS HEX", "break ADDRESS". Production enclaves are refused.
+    LEN", "write ADDRESS HEX", "break ADDRESS", "continue" (resume the call stopped at a
+    breakpoint), "step" (one instruction), "regs" (its saved registers). Production
+    enclaves are refused.
     """
     from sgxtool.debug import DebugSession, read_script
 
@@ -787,6 +790,10 @@ def _render_step(step: Any) -> None:
         click.echo(f"{step.command}:")
         for line in hex_lines(step.data, step.address):
             click.echo(f"  {line}".rstrip())
+    elif step.kind == "regs":
+        click.echo(f"{step.command}:")
+        for name, value in step.registers().items():
+            click.echo(f"  {name} {value:#x}")
     elif step.kind == "call" and not step.detail:
         text = step.data.decode("utf-8", "replace")
         shown = text if text.isprintable() and "\ufffd" not in text else step.data.hex()
