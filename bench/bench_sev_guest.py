@@ -8,8 +8,13 @@
 2. The example guest (examples/sev-guest, built with cc): launch with the owner's
    session, measure, inject the disk key, finish, run to its serial output, through the
    library calls the sevtool commands make. Recorded, no goal.
+3. Instructions per second of an SEV-ES guest against the same loop in a plain SEV guest:
+   an SEV-ES vCPU runs with a code hook that checks every instruction for the ones that
+   raise #VC (hwsim/sev/vc.py), which plain SEV guests do without. Recorded, no goal.
+   Also the cost of one #VC round trip (OUT -> #VC -> the guest's handler fills the GHCB
+   -> VMGEXIT -> the host -> IRETQ) against one plain SEV port exit (needs GNU as).
 
-Run: PYTHONPATH=. python bench/bench_sev_guest.py [--mib N]
+Run: PYTHONPATH=. python bench/bench_sev_guest.py [--mib N] [--es-only]
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hwsim.machine import Machine
 from hwsim.memory import PAGE_SIZE
 from hwsim.sev.device import SevDevice
+from hwsim.sev.guest import run_guest
 from hwsim.sev.kvm import SevVm
 from hwsim.sev.ovmf import secret_table
 from hwsim.sev.session import build_session, seal_secret
 from sevtool import guest
+from sevtool.vmsa import build_vmsa
 
 REPO = Path(__file__).resolve().parents[1]
 LUKS = uuid.UUID("736869e5-84f0-4973-92ec-06879ce3da0b")
@@ -119,14 +126,99 @@ def bench_example(machine: Machine) -> None:
     print(f"example guest, launch to serial output: {best:.3f} s (first in process {first:.3f} s)")
 
 
+LOOPS = 1_000_000
+# mov ecx, LOOPS; 1: dec ecx; jnz 1b; hlt  (2 * LOOPS + 2 instructions), then the reset
+# vector's jump back to the start of the 4 KiB image.
+LOOP = b"\xb9" + LOOPS.to_bytes(4, "little") + b"\xff\xc9\x75\xfc\xf4"
+
+
+def loop_image() -> bytes:
+    image = bytearray(PAGE_SIZE)
+    image[: len(LOOP)] = LOOP
+    rel = -(PAGE_SIZE - 16 + 5)
+    image[PAGE_SIZE - 16 : PAGE_SIZE - 11] = b"\xe9" + (rel & 0xFFFFFFFF).to_bytes(4, "little")
+    return bytes(image)
+
+
+def loop_run(machine: Machine, es: bool) -> float:
+    """Seconds to run the loop guest to its HLT (launch excluded)."""
+    image = loop_image()
+    with SevDevice.open(machine) as dev:
+        for vm in SevVm.all(dev):
+            vm.decommission()
+        vm = SevVm.create(dev, name="loop", memory_size=16 << 20, firmware_size=len(image),
+                          policy=4 if es else 0)  # fmt: skip
+        vm.load(vm.record.flash_gpa, image)
+        vm.launch_update_data(vm.record.flash_gpa, len(image))
+        if es:
+            vm.launch_update_vmsa([build_vmsa(0).pack()])
+        vm.launch_measure()
+        vm.launch_finish()
+        start = time.perf_counter()
+        run = run_guest(vm, 10 * LOOPS)
+        took = time.perf_counter() - start
+    assert run.stop == "halt", run
+    return took
+
+
+OUTS = 2000
+OUT_LOOP = f"""
+    mov ecx, {OUTS}
+    mov dx, 0x80
+1:  out dx, al
+    dec ecx
+    jnz 1b
+    hlt
+"""
+
+
+def io_run(machine: Machine, es: bool) -> float:
+    """Seconds per port exit of OUT_LOOP: plain SEV exits directly, SEV-ES via #VC."""
+    from tests.hwsim.sev.es_asm import es_program
+    from tests.hwsim.sev.guests import flat_image
+
+    image = flat_image(es_program(OUT_LOOP, machine.profile.cbit))
+    with SevDevice.open(machine) as dev:
+        for vm in SevVm.all(dev):
+            vm.decommission()
+        vm = SevVm.create(dev, name="io", memory_size=16 << 20, firmware_size=len(image),
+                          policy=4 if es else 0)  # fmt: skip
+        vm.load(vm.record.flash_gpa, image)
+        vm.launch_update_data(vm.record.flash_gpa, len(image))
+        if es:
+            vm.launch_update_vmsa([build_vmsa(0).pack()])
+        vm.launch_measure()
+        vm.launch_finish()
+        start = time.perf_counter()
+        run = run_guest(vm, 100 * OUTS)
+        took = time.perf_counter() - start
+    assert run.stop == "halt" and run.io_exits == OUTS, run
+    return took / OUTS
+
+
+def bench_es(machine: Machine) -> None:
+    plain = min(loop_run(machine, False) for _ in range(3))
+    es = min(loop_run(machine, True) for _ in range(3))
+    n = 2 * LOOPS + 2
+    print(f"loop of {n} instructions: plain SEV {plain:.3f} s ({n / plain / 1e6:.1f} M/s), "
+          f"SEV-ES {es:.3f} s ({n / es / 1e6:.2f} M/s): ratio {es / plain:.2f}x")  # fmt: skip
+    plain_io = min(io_run(machine, False) for _ in range(3))
+    es_io = min(io_run(machine, True) for _ in range(3))
+    print(f"port exit: plain SEV {plain_io * 1e6:.1f} us, SEV-ES through #VC and the GHCB "
+          f"{es_io * 1e6:.1f} us ({es_io / plain_io:.1f}x)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mib", type=int, default=64)
+    parser.add_argument("--es-only", action="store_true", help="only item 3")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         machine = Machine.init(Path(tmp) / "m", "sim")
-        bench_update(machine, args.mib)
-        bench_example(machine)
+        if not args.es_only:
+            bench_update(machine, args.mib)
+            bench_example(machine)
+        bench_es(machine)
 
 
 if __name__ == "__main__":

@@ -41,5 +41,8 @@ echo "== an SEV guest: the owner verifies the launch before releasing its disk k
 make -s -C examples/sev-guest O="$(pwd)/$out/sev-guest" "$(pwd)/$out/sev-guest/guest.bin"
 sh examples/sev-guest/flow.sh "$out/sev-guest"
 
+echo "== one physical memory: each range, who owns it, under which key (SME off by default)"
+hwsim mem map
+
 echo "== the attack lab: what each protection stops (scratch machines, deleted afterwards)"
 hwsim attack --matrix

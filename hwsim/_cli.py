@@ -17,6 +17,7 @@ from hwsim import __version__
 from hwsim.climachine import cli_machine, machine_dir, machine_option
 from hwsim.profiles import DEFAULT_PROFILE, PROFILES
 from memcrypt.cli import emit_json, json_option, number_callback, run_main
+from memcrypt.manual import help_command
 
 __all__ = ["cli", "main"]
 
@@ -232,6 +233,7 @@ _CONTRIBUTED: list[click.Command] = [mem, sgx, vendor]
 
 for _command in _CONTRIBUTED:
     cli.add_command(_command)
+cli.add_command(help_command("hwsim"))  # the shipped manual pages (memcrypt.manual)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

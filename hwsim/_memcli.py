@@ -17,13 +17,15 @@ from memcrypt.errors import InvalidInput
 __all__ = ["mem"]
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-_VIEW_HELP = "Whose view: physical (the DIMM), host (host kernel), guest:ASID (an SEV guest)."
+_VIEW_HELP = (
+    "Whose view: physical (the DIMM), device (DMA), host (host kernel), guest:ASID (an SEV guest)."
+)
 
 
 def _view(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, int | None]:
     name, _, asid = value.partition(":")
-    if name not in ("physical", "host", "guest"):
-        raise click.BadParameter(f"{value!r}: use physical, host or guest:ASID")
+    if name not in ("physical", "device", "host", "guest"):
+        raise click.BadParameter(f"{value!r}: use physical, device, host or guest:ASID")
     if (name == "guest") != bool(asid):
         raise click.BadParameter(f"{value!r}: the guest view is guest:ASID (e.g. guest:16)")
     try:
@@ -72,23 +74,21 @@ def mem_read(
 @click.argument("address", callback=number_callback)
 @click.argument("data", metavar="HEX")
 @_view_option
-@click.option("--encrypted", is_flag=True, help="Host view: map with the C-bit (SME key).")
 @_json_option
-def mem_write(
-    address: int, data: str, view: tuple[str, int | None], encrypted: bool, as_json: bool
-) -> None:
-    """Write the bytes HEX at system physical ADDRESS as VIEW's actor would."""
+def mem_write(address: int, data: str, view: tuple[str, int | None], as_json: bool) -> None:
+    """Write the bytes HEX at system physical ADDRESS as VIEW's actor would (the host
+    through its mapping: the C-bit where the booted kernel's SME map sets it)."""
     from hwsim.memview import write_view
 
     try:
         raw = bytes.fromhex(data)
     except ValueError:
         raise InvalidInput(f"{data!r} is not hex bytes (e.g. 48656c6c6f)") from None
-    write_view(cli_machine(), view[0], address, raw, view[1], encrypted=encrypted)  # type: ignore[arg-type]
+    write_view(cli_machine(), view[0], address, raw, view[1])  # type: ignore[arg-type]
     shown = view[0] if view[1] is None else f"guest:{view[1]}"
     if as_json:
         emit_json({"address": f"{address:#x}", "length": len(raw), "view": view[0],
-                   "asid": view[1], "encrypted": encrypted})  # fmt: skip
+                   "asid": view[1]})  # fmt: skip
     else:
         click.echo(f"wrote {len(raw)} bytes at {address:#x} through the {shown} view")
 
@@ -96,25 +96,12 @@ def mem_write(
 @mem.command("map")
 @_json_option
 def mem_map(as_json: bool) -> None:
-    """List the physical memory map: EPC, guests' pages, host pages, key ids."""
-    from hwsim.memview import memory_map
+    """The physical memory map: host ranges (encrypted or not, and why), EPC, guests' pages,
+    key ids."""
+    from hwsim.memview import MAP_COLUMNS, map_rows, memory_map
 
     regions = memory_map(cli_machine())
     if as_json:
         emit_json([r.as_json() for r in regions])
         return
-    print_records(
-        ("start", "end", "size", "kind", "key id", "owner"),
-        [
-            (
-                f"{r.start:#x}",
-                f"{r.end:#x}",
-                f"{r.size:#x}",
-                r.kind,
-                "-" if r.keyid is None else f"{r.keyid:#x}",
-                r.owner,
-            )
-            for r in regions
-        ],
-        title="physical memory map",
-    )
+    print_records(MAP_COLUMNS, map_rows(regions), title="physical memory map")

@@ -27,6 +27,10 @@ def render_result(result: AttackResult) -> None:
     for s in result.secrets:
         mark = "recovered" if s.recovered else "not recovered"
         rows.append((s.name, f"{mark}: {s.why}"))
+        if s.region is not None:
+            r = s.region
+            key = "no key" if r.keyid is None else f"key id {r.keyid:#x}"
+            rows.append(("", f"memory map: {r.kind} {r.start:#x}-{r.end:#x} ({key}), {r.owner}"))
     if result.power_cycled:
         rows.append(("machine", "power-cycled (the attack took the power away)"))
     print_fields(rows, title=f"hwsim attack {result.attack}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from hwsim.bios import format_size
+from hwsim.memview import MAP_COLUMNS, map_rows
 from hwsim.profiles import Profile
 from hwsim.status import MachineStatus
 from memcrypt.cli import is_plain, print_fields, print_records
@@ -44,6 +45,7 @@ def _details(p: Profile) -> str:
 def render_status(st: MachineStatus) -> None:
     head = [("machine", str(st.path))] if is_plain() else []
     print_fields([*head, *_status_rows(st)], title=f"machine {st.path}")
+    print_records(MAP_COLUMNS, map_rows(st.memory_map), title="physical memory map")
 
 
 def _status_rows(st: MachineStatus) -> Iterator[tuple[str, str]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from hwsim import cpu
 from hwsim.machine import Machine
-from hwsim.memview import KeyUsage, dram_usage
+from hwsim.memview import KeyUsage, Region, dram_usage, memory_map
 from hwsim.profiles import Profile
 
 __all__ = ["EpcProtection", "MachineStatus", "machine_status", "profile_dict"]
@@ -33,6 +33,7 @@ class MachineStatus:
     namespaces: dict[str, int]
     dram_by_key: list[KeyUsage]
     epc_protection: EpcProtection | None  # None: no EPC at this boot
+    memory_map: list[Region]  # the one map, as ``hwsim mem map`` prints it
 
     def as_json(self) -> dict[str, Any]:
         """The stable ``hwsim status --json`` schema."""
@@ -50,6 +51,7 @@ class MachineStatus:
             "namespaces": self.namespaces,
             "dram_by_key": [u.as_json() for u in self.dram_by_key],
             "epc": None if self.epc_protection is None else self.epc_protection.as_json(),
+            "memory_map": [r.as_json() for r in self.memory_map],
         }
 
 
@@ -125,4 +127,5 @@ def machine_status(machine: Machine) -> MachineStatus:
             namespaces={str(ns): int(n) for ns, n in counts},
             dram_by_key=dram_usage(machine),
             epc_protection=_epc_protection(machine),
+            memory_map=memory_map(machine),
         )

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -79,6 +79,13 @@ class Pkcs11Uri:
             # id is bytes (%01%02...); labels and the rest are UTF-8 text.
             attrs[name] = unquote(value, encoding="latin-1" if name == "id" else "utf-8")
         return attrs
+
+    def display(self) -> str:
+        """The URI without its query (module path, PIN), as messages name the key."""
+        return "pkcs11:" + ";".join(
+            f"{k}={quote(v, safe='', encoding='latin-1' if k == 'id' else 'utf-8')}"
+            for k, v in self.path.items()
+        )
 
     def module(self) -> str:
         module = self.query.get("module-path") or os.environ.get(MODULE_ENV)
@@ -160,7 +167,11 @@ class _Session:
                 hint="add token=LABEL or serial=... to the URI",
             ) from exc
         except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange) as exc:
-            raise SignerError("the token refused the PIN") from exc
+            raise SignerError(
+                "the token refused the PIN",
+                hint="the PIN comes from the URI's pin-source or pin-value, else from "
+                "--passphrase-env, --passphrase-file or --ask-passphrase",
+            ) from exc
         except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
             raise SignerError(f"cannot open the PKCS#11 token: {_why(exc)}") from exc
         return self.session

@@ -9,19 +9,22 @@ __version__ = "0.1.0"
 
 _LAZY = {
     # platform management (sevtool.platform)
-    "OwnerKey": "sevtool.platform",
     "PlatformInfo": "sevtool.platform",
     "export_chain": "sevtool.platform",
     "factory_reset": "sevtool.platform",
-    "generate_oca": "sevtool.platform",
     "get_id": "sevtool.platform",
-    "load_owner_key": "sevtool.platform",
     "pek_cert_import": "sevtool.platform",
     "pek_csr": "sevtool.platform",
     "platform_status": "sevtool.platform",
     "provision": "sevtool.platform",
     "rotate": "sevtool.platform",
-    "sign_pek_csr": "sevtool.platform",
+    # the platform owner's key: a key file or a PKCS#11 token (sevtool.owner)
+    "OwnerKey": "sevtool.owner",
+    "generate_oca": "sevtool.owner",
+    "load_owner_key": "sevtool.owner",
+    "open_owner_signer": "sevtool.owner",
+    "self_signed_oca": "sevtool.owner",
+    "sign_pek_csr": "sevtool.owner",
     # certificate chains: files (sevtool.chainfiles), verification (sevtool.chain), roots
     "Chain": "sevtool.chainfiles",
     "load_chain": "sevtool.chainfiles",

@@ -18,23 +18,19 @@ from hwsim.climachine import cli_machine, machine_option
 from memcrypt.cli import (
     emit_json,
     json_option,
-    passphrase_options,
-    print_fields,
     print_status_line,
-    resolve_passphrase,
     run_main,
 )
+from memcrypt.manual import help_command
 from sevtool import __version__
 
 if TYPE_CHECKING:
     from hwsim.sev.arch import Vmsa
     from sevtool.chain import ChainReport
     from sevtool.checks import CheckResult
-    from sevtool.platform import OwnerKey, PlatformInfo
 
 _path = click.Path(path_type=Path)
 _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
-_MAX_CERT = 64 * 1024
 
 
 class _LazyGroup(click.Group):
@@ -56,9 +52,12 @@ class _LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-# The guest owner's commands need no machine; they live in their own module, and so do
-# the hypervisor's commands over the guests of a machine.
+# The platform owner's key commands, the guest owner's (which need no machine) and the
+# hypervisor's over the guests of a machine live in modules of their own.
 _ELSEWHERE = {
+    "generate": "sevtool._ownership_cli:generate",
+    "provision": "sevtool._ownership_cli:provision",
+    "pek": "sevtool._ownership_cli:pek",
     "session": "sevtool._owner_cli:session",
     "measurement": "sevtool._owner_cli:measurement",
     "secret": "sevtool._owner_cli:secret",
@@ -75,27 +74,11 @@ def cli() -> None:
     """Manage AMD SEV platforms: keys, certificates, ownership and chain verification."""
 
 
+cli.add_command(help_command("sevtool"))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     run_main(cli, "sevtool", argv)
-
-
-def _render_status(info: PlatformInfo, as_json: bool, action: str | None = None) -> None:
-    if as_json:
-        emit_json(info.as_json())
-        return
-    if action:
-        click.echo(f"sevtool: {action}", err=True)
-    flags = (("owned", info.externally_owned), ("es", info.es_initialized))
-    print_fields(
-        [
-            ("machine", f"{info.machine} ({info.profile})"),
-            ("state", info.state),
-            ("owner", "externally owned" if info.externally_owned else "self-owned"),
-            ("api", f"{info.api_major}.{info.api_minor} build {info.build}"),
-            ("guests", str(info.guest_count)),
-            ("flags", ", ".join(f for f, on in flags if on) or "-"),
-        ]
-    )
 
 
 @cli.command()
@@ -103,9 +86,10 @@ def _render_status(info: PlatformInfo, as_json: bool, action: str | None = None)
 @json_option
 def show(as_json: bool) -> None:
     """Platform state, owner, API version and build, guest count and flags."""
+    from sevtool._ownership_cli import render_status
     from sevtool.platform import platform_status
 
-    _render_status(platform_status(cli_machine()), as_json)
+    render_status(platform_status(cli_machine()), as_json)
 
 
 @cli.command()
@@ -116,9 +100,10 @@ def reset(as_json: bool) -> None:
 
     The CEK is fused into the chip and stays.
     """
+    from sevtool._ownership_cli import render_status
     from sevtool.platform import factory_reset
 
-    _render_status(factory_reset(cli_machine()), as_json, "platform reset")
+    render_status(factory_reset(cli_machine()), as_json, "platform reset")
 
 
 @cli.command()
@@ -129,177 +114,11 @@ def reset(as_json: bool) -> None:
 @json_option
 def rotate(pek: bool, as_json: bool) -> None:
     """Generate a new PDH (PDH_GEN), or with --pek a new PEK and PDH (PEK_GEN)."""
+    from sevtool._ownership_cli import render_status
     from sevtool.platform import rotate as rotate_keys
 
     info = rotate_keys(cli_machine(), pek=pek)
-    _render_status(info, as_json, "new PEK and PDH" if pek else "new PDH")
-
-
-@cli.command()
-@click.argument("cert", type=_path)
-@click.argument("key", type=_path, required=False)
-@click.option(
-    "--key",
-    "existing",
-    type=_in_file,
-    metavar="EXISTING",
-    help="Make the OCA certificate for this existing key (PEM or DER) instead of a new one.",
-)
-@click.option("--force", is_flag=True, help="Overwrite an existing KEY file.")
-@passphrase_options
-def generate(
-    cert: Path,
-    key: Path | None,
-    existing: Path | None,
-    force: bool,
-    passphrase_env: str | None,
-    passphrase_file: Path | None,
-    ask_passphrase: bool,
-) -> None:
-    """Generate a platform owner's OCA: CERT (2084-byte SEV certificate) and KEY (PEM, 0600).
-
-    With --key EXISTING, only CERT is written: the self-signed OCA of that key.
-    """
-    from memcrypt.files import check_distinct
-    from sevtool.errors import SevInputError
-    from sevtool.platform import generate_oca, load_private_key, oca_for_key
-
-    check_distinct([("CERT", cert), ("KEY", key)] if key is not None else [("CERT", cert)])
-    if existing is not None:
-        if key is not None:
-            raise click.UsageError("give KEY (a new key) or --key EXISTING, not both")
-        secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
-        from memcrypt.files import write_atomic
-
-        write_atomic(cert, oca_for_key(load_private_key(existing, secret)).cert.pack())
-        click.echo(f"sevtool: wrote OCA certificate {cert} for key {existing}", err=True)
-        return
-    if key is None:
-        raise click.UsageError("give KEY, the file for the new private key (or --key EXISTING)")
-    if key.exists() and not force:
-        raise SevInputError(f"{key} exists; not overwriting an owner key (use --force)")
-    secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase, confirm=True)
-    generate_oca().write(cert, key, secret)
-    click.echo(f"sevtool: wrote OCA certificate {cert} and private key {key}", err=True)
-
-
-@cli.command()
-@machine_option
-@click.argument("cert", type=_in_file)
-@click.argument("key", type=_in_file)
-@passphrase_options
-@json_option
-def provision(
-    cert: Path,
-    key: Path,
-    passphrase_env: str | None,
-    passphrase_file: Path | None,
-    ask_passphrase: bool,
-    as_json: bool,
-) -> None:
-    """Take ownership of the platform with the OCA CERT and its KEY.
-
-    Runs PEK_CSR, signs the CSR with KEY and imports it (PEK_CERT_IMPORT).
-    """
-    from sevtool.platform import load_owner_key
-    from sevtool.platform import provision as take_ownership
-
-    secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
-    info = take_ownership(cli_machine(), load_owner_key(cert, key, secret))
-    _render_status(info, as_json, "platform is now externally owned")
-
-
-@cli.group()
-def pek() -> None:
-    """The PEK signing request, for owners who sign away from the platform host."""
-
-
-@pek.command("csr")
-@machine_option
-@click.argument("out", type=_path)
-def pek_csr_cmd(out: Path) -> None:
-    """Write the platform's PEK certificate signing request (PEK_CSR) to OUT."""
-    from memcrypt.files import write_atomic
-    from sevtool.platform import pek_csr
-
-    write_atomic(out, pek_csr(cli_machine()).pack())
-    click.echo(f"sevtool: wrote PEK CSR {out}", err=True)
-
-
-@pek.command("sign")
-@click.argument("files", metavar="CSR [CERT] KEY OUT", nargs=-1, required=True, type=_path)
-@click.option(
-    "--oca-out",
-    type=_path,
-    metavar="FILE",
-    help="Without CERT: where to write the OCA certificate made from KEY "
-    "(default: oca.cert beside OUT).",
-)
-@passphrase_options
-def pek_sign_cmd(
-    files: tuple[Path, ...],
-    oca_out: Path | None,
-    passphrase_env: str | None,
-    passphrase_file: Path | None,
-    ask_passphrase: bool,
-) -> None:
-    """Sign the PEK CSR with the OCA CERT's KEY; write the signed PEK to OUT.
-
-    Without CERT, the OCA certificate is made from KEY as sev-tool's sign_pek_csr does, and
-    written to --oca-out (default oca.cert beside OUT).
-    """
-    from hwsim.sev.certs import load_sev_cert
-    from memcrypt.files import read_file, write_atomic
-    from sevtool.errors import SevInputError
-    from sevtool.platform import load_owner_key, load_private_key, oca_for_key, sign_pek_csr
-
-    if len(files) not in (3, 4):
-        raise click.UsageError("give CSR CERT KEY OUT, or CSR KEY OUT to make the OCA from KEY")
-    for path in files[:-1]:
-        if not path.is_file():
-            raise click.BadParameter(f"{path}: no such file", param_hint="CSR/CERT/KEY")
-    csr, key, out = files[0], files[-2], files[-1]
-    request = load_sev_cert(read_file(csr, "PEK CSR", max_size=_MAX_CERT), f"PEK CSR {csr}")
-    secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
-    if len(files) == 4:
-        owner = load_owner_key(files[1], key, secret)
-    else:
-        owner = oca_for_key(load_private_key(key, secret))
-        oca_path = oca_out or out.with_name("oca.cert")
-        if oca_path.exists() and not _same_owner(oca_path, owner):
-            raise SevInputError(
-                f"{oca_path} exists and is another key's OCA; not overwriting it "
-                "(name another file with --oca-out)"
-            )
-        write_atomic(oca_path, owner.cert.pack())
-        click.echo(f"sevtool: wrote OCA certificate {oca_path}", err=True)
-    write_atomic(out, sign_pek_csr(request, owner).pack())
-    click.echo(f"sevtool: wrote signed PEK {out}", err=True)
-
-
-def _same_owner(path: Path, owner: OwnerKey) -> bool:
-    from hwsim.sev.certs import load_sev_cert, sev_public_key
-    from memcrypt.files import read_file
-
-    existing = load_sev_cert(read_file(path, "OCA", max_size=_MAX_CERT), f"OCA {path}")
-    return sev_public_key(existing) == owner.key.public_key()
-
-
-@pek.command("import")
-@machine_option
-@click.argument("pek_cert", metavar="PEK", type=_in_file)
-@click.argument("oca", type=_in_file)
-@json_option
-def pek_import_cmd(pek_cert: Path, oca: Path, as_json: bool) -> None:
-    """Import the owner-signed PEK and the owner's OCA (PEK_CERT_IMPORT)."""
-    from hwsim.sev.certs import load_sev_cert
-    from memcrypt.files import read_file
-    from sevtool.platform import pek_cert_import
-
-    signed = load_sev_cert(read_file(pek_cert, "PEK", max_size=_MAX_CERT), f"PEK {pek_cert}")
-    owner = load_sev_cert(read_file(oca, "OCA", max_size=_MAX_CERT), f"OCA {oca}")
-    info = pek_cert_import(cli_machine(), signed, owner)
-    _render_status(info, as_json, "platform is now externally owned")
+    render_status(info, as_json, "new PEK and PDH" if pek else "new PDH")
 
 
 @cli.command()

@@ -43,6 +43,8 @@ def status_cmd(as_json: bool) -> None:
 
 
 def _render(info: SmeStatus) -> None:
+    from hwsim.memview import MAP_COLUMNS, map_rows
+
     k = info.kernel
     nxt = "active" if info.next_active else f"not active (missing: {info.missing})"
     rows = [
@@ -59,21 +61,7 @@ def _render(info: SmeStatus) -> None:
     if info.fix:
         rows.append(("fix", info.fix))
     print_fields(rows, title="SME")
-    print_records(
-        ("start", "end", "range", "c-bit", "in DRAM", "why decrypted"),
-        [
-            (
-                f"{e.range.start:#011x}",
-                f"{e.range.end:#011x}",
-                e.range.name,
-                _yes(e.cbit),
-                "ciphertext" if e.encrypted else "plaintext",
-                e.range.decrypted or "-",
-            )
-            for e in info.map
-        ],
-        title="host memory map (this boot)",
-    )
+    print_records(MAP_COLUMNS, map_rows(info.map), title="physical memory map (this boot)")
 
 
 def _change_options(f: Callable[..., Any]) -> Callable[..., Any]:

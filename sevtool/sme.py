@@ -1,11 +1,13 @@
 """SME boot configuration: what is in force, what the next boot will do, and changing it.
 
 Supported and Enabled are the checks of :mod:`sevtool.checks` (one rule each, shared with
-``sevtool ok``); Active, TSME and the memory map are the simulated kernel's decision at
-boot (:mod:`hwsim.sme.boot`). ``enable``/``disable`` change the BIOS setting through the
-machine's one settings API (the same validation as ``hwsim config set``) together with
-the kernel command line in machine.toml's ``[kernel]`` table; both apply at the next
-``hwsim power-cycle``, as on hardware.
+``sevtool ok``); Active and TSME are the simulated kernel's decision at boot
+(:mod:`hwsim.sme.boot`); the memory map is the machine's one map
+(:func:`hwsim.memview.memory_map`, the same list ``hwsim mem map`` prints).
+``enable``/``disable`` change the BIOS setting through the machine's one settings API
+(the same validation as ``hwsim config set``) together with the kernel command line in
+machine.toml's ``[kernel]`` table; both apply at the next ``hwsim power-cycle``, as on
+hardware.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from hwsim.bios import KERNEL_ERAS, BiosConfig
 from hwsim.errors import HwsimError
-from hwsim.sme.boot import KernelBoot, MapEntry, booted_kernel, kernel_decision, memory_map
+from hwsim.memview import Region, memory_map
+from hwsim.sme.boot import KernelBoot, booted_kernel, kernel_decision
 from hwsim.sme.boot import configure as boot_configure
 from sevtool.checks import Outcome, address_reduction, cbit, gather, sme_enabled, sme_supported
 from sevtool.errors import SevToolError
@@ -42,7 +45,7 @@ class SmeStatus:
     next_why: str
     missing: str | None  # the missing link for SME after the next boot
     fix: str | None
-    map: list[MapEntry]
+    map: list[Region]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -62,7 +65,7 @@ class SmeStatus:
                 "missing": self.missing,
                 "fix": self.fix,
             },
-            "memory_map": [e.as_json() for e in self.map],
+            "memory_map": [r.as_json() for r in self.map],
         }
 
 
@@ -85,7 +88,7 @@ def sme_status(machine: Machine) -> SmeStatus:
         next_why,
         missing,
         fix,
-        memory_map(boot),
+        memory_map(machine),
     )
 
 

@@ -26,6 +26,7 @@ from memcrypt.cli import (
     run_main,
     write_output,
 )
+from memcrypt.manual import help_command
 from memcrypt.work import work_options
 from sgxtool import __version__
 from sgxtool.errors import VerificationError
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from memcrypt.work import Progress, Work
     from sgxtool.build import Target
     from sgxtool.config import EnclaveConfig
+    from sgxtool.layout import EnclaveLayout
     from sgxtool.sign import Signer
 
 _path = click.Path(path_type=Path)
@@ -48,6 +50,9 @@ _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
 @machine_option
 def cli() -> None:
     """Build, measure, sign, inspect and run Intel SGX enclaves."""
+
+
+cli.add_command(help_command("sgxtool"))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -66,7 +71,8 @@ def target_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "--config",
         "config_path",
         type=_in_file,
-        help="enclave.toml (default: enclave.toml in the input file's directory).",
+        help="enclave.toml (default: enclave.toml in the input file's directory); "
+        "Enclave.config.xml for an Intel SDK enclave (default: sgx_sign's defaults).",
     )(f)
     f = click.argument("enclave", type=_in_file, required=False)(f)
     return f
@@ -130,11 +136,17 @@ def enclave_work(action: str, path: Path | None, cfg: EnclaveConfig | None) -> W
         cfg = read_image(path).config
     if kind not in (ImageKind.ELF, ImageKind.SIGNED_ELF) or cfg is None:
         return Work(f"{action} {path}", 0, 0)
-    layout = layout_of(path, cfg)
+    return layout_work(f"{action} {path}", layout_of(path, cfg))
+
+
+def layout_work(what: str, layout: EnclaveLayout) -> Work:
+    """Pages to add and bytes to hash to measure ``layout``."""
+    from memcrypt.work import Work
+
     # SDM 38.7: a 64-byte ECREATE block, a 64-byte EADD block per page, and per measured
     # 256-byte chunk a 64-byte EEXTEND block followed by the chunk.
     stream = 64 + 64 * layout.page_count + layout.measured_bytes * 320 // 256
-    return Work(f"{action} {path}", layout.page_count, stream)
+    return Work(what, layout.page_count, stream)
 
 
 # -- keys and signing -----------------------------------------------------------------------
@@ -202,10 +214,19 @@ def sign(
     ask_passphrase: bool,
     as_json: bool,
 ) -> None:
-    """Measure ENCLAVE (an ELF or SGXS stream) and sign it."""
+    """Measure ENCLAVE (an ELF, SGXS stream or Intel SDK .so) and sign it."""
+    from sgxtool import _intelcli
     from sgxtool.build import sign_enclave
     from sgxtool.sign import signing_date
 
+    def intel_signer() -> Signer:
+        secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
+        return make_signer(key_path, secret, sign_command, public_key_path)
+
+    if enclave is not None and _intelcli.is_intel(enclave, config_path):
+        sig = _intelcli.sign(enclave, config_path, enclave_hash, out, sig_out, date, intel_signer)
+        show_identity(sig, out, sig_out, as_json)
+        return
     target = make_target(enclave, config_path, enclave_hash)
     secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
     signer = make_signer(key_path, secret, sign_command, public_key_path)
@@ -286,9 +307,14 @@ def gendata(
     Sign them with SHA-256 and PKCS#1 v1.5, e.g.
     `openssl dgst -sha256 -sign key.pem -out sig data`.
     """
+    from sgxtool import _intelcli
     from sgxtool.build import gendata as gendata_
     from sgxtool.sign import signing_date
 
+    if enclave is not None and _intelcli.is_intel(enclave, config_path):
+        _intelcli.gendata(enclave, config_path, enclave_hash, out, date)
+        click.echo(f"wrote {out}", err=True)
+        return
     target = make_target(enclave, config_path, enclave_hash)
     with large_work("measure", target.path, target.config) as progress:
         gendata_(target, signing_date(date), out, progress)
@@ -331,9 +357,15 @@ def catsig(
 ) -> None:
     """Assemble a SIGSTRUCT from an external signature (two-step signing, step 2)."""
     from memcrypt.files import read_file
+    from sgxtool import _intelcli
     from sgxtool.build import catsig as catsig_
     from sgxtool.keys import load_public_key
 
+    if enclave is not None and _intelcli.is_intel(enclave, config_path):
+        sig = _intelcli.catsig(enclave, config_path, enclave_hash, data_path, signature_path,
+                               public_key_path, out, sig_out)  # fmt: skip
+        show_identity(sig, out, sig_out, as_json)
+        return
     target = make_target(enclave, config_path, enclave_hash)
     public: rsa.RSAPublicKey = load_public_key(public_key_path)
     signature = read_file(signature_path, "signature", max_size=1 << 16)
@@ -562,7 +594,7 @@ def token(
 
 @cli.command()
 @click.argument("image", type=_in_file)
-@click.argument("entry")
+@click.argument("entry", required=False)
 @click.option(
     "--in", "in_file", metavar="FILE", help="Input bytes: the contents of FILE (- for stdin)."
 )
@@ -592,6 +624,11 @@ def token(
     help="Intel SDK enclaves: an ECALL parameter (number, text, hex:BYTES, or 1,2,3).",
 )  # fmt: skip
 @click.option(
+    "--thread", "threads", multiple=True, metavar="'ENTRY [NAME=VALUE]...'",
+    help="Intel SDK enclaves: run ENTRY (with its parameters) as one of several concurrent "
+    "ECALLs, each on its own TCS; repeat once per thread, instead of ENTRY and --arg.",
+)  # fmt: skip
+@click.option(
     "--typedef", "typedefs", multiple=True, metavar="NAME=C-TYPE",
     help="A type the EDL's included headers define, e.g. buffer_t='void *'.",
 )  # fmt: skip
@@ -610,7 +647,7 @@ def token(
 @work_options
 def run(
     image: Path,
-    entry: str,
+    entry: str | None,
     in_file: str | None,
     in_hex: str | None,
     in_text: str | None,
@@ -622,6 +659,7 @@ def run(
     token_file: Path | None,
     edl: Path | None,
     args: tuple[str, ...],
+    threads: tuple[str, ...],
     typedefs: tuple[str, ...],
     edl_path: tuple[Path, ...],
     show: str | None,
@@ -633,21 +671,33 @@ def run(
     Output that is UTF-8 text is printed as text, other output as hex. What the enclave
     prints through its console OCALL goes to stderr. An enclave signed by Intel's
     sgx_sign runs with Intel's calling convention: give its --edl and its parameters
-    with --arg; the return value and [out] buffers are printed.
+    with --arg; the return value and [out] buffers are printed. With --thread (instead of
+    ENTRY), several ECALLs run at once, each on its own TCS, and each one's result is printed.
     """
     from memcrypt.files import read_file
     from sgxtool.intelso import has_metadata
     from sgxtool.runtime import run_ecall
     from sgxtool.views import parse_span
 
+    if threads and (entry is not None or args):
+        raise click.UsageError("give either ENTRY (with --arg) or --thread, not both")
+    if entry is None and not threads:
+        raise click.UsageError("missing argument ENTRY (or, for Intel SDK enclaves, --thread)")
     token = None if token_file is None else read_file(token_file, "EINITTOKEN", max_size=4096)
     if has_metadata(image):
+        work = (image, edl, typedefs, edl_path, token, budget, timeout, as_json)
         with large_work("load", image, None):
-            _run_intel(image, entry, edl, list(args), typedefs, edl_path, token, budget,
-                       timeout, as_json)  # fmt: skip
+            if threads:
+                _run_intel_threads(list(threads), *work)
+            else:
+                _run_intel(image, entry or "", edl, list(args), typedefs, edl_path, token,
+                           budget, timeout, as_json)  # fmt: skip
         return
-    if edl is not None or args:
-        raise click.UsageError("--edl and --arg are for enclaves signed by Intel's sgx_sign")
+    if edl is not None or args or threads:
+        raise click.UsageError(
+            "--edl, --arg and --thread are for enclaves signed by Intel's sgx_sign"
+        )
+    assert entry is not None
     data = _ecall_input(in_file, in_hex, in_text)
     span = None if show is None else parse_span(show)
     seen: dict[str, Any] = {}
@@ -707,10 +757,13 @@ def _render_look(seen: dict[str, Any]) -> None:
 @machine_option
 @json_option
 def debug(image: Path, commands: tuple[str, ...], script: str | None, as_json: bool) -> None:
-    """Debug a debug enclave: run COMMANDs (call, read, write, break) with EDBGRD/EDBGWR.
+    """Debug a debug enclave: run COMMANDs (call, read, write, break, continue, step,
+    regs) with EDBGRD/EDBGWR.
 
     Each COMMAND is one quoted line: "call ENTRY [--in-text T|--in-hex H]", "read ADDRESS
-    LEN", "write ADDRESS HEX", "break ADDRESS". Production enclaves are refused.
+    LEN", "write ADDRESS HEX", "break ADDRESS", "continue" (resume the call stopped at a
+    breakpoint), "step" (one instruction), "regs" (its saved registers). Production
+    enclaves are refused.
     """
     from sgxtool.debug import DebugSession, read_script
 
@@ -738,6 +791,10 @@ def _render_step(step: Any) -> None:
         click.echo(f"{step.command}:")
         for line in hex_lines(step.data, step.address):
             click.echo(f"  {line}".rstrip())
+    elif step.kind == "regs":
+        click.echo(f"{step.command}:")
+        for name, value in step.registers().items():
+            click.echo(f"  {name} {value:#x}")
     elif step.kind == "call" and not step.detail:
         text = step.data.decode("utf-8", "replace")
         shown = text if text.isprintable() and "\ufffd" not in text else step.data.hex()
@@ -753,28 +810,68 @@ def _run_intel(
     as_json: bool,
 ) -> None:  # fmt: skip
     """``run`` for an Intel SDK enclave: ECALL by EDL name, values by parameter name."""
-    from sgxtool.intelrt import run_intel_ecall
+    from sgxtool.intelrun import run_intel_ecall
 
+    result = run_intel_ecall(
+        image, entry, args, edl=_intel_edl(image, edl), typedefs=_typedefs(typedefs),
+        edl_path=edl_path, machine=cli_machine(), token=token, console=sys.stderr,
+        budget=budget, timeout=timeout,
+    )  # fmt: skip
+    if as_json:
+        emit_json(result.as_json())
+        return
+    for line in _result_lines(result.as_json()):
+        click.echo(line)
+
+
+def _run_intel_threads(
+    specs: list[str], image: Path, edl: Path | None, typedefs: tuple[str, ...],
+    edl_path: tuple[Path, ...], token: bytes | None, budget: int | None, timeout: float,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """``run --thread``: concurrent ECALLs, each thread's result; exit 1 if one failed."""
+    from sgxtool.errors import SgxToolError
+    from sgxtool.intelrun import run_intel_threads
+
+    run = run_intel_threads(
+        image, specs, edl=_intel_edl(image, edl), typedefs=_typedefs(typedefs),
+        edl_path=edl_path, machine=cli_machine(), token=token, console=sys.stderr,
+        budget=budget, timeout=timeout,
+    )  # fmt: skip
+    if as_json:
+        emit_json(run.as_json())
+    for number, thread in enumerate(run.threads, 1):
+        at = "" if thread.tcs is None else f" (TCS {thread.tcs:#x})"
+        lines = ["failed"] if thread.error is not None else _result_lines(thread.as_json())
+        for line in [] if as_json else lines or ["ok"]:
+            click.echo(f"thread {number} {thread.call.entry}{at}: {line}")
+    failure = run.first_failure()
+    if failure is not None:
+        number, thread = failure
+        raise SgxToolError(f"thread {number} {thread.call.entry}: {thread.error}",
+                           hint=thread.error.hint if thread.error else None)  # fmt: skip
+
+
+def _intel_edl(image: Path, edl: Path | None) -> Path:
     if edl is None:
         raise click.UsageError(f"{image} is an Intel SDK enclave: give its EDL with --edl")
+    return edl
+
+
+def _typedefs(typedefs: tuple[str, ...]) -> dict[str, str]:
     defs = {}
     for text in typedefs:
         name, sep, ctype = text.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{text!r}: expected NAME=C-TYPE", param_hint="--typedef")
         defs[name] = ctype
-    result = run_intel_ecall(
-        image, entry, args, edl=edl, typedefs=defs, edl_path=edl_path, machine=cli_machine(),
-        token=token, console=sys.stderr, budget=budget, timeout=timeout,
-    )  # fmt: skip
-    if as_json:
-        emit_json(result.as_json())
-        return
-    shown = result.as_json()
-    if result.retval is not None:
-        click.echo(f"retval {_value_text(shown['retval'])}")
-    for name, value in dict(shown["outputs"]).items():  # type: ignore[call-overload]
-        click.echo(f"{name} {_value_text(value)}")
+    return defs
+
+
+def _result_lines(shown: dict[str, Any]) -> list[str]:
+    """``retval V`` and one ``NAME V`` per [out] buffer, as whole values."""
+    lines = [] if shown.get("retval") is None else [f"retval {_value_text(shown['retval'])}"]
+    return lines + [f"{k} {_value_text(v)}" for k, v in dict(shown.get("outputs", {})).items()]
 
 
 def _value_text(value: object) -> str:

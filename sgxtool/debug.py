@@ -10,28 +10,38 @@ them) and runs commands, one a line, as a small script would:
 - ``read ADDRESS LEN``: LEN bytes of enclave memory, read with EDBGRD;
 - ``write ADDRESS HEX``: bytes written with EDBGWR;
 - ``break ADDRESS``: an int3 written with EDBGWR; the next ECALL that reaches it stops
-  there (the CPU drops code translated from the old bytes), and the session reports it.
+  there (the CPU drops code translated from the old bytes), and the session reports it;
+- ``continue``: resume the stopped ECALL, as sgx-gdb does: the original byte goes back
+  with EDBGWR, the RIP the AEX saved in the thread's SSA frame (found from TCS.OSSA and
+  TCS.CSSA, read with EDBGRD) moves back onto it, since int3 traps after itself, the
+  thread is ERESUMEd for that one instruction, the int3 is written again, and the thread
+  runs on; the call completes with its own result or stops at the next breakpoint;
+- ``step``: the same for one instruction (ERESUME with a budget of one);
+- ``regs``: the stopped thread's registers as the AEX saved them in its SSA frame, read
+  with EDBGRD (after an int3, RIP is one past it).
 
 ADDRESS is an offset in the enclave (0 is its base, as the image's symbols are linked), a
 symbol of the image, or ``symbol+offset``. EDBGRD and EDBGWR work only on an enclave whose
 SECS has ATTRIBUTES.DEBUG set (SDM vol. 3D 38.x; ``shared/reference/sim.md`` 3.7): a
-production enclave is refused when the session opens, with the CPU's own reason. A thread
-stopped at a breakpoint cannot be resumed by this debugger: the enclave's memory can still
-be read and written, but further ECALLs are refused.
+production enclave is refused when the session opens, with the CPU's own reason. While a
+call is stopped, memory can be read and written, and other ECALLs wait for ``continue``.
 """
 
 from __future__ import annotations
 
 import shlex
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwsim.sgx.arch import GPRSGX_REGS, GPRSGX_SIZE, PAGE_SIZE, Tcs
 from hwsim.sgx.errors import SgxError
 from sgxtool.errors import SgxToolError, UsageError
-from sgxtool.runtime import Enclave, EnclaveCallError, EnclaveCrashed
+from sgxtool.runtime import Enclave, EnclaveCallError, EnclaveStopped
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
     from typing import TextIO
 
@@ -46,7 +56,8 @@ _MAX_SCRIPT = 1 << 20
 
 @dataclass(frozen=True)
 class Step:
-    """What one command did: ``kind`` is call, read, write, break or stopped."""
+    """What one command did: ``kind`` is call, read, write, break or stopped (a call or a
+    continue that stopped at an int3)."""
 
     command: str
     kind: str
@@ -60,9 +71,16 @@ class Step:
             out["address"] = f"{self.address:#x}"
         if self.kind in ("call", "read"):
             out["hex"] = self.data.hex()
+        if self.kind == "regs":
+            out["registers"] = {name: f"{value:#x}" for name, value in self.registers().items()}
         if self.detail:
             out["detail"] = self.detail
         return out
+
+    def registers(self) -> dict[str, int]:
+        """A ``regs`` step's registers, by name."""
+        values = struct.unpack_from(f"<{len(GPRSGX_REGS)}Q", self.data)
+        return dict(zip(GPRSGX_REGS, values, strict=True))
 
 
 @dataclass
@@ -72,6 +90,8 @@ class DebugSession:
     enclave: Enclave
     symbols: dict[str, int]
     breakpoints: dict[int, bytes] = field(default_factory=dict)  # offset -> original byte
+    stopped_at: int | None = None  # offset of the instruction the stopped call is at
+    after_int3: bool = False  # the saved RIP is one past stopped_at (an int3 trapped)
 
     @classmethod
     def open(
@@ -89,6 +109,7 @@ class DebugSession:
                 hint="EDBGRD/EDBGWR work only on enclaves signed with DEBUG=1 "
                 "(enclave.toml: debug = true); production enclaves cannot be debugged",
             ) from exc
+        enclave.stop_at_breakpoints = True
         return cls(enclave, _symbols(image))
 
     def close(self) -> None:
@@ -111,9 +132,11 @@ class DebugSession:
         words = _split(line)
         verb, args = words[0], words[1:]
         handler = {"call": self._call, "read": self._read, "write": self._write,
-                   "break": self._break}.get(verb)  # fmt: skip
+                   "break": self._break, "continue": self._continue, "step": self._step,
+                   "regs": self._regs}.get(verb)  # fmt: skip
         if handler is None:
-            raise UsageError(f"{line!r}: unknown command {verb!r} (call, read, write, break)")
+            raise UsageError(f"{line!r}: unknown command {verb!r} "
+                             "(call, read, write, break, continue, step, regs)")  # fmt: skip
         return handler(line, args)
 
     def address(self, text: str) -> int:
@@ -139,23 +162,82 @@ class DebugSession:
         if not args:
             raise UsageError(f"{line!r}: call ENTRY [--in-text T | --in-hex H]")
         data = _call_input(line, args[1:])
+        return self._until_stop(line, lambda: self.enclave.call(args[0], data))
+
+    def _continue(self, line: str, args: list[str]) -> Step:
+        self._stopped_call(line, args)
+        if self.stopped_at in self.breakpoints:
+            step = self._step_over(line)
+            if step.kind != "stopped" or self.after_int3:  # it left, or met another int3
+                return step
+        return self._until_stop(line, self.enclave.resume)
+
+    def _step(self, line: str, args: list[str]) -> Step:
+        self._stopped_call(line, args)
+        if self.stopped_at in self.breakpoints:
+            return self._step_over(line)
+        return self._until_stop(line, lambda: self.enclave.resume(step=True))
+
+    def _stopped_call(self, line: str, args: list[str]) -> int:
+        """The TCS of the stopped call (refused when there is none, or with arguments)."""
+        if args:
+            raise UsageError(f"{line!r}: takes no arguments")
+        stopped = self.enclave.stopped
+        if stopped is None:
+            raise SgxToolError(f"{line!r}: no call is stopped at a breakpoint")
+        return stopped.tcs
+
+    def _step_over(self, line: str) -> Step:
+        """Run the instruction under the breakpoint the call is stopped at, alone: the
+        original byte back, the saved RIP onto it if the int3 trapped, one instruction
+        (ERESUME with a budget of one), then the int3 again."""
+        at, device = self.stopped_at, self.enclave.device
+        assert at is not None
+        stopped = self.enclave.stopped
+        assert stopped is not None
+        device.debug_write(at, self.breakpoints[at])
+        if self.after_int3:
+            rip_at = self.gpr_offset(stopped.tcs) + 8 * GPRSGX_REGS.index("rip")
+            rip = struct.unpack("<Q", device.debug_read(rip_at, 8))[0]
+            device.debug_write(rip_at, struct.pack("<Q", rip - 1))
         try:
-            out = self.enclave.call(args[0], data)
-        except EnclaveCrashed as exc:
-            hit = self._breakpoint_hit(str(exc))
-            if hit is None:
-                raise
-            return Step(line, "stopped", hit, detail=f"stopped at breakpoint {hit:#x}")
+            return self._until_stop(line, lambda: self.enclave.resume(step=True))
+        finally:
+            device.debug_write(at, _INT3)
+
+    def _until_stop(self, line: str, run: Callable[[], bytes]) -> Step:
+        """Run a call (or its rest) until it returns, stops at an int3 or ends a step."""
+        self.stopped_at = None
+        try:
+            out = run()
+        except EnclaveStopped as exc:
+            # int3 is a trap: the thread stopped one byte after it (SDM vol. 3A 6.5).
+            at = exc.rip - self.enclave.base - (1 if exc.int3 else 0)
+            self.stopped_at, self.after_int3 = at, exc.int3
+            if not exc.int3:
+                return Step(line, "stopped", at, detail=f"stepped to {at:#x}")
+            what = "breakpoint" if at in self.breakpoints else "an int3 of the enclave's own"
+            return Step(line, "stopped", at, detail=f"stopped at {what} {at:#x}")
         except EnclaveCallError as exc:
             return Step(line, "call", detail=str(exc))
         return Step(line, "call", data=out)
 
-    def _breakpoint_hit(self, why: str) -> int | None:
-        # int3 is a trap: the thread stopped one byte after the breakpoint (SDM vol. 3A 6.5).
-        for at in self.breakpoints:
-            if "#BP" in why and f"at enclave offset {at + 1:#x}" in why:
-                return at
-        return None
+    def _regs(self, line: str, args: list[str]) -> Step:
+        gpr = self.gpr_offset(self._stopped_call(line, args))
+        return Step(line, "regs", gpr, self.enclave.device.debug_read(gpr, GPRSGX_SIZE))
+
+    def gpr_offset(self, tcs: int) -> int:
+        """Where the last AEX of thread ``tcs`` saved its registers: TCS.OSSA and TCS.CSSA,
+        read with EDBGRD, name the frame; the GPR area is its last bytes (as sgx-gdb finds
+        it)."""
+        device = self.enclave.device
+        head = device.debug_read(tcs - self.enclave.base, 32)  # through OSSA, CSSA, NSSA
+        found = Tcs.unpack(head.ljust(PAGE_SIZE, b"\0"))
+        ossa, cssa = found.ossa, found.cssa
+        if cssa == 0:
+            raise SgxToolError("the thread has no saved state (TCS.CSSA is 0)")
+        frame = device.enclave.secs.ssaframesize * PAGE_SIZE
+        return ossa + cssa * frame - GPRSGX_SIZE
 
     def _read(self, line: str, args: list[str]) -> Step:
         if len(args) != 2:

@@ -10,24 +10,30 @@ initialised with ECMD_INIT_ENCLAVE. Then each ECALL is an EENTER with RDI = its 
 index and RSI = its ``ms_<fn>_t`` in host memory (:mod:`sgxtool.marshal`); the enclave
 leaves with RDI = OCMD_ERET and the status in RSI, or with RDI = an OCALL index and RSI =
 the OCALL's ``ms`` on the untrusted stack, served here by name and resumed with
-ECMD_ORET. Facts: linux-sgx ``common/inc/internal/rts_cmd.h``, ``psw/urts/enclave.cpp``,
-``sdk/trts/trts_ecall.cpp``/``trts_ocall.cpp`` (``shared/reference/intel-sdk.md`` 2-4).
+ECMD_ORET (the SDK's own OCALLs: :mod:`sgxtool.intelocalls`). ECALLs may run at once on
+several TCSs (:mod:`sgxtool.intelthreads`), and an exception inside the enclave goes to
+its own handlers through ECMD_EXCEPT (:mod:`sgxtool.intelexcept`). Facts: linux-sgx
+``common/inc/internal/rts_cmd.h``, ``psw/urts/enclave.cpp``, ``sdk/trts/trts_ecall.cpp``/
+``trts_ocall.cpp`` (``shared/reference/intel-sdk.md`` 2-4).
 """
 
 from __future__ import annotations
 
 import struct
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from hwsim.sgx.arch import AttributeFlag, Sigstruct
 from hwsim.sgx.device import HOST_BASE, HOST_SIZE
-from sgxtool.edl import CType, Edl, Function, load_edl
+from sgxtool.edl import Edl, Function, load_edl
 from sgxtool.errors import SgxToolError, UsageError
+from sgxtool.intelexcept import ExceptionRecord, recover, status_text
+from sgxtool.intelocalls import BUILTIN_OCALLS
 from sgxtool.intelso import intel_layout, read_metadata, runnable_copy
+from sgxtool.intelthreads import Scheduler, Task, ThreadCall, ThreadResult, run_threads
 from sgxtool.marshal import (
     EcallResult,
     OcallCall,
@@ -41,7 +47,7 @@ from sgxtool.runtime import DEFAULT_TIMEOUT, Enclave, EnclaveCrashed
 
 if TYPE_CHECKING:
     from hwsim.machine import Machine
-    from hwsim.sgx.device import SgxEnclaveDevice
+    from hwsim.sgx.device import Exit, SgxEnclaveDevice
     from sgxtool.layout import EnclaveLayout
 
 __all__ = [
@@ -69,32 +75,23 @@ _FEATURE_SET_LAST = 1 << 63  # bit 63 marks the last element of system_feature_s
 # sgx_tcrypto fails with 0x3FF alone.
 CPU_FEATURES = 0x3FF | 0x400 | 0x800 | 0x1000 | 0x2000 | 0x4000 | 0x20000
 _CPUINFO_LEAVES = (0, 1, 4, 7)  # cpuinfo_table row n = CPUID leaf n (cpu_features.cpp)
-# Host window: system_features_t, then ECALL ms and buffers, then the untrusted stack.
+# Host window: system_features_t, then ECALL ms and buffers, then one untrusted stack per
+# TCS (the OCALLs of concurrent threads live on their own stacks).
 _FEATURES_AT = HOST_BASE
 _ARENA = (HOST_BASE + 0x1000, HOST_BASE + HOST_SIZE // 2)
-_STACK_TOP = HOST_BASE + HOST_SIZE - 64
+_STACKS = (HOST_BASE + HOST_SIZE // 2, HOST_BASE + HOST_SIZE)
 _RED_ZONE = 256  # the uRTS's own frames between an OCALL's ms and its ORET entry
 # sgx_error.h
 SGX_SUCCESS = 0
 SGX_ERROR_UNEXPECTED = 0x1
 SGX_ERROR_INVALID_FUNCTION = 0x1001
-_STATUS = {
-    0x1: "SGX_ERROR_UNEXPECTED", 0x2: "SGX_ERROR_INVALID_PARAMETER",
-    0x3: "SGX_ERROR_OUT_OF_MEMORY", 0x4: "SGX_ERROR_ENCLAVE_LOST",
-    0x5: "SGX_ERROR_INVALID_STATE", 0x1001: "SGX_ERROR_INVALID_FUNCTION",
-    0x1003: "SGX_ERROR_OUT_OF_TCS", 0x1006: "SGX_ERROR_ENCLAVE_CRASHED",
-    0x1007: "SGX_ERROR_ECALL_NOT_ALLOWED", 0x1008: "SGX_ERROR_OCALL_NOT_ALLOWED",
-    0x1009: "SGX_ERROR_STACK_OVERRUN",
-}  # fmt: skip
-
-IntelHandler = Callable[["IntelEnclave", OcallCall], object]
 
 
 class IntelCallError(SgxToolError):
     """An ECALL came back with a status other than SGX_SUCCESS."""
 
     def __init__(self, name: str, status: int) -> None:
-        text = _STATUS.get(status, "unknown status")
+        text = status_text(status)
         hint = None
         if status == 0x1007:
             hint = "a private ECALL runs only from an OCALL that allows it (EDL allow(...))"
@@ -149,25 +146,58 @@ def system_features(sdk_2_0: bool, cpuid: Callable[[int, int], tuple[int, ...]])
 
 
 class _Arena:
-    """Untrusted host memory for ECALL ``ms`` structures and buffers (a bump allocator
-    reset after each outermost call); reads and writes are the host's loads and stores."""
+    """Untrusted host memory for ECALL ``ms`` structures and buffers, shared by the enclave
+    threads: first fit in 64-byte units; reads and writes are the host's loads and stores."""
 
     def __init__(self, device: SgxEnclaveDevice) -> None:
         self.device = device
-        self.next = _ARENA[0]
+        self.blocks: dict[int, int] = {}  # start -> end of each block in use
 
     def alloc(self, n: int) -> int:
-        address = self.next
-        if address + n > _ARENA[1]:
-            raise SgxToolError(f"ECALL arguments exceed the {_ARENA[1] - _ARENA[0]}-byte host area")
-        self.next = -(-(address + n) // 64) * 64
-        return address
+        at = _ARENA[0]
+        for start, end in sorted(self.blocks.items()):
+            if at + n <= start:
+                break
+            at = end
+        if at + n > _ARENA[1]:
+            raise SgxToolError(
+                f"ECALL arguments exceed the {_ARENA[1] - _ARENA[0]}-byte host area "
+                "(with those of the other threads' calls in progress)"
+            )
+        self.blocks[at] = -(-(at + max(n, 1)) // 64) * 64
+        return at
+
+    def free(self, addresses: list[int]) -> None:
+        for at in addresses:
+            del self.blocks[at]
 
     def read(self, address: int, n: int) -> bytes:
         return self.device.host_read(address, n)
 
     def write(self, address: int, data: bytes) -> None:
         self.device.host_write(address, data)
+
+
+class _CallMemory:
+    """The host memory of one ECALL (the marshaller's view): freed when the call returns."""
+
+    def __init__(self, arena: _Arena) -> None:
+        self.arena = arena
+        self.owned: list[int] = []
+
+    def alloc(self, n: int) -> int:
+        self.owned.append(self.arena.alloc(n))
+        return self.owned[-1]
+
+    def read(self, address: int, n: int) -> bytes:
+        return self.arena.read(address, n)
+
+    def write(self, address: int, data: bytes) -> None:
+        self.arena.write(address, data)
+
+    def free(self) -> None:
+        self.arena.free(self.owned)
+        self.owned.clear()
 
 
 class IntelEnclave(Enclave):
@@ -191,9 +221,9 @@ class IntelEnclave(Enclave):
         self.edl = edl
         self.string_len = string_len
         self.handlers = dict(ocalls or {})
-        self.events: dict[int, int] = {}  # TCS -> pending wake-ups (se_event.c counters)
+        self.scheduler = Scheduler(lambda tcs: f"{tcs - self.base:#x}")
+        self.exceptions: list[ExceptionRecord] = []  # each ECMD_EXCEPT made, in order
         self._arena = _Arena(device)
-        self._in_ocall: list[tuple[int, int]] = []  # (TCS, host stack) of OCALLs in progress
 
     # -- loading ----------------------------------------------------------------------
     @classmethod
@@ -273,13 +303,11 @@ class IntelEnclave(Enclave):
     def _initialize(self, *, sdk_2_0: bool) -> None:
         """ECMD_INIT_ENCLAVE on the first TCS (urts_com.h, after EINIT)."""
         machine = self.device.machine
-        self.device.host_write(_FEATURES_AT, system_features(sdk_2_0, machine.cpuid))
-        with self._lock:
-            self._allowance = self._new_allowance()
-            try:
-                status = self._run(self.tcs[0], ECMD_INIT_ENCLAVE, _FEATURES_AT, _STACK_TOP)
-            finally:
-                self._allowance = None
+        with self.scheduler.turn("ECMD_INIT_ENCLAVE") as task:
+            self.device.host_write(_FEATURES_AT, system_features(sdk_2_0, machine.cpuid))
+            task.allowance = self._new_allowance()
+            status = self._run(task, self.tcs[0], ECMD_INIT_ENCLAVE, _FEATURES_AT,
+                               self._stack(self.tcs[0])[1])  # fmt: skip
         if status != SGX_SUCCESS:
             raise IntelCallError("ECMD_INIT_ENCLAVE", status)
 
@@ -292,62 +320,110 @@ class IntelEnclave(Enclave):
         )
 
     def ecall(self, name: str, /, **args: Value) -> IntelCallResult:
-        """Run ECALL ``name`` with its parameters by name; its return value and outputs."""
+        """Run ECALL ``name`` with its parameters by name; its return value and outputs.
+        Host threads may call at once: they take turns on the CPU (:attr:`scheduler`)."""
         index, f = self.edl.ecall(name)
-        with self._lock:  # one CPU; an OCALL handler may call back in (same thread)
-            outermost = self._allowance is None
-            mark = self._arena.next
-            if outermost:
-                self._allowance = self._new_allowance()
+        with self.scheduler.turn(name) as task:
+            task.allowance = task.allowance or self._new_allowance()
+            memory = _CallMemory(self._arena)
             try:
-                result = self._ecall(index, f, args)
+                result = self._ecall(task, index, f, args, memory)
             finally:
-                self._arena.next = mark
-                if outermost:
-                    self._allowance = None
+                memory.free()
         return IntelCallResult(name, result.retval, result.outputs, self.mrenclave,
                                self.mrsigner)  # fmt: skip
 
-    def _ecall(self, index: int, f: Function, args: dict[str, Value]) -> EcallResult:
-        frame = marshal_ecall(f, args, self._arena, string_len=self.string_len)
+    def run_threads(self, calls: Sequence[ThreadCall]) -> list[ThreadResult]:
+        """Run ``calls`` as concurrent ECALLs, each on its own TCS and host thread, as an
+        application's threads do (:func:`~sgxtool.intelthreads.run_threads`)."""
+        return run_threads(self, calls)
+
+    def _ecall(
+        self, task: Task, index: int, f: Function, args: dict[str, Value], memory: _CallMemory
+    ) -> EcallResult:
+        frame = marshal_ecall(f, args, memory, string_len=self.string_len)
         ms = frame.ms_address if frame.ms_size else 0  # void f(void): the bridge wants NULL
-        if self._in_ocall:  # a nested ECALL runs on the thread that made the OCALL
-            tcs, sp = self._in_ocall[-1]
+        if task.in_ocall:  # a nested ECALL runs on the thread that made the OCALL
+            tcs, sp = task.in_ocall[-1]
+            status = self._run(task, tcs, index, ms, sp)
         else:
-            tcs, sp = self._free_thread(), _STACK_TOP
-        self._busy.add(tcs)
-        try:
-            status = self._run(tcs, index, ms, sp)
-        finally:
-            if not self._in_ocall:
+            tcs = task.tcs = self._free_thread()
+            self._busy.add(tcs)
+            try:
+                status = self._run(task, tcs, index, ms, self._stack(tcs)[1])
+            finally:
                 self._busy.discard(tcs)
         if status != SGX_SUCCESS:
             raise IntelCallError(f.name, status)
-        return unmarshal_ecall(frame, self._arena)
+        return unmarshal_ecall(frame, memory)
 
-    def _run(self, tcs: int, command: int, arg: int, sp: int) -> int:
+    def _free_thread(self) -> int:
+        """A TCS no ECALL in progress holds (the uRTS's SGX_ERROR_OUT_OF_TCS otherwise)."""
+        for tcs in self.tcs:
+            if tcs not in self._busy:
+                return tcs
+        raise SgxToolError(
+            f"all {len(self.tcs)} TCSs of the enclave are held by ECALLs in progress "
+            "(SGX_ERROR_OUT_OF_TCS)",
+            hint="TCSNum in Enclave.config.xml sets how many threads can be in the enclave",
+        )
+
+    def _stack(self, tcs: int) -> tuple[int, int]:
+        """The untrusted stack of the host thread on ``tcs``: its lowest and top address."""
+        size = (_STACKS[1] - _STACKS[0]) // len(self.tcs) & ~0xFFF
+        low = _STACKS[0] + self.tcs.index(tcs) * size
+        return low, low + size - 64
+
+    def _run(self, task: Task, tcs: int, command: int, arg: int, sp: int) -> int:
         """EENTER with ``command``/``arg``, serving OCALLs until OCMD_ERET; the status."""
-        ex = self.enter(dict(rdi=command & _U64, rsi=arg, rsp=sp, rbp=sp), tcs)
+        ex = self._step(task, tcs, dict(rdi=command & _U64, rsi=arg, rsp=sp, rbp=sp))
         failure: Exception | None = None
         while (code := _signed(ex.regs["rdi"])) >= 0:
             if failure is not None:  # it calls out again rather than return: stop it here
                 self.crashed = f"it kept making OCALLs after one failed ({failure})"
                 raise failure
-            below = (self.device.host_regs("rsp")["rsp"] - _RED_ZONE) & ~0xF
+            below = self._ocall_stack(tcs)
             status = SGX_ERROR_UNEXPECTED
-            self._in_ocall.append((tcs, below))
+            task.in_ocall.append((tcs, below))
             try:
                 status = self._ocall(code, ex.regs["rsi"])
+            except EnclaveCrashed as exc:  # a deadlock: the thread stays stopped inside
+                if self.crashed and self.crashed != str(exc):  # another thread's crash did it
+                    raise EnclaveCrashed(
+                        f"the enclave crashed earlier ({self.crashed}); load it again"
+                    ) from exc
+                self.crashed = str(exc)
+                raise
             except Exception as exc:  # the handler's failure: the enclave may unwind first
                 failure = exc
             finally:
-                self._in_ocall.pop()
-            ex = self.enter(dict(rdi=ECMD_ORET & _U64, rsi=status, rsp=below, rbp=below), tcs)
+                task.in_ocall.pop()
+            ex = self._step(task, tcs, dict(rdi=ECMD_ORET & _U64, rsi=status, rsp=below,
+                                            rbp=below))  # fmt: skip
         if failure is not None:
             raise failure
         if code != OCMD_ERET:
             raise EnclaveCrashed(f"the enclave left with an unknown exit code {code}")
         return ex.regs["rsi"] & 0xFFFFFFFF
+
+    def _step(self, task: Task, tcs: int, regs: dict[str, int]) -> Exit:
+        """One entry of thread ``tcs``, through the exceptions it takes, to its next EEXIT."""
+        assert task.allowance is not None
+        ex = self._device_enter(task.allowance, tcs, regs)
+        return recover(self, task, tcs, ex) if ex.kind == "aex" else ex
+
+    def _ocall_stack(self, tcs: int) -> int:
+        """Where the uRTS's frames for an OCALL end: below the enclave's ``sgx_ocalloc``
+        block, which must lie on this thread's own untrusted stack."""
+        rsp = self.device.host_regs("rsp")["rsp"]
+        low, top = self._stack(tcs)
+        if not low + _RED_ZONE <= rsp <= top:
+            self.crashed = f"its untrusted stack pointer {rsp:#x} left the thread's stack"
+            raise EnclaveCrashed(
+                f"an OCALL's untrusted stack at {rsp:#x} is outside the {top - low}-byte "
+                f"stack of its thread ({low:#x}-{top:#x}): OCALL data too large?"
+            )
+        return (rsp - _RED_ZONE) & ~0xF
 
     def _ocall(self, index: int, ms: int) -> int:
         """Serve OCALL ``index`` (uRTS CEnclave::ocall): the bridge's status."""
@@ -393,155 +469,3 @@ def _shown(value: object) -> str:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value[:32]).hex() + ("..." if len(value) > 32 else "")
     return repr(value)
-
-
-# -- the host functions Intel's SDK and its samples link with --------------------------
-
-
-def _print_string(enclave: IntelEnclave, call: OcallCall) -> None:
-    enclave.write(str(call.values["str"] or ""))
-
-
-def _print_int(enclave: IntelEnclave, call: OcallCall) -> None:
-    # test_hash_SGX's App: printf("%d\n", *str)
-    enclave.write(f"{call.values['str']}\n")
-
-
-def _set_1234(_enclave: IntelEnclave, call: OcallCall) -> None:
-    # SampleEnclave App/Edger8rSyntax/Pointers.cpp: *val = 1234 (copied back for [out]).
-    out = call.values["val"]
-    if isinstance(out, bytearray):
-        out[:4] = struct.pack("<i", 1234)
-
-
-def _nothing(_enclave: IntelEnclave, _call: OcallCall) -> None:
-    """ocall_pointer_user_check and ocall_pointer_in: the App only looks."""
-
-
-def _function_allow(enclave: IntelEnclave, _call: OcallCall) -> None:
-    # SampleEnclave App/Edger8rSyntax/Functions.cpp: call the private ECALL back.
-    enclave.ecall("ecall_function_private")
-
-
-def _cpuidex(enclave: IntelEnclave, call: OcallCall) -> None:
-    leaf, subleaf = (int(call.values[k]) & 0xFFFFFFFF for k in ("leaf", "subleaf"))  # type: ignore[call-overload]
-    out = call.values["cpuinfo"]
-    if isinstance(out, bytearray):
-        out[:16] = struct.pack("<4I", *enclave.device.machine.cpuid(leaf, subleaf))
-
-
-def _wake(enclave: IntelEnclave, tcs: int) -> None:
-    enclave.events[tcs] = enclave.events.get(tcs, 0) + 1
-
-
-def _wait(enclave: IntelEnclave, tcs: int) -> int:
-    """se_event_wait: consume a pending wake-up; with none, only another thread could
-    set it, and here one host thread runs the enclave at a time."""
-    if enclave.events.get(tcs, 0) > 0:
-        enclave.events[tcs] -= 1
-        return 0
-    raise SgxToolError(
-        f"enclave thread {tcs - enclave.base:#x} waits for an event no running thread can "
-        "set (the runtime runs one host thread in the enclave at a time)",
-        hint="ECALLs that need two enclave threads at once are not supported",
-    )
-
-
-def _pointer(value: object) -> int:
-    return value if isinstance(value, int) else 0
-
-
-def _wait_event(enclave: IntelEnclave, call: OcallCall) -> int:
-    return _wait(enclave, _pointer(call.values["self"]))
-
-
-def _set_event(enclave: IntelEnclave, call: OcallCall) -> int:
-    _wake(enclave, _pointer(call.values["waiter"]))
-    return 0
-
-
-def _setwait_events(enclave: IntelEnclave, call: OcallCall) -> int:
-    _wake(enclave, _pointer(call.values["waiter"]))
-    return _wait(enclave, _pointer(call.values["self"]))
-
-
-def _set_multiple_events(enclave: IntelEnclave, call: OcallCall) -> int:
-    raw = call.values["waiters"]
-    data = bytes(raw) if isinstance(raw, (bytes, bytearray)) else b""
-    for (waiter,) in struct.iter_unpack("<Q", data[: len(data) // 8 * 8]):
-        _wake(enclave, waiter)
-    return 0
-
-
-BUILTIN_OCALLS: dict[str, IntelHandler] = {
-    "sgx_oc_cpuidex": _cpuidex,
-    "sgx_thread_wait_untrusted_event_ocall": _wait_event,
-    "sgx_thread_set_untrusted_event_ocall": _set_event,
-    "sgx_thread_setwait_untrusted_events_ocall": _setwait_events,
-    "sgx_thread_set_multiple_untrusted_events_ocall": _set_multiple_events,
-    "ocall_print_string": _print_string,
-    "ocall_print": _print_int,
-    "ocall_pointer_user_check": _nothing,
-    "ocall_pointer_in": _nothing,
-    "ocall_pointer_out": _set_1234,
-    "ocall_pointer_in_out": _set_1234,
-    "ocall_function_allow": _function_allow,
-}
-
-
-# -- the command line ----------------------------------------------------------------
-
-
-def parse_cli_args(f: Function, pairs: list[str]) -> dict[str, Value]:
-    """``NAME=VALUE`` strings as ECALL values: numbers stay text for the marshaller,
-    ``hex:...`` is bytes, and comma lists fill arrays of numbers."""
-    values: dict[str, Value] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep:
-            raise UsageError(f"--arg {pair!r}: expected NAME=VALUE")
-        try:
-            p = f.param(name)
-        except KeyError:
-            names = ", ".join(q.name for q in f.params) or "none"
-            raise UsageError(f"{f.name} has no parameter {name!r} (it has: {names})") from None
-        elem = p.ctype.elem if p.ctype.dims else p.ctype.pointee
-        values[name] = _cli_value(None if p.is_string else elem, text, name)
-    return values
-
-
-def _cli_value(elem: CType | None, text: str, name: str) -> Value:
-    if text.startswith("hex:"):
-        try:
-            return bytes.fromhex(text[4:])
-        except ValueError:
-            raise UsageError(f"--arg {name}: {text[4:]!r} is not hex") from None
-    if elem is None or elem.kind != "int" or elem.size < 2:
-        return text  # a scalar (parsed by the marshaller), char data; floats as hex:
-    try:
-        return [int(v, 0) for v in text.split(",")]
-    except ValueError:
-        raise UsageError(f"--arg {name}: {text!r} is not a comma list of numbers") from None
-
-
-def run_intel_ecall(
-    image: str | Path,
-    entry: str,
-    args: list[str],
-    *,
-    edl: str | Path,
-    typedefs: Mapping[str, str] | None = None,
-    edl_path: tuple[Path, ...] = (),
-    machine: Machine | None = None,
-    token: bytes | None = None,
-    console: TextIO | None = None,
-    budget: int | None = None,
-    timeout: float | None = DEFAULT_TIMEOUT,
-) -> IntelCallResult:
-    """Load an Intel SDK enclave, call ECALL ``entry`` with ``NAME=VALUE`` arguments once."""
-    parsed = load_edl(edl, typedefs=dict(typedefs or {}), search=edl_path)
-    _, f = parsed.ecall(entry)  # before loading: a wrong name or argument costs nothing
-    values = parse_cli_args(f, args)
-    with IntelEnclave.load(image, edl=parsed, machine=machine, token=token, console=console,
-                           budget=budget, timeout=timeout) as enclave:  # fmt: skip
-        return enclave.ecall(entry, **values)

@@ -27,7 +27,16 @@ from memcrypt.files import read_file
 from sgxtool.errors import ImageError
 from sgxtool.layout import ALL_CHUNKS, Content, EnclaveLayout, LayoutBuilder, Region, Thread
 
-__all__ = ["IntelMetadata", "LayoutEntry", "has_metadata", "intel_layout", "read_metadata"]
+__all__ = [
+    "IntelMetadata",
+    "LayoutEntry",
+    "has_metadata",
+    "image_layout",
+    "intel_layout",
+    "note_block",
+    "parse_chain",
+    "read_metadata",
+]
 
 METADATA_MAGIC = 0x86A80294635D0E4C
 # The largest signed .so read whole (patches are applied to a copy in memory).
@@ -99,7 +108,7 @@ class IntelMetadata:
         return f"{self.version[0]}.{self.version[1]}"
 
 
-def _note_block(elf: ELFFile, path: Path) -> tuple[int, int]:
+def note_block(elf: ELFFile, path: Path) -> tuple[int, int]:
     """File offset and size of the metadata block inside ``.note.sgxmeta``."""
     section = elf.get_section_by_name(".note.sgxmeta")
     if section is None:
@@ -124,7 +133,7 @@ def has_metadata(path: str | Path) -> bool:
     try:
         with Path(path).open("rb") as f:
             elf = ELFFile(f)
-            at, size = _note_block(elf, Path(path))
+            at, size = note_block(elf, Path(path))
             f.seek(at)
             head = f.read(8)
     except (OSError, ELFError, ImageError, ValueError, struct.error):
@@ -137,21 +146,26 @@ def read_metadata(path: str | Path) -> list[IntelMetadata]:
     p = Path(path)
     try:
         with p.open("rb") as f:
-            at, size = _note_block(ELFFile(f), p)
+            at, size = note_block(ELFFile(f), p)
     except (ELFError, ValueError, struct.error) as exc:
         raise ImageError(f"{p}: not a usable ELF ({exc})") from exc
     except OSError as exc:
         raise ImageError(f"cannot read {p}: {exc.strerror}") from exc
     blob = read_file(p, "signed enclave", max_size=MAX_SO_SIZE)[at : at + size]
-    copies, pos = [], 0
-    # urts_com.h get_metadata: the copies follow each other; the first bad magic ends them.
-    while pos + _DIRS_AT <= len(blob) and struct.unpack_from("<Q", blob, pos)[0] == METADATA_MAGIC:
-        copy = _parse_copy(blob, pos, at, p)
-        copies.append(copy)
-        pos += struct.unpack_from("<I", blob, pos + 16)[0]
+    copies = parse_chain(blob, at, p)
     if not copies:
         raise ImageError(f"{p}: .note.sgxmeta holds no metadata (is the enclave signed?)",
                          hint="sign it with sgx_sign or `sgxtool sign`")  # fmt: skip
+    return copies
+
+
+def parse_chain(blob: bytes, base: int, p: Path) -> list[IntelMetadata]:
+    """The copies in a metadata block found at file offset ``base``; none if it is blank."""
+    copies, pos = [], 0
+    # urts_com.h get_metadata: the copies follow each other; the first bad magic ends them.
+    while pos + _DIRS_AT <= len(blob) and struct.unpack_from("<Q", blob, pos)[0] == METADATA_MAGIC:
+        copies.append(_parse_copy(blob, pos, base, p))
+        pos += struct.unpack_from("<I", blob, pos + 16)[0]
     return copies
 
 
@@ -238,7 +252,12 @@ def intel_layout(path: str | Path, meta: IntelMetadata | None = None) -> Enclave
     """The pages of a signed ``.so`` in the order sgx_sign measured them (section 1.6)."""
     p = Path(path)
     meta = meta or runnable_copy(read_metadata(p))
-    image = bytearray(read_file(p, "signed enclave", max_size=MAX_SO_SIZE))
+    return image_layout(read_file(p, "signed enclave", max_size=MAX_SO_SIZE), meta, p)
+
+
+def image_layout(data: bytes, meta: IntelMetadata, p: Path) -> EnclaveLayout:
+    """The pages of the ``.so`` whose bytes are ``data``, laid out by ``meta``."""
+    image = bytearray(data)
     for dst, patch in meta.patches:
         if dst + len(patch) > len(image):
             raise ImageError(f"{p}: a patch writes past the end of the file ({dst:#x})")

@@ -1,17 +1,21 @@
-"""Import Intel's ``sgx_sign`` XML configuration (``Enclave.config.xml``) as enclave.toml.
+"""Intel's ``sgx_sign`` XML configuration (``Enclave.config.xml``).
 
-Every element Intel's signer knows is read (linux-sgx ``sign_tool.cpp``, the table in
-``shared/reference/sgx.md`` 1.2). Elements with a direct equivalent are mapped; those that
-only matter to Intel's runtime (dynamic threads and heap growth under EDMM, TCS binding,
-reserved memory) are reported in notes, so nobody is surprised by what changed.
+Two readers: :func:`import_intel_config` converts it to enclave.toml for memcrypt's own
+images (elements with a direct equivalent are mapped; those that only matter to Intel's
+runtime, such as dynamic threads, heap growth under EDMM, TCS binding and reserved memory,
+are reported in notes); :func:`read_sign_config` reads it as ``sgx_sign`` does for signing an
+Intel SDK enclave, with that release's element table, bounds and defaults (linux-sgx
+``sign_tool.cpp`` ``main``, ``manage_metadata.cpp`` ``parse_metadata_file`` and
+``check_xml_parameter``; the table in ``shared/reference/sgx.md`` 1.2).
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
@@ -20,7 +24,7 @@ from memcrypt.files import read_file
 from sgxtool.config import U64, EnclaveConfig, parse_config
 from sgxtool.errors import ConfigError
 
-__all__ = ["import_intel_config"]
+__all__ = ["SignConfig", "import_intel_config", "read_sign_config"]
 
 # Intel's default ATTRIBUTEMASK.FLAGS leaves DEBUG and bits 55:48 unenforced
 # (manage_metadata.cpp: ~(DEBUG | NON_CHECK_BITS)); DisableDebug=1 enforces DEBUG (= 0).
@@ -51,15 +55,8 @@ _IGNORED = {
 
 def import_intel_config(path: str | Path) -> tuple[EnclaveConfig, list[str]]:
     """An EnclaveConfig from an sgx_sign XML file, and notes on what did not carry over."""
-    raw = read_file(path, "Intel enclave configuration", max_size=1 << 20)
-    try:
-        root = ET.fromstring(raw)
-    except ET.ParseError as exc:
-        raise ConfigError(f"{path}: not well-formed XML: {exc}") from exc
-    if root.tag != "EnclaveConfiguration":
-        raise ConfigError(f"{path}: root element is <{root.tag}>, not <EnclaveConfiguration>")
     values: dict[str, int] = {}
-    for element in root:
+    for element in _root(path):
         if element.tag in values:
             raise ConfigError(f"{path}: <{element.tag}> appears twice")
         try:
@@ -71,6 +68,17 @@ def import_intel_config(path: str | Path) -> tuple[EnclaveConfig, list[str]]:
                 f"{path}: <{element.tag}> {element.text!r} is not a 64-bit unsigned number"
             )
     return _convert(values, str(path))
+
+
+def _root(path: str | Path) -> ET.Element:
+    raw = read_file(path, "Intel enclave configuration", max_size=1 << 20)
+    try:
+        root = ET.fromstring(raw)
+    except ET.ParseError as exc:
+        raise ConfigError(f"{path}: not well-formed XML: {exc}") from exc
+    if root.tag != "EnclaveConfiguration":
+        raise ConfigError(f"{path}: root element is <{root.tag}>, not <EnclaveConfiguration>")
+    return root
 
 
 def _convert(v: dict[str, int], source: str) -> tuple[EnclaveConfig, list[str]]:
@@ -131,3 +139,146 @@ _MAPPERS: dict[str, _Mapper] = {
     "ISVEXTPRODID_H": lambda c, x, v: replace(c, isvextprodid=_kss_id(v, "ISVEXTPRODID")),
     "ISVEXTPRODID_L": lambda c, x, v: replace(c, isvextprodid=_kss_id(v, "ISVEXTPRODID")),
 }
+
+
+# -- reading it as sgx_sign does ------------------------------------------------------------
+
+_PAGE = 0x1000
+_U32, _U64 = 0xFFFF_FFFF, (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class SignConfig:
+    """The XML's values after sgx_sign's defaults; sizes in bytes."""
+
+    prodid: int = 0
+    isvsvn: int = 0
+    release_type: int = 0
+    intel_signed: int = 0
+    provision_key: int = 0
+    launch_key: int = 0
+    disable_debug: int = 0
+    hw: int = 0
+    tcs_num: int = 1
+    tcs_max_num: int = 1  # TCSNum when the XML does not say
+    tcs_min_pool: int = 1
+    tcs_policy: int = 1
+    stack_max: int = 0x40000
+    stack_min: int = 0x2000
+    heap_max: int = 0x1000000
+    heap_min: int = 0x1000
+    heap_init: int = 0x1000000  # HeapMaxSize when the XML does not say
+    misc_select: int = 0
+    misc_mask: int = _U32
+    enable_kss: int = 0
+    isvfamilyid: bytes = bytes(16)
+    isvextprodid: bytes = bytes(16)
+
+
+# element -> (SignConfig field, max, min); max None = half the largest enclave
+_SIGN_TABLE: dict[str, tuple[str, int | None, int]] = {
+    "ProdID": ("prodid", 0xFFFF, 0),
+    "ISVSVN": ("isvsvn", 0xFFFF, 0),
+    "ReleaseType": ("release_type", 1, 0),
+    "IntelSigned": ("intel_signed", 1, 0),
+    "ProvisionKey": ("provision_key", 1, 0),
+    "LaunchKey": ("launch_key", 1, 0),
+    "DisableDebug": ("disable_debug", 1, 0),
+    "HW": ("hw", 0x10, 0),
+    "TCSNum": ("tcs_num", _U32, 1),
+    "TCSMaxNum": ("tcs_max_num", _U32, 1),
+    "TCSMinPool": ("tcs_min_pool", _U32, 0),
+    "TCSPolicy": ("tcs_policy", 1, 0),
+    "StackMaxSize": ("stack_max", None, -1),  # min: the release's STACK_SIZE_MIN
+    "StackMinSize": ("stack_min", None, -1),
+    "HeapMaxSize": ("heap_max", None, 0),
+    "HeapMinSize": ("heap_min", None, 0),
+    "HeapInitSize": ("heap_init", None, 0),
+    "MiscSelect": ("misc_select", _U32, 0),
+    "MiscMask": ("misc_mask", _U32, 0),
+}
+_KSS_TABLE: dict[str, tuple[str, int | None, int]] = {
+    "EnableKSS": ("enable_kss", 1, 0),
+    "ISVFAMILYID_H": ("", _U64, 0),
+    "ISVFAMILYID_L": ("", _U64, 0),
+    "ISVEXTPRODID_H": ("", _U64, 0),
+    "ISVEXTPRODID_L": ("", _U64, 0),
+}
+# Reserved memory needs RSRV layout records sgxtool does not write: only zero is accepted.
+_RSRV = ("ReservedMemMaxSize", "ReservedMemMinSize", "ReservedMemInitSize",
+         "ReservedMemExecutable")  # fmt: skip
+
+
+def read_sign_config(
+    path: str | Path | None, *, stack_size_min: int, size_max: int, kss: bool
+) -> SignConfig:
+    """The XML as the ``sgx_sign`` of one SDK release reads it: its elements, bounds and
+    defaults (``stack_size_min``, ``size_max`` and ``kss`` come from the release). Without
+    a file, sgx_sign's defaults."""
+    if path is None:
+        return _checked({}, "default configuration", stack_size_min)
+    table = {**_SIGN_TABLE, **(_KSS_TABLE if kss else {}), **{r: ("", None, 0) for r in _RSRV}}
+    given: dict[str, int] = {}
+    for element in _root(path):
+        if not isinstance(element.tag, str):
+            continue
+        name = element.tag
+        if name not in table or (name in _RSRV and not kss):
+            raise ConfigError(f"{path}: <{name}> is not an element this sgx_sign release knows")
+        if name in given:
+            raise ConfigError(f"{path}: <{name}> appears twice")
+        if element.attrib or len(element):
+            raise ConfigError(f"{path}: <{name}> must hold only a number")
+        _field, high, low = table[name]
+        given[name] = _number(path, name, element.text)
+        high = size_max // 2 if high is None else high
+        low = stack_size_min if low < 0 else low
+        if not low <= given[name] <= high:
+            raise ConfigError(f"{path}: <{name}> {given[name]:#x} is out of range "
+                              f"({low:#x} to {high:#x})")  # fmt: skip
+    return _checked(given, str(path), stack_size_min)
+
+
+def _number(path: str | Path, name: str, text: str | None) -> int:
+    """strtoull(text, 0) as sgx_sign applies it: decimal, 0x hex or 0 octal; no sign."""
+    raw = (text or "").strip()
+    try:
+        if "-" in raw or "+" in raw or not raw:
+            raise ValueError(raw)
+        if raw[:2].lower() == "0x":
+            return int(raw[2:], 16)
+        return int(raw, 8) if raw.startswith("0") and len(raw) > 1 else int(raw, 10)
+    except ValueError:
+        raise ConfigError(f"{path}: <{name}> {text!r} is not an unsigned number") from None
+
+
+def _checked(given: dict[str, int], source: str, stack_size_min: int) -> SignConfig:
+    """check_xml_parameter's rules, then the values with defaults filled in."""
+    named = {**_SIGN_TABLE, **_KSS_TABLE}
+    values: dict[str, Any] = {named[n][0]: v for n, v in given.items() if named.get(n, ("",))[0]}
+    cfg = replace(SignConfig(stack_min=stack_size_min), **values)
+    cfg = replace(cfg, tcs_max_num=given.get("TCSMaxNum", cfg.tcs_num),
+                  heap_init=given.get("HeapInitSize", cfg.heap_max))  # fmt: skip
+    for name in ("StackMaxSize", "StackMinSize", "HeapMaxSize", "HeapMinSize", "HeapInitSize"):
+        if getattr(cfg, _SIGN_TABLE[name][0]) % _PAGE:
+            raise ConfigError(f"{source}: <{name}> must be a multiple of 4 KiB")
+    rules = [
+        (cfg.stack_min > cfg.stack_max, "StackMinSize is larger than StackMaxSize"),
+        (cfg.heap_init > cfg.heap_max, "HeapInitSize is larger than HeapMaxSize"),
+        (cfg.heap_min > cfg.heap_init, "HeapMinSize is larger than HeapInitSize"),
+        (bool(cfg.hw) != bool(cfg.launch_key),
+         "HW and LaunchKey go together (a Launch Enclave sets both)"),
+        (cfg.tcs_max_num < cfg.tcs_num, "TCSMaxNum is smaller than TCSNum"),
+        ("TCSMinPool" in given and cfg.tcs_min_pool > cfg.tcs_max_num,
+         "TCSMinPool is larger than TCSMaxNum"),
+        (any(given.get(r) for r in _RSRV), "reserved memory (ReservedMem*) is not supported by "
+         "sgxtool sign; set it to 0 or sign with sgx_sign"),
+    ]  # fmt: skip
+    for broken, why in rules:
+        if broken:
+            raise ConfigError(f"{source}: {why}")
+    kss_ids = [given.get(f"{n}_{h}", 0) for n in ("ISVFAMILYID", "ISVEXTPRODID") for h in "LH"]
+    if any(kss_ids) and not cfg.enable_kss:
+        raise ConfigError(f"{source}: ISVFAMILYID/ISVEXTPRODID need EnableKSS=1")
+    pack = [x.to_bytes(8, "little") for x in kss_ids]
+    return replace(cfg, isvfamilyid=pack[0] + pack[1], isvextprodid=pack[2] + pack[3])

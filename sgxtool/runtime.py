@@ -38,6 +38,7 @@ __all__ = [
     "Enclave",
     "EnclaveCallError",
     "EnclaveCrashed",
+    "EnclaveStopped",
     "read_ecalls",
     "run_ecall",
 ]
@@ -47,8 +48,7 @@ DEFAULT_OUT = 64 << 10
 _SCRATCH = (0x1000, 0x10000)  # OCALL requests and replies: offset and size in host memory
 _BUFFERS = 0x11000  # input, then output buffer
 _OCALL_RETURN = (1 << 64) - 1
-_SCRATCH_REGS = {"r10": HOST_BASE + _SCRATCH[0], "r11": _SCRATCH[1]}  # the stub finds it here
-_HOST_STACK = {"rsp": HOST_BASE + _SCRATCH[0] - 64, "rbp": 0}
+_BP = 3  # int3's exception vector, #BP (SDM vol. 3A 6.3.1)
 _ERRORS = {
     -1: "no such ECALL index",
     -2: "a host buffer overlaps the enclave",
@@ -80,8 +80,30 @@ class EnclaveCrashed(SgxToolError):
     again (its thread was stopped in the middle)."""
 
 
+class EnclaveStopped(EnclaveCrashed):
+    """A thread hit an int3 (#BP), or ended a step, while
+    :attr:`Enclave.stop_at_breakpoints` was set: the call is suspended, its thread
+    resumable with :meth:`Enclave.resume`."""
+
+    def __init__(self, message: str, tcs: int, rip: int, *, int3: bool) -> None:
+        super().__init__(message)
+        self.tcs = tcs
+        self.rip = rip  # linear address the AEX saved: after the int3, or the next one
+        self.int3 = int3
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """What a suspended call still needs to finish: its thread and output buffer."""
+
+    name: str
+    tcs: int
+    out: int
+    out_size: int
+
+
 @dataclass
-class _Allowance:
+class Allowance:
     """What one call (with the calls its OCALL handlers make) may still spend."""
 
     budget: int | None  # instructions left; None: not counted
@@ -146,7 +168,11 @@ class Enclave:
         self._owned_machine = owned_machine
         self._lock = threading.RLock()
         self._busy: set[int] = set()
-        self._allowance: _Allowance | None = None  # of the call in progress
+        self._allowance: Allowance | None = None  # of the call in progress
+        # A debugger's choice: an int3 suspends the call (EnclaveStopped) instead of
+        # crashing the enclave; the suspended call is kept in ``stopped``.
+        self.stop_at_breakpoints = False
+        self.stopped: _Pending | None = None
 
     # -- loading ----------------------------------------------------------------------
     @classmethod
@@ -253,25 +279,56 @@ class Enclave:
         if len(data) + out_size > room:
             raise SgxToolError(f"input plus output ({len(data) + out_size} bytes) exceed {room}")
         with self._lock:  # one CPU: host threads take turns; an OCALL handler may nest
+            if self.stopped is not None and self._allowance is None:
+                raise SgxToolError(f"ECALL {self.stopped.name} is stopped at a breakpoint: "
+                                   "resume it first")  # fmt: skip
             tcs = self._free_thread()
-            self._busy.add(tcs)
-            outermost = self._allowance is None
+            src = HOST_BASE + _BUFFERS
+            out = src + -(-len(data) // PAGE_SIZE) * PAGE_SIZE
+            if data:  # a host copy costs a few microseconds even when empty
+                self.device.host_write(src, data)
+            regs = dict(rdi=index, rsi=src, rdx=len(data), r8=out, r9=out_size, **_scratch())
+            return self._run_call(_Pending(name, tcs, out, out_size), lambda: self.enter(regs, tcs))
+
+    def resume(self, *, step: bool = False) -> bytes:
+        """ERESUME the call an int3 suspended (:class:`EnclaveStopped`); its output. With
+        ``step``, one instruction runs and the call stops again (unless it left)."""
+        with self._lock:
+            pending = self.stopped
+            if pending is None:
+                raise SgxToolError("no call is stopped at a breakpoint")
+            self.stopped = None
+            self._busy.discard(pending.tcs)
+            return self._run_call(
+                pending, lambda: self.enter({}, pending.tcs, resume=True, step=step)
+            )
+
+    def _run_call(self, pending: _Pending, first: Callable[[], Exit]) -> bytes:
+        """Run a call from its first (re)entry to its result, serving its OCALLs."""
+        self._busy.add(pending.tcs)
+        outermost = self._allowance is None
+        if outermost:
+            self._allowance = self._new_allowance()
+        try:
+            result = self._serve(first(), pending.tcs)
+            if result < 0:
+                raise EnclaveCallError(pending.name, result)
+            if result > pending.out_size:  # RSI at EEXIT is the enclave's word: never trust it
+                raise SgxToolError(
+                    f"ECALL {pending.name} claims {result} bytes of output, more than the "
+                    f"{pending.out_size}-byte output buffer"
+                )
+            return self.device.host_read(pending.out, result) if result else b""
+        except EnclaveStopped:
+            if not outermost:  # the outer call's frames are gone: it cannot be resumed
+                self._crash("stopped at a breakpoint inside a nested call")
+            self.stopped = pending
+            raise
+        finally:
+            if self.stopped is not pending:
+                self._busy.discard(pending.tcs)
             if outermost:
-                self._allowance = self._new_allowance()
-            try:
-                result, out = self._call(tcs, index, data, out_size)
-                if result < 0:
-                    raise EnclaveCallError(name, result)
-                if result > out_size:  # RSI at EEXIT is the enclave's word: never trust it
-                    raise SgxToolError(
-                        f"ECALL {name} claims {result} bytes of output, more than the "
-                        f"{out_size}-byte output buffer"
-                    )
-                return self.device.host_read(out, result) if result else b""
-            finally:
-                self._busy.discard(tcs)
-                if outermost:
-                    self._allowance = None
+                self._allowance = None
 
     def _index(self, name: str) -> int:
         """The ECALL index of ``name``; an enclave loaded without names (an SGXS stream)
@@ -283,9 +340,9 @@ class Enclave:
         known = ", ".join(self.ecalls) or "none: give the ECALL index"
         raise SgxToolError(f"the enclave has no ECALL named {name!r} (it has: {known})")
 
-    def _new_allowance(self) -> _Allowance:
+    def _new_allowance(self) -> Allowance:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        return _Allowance(self.budget, deadline)
+        return Allowance(self.budget, deadline)
 
     def _free_thread(self) -> int:
         for tcs in self.tcs:
@@ -297,46 +354,68 @@ class Enclave:
             hint="raise memory.threads in enclave.toml",
         )
 
-    def _call(self, tcs: int, index: int, data: bytes, out_size: int) -> tuple[int, int]:
-        """One ECALL on thread ``tcs``, serving its OCALLs. A nested call reuses the host
-        buffers: the outer call's input is already inside and its output not yet out."""
-        src = HOST_BASE + _BUFFERS
-        out = src + -(-len(data) // PAGE_SIZE) * PAGE_SIZE
-        if data:
-            self.device.host_write(src, data)
-        regs = dict(rdi=index, rsi=src, rdx=len(data), r8=out, r9=out_size, **_SCRATCH_REGS)
-        ex = self.enter(regs, tcs)
+    def _serve(self, ex: Exit, tcs: int) -> int:
+        """Serve a call's OCALLs from exit ``ex`` on thread ``tcs``; the ECALL's result. A
+        nested call reuses the host buffers: the outer call's input is already inside and
+        its output not yet out."""
         failure: Exception | None = None
         while ex.regs["rdi"] == 1:
             try:
                 reply = self._ocall(ex.regs["rsi"], ex.regs["rdx"])
             except Exception as exc:  # the handler's bug: let the enclave unwind first
                 failure, reply = failure or exc, -1
-            ex = self.enter(dict(rdi=_OCALL_RETURN, rsi=reply, **_SCRATCH_REGS), tcs)
+            ex = self.enter(dict(rdi=_OCALL_RETURN, rsi=reply, **_scratch()), tcs)
         if failure is not None:
             raise failure
         if ex.regs["rdi"] != 0:
             raise EnclaveCrashed(f"the enclave left with an unknown exit code {ex.regs['rdi']}")
-        return _signed(ex.regs["rsi"]), out
+        return _signed(ex.regs["rsi"])
 
-    def enter(self, regs: dict[str, int], tcs: int | None = None) -> Exit:
-        """EENTER a thread with ``regs``; the exit, or :class:`EnclaveCrashed` on an AEX
-        or when the call in progress has spent its budget or time."""
-        if self.crashed:
-            raise EnclaveCrashed(f"the enclave crashed earlier ({self.crashed}); load it again")
+    def enter(
+        self, regs: dict[str, int], tcs: int | None = None, *, resume: bool = False,
+        step: bool = False,
+    ) -> Exit:  # fmt: skip
+        """EENTER (ERESUME with ``resume``) a thread with ``regs``; the exit, or
+        :class:`EnclaveCrashed` on an AEX or when the call in progress has spent its
+        budget or time. With :attr:`stop_at_breakpoints`, an int3, or the end of a
+        ``step`` (a budget of one instruction), is :class:`EnclaveStopped` instead."""
         allow = self._allowance or self._new_allowance()
-        self._check_allowance(allow, "between two entries (an OCALL round trip)")
-        ex = self.device.enter(self.tcs[0] if tcs is None else tcs, _HOST_STACK | regs,
-                               allow.budget or 0, deadline=allow.deadline)  # fmt: skip
-        if allow.budget is not None:
-            allow.budget -= ex.instructions
+        tcs = self.tcs[0] if tcs is None else tcs
+        ex = self._device_enter(allow, tcs, regs, resume=resume, step=step)
+        trapped = ex.fault is not None and ex.fault.vector == _BP
+        stepped = step and ex.budget_exhausted
+        if ex.kind == "aex" and self.stop_at_breakpoints and (trapped or stepped):
+            why = f"the enclave stopped: {ex.describe()}"
+            raise EnclaveStopped(why, tcs, ex.regs["rip"], int3=trapped)
         if ex.kind == "aex":
-            self._crash(self._stopped(ex.describe()) if ex.budget_exhausted
-                        else self._late(ex.describe()) if ex.timed_out
-                        else f"fault {ex.describe()}")  # fmt: skip
+            self._crash(self._runaway(ex) or f"fault {ex.describe()}")
         return ex
 
-    def _check_allowance(self, allow: _Allowance, where: str) -> None:
+    def _device_enter(
+        self, allow: Allowance, tcs: int, regs: dict[str, int], *, resume: bool = False,
+        step: bool = False,
+    ) -> Exit:  # fmt: skip
+        """EENTER (ERESUME with ``resume``) thread ``tcs`` within what ``allow`` has left
+        (one instruction with ``step``); the exit as the device reports it, AEX included."""
+        if self.crashed:
+            raise EnclaveCrashed(f"the enclave crashed earlier ({self.crashed}); load it again")
+        self._check_allowance(allow, "between two entries (an OCALL round trip)")
+        stack = {"rsp": HOST_BASE + _SCRATCH[0] - 64, "rbp": 0}
+        budget = 1 if step else allow.budget or 0
+        ex = self.device.enter(tcs, stack | regs, budget, resume=resume, deadline=allow.deadline)
+        if allow.budget is not None:
+            allow.budget -= ex.instructions
+        return ex
+
+    def _runaway(self, ex: Exit) -> str | None:
+        """Why an AEX was the runtime's own stop (budget or time spent), if it was."""
+        if ex.budget_exhausted:
+            return self._stopped(ex.describe())
+        if ex.timed_out:
+            return self._late(ex.describe())
+        return None
+
+    def _check_allowance(self, allow: Allowance, where: str) -> None:
         """Between entries (OCALL round trips): the call's budget and time still hold."""
         if allow.budget is not None and allow.budget <= 0:
             self._crash(self._stopped(where))
@@ -375,6 +454,11 @@ class Enclave:
             return -1
         self.device.host_write(scratch, reply)
         return len(reply)
+
+
+def _scratch() -> dict[str, int]:
+    """The OCALL scratch buffer, in the registers the entry stub takes it in."""
+    return {"r10": HOST_BASE + _SCRATCH[0], "r11": _SCRATCH[1]}
 
 
 def _signed(value: int) -> int:

@@ -30,6 +30,9 @@ from hwsim.machine import Machine
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+# The SoftHSM2 token fixtures (``softhsm``, ``token``) that the PKCS#11 tests of every tool share.
+pytest_plugins = ["tests.softhsm"]
+
 VECTORS = Path(__file__).resolve().parents[1] / ".." / "shared" / "vectors"
 
 MachineFactory = Callable[..., Machine]

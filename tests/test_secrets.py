@@ -23,8 +23,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hwsim.machine import Machine
+from hwsim.sev.arch import LaunchSession
+from hwsim.sev.guestfw import GuestContext
+from hwsim.sev.psp import GUEST_NS
+from hwsim.sev.session import TransportKeys
 from hwsim.sgx.launch import LaunchPolicy, set_launch_policy
 from tests.examples.build import make_example, sign_image
+from tests.softhsm import PIN, SoftHsm
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -46,7 +51,12 @@ class Command:
 
 _PASS = (("SECRET_PASS", PASSPHRASE),)
 _WRONG = (("SECRET_PASS", "not the passphrase"),)
+WRONG_PIN = "not-the-pin-93e1d7b04c"
+_PIN = (("SECRET_PIN", PIN),)
+_WRONG_PIN = (("SECRET_PIN", WRONG_PIN),)
 M = ("--machine", "{machine}")
+MB = ("--machine", "{b}")  # the migration's target machine
+HSM = ("--passphrase-env", "SECRET_PIN")
 
 COMMANDS = [
     # sgxtool: signing keys
@@ -101,6 +111,27 @@ COMMANDS = [
     Command("sevtool", (*M, "guest", "launch", "{w}/guest.bin", "--policy", "0x1", "--json")),
     # refused: the policy asks for firmware API 255
     Command("sevtool", (*M, "guest", "launch", "{w}/guest.bin", "--policy", "0xff0001")),
+    # sevtool: migration (the transport holds the guest's pages and keys, wrapped)
+    Command("sevtool", (*M, "guest", "send", "--guest", "mig", "--to", "{w}/b.chain", "-o",
+                        "{w}/t2.bin", "--json")),
+    Command("sevtool", (*M, "guest", "send", "--guest", "mig", "--to", "{w}/b.chain", "-o",
+                        "{w}/t2.bin")),
+    Command("sevtool", (*MB, "guest", "receive", "{w}/t.bin", "--json")),
+    Command("sevtool", (*MB, "guest", "receive", "{w}/t.bin", "--name", "moved")),
+    # refused: the transport is for the other machine's PDH
+    Command("sevtool", (*M, "guest", "receive", "{w}/t.bin")),
+    # keys in a PKCS#11 token: the PIN is a secret too, from the environment or the URI
+    Command("sevtool", ("generate", "{w}/t.cert", "--key", "{hsm_owner}", *HSM), (), _PIN),
+    Command("sevtool", ("generate", "{w}/t.cert", "--key", "{hsm_owner}", *HSM), (),
+            _WRONG_PIN),
+    Command("sevtool", ("generate", "{w}/t.cert", "--key", "{hsm_owner_pin}")),
+    Command("sevtool", ("generate", "{w}/t.cert", "--key", "{hsm_owner_wrong_pin}")),
+    Command("sevtool", ("provision", "{w}/hsm.cert", "{hsm_owner}", *HSM, "--json", *M), (),
+            _PIN),
+    Command("sevtool", ("pek", "sign", "{w}/pek.csr", "{hsm_owner}", "{w}/hsm-pek.cert",
+                        "--oca-out", "{w}/hsm-oca.cert", *HSM), (), _PIN),
+    Command("sgxtool", ("sign", "{w}/enclave.elf", "-k", "{hsm_sgx}", *HSM, "-s", "{w}/s.sig"),
+            (), _PIN),
 ]  # fmt: skip
 
 
@@ -139,7 +170,8 @@ def _key_secrets(pem_or_der: bytes, password: bytes | None = None) -> list[bytes
 
 
 def _machine_secrets(machine: Path) -> list[bytes]:
-    """Fused and boot roots, memory-encryption keys, SEV private keys, the vendor's key."""
+    """Fused and boot roots, memory-encryption keys, SEV private keys, the vendor's key, and
+    each SEV guest's keys (VEK, the launch's TEK/TIK, the migration's)."""
     db = sqlite3.connect(f"file:{machine / 'state.db'}?mode=ro", uri=True)
     try:
         rows = db.execute("SELECT ns, key, value FROM kv").fetchall()
@@ -151,11 +183,29 @@ def _machine_secrets(machine: Path) -> list[bytes]:
             found.append(bytes(value))
         if (ns, key) == ("vendor", "signing_key"):
             found += [bytes(value), *_key_secrets(bytes(value))]
+        if ns == GUEST_NS:
+            guest = GuestContext.loads(bytes(value))
+            found += [guest.vek, guest.tek, guest.tik, guest.transfer]
     return found
 
 
+def _record_transport_keys(mp: pytest.MonkeyPatch, into: list[bytes]) -> None:
+    """Keep the TEK and TIK each SEND_START makes: SEND_FINISH erases them from the guest's
+    context, so state.db never shows them once a send is over."""
+    from hwsim.sev.session import wrap_session as real
+
+    def wrap(z: bytes, keys: TransportKeys, policy: int, **rest: bytes) -> LaunchSession:
+        into.extend((keys.tek, keys.tik, keys.pack()))
+        return real(z, keys, policy, **rest)
+
+    mp.setattr("hwsim.sev.migrate.wrap_session", wrap)
+
+
 def _secrets_of(w: Path, machine: Path) -> list[bytes]:
-    found = [PASSPHRASE.encode(), SEALED_TEXT.encode(), *_machine_secrets(machine)]
+    found = [PASSPHRASE.encode(), SEALED_TEXT.encode(), PIN.encode(), WRONG_PIN.encode()]
+    found += _machine_secrets(machine) + _machine_secrets(machine.parent / "b")
+    sent = (w.parent / "transport.keys").read_bytes()  # the template's send (t.bin)
+    found += [sent[i : i + 16] for i in range(0, len(sent), 16)] + [sent]
     names = ("key.pem", "new.pem", "oca.key", "o.key", "key.enc.pem", "enc.pem", "oca.enc.key")
     for path in (w / name for name in names if (w / name).is_file()):
         data = path.read_bytes()
@@ -216,14 +266,23 @@ def template(
     machine = Machine.init(root / "machine", "sim", vendor_key=sgx_vendor_key)
     set_launch_policy(machine, LaunchPolicy.VENDOR_KEY)
     machine.power_cycle()
+    Machine.init(root / "b", "sim", vendor_key=sgx_vendor_key).close()
     m = ["--machine", str(machine.path)]
+    sent: list[bytes] = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SECRET_PASS", PASSPHRASE)
+        _record_transport_keys(mp, sent)
         sevtool_main_args = [
             ["generate", str(w / "oca.cert"), str(w / "oca.key")],
             ["generate", str(w / "oca2.cert"), str(w / "oca.enc.key"), "--passphrase-env",
              "SECRET_PASS"],
             [*m, "pek", "csr", str(w / "pek.csr")],
+            # migration: B's chain, guest mig to send, guest gone sent already (t.bin)
+            ["--machine", str(root / "b"), "export", "--full", str(w / "b.chain")],
+            *_running_guest(m, w / "guest.bin", "mig"),
+            *_running_guest(m, w / "guest.bin", "gone"),
+            [*m, "guest", "send", "--guest", "gone", "--to", str(w / "b.chain"), "-o",
+             str(w / "t.bin")],
         ]  # fmt: skip
         for args in sevtool_main_args:
             with contextlib.suppress(SystemExit):
@@ -235,7 +294,34 @@ def template(
                           SEALED_TEXT, "--out", str(w / "secret.sealed"), *m])  # fmt: skip
     machine.close()
     assert (w / "secret.sealed").is_file() and (w / "pek.csr").is_file()
+    assert (w / "t.bin").is_file() and len(sent) == 3
+    (root / "transport.keys").write_bytes(sent[-1])
     return root
+
+
+def _running_guest(m: list[str], image: Path, name: str) -> list[list[str]]:
+    launch = [*m, "guest", "launch", str(image), "--policy", "0x1", "--name", name]
+    return [launch, *([*m, "guest", step, "--guest", name] for step in ("measure", "finish"))]
+
+
+def _token(softhsm: SoftHsm, w: Path) -> tuple[dict[str, str], list[bytes]]:
+    """The {hsm_...} placeholders, with the OCA certificate of the token's owner key in
+    w/hsm.cert; and the secrets of the token's keys."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from memcrypt.signer import ECDSA_SHA256, KeySigner
+    from sevtool.owner import self_signed_oca
+
+    owner = softhsm.keys["owner"]
+    assert isinstance(owner, ec.EllipticCurvePrivateKey)
+    (w / "hsm.cert").write_bytes(self_signed_oca(KeySigner(owner, ECDSA_SHA256)).cert.pack())
+    uris = {
+        "hsm_owner": softhsm.uri("owner"),
+        "hsm_owner_pin": softhsm.uri("owner", f"pin-value={PIN}"),
+        "hsm_owner_wrong_pin": softhsm.uri("owner", f"pin-value={WRONG_PIN}"),
+        "hsm_sgx": softhsm.uri("sgx"),
+    }
+    return uris, [owner.private_numbers().private_value.to_bytes(48, "big")]
 
 
 @contextlib.contextmanager
@@ -256,20 +342,28 @@ def test_no_secret_in_any_output(
     tmp_path: Path,
     capsysbinary: pytest.CaptureFixture[bytes],
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     with _fresh_copy(template, tmp_path) as (w, machine):
         for name, value in command.env:
             monkeypatch.setenv(name, value)
-        argv = [a.format(w=w, machine=machine) for a in command.argv]
+        values: dict[str, str | Path] = {"w": w, "machine": machine, "b": machine.parent / "b"}
+        secrets: list[bytes] = []
+        if any("{hsm" in a for a in command.argv):
+            uris, secrets = _token(request.getfixturevalue("softhsm"), w)
+            values |= uris
+        argv = [a.format(**values) for a in command.argv]
         before = _snapshot(tmp_path)
-        secrets = _secrets_of(w, machine)
+        secrets += _secrets_of(w, machine)
+        _record_transport_keys(monkeypatch, secrets)
         capsysbinary.readouterr()
         escaped = _run(_main(command.program), argv + (["--debug"] if debug else []))
         out, err = capsysbinary.readouterr()
         secrets += _secrets_of(w, machine)  # keys made or rotated by the command
         meant = {w / name for name in command.keeps} | {
-            p for p in machine.iterdir() if p.name.startswith("state.db")
-        }
+            p for m in (machine, machine.parent / "b") for p in m.iterdir()
+            if p.name.startswith("state.db")
+        }  # fmt: skip
         changed = [
             p for p, digest in _snapshot(tmp_path).items()
             if before.get(p) != digest and p not in meant
@@ -293,3 +387,20 @@ def test_the_check_finds_a_leak(template: Path) -> None:
     assert all(any(n in b64 for n in _needles(s)) for s in secrets)
     root = _machine_secrets(template / "machine")[0]
     assert any(n in f"dump: {root.hex()}\n".encode() for n in _needles(root))
+
+
+def test_guest_keys_are_searched(template: Path) -> None:
+    """Both guests' VEK and TEK/TIK, and the migration's TEK/TIK of the one sent, are
+    searched for."""
+    db = sqlite3.connect(f"file:{template / 'machine' / 'state.db'}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT value FROM kv WHERE ns = ?", (GUEST_NS,)).fetchall()
+    finally:
+        db.close()
+    guests = [GuestContext.loads(bytes(value)) for (value,) in rows]
+    found = _machine_secrets(template / "machine")
+    assert len(guests) == 2 and all(len(g.vek) == len(g.tek) == len(g.tik) == 16 for g in guests)
+    assert all(k in found for g in guests for k in (g.vek, g.tek, g.tik))
+    sent = _secrets_of(template / "w", template / "machine")
+    assert len((template / "transport.keys").read_bytes()) == 32
+    assert (template / "transport.keys").read_bytes() in sent

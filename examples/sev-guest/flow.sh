@@ -11,18 +11,22 @@
 # Usage: sh flow.sh OUTDIR [IMAGE]   (OUTDIR holds guest.bin and disk.key from `make O=OUTDIR`;
 # IMAGE, default OUTDIR/guest.bin, is what the host launches: give a tampered copy to see
 # the owner refuse.) Uses the machine in $HWSIM_MACHINE (or the default one).
-# With SEV_ES=1 the guest is OUTDIR/guest-es.bin launched as SEV-ES: its VMSA is measured
-# too, and its serial output reaches the host only through its GHCB.
+# With SEV_ES=1 the guest is OUTDIR/guest-es.bin launched as SEV-ES with $NUM_CPUS vCPUs
+# (default 2): their VMSAs are measured too, and its serial output reaches the host only
+# through its #VC handler and GHCB.
 set -eu
 out=${1:?usage: flow.sh OUTDIR [IMAGE]}
 policy=0x1  # NODBG: not even the host's debug commands may read the guest
 expected=$out/guest.bin
 vmsa=""
+cpus=1
 if [ "${SEV_ES:-0}" = 1 ]; then
     policy=0x5  # NODBG, ES
     expected=$out/guest-es.bin
+    cpus=${NUM_CPUS:-2}
     sevtool vmsa build "$out/vmsa0.bin" --cpu 0 >/dev/null
-    vmsa="--num-cpus 1 --vmsa-cpu0 $out/vmsa0.bin"
+    sevtool vmsa build "$out/vmsa1.bin" --cpu 1 --firmware "$expected" >/dev/null
+    vmsa="--num-cpus $cpus --vmsa-cpu0 $out/vmsa0.bin --vmsa-cpu1 $out/vmsa1.bin"
 fi
 image=${2:-$expected}
 owner=$out/owner
@@ -35,7 +39,7 @@ sevtool session "$owner/chain" --policy $policy --name vm -o "$owner" --force
 
 echo "== host: launch the guest with the owner's session, report the measurement"
 sevtool guest launch "$image" --name sev-guest --policy $policy \
-    --session "$owner/vm_session.b64" --dh-cert "$owner/vm_godh.b64"
+    --session "$owner/vm_session.b64" --dh-cert "$owner/vm_godh.b64" --num-cpus $cpus
 sevtool guest measure --guest sev-guest --json > "$out/measure.json"
 blob=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["measurement"])' "$out/measure.json")
 version=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["api_major"], j["api_minor"], j["build_id"])' "$out/measure.json")

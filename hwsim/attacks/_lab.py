@@ -1,18 +1,24 @@
 """The attacks: each one uses only the access its attacker has.
 
-Attackers and their one code path each:
+Attackers and their one code path each, a view of :mod:`hwsim.memview` (the same views
+``hwsim mem read`` gives a person):
 
-- physical (cold boot, bus interposer, DIMM replay): :meth:`Transaction.physical_read` /
-  ``physical_write``, the DRAM as it is on the DIMM;
-- a rogue DMA device: the memory controller without the C-bit (so with TSME, which the
-  controller applies to everything, it is decrypted), the PRM's abort page included;
-- a compromised kernel: the kernel's own mapping (:class:`._victims.KernelMemory`);
-- a compromised hypervisor: its mapping of guest memory, the nested page table, the VMCB
-  (``host_read``/``host_write``/``remap``/``registers``/``set_register`` of the VM).
+- physical (cold boot, bus interposer, DIMM replay): the ``physical`` view, the DRAM as
+  it is on the DIMM; the MEE's metadata is found through the memory map;
+- a rogue DMA device: the ``device`` view, the memory controller without the C-bit (so
+  with TSME, which the controller applies to everything, it is decrypted), the PRM's
+  abort page included;
+- a compromised kernel: the ``host`` view, the kernel's own mapping (C-bit where the
+  booted kernel's SME map sets it; the EPC is the abort page);
+- a compromised hypervisor: its nested page table and the ``host`` view of guest memory
+  (ciphertext for private pages), the VMCB (``registers``/``set_register`` of the VM);
+  a VM it runs with another guest's ASID loads through the ``guest`` view of that ASID.
 
-The victims' own steps (the guest writing its memory, the enclave reading its page) are
-the victim's, through its key, inside the package (:mod:`._victims`). Whether a secret was
-recovered is judged by comparing what the attacker ended with against the planted bytes.
+No attacker reads a key: key slots stay inside the memory engine. The victims' own steps
+(the guest writing its memory, the enclave reading its page) are the victim's, through
+its key, inside the package (:mod:`._victims`). Whether a secret was recovered is judged
+by comparing what the attacker ended with against the planted bytes; each secret's
+result names the region of the memory map that holds it.
 """
 
 from __future__ import annotations
@@ -34,9 +40,12 @@ from hwsim.attacks._victims import (
     PlainVm,
     Planted,
     SevGuest,
+    hypervisor_read,
+    hypervisor_write,
 )
 from hwsim.machine import Transaction
-from hwsim.memory import HOST_KEYID, PAGE_SIZE
+from hwsim.memory import PAGE_SIZE
+from hwsim.memview import Region, map_in, read_in, region_at, region_in, write_in
 from hwsim.prm import MachineCheck
 from hwsim.sev.kvm import KvmError, SevVm
 from hwsim.sme.boot import KernelBoot
@@ -66,10 +75,12 @@ class SecretResult:
     where: str
     recovered: bool
     why: str
+    region: Region | None = None  # the memory map's region that held it
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "where": self.where, "recovered": self.recovered,
-                "why": self.why}  # fmt: skip
+                "why": self.why,
+                "map_region": None if self.region is None else self.region.as_json()}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -143,20 +154,31 @@ class Lab:
 
     # -- the attackers' access --------------------------------------------------------
     def physical_read(self, paddr: int, n: int) -> bytes:
-        return self.txn.physical_read(paddr, n)
+        return read_in(self.txn, "physical", paddr, n)
 
     def physical_write(self, paddr: int, data: bytes) -> None:
-        self.txn.physical_write(paddr, data)
+        write_in(self.txn, "physical", paddr, data)
 
     def dma_read(self, paddr: int, n: int) -> bytes:
-        return self.txn.dram_read(paddr, n, HOST_KEYID if self.boot.tsme else None)
+        return read_in(self.txn, "device", paddr, n)
 
     def kernel(self) -> KernelMemory:
         return KernelMemory(self.txn, self.boot)
 
+    def memory_map(self) -> list[Region]:
+        """The machine's memory map now (the one ``hwsim mem map`` prints)."""
+        return map_in(self.txn)
+
+    def region(self, paddr: int) -> Region | None:
+        """The memory map's region holding ``paddr`` (its page, for a guest's)."""
+        return region_in(self.txn, paddr)
+
 
 def _judge(
-    victim: _Protected, reads: list[tuple[Planted, bytes]], blocked: Callable[[str], str]
+    lab: Lab,
+    victim: _Protected,
+    reads: list[tuple[Planted, bytes]],
+    blocked: Callable[[str], str],
 ) -> Verdict:
     """Recovered when every secret is in what the attacker read, partial when some are."""
     results = []
@@ -165,7 +187,8 @@ def _judge(
         prot = victim.protection(planted.paddr)
         why = ("read in the clear" if prot is None else "decrypted by the attacker's access") \
             if found else blocked(prot or "nothing")  # fmt: skip
-        results.append(SecretResult(planted.name, planted.where, found, why))
+        region = lab.region(planted.paddr)
+        results.append(SecretResult(planted.name, planted.where, found, why, region))
     observed = b"".join(read for _, read in reads)
     hits = [r for r in results if r.recovered]
     if len(hits) == len(results):
@@ -190,7 +213,7 @@ def cold_boot(lab: Lab) -> Verdict:
     victim, secrets = lab.victim()
     reads = [(p, lab.physical_read(p.paddr, len(p.value))) for p in secrets]
     lab.power_cycle_after = True
-    return _judge(victim, reads, lambda k: f"ciphertext under {k}, which is lost at power-off")
+    return _judge(lab, victim, reads, lambda k: f"ciphertext under {k}, which is lost at power-off")
 
 
 def bus_snoop(lab: Lab) -> Verdict:
@@ -226,8 +249,8 @@ def dma(lab: Lab) -> Verdict:
     victim, secrets = lab.victim()
     reads = [(p, lab.dma_read(p.paddr, len(p.value))) for p in secrets]
     if isinstance(victim, EnclaveVictim):
-        return _judge(victim, reads, lambda _k: "the PRM answers devices with the abort page")
-    return _judge(victim, reads, lambda k: f"the device has no C-bit: ciphertext under {k}")
+        return _judge(lab, victim, reads, lambda _k: "the PRM answers devices with the abort page")
+    return _judge(lab, victim, reads, lambda k: f"the device has no C-bit: ciphertext under {k}")
 
 
 def pmem(lab: Lab) -> Verdict:
@@ -236,7 +259,7 @@ def pmem(lab: Lab) -> Verdict:
     p = host.pmem_file
     read = lab.physical_read(p.paddr, len(p.value))
     lab.power_cycle_after = True
-    verdict = _judge(host, [(p, read)], lambda k: f"ciphertext under {k}: the key changes at "
+    verdict = _judge(lab, host, [(p, read)], lambda k: f"ciphertext under {k}: the key changes at "
                      "every boot, so its owner loses the file too")  # fmt: skip
     if verdict.outcome is Outcome.RECOVERED and lab.boot.sme_active:
         why = "Linux maps persistent memory decrypted (the SME key changes at every boot)"
@@ -262,10 +285,12 @@ def replay_physical(lab: Lab) -> Verdict:
 def _replay_epc(lab: Lab) -> Verdict:
     enclave = lab.enclave()
     spans = [(enclave.secret.paddr, PAGE_SIZE)]
-    prm = lab.txn.engine.prm()
-    if prm is not None and prm.engine.integrity:  # the page's MAC too: all the DIMM holds
-        index = (enclave.secret.paddr - prm.base) // PAGE_SIZE
-        tag_page = (prm.meta_base + index * TAG_SIZE) & ~(PAGE_SIZE - 1)
+    regions = lab.memory_map()
+    epc = region_at(regions, enclave.secret.paddr)
+    meta = [r for r in regions if r.kind == "epc-metadata"]
+    if epc is not None and meta:  # the page's MAC too: all the DIMM holds (MEE)
+        index = (enclave.secret.paddr - epc.start) // PAGE_SIZE
+        tag_page = (meta[0].start + index * TAG_SIZE) & ~(PAGE_SIZE - 1)
         spans.append((tag_page, PAGE_SIZE))
     old = [lab.physical_read(a, n) for a, n in spans]
     enclave.rewrite(os.urandom(32))
@@ -292,7 +317,9 @@ def kernel_read(lab: Lab) -> Verdict:
     victim, secrets = lab.victim()
     kernel = lab.kernel()
     reads = [(p, kernel.read(p.paddr, len(p.value))) for p in secrets]
-    verdict = _judge(victim, reads, lambda _k: "abort page: host reads of the EPC give all ones")
+    verdict = _judge(
+        lab, victim, reads, lambda _k: "abort page: host reads of the EPC give all ones"
+    )
     if verdict.outcome is Outcome.RECOVERED and lab.boot.sme_active | lab.boot.tsme:
         why = "the kernel's own mapping decrypts: SME does not stop privileged software"
         return Verdict(Outcome.RECOVERED, why, verdict.observed, verdict.secrets)
@@ -303,7 +330,7 @@ def hv_read(lab: Lab) -> Verdict:
     """The hypervisor reads the guest's secret through its own mapping of guest memory."""
     vm = lab.vm()
     read = vm.host_read(SECRET_GPA, 16)
-    return _judge(vm, [(vm.secret, read)], lambda k: f"ciphertext under {k}")
+    return _judge(lab, vm, [(vm.secret, read)], lambda k: f"ciphertext under {k}")
 
 
 def hv_regs_read(lab: Lab) -> Verdict:
@@ -315,7 +342,7 @@ def hv_regs_read(lab: Lab) -> Verdict:
         read = vm.vmsa()
     else:
         read = b"".join(regs.get(r, 0).to_bytes(8, "little") for r in ("rax", "rcx"))
-    return _judge(vm, [(vm.secret, read)], lambda _k: "the registers are encrypted (VMSA)")
+    return _judge(lab, vm, [(vm.secret, read)], lambda _k: "the registers are encrypted (VMSA)")
 
 
 def hv_regs_write(lab: Lab) -> Verdict:
@@ -357,7 +384,7 @@ def remap(lab: Lab) -> Verdict:
     vm = lab.vm()
     vm.remap(PUBLIC_GPA, SECRET_GPA)
     served = vm.guest_read(PUBLIC_GPA, 16)  # the guest sends its page out, in the clear
-    return _judge(vm, [(vm.secret, served)], lambda _k: "the guest served its own page")
+    return _judge(lab, vm, [(vm.secret, served)], lambda _k: "the guest served its own page")
 
 
 def block_move(lab: Lab) -> Verdict:
@@ -373,7 +400,7 @@ def block_move(lab: Lab) -> Verdict:
     before = vm.guest_read(PUBLIC_GPA, 16)
     vm.host_write(PUBLIC_GPA, vm.host_read(SECRET_GPA, 16))
     served = vm.guest_read(PUBLIC_GPA, 16)
-    verdict = _judge(vm, [(vm.secret, served)], lambda _k: "")
+    verdict = _judge(lab, vm, [(vm.secret, served)], lambda _k: "")
     if verdict.outcome is Outcome.RECOVERED:
         return verdict
     if served != before:
@@ -408,10 +435,10 @@ def asid_swap(lab: Lab) -> Verdict:
     # VMRUN with VMCB.ASID = the victim's: the helper's loads decrypt with that key slot.
     spa = helper.record.npt(PUBLIC_GPA)
     assert spa is not None
-    loaded = victim.dev.memory.read(spa, 16, victim.asid)
-    helper.host_write(BOUNCE_GPA, loaded)  # the helper stores it in a shared page
-    read = helper.host_read(BOUNCE_GPA, 16)
-    return _judge(victim, [(victim.secret, read)], lambda _k: "the ASID check held")
+    loaded = read_in(lab.txn, "guest", spa, 16, victim.asid)
+    hypervisor_write(lab.txn, helper.record, BOUNCE_GPA, loaded)  # into a shared page
+    read = hypervisor_read(lab.txn, helper.record, BOUNCE_GPA, 16)
+    return _judge(lab, victim, [(victim.secret, read)], lambda _k: "the ASID check held")
 
 
 def cipherleaks(lab: Lab) -> Verdict:
@@ -427,7 +454,7 @@ def cipherleaks(lab: Lab) -> Verdict:
             vm.guest_write(word, (byte >> i & 1).to_bytes(8, "little"))
             bits.append(int(vm.host_read(word, 16) != zero))
     guess = bytes(sum(b << i for i, b in enumerate(bits[k : k + 8])) for k in range(0, 128, 8))
-    return _judge(vm, [(vm.secret, guess)], lambda _k: "no two ciphertexts were equal")
+    return _judge(lab, vm, [(vm.secret, guess)], lambda _k: "no two ciphertexts were equal")
 
 
 @dataclass(frozen=True)

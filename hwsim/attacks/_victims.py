@@ -1,8 +1,9 @@
 """The victims of the attack lab: what each scenario plants, and the victim's own steps.
 
-A victim reaches its memory the way its owner does (the kernel through its page tables,
-a guest through its own key, an enclave inside the CPU package); attackers never use these
-methods, they have only the access of :mod:`hwsim.attacks._actors`. Every secret is made
+A victim reaches its memory the way its owner does (the kernel through the host view of
+:mod:`hwsim.memview`, a guest through its own key, an enclave inside the CPU package);
+attackers never use the victims' own steps, they have only the access of
+:mod:`hwsim.attacks._lab` (the views, and the hypervisor's methods below). Every secret is made
 fresh by the scenario (``os.urandom``, a new TLS key), so finding it anywhere means the
 attacker's access reached it.
 
@@ -25,15 +26,17 @@ from typing import TYPE_CHECKING
 
 from hwsim.errors import HwsimError
 from hwsim.memory import PAGE_SIZE
+from hwsim.memview import read_in, region_in, write_in
 from hwsim.sev.arch import GuestPolicy, Vmsa
 from hwsim.sev.device import SevDevice
 from hwsim.sev.kvm import SevVm
 from hwsim.sev.psp import PspError
 from hwsim.sev.session import build_session, seal_secret
-from hwsim.sme.boot import KernelBoot, host_keyid
+from hwsim.sme.boot import KernelBoot
 
 if TYPE_CHECKING:
     from hwsim.machine import Transaction
+    from hwsim.sev.kvm import VmRecord
     from hwsim.sgx.device import SgxEnclaveDevice
 
 __all__ = [
@@ -47,6 +50,8 @@ __all__ = [
     "Planted",
     "SevGuest",
     "Unavailable",
+    "hypervisor_read",
+    "hypervisor_write",
 ]
 
 DISK_KEY_AT = 0x0120_0000  # kernel memory (System RAM)
@@ -87,21 +92,50 @@ def _tls_key() -> bytes:
 
 
 class KernelMemory:
-    """Host memory through the kernel's own mapping (C-bit per the booted map, or TSME)."""
+    """Host memory through the kernel's own mapping: the host view, whose C-bit is the
+    booted kernel's SME map (or TSME)."""
 
     def __init__(self, txn: Transaction, boot: KernelBoot) -> None:
         self.txn, self.boot = txn, boot
 
     def write(self, paddr: int, data: bytes) -> None:
-        self.txn.dram_write(paddr, data, host_keyid(self.boot, paddr))
+        write_in(self.txn, "host", paddr, data)
 
     def read(self, paddr: int, n: int) -> bytes:
-        return self.txn.dram_read(paddr, n, host_keyid(self.boot, paddr))
+        return read_in(self.txn, "host", paddr, n)
 
     def protection(self, paddr: int) -> str | None:
-        if host_keyid(self.boot, paddr) is None:
+        """What the memory map says encrypts ``paddr`` (None: nothing)."""
+        region = region_in(self.txn, paddr)
+        if region is None or region.keyid is None:
             return None
         return "the host key (TSME)" if self.boot.tsme else "the host key (SME, C-bit set)"
+
+
+def _hv_pieces(record: VmRecord, gpa: int, n: int) -> list[tuple[int, int, int]]:
+    """(system address, offset, length) per page of ``gpa..gpa+n`` through the NPT."""
+    out = []
+    at = gpa
+    while at < gpa + n:
+        size = min(PAGE_SIZE - at % PAGE_SIZE, gpa + n - at)
+        spa = record.npt(at)
+        if spa is None:
+            raise HwsimError(f"{at:#x} is not guest memory")
+        out.append((spa, at - gpa, size))
+        at += size
+    return out
+
+
+def hypervisor_read(txn: Transaction, record: VmRecord, gpa: int, n: int) -> bytes:
+    """What the hypervisor reads of guest memory: its nested page table, then its own
+    mapping (the host view: ciphertext for private pages)."""
+    return b"".join(read_in(txn, "host", spa, size) for spa, _o, size in _hv_pieces(record, gpa, n))
+
+
+def hypervisor_write(txn: Transaction, record: VmRecord, gpa: int, data: bytes) -> None:
+    """The hypervisor writes guest memory through its own mapping (no guest key)."""
+    for spa, offset, size in _hv_pieces(record, gpa, len(data)):
+        write_in(txn, "host", spa, data[offset : offset + size])
 
 
 class HostVictim:
@@ -295,10 +329,10 @@ class SevGuest:
 
     # what the hypervisor has
     def host_read(self, gpa: int, n: int) -> bytes:
-        return self.vm.host_read(gpa, n)
+        return hypervisor_read(self.dev.txn, self.vm.record, gpa, n)
 
     def host_write(self, gpa: int, data: bytes) -> None:
-        self.vm.host_write(gpa, data)
+        hypervisor_write(self.dev.txn, self.vm.record, gpa, data)
 
     def remap(self, gpa: int, to_gpa: int) -> None:
         self.vm.remap(gpa, to_gpa)

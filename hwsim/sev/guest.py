@@ -33,32 +33,38 @@ Boot contract (what a guest image can rely on; ``examples/sev-guest`` does):
   to port ``0xF4`` (QEMU's isa-debug-exit) powers the guest off with that exit code. HLT
   stops the run; running again resumes after it.
 
-SEV-ES guests (policy bit 2; sev-guests.md 3):
+SEV-ES guests (policy bit 2; sev-guests.md 3; the CPU side is :mod:`hwsim.sev.vc`):
 
-* The vCPU's registers live in its VMSA page, encrypted under the guest's key: VMRUN
+* Each vCPU's registers live in its VMSA page, encrypted under the guest's key: VMRUN
   decrypts it, #VMEXIT encrypts the state back; the hypervisor's record holds none of
   them (:meth:`hwsim.sev.kvm.SevVm.vcpu_view`). A VMSA with CR0.PG clear is at reset: the
-  vCPU starts at CS.base + RIP (the reset vector for the BSP) under the same long-mode
-  contract as above, with the VMSA's general registers (RDX: the CPU signature).
-* Port I/O and CPUID reach the hypervisor only through the GHCB: the guest fills it (exit
-  code, exit info, the registers it chooses to expose, their valid bits), writes its
-  address to the GHCB MSR (0xC0010130) and executes VMGEXIT (``rep vmmcall``); the
-  hypervisor reads the page through its own mapping (:mod:`hwsim.sev.ghcb`), so a GHCB
-  the guest did not share is ciphertext to it.
-* Simulator limits, both from Unicorn 2.1.4 (probed): its IN/OUT/CPUID hooks cannot stop
-  at the instruction, so a #VC cannot be delivered precisely, and an IN, OUT or CPUID an
-  SEV-ES guest executes itself stops it with a fault naming the #VC; the guest does what
-  its #VC handler would (the GHCB exit) directly. Unicorn also drops WRMSR to MSRs it
-  does not know and cannot trap it, so VMGEXIT takes the GHCB MSR's new value from the
-  WRMSR operands the guest leaves in ECX (0xC0010130) and EDX:EAX just before it, as
-  Linux's ``sev_es_wr_ghcb_msr(); VMGEXIT()`` does; otherwise the previous value holds.
-  Of the MSR protocol, the GHCB address (code 0) and termination (0x100) are served;
-  RDMSR of the GHCB MSR reads 0, so requests answered through it are not.
+  vCPU starts at CS.base + RIP (the reset vector for the BSP, the firmware's SEV-ES reset
+  address for APs built as sevctl builds them) under the same long-mode contract as
+  above, with the VMSA's general registers (RDX: the CPU signature) and RSP 64 KiB lower
+  per vCPU (vCPU n at the top of RAM - n * 64 KiB); only the BSP's reset writes the boot
+  page tables. The vCPUs run round-robin in the one run.
+* IN, OUT, CPUID and RDMSR/WRMSR of intercepted MSRs raise #VC through the guest's IDT
+  (vector 29, error code the SVM exit code, RIP the instruction's address); the guest's
+  handler asks the hypervisor through its GHCB (exit code, exit info, the registers it
+  chooses to expose, their valid bits), writes the page's address to the GHCB MSR
+  (0xC0010130) and executes VMGEXIT (``rep vmmcall``); the hypervisor reads the page
+  through its own mapping (:mod:`hwsim.sev.ghcb`), so a GHCB the guest did not share is
+  ciphertext to it. The GHCB MSR reads back what the hypervisor answers to the MSR
+  protocol (SEV information, CPUID, GHCB registration, hypervisor features, termination).
+  CPUID answers carry each vCPU's APIC id (leaf 1 EBX[31:24], leaf 0xB EDX).
+* Simulator limits: the interception happens at code-hook addresses found by scanning a
+  code page when a vCPU's turn first fetches from it, so an IN, OUT or CPUID written into
+  a page after it ran in the same turn stops the guest ("ran without its #VC") instead
+  of raising #VC (and such a WRMSR of the GHCB MSR is lost);
+  INS/OUTS, MMIO (#NPF reflected as #VC), RDTSC/RDPMC/DR7/WBINVD/MONITOR intercepts and
+  the AP reset hold / INIT-SIPI are not modelled; a #VC gate must use the running code
+  segment; the VMSA round trip keeps the general registers, RIP, RFLAGS, CR3, segment
+  selectors, GDTR, IDTR, TR and FS/GS bases (not XMM, x87 or the SYSCALL MSRs); plain SEV
+  guests run vCPU 0 only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from hwsim._exec import (
@@ -66,20 +72,17 @@ from hwsim._exec import (
     PAGE,
     PF,
     RW,
-    UD,
     WRITE,
     Cpu,
     ExecError,
-    Fault,
     PageDenied,
+    Stop,
     pf_error_code,
 )
-from hwsim.errors import HwsimError
 from hwsim.memory import MemoryEngine
-from hwsim.sev.arch import GuestState, Vmsa
-from hwsim.sev.ghcb import GHCB_MSR, GHCB_SIZE, MSR_GHCB_GPA, MSR_TERMINATE, handle_ghcb
+from hwsim.sev.arch import GuestState
 from hwsim.sev.kvm import SevVm
-from memcrypt.errors import FormatError
+from hwsim.sev.vc import STACK_PER_VCPU, EsCpu, GuestStopped
 
 __all__ = [
     "BOOT_CR3",
@@ -107,10 +110,6 @@ _CHUNK = 256  # slots mapped at a time
 _SAVED = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11",
           "r12", "r13", "r14", "r15", "rip", "rflags", "fs_base", "gs_base")  # fmt: skip
 _CPUID_SEV = 0x8000_001F
-_VMGEXIT = b"\xf3\x0f\x01\xd9"  # rep vmmcall
-_CR0_PG = 1 << 31
-_CR0_LONG = _CR0_PG | 0x11  # PG, ET, PE
-_EFER_LONG = 0x500  # LME, LMA
 
 
 @dataclass(frozen=True)
@@ -171,8 +170,13 @@ class _Package:
             self.cpu.write_phys(_SLOTS_BASE + self.slots[key] * PAGE, plain)
             self.clean[key] = plain
 
-    def write_back(self) -> None:
-        for page, keyid in sorted(self.writable, key=lambda k: (k[0], k[1] is None)):
+    def write_back(self, page_only: int | None = None) -> None:
+        """Write changed plaintext back to DRAM through its key: every page, or only the
+        system page ``page_only`` (what the hypervisor is about to read)."""
+        pages = (
+            self.writable if page_only is None else {k for k in self.writable if k[0] == page_only}
+        )
+        for page, keyid in sorted(pages, key=lambda k: (k[0], k[1] is None)):
             plain = self.view(page, keyid).tobytes()
             if plain != self.clean[(page, keyid)]:
                 self.memory.write(page * PAGE, plain, keyid)
@@ -248,9 +252,9 @@ class _Runner:
         self.io_exits = 0
         self.exit_code: int | None = None
         self.cpu.translate = self._translate
+        self.es: EsCpu | None = None
         if vm.record.es:
-            self.cpu.emulate = {name: self._intercepted(name) for name in ("out", "in", "cpuid")}
-            self.cpu.on_invalid = self._invalid
+            self.es = EsCpu(self)
         else:
             self.cpu.emulate = {"out": self._out, "in": self._in, "cpuid": self._cpuid}
 
@@ -259,6 +263,8 @@ class _Runner:
         page, keyid, rights = self.walker.translate(cr3, vaddr, access)
         if keyid is None:
             self.shared.add(page)
+        if access == FETCH and self.es is not None:
+            self.es.fetched(vaddr, page, keyid)
         if rights & RW == RW:
             self.package.writable.add((page, keyid))
         return self.package.load(page, keyid), rights
@@ -268,7 +274,7 @@ class _Runner:
         if port == COM1:
             self.serial.append(value & 0xFF)
             if len(self.serial) + len(self.vm.record.serial) // 2 > MAX_SERIAL:
-                raise _GuestStopped(f"the guest wrote more than {MAX_SERIAL} serial bytes")
+                raise GuestStopped(f"the guest wrote more than {MAX_SERIAL} serial bytes")
         elif port == DEBUG_EXIT_PORT:
             self.exit_code = value & ((1 << (8 * size)) - 1)
             self.cpu.trap_done()
@@ -285,7 +291,7 @@ class _Runner:
         self.cpu.set_regs(rax=eax, rbx=ebx, rcx=ecx, rdx=edx, rip=self.cpu.reg("rip") + 2)
         return 1
 
-    # -- SEV-ES: intercepted instructions, VMGEXIT and the GHCB --------------------------
+    # -- the VMM's port devices, for GHCB exits (hwsim.sev.ghcb.PortIo) -----------------
 
     def out(self, port: int, size: int, value: int) -> None:
         self._out(port, size, value)
@@ -293,102 +299,16 @@ class _Runner:
     def in_(self, port: int, size: int) -> int:
         return self._in(port, size)
 
-    def _intercepted(self, name: str) -> Callable[..., int]:
-        def vc(*_args: int) -> int:
-            rip = self.cpu.reg("rip")
-            raise _GuestStopped(
-                f"{name.upper()} at rip {rip:#x} in an SEV-ES guest is a #VC, which the "
-                "simulated CPU cannot deliver at that instruction; the guest must make the "
-                "request through its GHCB itself (VMGEXIT)"
-            )
-
-        return vc
-
-    def _invalid(self, rip: int, _rax: int) -> None:
-        page, keyid, _ = self.walker.translate(int(self.cpu.uc.reg_read(_CR3)), rip, FETCH)
-        view = self.package.view(page, keyid)
-        if bytes(view[rip % PAGE : rip % PAGE + 4]) != _VMGEXIT:
-            self.cpu.fault(Fault(UD, 0, rip, None, "invalid instruction"))
-            return
-        self._vmgexit()
-        self.cpu.set_regs(rip=rip + len(_VMGEXIT))
-
-    def _vmgexit(self) -> None:
-        """VMGEXIT: the world switch to the hypervisor, which reads the GHCB MSR and the
-        GHCB page (sev-guests.md 3.5-3.6)."""
-        regs = self.cpu.regs("rax", "rcx", "rdx")
-        record = self.vm.record
-        if regs["rcx"] & 0xFFFF_FFFF == GHCB_MSR:
-            record.ghcb_msr = (regs["rdx"] & 0xFFFF_FFFF) << 32 | regs["rax"] & 0xFFFF_FFFF
-        code, data = record.ghcb_msr & 0xFFF, record.ghcb_msr >> 12
-        self.io_exits += 1
-        if code == MSR_TERMINATE:
-            raise _GuestStopped(
-                f"the guest terminated itself (reason set {data & 0xF}, code {data >> 4 & 0xFF})"
-            )
-        if code != MSR_GHCB_GPA:
-            raise _GuestStopped(f"GHCB MSR protocol request {code:#x} is not modelled")
-        gpa = record.ghcb_msr & ~0xFFF
-        self.package.write_back()  # the hypervisor reads DRAM: what the guest wrote is there
-        try:
-            page = self.vm.host_read(gpa, GHCB_SIZE)
-        except HwsimError as exc:
-            raise _GuestStopped(f"VMGEXIT with the GHCB at {gpa:#x}: {exc}") from exc
-        reply, seen = handle_ghcb(gpa, page, self, self._cpuid_values)
-        record.last_exit = seen.as_json()
-        self.vm.host_write(gpa, reply)
-        spa = record.npt(gpa)
-        if spa is not None:
-            self.package.refresh(spa // PAGE)
-
-    def _cpuid_values(self, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
-        return self.vm.dev.txn.cpuid(leaf, subleaf)
-
-    def _load_vmsa(self) -> dict[str, int]:
-        """VMRUN of an SEV-ES guest: the CPU decrypts the VMSA with the guest's key."""
-        spa = self.vm.record.vmsa_spa(0)
-        try:
-            v = Vmsa.unpack(self.vm.dev.memory.read(spa, PAGE, self.walker.asid))
-        except FormatError as exc:
-            why = f"VMRUN failed: the VMSA does not decrypt to a save area ({exc})"
-            raise ExecError(why) from exc
-        if not v["cr0"] & _CR0_PG:  # at reset: the loader's long-mode start (boot contract)
-            regs = self._reset()
-            regs.update({r: v[r] for r in _SAVED[:16] if v[r]})
-            regs["rip"] = v["cs_base"] + v["rip"]
-            return regs
-        regs = {r: v[r] for r in _SAVED if r not in ("fs_base", "gs_base")}
-        return {**regs, "fs_base": v["fs_base"], "gs_base": v["gs_base"], "cr3": v["cr3"]}
-
-    def _save_vmsa(self, saved: dict[str, int]) -> None:
-        """#VMEXIT: the CPU encrypts the register state back into the VMSA."""
-        spa = self.vm.record.vmsa_spa(0)
-        v = Vmsa.unpack(self.vm.dev.memory.read(spa, PAGE, self.walker.asid))
-        for name, value in saved.items():
-            v[name] = value
-        v["cs_base"], v["cr0"], v["efer"] = 0, v["cr0"] | _CR0_LONG, v["efer"] | _EFER_LONG
-        self.vm.dev.memory.write(spa, v.pack(), self.walker.asid)
-
     # -- a run --------------------------------------------------------------------------
 
     def run(self, budget: int) -> GuestRun:
-        es = self.vm.record.es
-        regs = self._load_vmsa() if es else dict(self.vm.record.vcpu) or self._reset()
-        self.cpu.uc.reg_write(_CR3, regs.pop("cr3", BOOT_CR3 | 1 << self.profile.cbit))
-        self.cpu.set_regs(**{k: v for k, v in regs.items() if k != "rip"})
         try:
-            stop = self.cpu.run(regs["rip"], budget)
-        except _GuestStopped as why:
+            stop = self.es.run(budget) if self.es else self._run_plain(budget)
+        except GuestStopped as why:
             stop, detail = None, str(why)
         finally:  # DRAM gets every change, whatever ended the run
             self.package.write_back()
-        saved = self.cpu.regs(*_SAVED)
-        saved["cr3"] = int(self.cpu.uc.reg_read(_CR3))
         self.vm.record.shared = sorted(self.shared)
-        if es:
-            self._save_vmsa(saved)
-        else:
-            self.vm.record.vcpu = saved
         if stop is None:
             return self._result("fault", detail)
         if stop.kind == "trap":
@@ -398,7 +318,22 @@ class _Runner:
             where = f" at {f.address:#x}" if f.address is not None else ""
             text = f"{f.name} (error code {f.error_code:#x}) at rip {f.rip:#x}{where}"
             return self._result("fault", text + (f": {f.detail}" if f.detail else ""))
-        return self._result("halt" if self._after_hlt(saved["cr3"], saved["rip"]) else "budget")
+        return self._result("halt" if stop.kind == "halt" else "budget")
+
+    def _run_plain(self, budget: int) -> Stop:
+        """A plain SEV guest's vCPU 0: its state is the hypervisor's record."""
+        regs = dict(self.vm.record.vcpu) or self.reset_regs(0)
+        self.cpu.uc.reg_write(_CR3, regs.pop("cr3"))
+        self.cpu.set_regs(**{k: v for k, v in regs.items() if k != "rip"})
+        try:
+            stop = self.cpu.run(regs["rip"], budget)
+        finally:
+            saved = self.cpu.regs(*_SAVED)
+            saved["cr3"] = int(self.cpu.uc.reg_read(_CR3))
+            self.vm.record.vcpu = saved
+        if stop.kind == "budget" and self._after_hlt(saved["cr3"], saved["rip"]):
+            return Stop("halt")
+        return stop
 
     def _after_hlt(self, cr3: int, rip: int) -> bool:
         try:
@@ -407,22 +342,21 @@ class _Runner:
             return False
         return self.package.view(page, keyid)[(rip - 1) % PAGE] == 0xF4
 
-    def _reset(self) -> dict[str, int]:
-        """The vCPU at reset, after the loader wrote the boot page tables (private)."""
-        spa = self.vm.record.npt(BOOT_CR3)
-        if spa is None:
-            raise ExecError("guest memory does not cover the boot page tables")
-        self.vm.dev.memory.write(spa, boot_tables(self.profile.cbit), self.walker.asid)
-        top = self.vm.record.memory_size
-        return {"rip": RESET_VECTOR, "rsp": top, "rflags": 0x2}
+    def reset_regs(self, vcpu: int) -> dict[str, int]:
+        """vCPU ``vcpu`` at reset; for the BSP the loader first writes the boot page tables
+        (private), which APs then share; each vCPU's stack starts 64 KiB below the last."""
+        if vcpu == 0:
+            spa = self.vm.record.npt(BOOT_CR3)
+            if spa is None:
+                raise ExecError("guest memory does not cover the boot page tables")
+            self.vm.dev.memory.write(spa, boot_tables(self.profile.cbit), self.walker.asid)
+        top = self.vm.record.memory_size - vcpu * STACK_PER_VCPU
+        cr3 = BOOT_CR3 | 1 << self.profile.cbit
+        return {"rip": RESET_VECTOR, "rsp": top, "rflags": 0x2, "cr3": cr3}
 
     def _result(self, stop: str, detail: str = "") -> GuestRun:
         code = self.exit_code if stop == "shutdown" else None
         return GuestRun(stop, bytes(self.serial), code, detail, self.io_exits)
-
-
-class _GuestStopped(Exception):
-    """Raised by an exit handler: the run ends with the guest crashed."""
 
 
 def _cr3_reg() -> int:

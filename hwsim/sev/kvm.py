@@ -44,7 +44,7 @@ FLASH_END = 1 << 32  # the firmware flash ends at 4 GiB (its reset vector is at 
 MIN_MEMORY = 16 << 20
 MAX_MEMORY = 1 << 30
 MAX_FIRMWARE = 64 << 20  # QEMU maps OVMF below 4 GiB; 64 MiB bounds the work of a launch
-MAX_VCPUS = 64  # VMSA pages an SEV-ES VM has (the simulator runs vCPU 0 only)
+MAX_VCPUS = 64  # VMSA pages an SEV-ES VM has
 # Host pages after a VM's memory: the debug bounce page, then one VMSA page per vCPU.
 _HOST_PAGES = 1 + MAX_VCPUS
 _POOL_BASE = 8 << 30  # guest RAM is allocated from here up (above any EPC of the profiles)
@@ -74,11 +74,26 @@ class VmRecord:
     secret_size: int = 0
     es: bool = False
     vcpus: int = 0  # VMSAs given to LAUNCH_UPDATE_VMSA (SEV-ES)
-    ghcb_msr: int = 0  # VMCB control ghcb_gpa: the GHCB MSR at the last VMGEXIT
+    ghcb_msr: int = 0  # vCPU 0's VMCB control ghcb_gpa: its GHCB MSR
+    ap_ghcb_msrs: list[int] = field(default_factory=list)  # the same of vCPUs 1, 2, ...
+    ghcb_gfns: dict[str, int] = field(default_factory=dict)  # vCPU -> GHCB page it registered
     last_exit: dict[str, object] = field(default_factory=dict)  # the last GHCB exit seen
     # System pages the guest mapped shared (C-bit clear), as it announces them to KVM
     # (KVM_HC_MAP_GPA_RANGE): migration sends these as plain RAM.
     shared: list[int] = field(default_factory=list)
+
+    def get_ghcb_msr(self, cpu: int) -> int:
+        """vCPU ``cpu``'s GHCB MSR (kept in its VMCB, so the hypervisor sees it)."""
+        if cpu == 0:
+            return self.ghcb_msr
+        return self.ap_ghcb_msrs[cpu - 1] if cpu <= len(self.ap_ghcb_msrs) else 0
+
+    def set_ghcb_msr(self, cpu: int, value: int) -> None:
+        if cpu == 0:
+            self.ghcb_msr = value
+            return
+        self.ap_ghcb_msrs += [0] * (cpu - len(self.ap_ghcb_msrs))
+        self.ap_ghcb_msrs[cpu - 1] = value
 
     def vmsa_spa(self, cpu: int) -> int:
         """System physical address of vCPU ``cpu``'s VMSA page (host memory, as the
@@ -294,14 +309,20 @@ class SevVm:
         for spa, chunk in self._runs(gpa, len(data)):
             self.dev.memory.physical_write(spa, data[chunk])
 
-    def vcpu_view(self) -> VcpuView:
-        """What the hypervisor sees of vCPU 0's registers at a VM exit (sev-guests.md 4):
-        plain SEV, every register (the VMCB save area and KVM's copy of the GPRs); SEV-ES,
-        only the encrypted VMSA as DRAM holds it and the GHCB fields of the last exit."""
+    def vcpu_view(self, cpu: int = 0) -> VcpuView:
+        """What the hypervisor sees of vCPU ``cpu``'s registers at a VM exit (sev-guests.md
+        4): plain SEV, every register (the VMCB save area and KVM's copy of the GPRs; a
+        plain SEV guest runs vCPU 0 only); SEV-ES, only the encrypted VMSA as DRAM holds
+        it, its GHCB MSR and the GHCB fields of the VM's last exit."""
         if not self.record.es:
+            if cpu:
+                raise KvmError(f"guest {self.record.handle} runs vCPU 0 only (plain SEV)")
             return VcpuView(False, dict(self.record.vcpu), b"", {})
-        vmsa = self.dev.memory.physical_read(self.record.vmsa_spa(0), PAGE_SIZE)
-        return VcpuView(True, {}, vmsa, dict(self.record.last_exit))
+        if not 0 <= cpu < max(self.record.vcpus, 1):
+            raise KvmError(f"guest {self.record.handle} has no vCPU {cpu}")
+        vmsa = self.dev.memory.physical_read(self.record.vmsa_spa(cpu), PAGE_SIZE)
+        ghcb = {**self.record.last_exit, "msr": f"{self.record.get_ghcb_msr(cpu):#x}"}
+        return VcpuView(True, {}, vmsa, ghcb)
 
     def set_registers(self, **values: int) -> None:
         """The hypervisor changes guest registers before resuming it: possible for a plain

@@ -121,7 +121,8 @@ def _guest_pages(r: VmRecord) -> list[int]:
 
 
 _CARRIED = ("name", "memory_size", "firmware_size", "status", "serial", "exits", "vcpu",
-            "secret_gpa", "secret_size", "es", "vcpus", "ghcb_msr")  # fmt: skip
+            "secret_gpa", "secret_size", "es", "vcpus", "ghcb_msr", "ap_ghcb_msrs",
+            "ghcb_gfns")  # fmt: skip
 
 
 def _vmm_state(r: VmRecord) -> dict[str, Any]:

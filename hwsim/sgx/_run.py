@@ -134,6 +134,9 @@ class EnclaveCpu:
         self._exit_regs: dict[str, int] = {}  # at the last EEXIT
         self._threads: dict[int, _Thread] = {}
         self._cache = PageCache(self._cpu, self.epc)
+        # The accessed bits of ELRANGE's PTEs: set when a translation is filled (the
+        # reclaimer clears them, and the TLB with them, to age pages: hwsim.sgx._reclaim).
+        self._accessed: set[int] = set()
         self._leaves = {0: self._ereport, 1: self._egetkey, 4: self._eexit,
                         5: self._eaccept, 6: self._emodpe}  # fmt: skip
 
@@ -181,6 +184,7 @@ class EnclaveCpu:
         except SgxFault:
             t.cssa += 1
             raise
+        self._store_cssa(t)
         gpr = self._read(self._gpr_area(t), _GPRSGX.size, "SSA")
         values = _GPRSGX.unpack(gpr)
         if self._host_segs is None:
@@ -366,11 +370,20 @@ class EnclaveCpu:
             misc = struct.pack("<QI4x", (fault.address or 0) & ~0xFFF, fault.error_code)
             self._write(self._gpr_area(t) - 16, misc, "SSA")
         t.cssa += 1
+        self._store_cssa(t)
         self._leave(t, rax=3, rbx=t.addr, rcx=t.aep, rip=t.aep, rsp=ursp, rbp=urbp,
                     rflags=regs["rflags"] & ~(_ARITH_FLAGS | 1 << 16),
                     **dict.fromkeys(_ZERO_ON_AEX, 0))  # fmt: skip
         self._cpu.set_xmm([0] * 16)
         return regs
+
+    def _store_cssa(self, t: _Thread) -> None:
+        """TCS.CSSA in the EPC, where a debugger reads it with EDBGRD to find the frame an
+        AEX saved (sgx-gdb does so). AEX and ERESUME change it; EENTER and EEXIT do not."""
+        index = self.enclave.page(t.addr)
+        page = bytearray(self.epc.read(index))
+        struct.pack_into("<I", page, Tcs.LAYOUT.offset("cssa"), t.cssa)
+        self.epc.write(index, bytes(page))
 
     def _save_xmm(self, t: _Thread) -> None:
         # The legacy region of the XSAVE area at the start of the frame (SDM 13.4.1).
@@ -392,7 +405,17 @@ class EnclaveCpu:
                 raise PageDenied(GP, 0, "code fetch outside ELRANGE")
             return self._host_page(vaddr, access)
         index = self._check_page(vaddr, access, "access")
+        self._accessed.add(vaddr & ~(PAGE - 1))
         return self._cache.tlb_entry(index, int(self.epc.epcm[index].perms), access == WRITE)
+
+    def test_and_clear_young(self, page: int) -> bool:
+        """Was the page at linear address ``page`` accessed since the last ask? The bit is
+        cleared and the TLB flushed, so that the next access fills and sets it again."""
+        if page not in self._accessed:
+            return False
+        self._accessed.discard(page)
+        self._cache.flush()
+        return True
 
     def _host_page(self, vaddr: int, access: int) -> tuple[int, int]:
         lo, size = self.host
@@ -433,6 +456,7 @@ class EnclaveCpu:
                 index = self._check_page(addr, access, what)
             except PageDenied as denied:
                 raise _OperandFault(denied, addr) from None
+            self._accessed.add(addr & ~(PAGE - 1))
             slot = self._cache.store(index) if access == WRITE else self._cache.load(index)
             pieces.append((slot + addr % PAGE, n))
             addr, size = addr + n, size - n

@@ -349,6 +349,13 @@ class Tcs(Packed, name="TCS", size=PAGE_SIZE):
     gslimit: int = at(68, "I", 0xFFF)
 
 
+# The GPR area an AEX saves, GPRSGX (SDM vol. 3D 37.9.1, table 37-8): the last 184 bytes of
+# each SSA frame, starting with these 8-byte registers in this order.
+GPRSGX_SIZE = 184
+GPRSGX_REGS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10",
+               "r11", "r12", "r13", "r14", "r15", "rflags", "rip")  # fmt: skip
+
+
 @dataclass
 class Report(Packed, name="REPORT", size=432):
     """REPORT, 432 bytes (SDM 37.16); the MAC covers the first 384 bytes."""

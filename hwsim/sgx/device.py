@@ -41,14 +41,19 @@ from hwsim.sgx._encls import (
     ELd,
     EModPr,
     EModT,
-    EPa,
     ERemove,
     ETrack,
     EvictedPage,
     EWb,
     encls,
 )
-from hwsim.sgx._reclaim import EpcStats, evicted_fault, pinned_offsets, reclaimer_of
+from hwsim.sgx._reclaim import (
+    EpcStats,
+    VersionArrays,
+    evicted_fault,
+    pinned_offsets,
+    reclaimer_of,
+)
 from hwsim.sgx.arch import (
     EEXTEND_CHUNK,
     INTEL_LE_PUBKEY_HASH,
@@ -124,8 +129,8 @@ class SgxEnclaveDevice:
         self._alive_at = 0.0  # time.monotonic() of the last check_alive on entry
         self._cpu: EnclaveCpu | None = None
         self._enclave: Enclave | None = None
-        self._backing: dict[int, tuple[EvictedPage, int]] = {}  # offset -> (page, VA slot)
-        self._va_page: int | None = None
+        self._backing: dict[int, tuple[EvictedPage, int, int]] = {}  # offset -> page, VA, slot
+        self._va = VersionArrays(self.epc)
         self._pinned: set[int] = set()  # TCS and SSA offsets the reclaimer leaves alone
         self.stats = EpcStats()
 
@@ -150,6 +155,15 @@ class SgxEnclaveDevice:
                 hint="load the enclave again",
             )
 
+    def _check_alive_lately(self) -> None:
+        """:meth:`check_alive` at most every ``_ALIVE_EVERY`` seconds, for the paths taken
+        per entry or per page fault, which cost microseconds where the check (an SQLite
+        read) costs more."""
+        now = time.monotonic()
+        if now - self._alive_at > _ALIVE_EVERY:
+            self.check_alive()
+            self._alive_at = now
+
     def _page(self, offset: int) -> int:
         """The EPC page at ``offset``, loaded back first if the reclaimer evicted it."""
         if offset % PAGE_SIZE or not 0 <= offset < self.enclave.secs.size:
@@ -165,7 +179,13 @@ class SgxEnclaveDevice:
 
     def evictable(self, offset: int) -> bool:
         """May the reclaimer evict the page at ``offset`` (not a TCS or SSA frame)?"""
-        return offset not in self._pinned and len(self._backing) < PAGE_SIZE // 8
+        return offset not in self._pinned
+
+    def young(self, offset: int) -> bool:
+        """Was the page at ``offset`` accessed since the last ask? (The PTE's accessed
+        bit, tested and cleared, as Linux's ``sgx_reclaimer_age``.)"""
+        cpu = self._cpu
+        return cpu is not None and cpu.test_and_clear_young(self.enclave.secs.baseaddr + offset)
 
     # -- SGX_IOC_ENCLAVE_CREATE / ADD_PAGES / INIT ----------------------------------------
     def create(self, secs: Secs) -> Enclave:
@@ -262,10 +282,7 @@ class SgxEnclaveDevice:
         EEXIT, or with an AEX on a fault, after ``budget`` instructions (0: no count;
         counted in slices, so :attr:`Exit.instructions` is an upper bound of what ran) or
         at the ``time.monotonic()`` ``deadline``. The AEX leaves the thread resumable."""
-        now = time.monotonic()
-        if now - self._alive_at > _ALIVE_EVERY:  # an entry costs microseconds, this read more
-            self.check_alive()
-            self._alive_at = now
+        self._check_alive_lately()
         cpu = self._cpu or self._running()
         if resume:
             ex = cpu.eresume(tcs, budget, deadline=deadline)
@@ -273,13 +290,15 @@ class SgxEnclaveDevice:
             ex = cpu.eenter(tcs, regs, budget, deadline=deadline)
         spent = ex.instructions
         # The kernel's #PF handler: a fault on an evicted page is served with ELDU and
-        # the thread resumed (the vDSO's AEP runs ERESUME), unseen by the caller.
-        while ex.kind == "aex" and not (budget and spent >= budget):
+        # the thread resumed (the vDSO's AEP runs ERESUME), unseen by the caller. The
+        # faulting instruction did not complete, so it may run even where the budget is
+        # spent (a slice is charged in full, and a one-instruction step must progress).
+        while ex.kind == "aex":
             offset = evicted_fault(ex.fault, self.enclave.secs.baseaddr, self._backing)
             if offset is None:
                 break
             self.reload(offset)
-            ex = cpu.eresume(tcs, budget and budget - spent, deadline=deadline)
+            ex = cpu.eresume(tcs, budget and max(budget - spent, 1), deadline=deadline)
             spent += ex.instructions
         return dataclasses.replace(ex, instructions=spent) if spent != ex.instructions else ex
 
@@ -439,42 +458,54 @@ class SgxEnclaveDevice:
     # -- the reclaimer ---------------------------------------------------------------------
     def evict(self, offset: int) -> None:
         """Swap a page out: EBLOCK, ETRACK, EWB into the kernel's backing store."""
-        self.check_alive()
-        page = self._page(offset)
-        if self._va_page is None:
-            self._va_page = self.epc.alloc()
-            encls(self.epc, EPa(self._va_page))
-        free = set(range(PAGE_SIZE // 8)) - {slot for _, slot in self._backing.values()}
-        if not free:  # one VA page holds 512 versions; this reclaimer keeps one VA page
-            raise SgxError(f"cannot evict {offset:#x}: the version array page is full")
-        slot = min(free)
-        encls(self.epc, EBlock(page))
-        encls(self.epc, ETrack(self.enclave.secs_page))
-        self._backing[offset] = (encls(self.epc, EWb(page, self._va_page, slot)), slot)
+        self._check_alive_lately()
+        va, slot = self._va.take()  # first: making a VA page may evict pages, this one too
+        try:
+            page = self._page(offset)
+            encls(self.epc, EBlock(page))
+            encls(self.epc, ETrack(self.enclave.secs_page))
+            evicted = encls(self.epc, EWb(page, va, slot))
+        except (SgxError, InvalidInput):
+            self._va.give_back(va, slot)
+            raise
+        self._backing[offset] = (evicted, va, slot)
         self.stats.evicted += 1
 
     def reload(self, offset: int) -> None:
         """Swap a page back in with ELDU (refused if the stored copy was tampered with)."""
-        self.check_alive()
+        self._check_alive_lately()
         found = self._backing.get(offset)
-        if found is None or self._va_page is None:
+        if found is None:
             raise InvalidInput(f"the page at offset {offset:#x} is not evicted")
-        evicted, slot = found
+        evicted, va, slot = found
         page = self.epc.alloc()
         try:
-            encls(self.epc, ELd(page, self.enclave.secs_page, evicted, self._va_page, slot))
+            encls(self.epc, ELd(page, self.enclave.secs_page, evicted, va, slot))
         except SgxError:
             self.epc.release(page)
             raise
         del self._backing[offset]
+        self._va.give_back(va, slot)
         self.stats.reloaded += 1
 
     def backing_store(self) -> dict[int, EvictedPage]:
         """The kernel's backing store: each evicted page (ciphertext and PCMD) by offset."""
-        return {offset: page for offset, (page, _slot) in self._backing.items()}
+        return {offset: found[0] for offset, found in self._backing.items()}
+
+    def version_slot(self, offset: int) -> tuple[int, int]:
+        """The VA page (EPC index) and slot holding the version of an evicted page."""
+        found = self._backing.get(offset)
+        if found is None:
+            raise InvalidInput(f"the page at offset {offset:#x} is not evicted")
+        return found[1], found[2]
+
+    @property
+    def va_pages(self) -> list[int]:
+        """The EPC indices of the enclave's version-array pages."""
+        return self._va.pages
 
     def close(self) -> None:
-        """Release the enclave: EREMOVE every page, then the SECS (and the VA page)."""
+        """Release the enclave: EREMOVE every page, then the SECS (and the VA pages)."""
         enclave, self._enclave = self._enclave, None
         self._cpu = None
         reclaimer_of(self.epc).detach(self)
@@ -482,9 +513,7 @@ class SgxEnclaveDevice:
             for page in list(enclave.pages.values()):
                 encls(self.epc, ERemove(page))
             encls(self.epc, ERemove(enclave.secs_page))
-        if self._va_page is not None:
-            encls(self.epc, ERemove(self._va_page))
-            self._va_page = None
+        self._va.close()
         self._backing.clear()
 
 

@@ -17,6 +17,10 @@ firmware reserved and ACPI ranges, MMIO and the framebuffer, boot setup data, pe
 memory (its key would change at every boot) and the SWIOTLB bounce buffers of devices that
 cannot address the C-bit. :data:`HOST_RANGES` is the simulated host's physical map, below
 2 GiB so that it never meets an EPC or the SEV guest pool of any profile.
+
+This map is the only model of the host's C-bit: :func:`mapping_at` answers for any
+address, and :mod:`hwsim.memview`'s host view and memory map (hence ``hwsim mem``,
+``hwsim status``, ``sevtool sme status`` and the attack lab) ask it, nothing else.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hwsim.errors import HwsimError
-from hwsim.memory import HOST_KEYID
+from hwsim.memory import PAGE_SIZE
 
 if TYPE_CHECKING:
     from hwsim.bios import BiosConfig
@@ -38,20 +42,22 @@ if TYPE_CHECKING:
 __all__ = [
     "HOST_RANGES",
     "KERNEL_NS",
+    "OUTSIDE_RAM",
     "HostRange",
     "KernelBoot",
     "MapEntry",
     "booted_kernel",
     "configure",
-    "host_keyid",
     "host_range",
     "kernel_boot",
     "kernel_decision",
+    "mapping_at",
     "memory_map",
 ]
 
 KERNEL_NS = "boot.kernel"
 MiB = 1 << 20
+OUTSIDE_RAM = "RAM outside the firmware map (hypervisor memory)"
 
 
 @dataclass(frozen=True)
@@ -176,21 +182,23 @@ class MapEntry:
 
 def memory_map(boot: KernelBoot) -> list[MapEntry]:
     """The host's physical map as the kernel booted with ``boot`` maps it."""
-    entries = []
-    for r in HOST_RANGES:
-        cbit = boot.sme_active and not r.decrypted
-        entries.append(MapEntry(r, cbit, cbit or boot.tsme))
-    return entries
+    return [_entry(boot, r) for r in HOST_RANGES]
 
 
-def host_keyid(boot: KernelBoot, paddr: int) -> int | None:
-    """The key the kernel's own mapping of ``paddr`` goes through: the host key where its
-    page has the C-bit or TSME encrypts everything, none (plaintext DRAM) elsewhere."""
-    if boot.tsme:
-        return HOST_KEYID
+def mapping_at(boot: KernelBoot, paddr: int) -> MapEntry:
+    """How the booted kernel maps the page holding ``paddr``: its range of
+    :data:`HOST_RANGES`, or, outside them, RAM the kernel maps like System RAM (the
+    hypervisor's memory outside the firmware's map) as a one-page range."""
     where = host_range(paddr)
-    cbit = boot.sme_active and (where is None or not where.decrypted)
-    return HOST_KEYID if cbit else None
+    if where is None:
+        page = paddr - paddr % PAGE_SIZE
+        where = HostRange(page, page + PAGE_SIZE, OUTSIDE_RAM, "ram")
+    return _entry(boot, where)
+
+
+def _entry(boot: KernelBoot, r: HostRange) -> MapEntry:
+    cbit = boot.sme_active and not r.decrypted
+    return MapEntry(r, cbit, cbit or boot.tsme)
 
 
 def configure(

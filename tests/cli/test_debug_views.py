@@ -32,6 +32,39 @@ def test_a_breakpoint_stops_the_next_call_there(
     assert f"call calc: stopped at breakpoint {at:#x}" in text
 
 
+def test_continue_resumes_the_stopped_call_with_its_right_result(
+    sgxtool: Runner, image: Path, machine: Machine
+) -> None:
+    """At twice(3): the saved RDI is its argument; continue puts the byte and RIP back
+    (EDBGWR), ERESUMEs over that instruction, writes the int3 again and runs on: calc
+    returns 2 * 3 + 1 as if never stopped, and the next call stops there again."""
+    m = ("--machine", str(machine.path))
+    at = symbol(image, "twice")
+    run = sgxtool("debug", str(image), "break twice", "call calc --in-text abc", "regs",
+                  "read twice 1", "continue", "call calc --in-text abcd", "step", "step",
+                  "continue", "--json", *m)  # fmt: skip
+    assert run.code == 0, run.err
+    _brk, stopped, regs, read, cont, again, step1, step2, last = json.loads(run.out)
+    assert stopped["kind"] == "stopped" and stopped["address"] == f"{at:#x}"
+    rip = int(regs["registers"]["rip"], 16)  # linear: the base plus the offset after int3
+    assert regs["registers"]["rdi"] == "0x3" and (rip - (at + 1)) % 0x1000 == 0
+    assert read["hex"] != "cc"
+    assert cont["kind"] == "call" and bytes.fromhex(cont["hex"]) == struct.pack("<q", 7)
+    assert again["kind"] == "stopped" and again["address"] == f"{at:#x}"  # re-armed
+    first, second = int(step1["address"], 16), int(step2["address"], 16)
+    assert step1["detail"] == f"stepped to {first:#x}" and at < first < at + 16
+    assert second not in (at, first)  # twice() is two instructions: the second returns
+    assert bytes.fromhex(last["hex"]) == struct.pack("<q", 9)
+    text = sgxtool("debug", str(image), "break twice", "call calc", "regs", "continue", *m).out
+    lines = text.splitlines()
+    assert lines[-1] == "continue: " + struct.pack("<q", 1).hex()
+    assert "  rdi 0x0" in lines
+    alone = sgxtool("debug", str(image), "continue", *m)
+    assert alone.code == 1 and "no call is stopped" in alone.one_error_line()
+    busy = sgxtool("debug", str(image), "break twice", "call calc", "call calc", *m)
+    assert busy.code == 1 and "stopped at a breakpoint: resume it first" in busy.one_error_line()
+
+
 def test_write_then_read_and_a_script(
     sgxtool: Runner, image: Path, machine: Machine, tmp_path: Path
 ) -> None:

@@ -1,68 +1,23 @@
-"""PKCS#11 signing against SoftHSM2: a token made for the test in a temporary directory,
-holding the same key as a PEM file, must give the same SIGSTRUCT byte for byte."""
+"""PKCS#11 signing against SoftHSM2: a token made for the test in a temporary directory
+(tests/softhsm.py), holding the same key as a PEM file, must give the same SIGSTRUCT byte
+for byte."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from memcrypt.errors import InvalidInput
 from memcrypt.pkcs11 import Pkcs11Signer, Pkcs11Uri
 from memcrypt.signer import ECDSA_SHA256, Ecdsa, ExternalSignature, SignerError
 from tests.cli.conftest import Runner
+from tests.softhsm import PIN
 
 Vector = Callable[[str], Path]
 SIG1_HASH = "c50673624a6cb17c1c6c2a4e6906f47a170c4629b8723781d1017ef376f1a75d"
-_MODULES = ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so")
-PIN = "4321"
-
-
-def _import(tmp: Path, key: object, label: str, key_id: str) -> None:
-    pem = tmp / f"{label}.pem"
-    pem.write_bytes(
-        key.private_bytes(  # type: ignore[attr-defined]
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    subprocess.run(
-        ["softhsm2-util", "--import", str(pem), "--token", "memcrypt-test", "--label", label,
-         "--id", key_id, "--pin", PIN],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    pem.unlink()
-
-
-@pytest.fixture
-def token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vector: Vector) -> str:
-    """A SoftHSM2 token in tmp_path with Fortanix's sig1 key ('sgx') and a P-384 key
-    ('owner'); returns the module path."""
-    module = next((m for m in _MODULES if Path(m).is_file()), None)
-    if module is None or shutil.which("softhsm2-util") is None:
-        pytest.skip("SoftHSM2 is not installed (apt-get install softhsm2)")
-    pytest.importorskip("pkcs11", reason="python-pkcs11 is not installed (memcrypt[hsm])")
-    (tmp_path / "tokens").mkdir()
-    conf = tmp_path / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\n")
-    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
-    subprocess.run(
-        ["softhsm2-util", "--init-token", "--free", "--label", "memcrypt-test",
-         "--pin", PIN, "--so-pin", "87654321"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    sgx_key = serialization.load_pem_private_key(
-        vector("sgx/fortanix-rust-sgx/sig1.key.pem").read_bytes(), None
-    )
-    _import(tmp_path, sgx_key, "sgx", "01")
-    _import(tmp_path, ec.generate_private_key(ec.SECP384R1()), "owner", "02")
-    return module
 
 
 def test_hsm_sigstruct_equals_the_exported_keys(

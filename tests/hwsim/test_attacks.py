@@ -135,9 +135,27 @@ def test_cli_one_attack_json_and_text(machine: Machine) -> None:
     data = json.loads(run.out)
     assert data["outcome"] == "blocked" and "guest's key" in data["detail"]
     assert len(bytes.fromhex(data["read_excerpt"])) == 16
+    region = data["secrets"][0]["map_region"]
+    assert region["kind"] == "guest-private" and region["owner"].startswith("guest ")
     text = hwsim("--machine", str(machine.path), "attack", "kernel-read")
     assert text.code == 0 and "outcome: recovered" in text.out
     assert "attacker read: " in text.out
+    assert "disk encryption key: memory map: host 0x100000-0x3c000000 (no key)" in text.out
+
+
+# What an attacker's code may not touch: key slots, secrets, the engine, DRAM without a view.
+FORBIDDEN = (
+    "txn.dram_", "txn.physical_", "txn.engine", ".memory.", "set_key", "_slot",
+    "boot_secret", "fused_secret", "xts_key", "vendor_private_key", "read_ciphertext",
+)  # fmt: skip
+
+
+def test_attackers_read_memory_only_through_the_views() -> None:
+    """Issue 13's must-hold: the attackers' module reaches memory through hwsim.memview's
+    views (and the hypervisor's own API), never a key slot or the engine."""
+    source = (Path(__file__).parents[2] / "hwsim" / "attacks" / "_lab.py").read_text()
+    assert [word for word in FORBIDDEN if word in source] == []
+    assert "read_in(" in source and "write_in(" in source
 
 
 def test_cli_refusals(machine: Machine, tmp_path: Path) -> None:

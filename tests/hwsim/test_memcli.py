@@ -5,23 +5,26 @@ from __future__ import annotations
 import json
 
 from hwsim.machine import Machine
+from hwsim.sme.boot import configure
 from tests.hwsim.test_cli import hwsim
 
 
 def test_mem_write_then_read_through_each_view(machine: Machine) -> None:
     m = str(machine.path)
-    wrote = hwsim("--machine", m, "mem", "write", "0x100000", "48656c6c6f", "--view", "host",
-                  "--encrypted")  # fmt: skip
+    configure(machine, enable=True)  # the booted kernel's map puts the C-bit on RAM
+    machine.power_cycle()
+    wrote = hwsim("--machine", m, "mem", "write", "0x100000", "48656c6c6f", "--view", "host")
     assert wrote.code == 0 and "wrote 5 bytes at 0x100000" in wrote.out
-    host = hwsim("--machine", m, "mem", "read", "0x100000", "16", "--view", "host")
-    assert host.out.splitlines() == [
-        "0000000000100000  48 65 6c 6c 6f 00 00 00 00 00 00 00 00 00 00 00  Hello..........."
-    ]
+    host = hwsim("--machine", m, "mem", "read", "0x100000", "5", "--view", "host")
+    assert host.out.split() == ["0000000000100000", "48", "65", "6c", "6c", "6f", "Hello"]
     dimm = json.loads(hwsim("--machine", m, "mem", "read", "0x100000", "16", "--json").out)
     assert dimm["view"] == "physical" and len(dimm["hex"]) == 32
     assert not dimm["hex"].startswith(b"Hello".hex())  # ciphertext on the DIMM
     with machine.transaction(write=False) as txn:
         assert bytes.fromhex(dimm["hex"]) == txn.physical_read(0x100000, 16)
+    device = json.loads(hwsim("--machine", m, "mem", "read", "0x100000", "16", "--view",
+                              "device", "--json").out)  # fmt: skip
+    assert device["hex"] == dimm["hex"]  # a device has no C-bit
 
 
 def test_mem_read_raw_and_the_abort_page(machine: Machine) -> None:
@@ -42,14 +45,15 @@ def test_mem_map_and_status(machine: Machine) -> None:
     kinds = {(r["kind"], r["keyid"]) for r in regions}
     assert ("epc", 0x10000) in kinds and ("host", None) in kinds
     plain = hwsim("--machine", m, "mem", "map").out.splitlines()
-    assert plain[1].split("\t") == ["start", "end", "size", "kind", "key id", "owner"]
-    assert all(line == line.rstrip() for line in plain)
+    assert plain[1].split("\t") == ["start", "end", "size", "kind", "key id", "owner", "why"]
+    assert all(line == line.rstrip() and line.count("\t") == 6 for line in plain[1:])
     status = json.loads(hwsim("--machine", m, "status", "--json").out)
     assert status["epc"] == {"engine": "xts", "integrity": False, "freshness": False,
                              "cpuid_12_2_ecx_protection": 2}  # fmt: skip
     assert {"keyid": None, "owner": "host", "pages": 1} in status["dram_by_key"]
     text = hwsim("--machine", m, "status").out
     assert "EPC engine: xts: confidentiality (CPUID.(12H,2):ECX[3:0] = 2)" in text
+    assert "\n".join(plain) in text  # the same map table, under the fields
 
 
 def test_status_of_an_mee_part_advertises_integrity(machine_factory: object) -> None:

@@ -118,7 +118,7 @@ def test_keygen_killed_between_its_two_files(
 
 
 def test_sevtool_generate_killed_between_its_two_files(tmp_path: Path) -> None:
-    from sevtool.platform import load_owner_key
+    from sevtool.owner import load_owner_key
 
     cert, key = tmp_path / "oca.cert", tmp_path / "oca.key"
     args = ("sevtool", "generate", str(cert), str(key), "--force")

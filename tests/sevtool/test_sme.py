@@ -12,7 +12,7 @@ import pytest
 from hwsim.bios import KernelConfig
 from hwsim.machine import Machine
 from hwsim.memory import HOST_KEYID
-from hwsim.sme.boot import HOST_RANGES, booted_kernel, host_keyid
+from hwsim.sme.boot import HOST_RANGES, booted_kernel, mapping_at
 from sevtool.sme import sme_status
 from tests.sevtool.test_cli import one_error_line, sevtool
 
@@ -63,7 +63,7 @@ def test_status_names_the_missing_link_and_the_command(machine: Machine) -> None
     assert done.kernel.sme_active and done.missing is None and done.fix is None
     text = sevtool("--machine", machine.path, "sme", "status")
     assert "active: yes (mem_encrypt=on on the kernel command line)" in text.out
-    assert "persistent memory (pmem0)\tno\tplaintext" in text.out
+    assert "\thost-decrypted\t-\thost: persistent memory (pmem0) (pmem)\tpersistent" in text.out
 
 
 def test_active_sme_maps_ram_with_the_c_bit_and_leaves_the_rest_decrypted(
@@ -71,16 +71,23 @@ def test_active_sme_maps_ram_with_the_c_bit_and_leaves_the_rest_decrypted(
 ) -> None:
     sevtool("--machine", machine.path, "sme", "enable")
     machine.power_cycle()
-    entries = {e["name"]: e for e in _status(machine)["memory_map"]}  # type: ignore[attr-defined]
-    assert entries["System RAM (kernel, processes, VMs)"]["cbit"] is True
-    decrypted_ranges = [r.name for r in HOST_RANGES if r.decrypted]
-    assert "persistent memory (pmem0)" in decrypted_ranges and len(decrypted_ranges) == 6
-    for decrypted in decrypted_ranges:
-        assert entries[decrypted]["cbit"] is False and entries[decrypted]["decrypted_why"]
+    entries = {e["start"]: e for e in _status(machine)["memory_map"]}  # type: ignore[attr-defined]
+    ram = entries["0x100000"]
+    assert (ram["kind"], ram["keyid"]) == ("host-encrypted", HOST_KEYID)
+    assert ram["owner"] == "host: System RAM (kernel, processes, VMs) (ram)"
+    decrypted_ranges = [r for r in HOST_RANGES if r.decrypted]
+    assert len(decrypted_ranges) == 6
+    for r in decrypted_ranges:
+        entry = entries[f"{r.start:#x}"]
+        assert (entry["kind"], entry["keyid"], entry["why"]) == (
+            "host-decrypted",
+            None,
+            r.decrypted,
+        )
     with machine.transaction(write=False) as txn:
         boot = booted_kernel(txn, machine.profile, txn.booted_config())
-    assert host_keyid(boot, 0x0100_0000) == HOST_KEYID
-    assert host_keyid(boot, 0x4000_0000) is None
+    assert mapping_at(boot, 0x0100_0000).encrypted
+    assert not mapping_at(boot, 0x4000_0000).encrypted
 
 
 def test_tsme_encrypts_everything_without_the_kernel(machine: Machine) -> None:
@@ -97,10 +104,11 @@ def test_tsme_encrypts_everything_without_the_kernel(machine: Machine) -> None:
     machine.power_cycle()
     status = _status(machine)
     assert status["tsme"] is True and status["active"] is False and status["enabled"] is False
-    assert all(e["encrypted"] for e in status["memory_map"])  # type: ignore[attr-defined]
+    host = [e for e in status["memory_map"] if e["kind"].startswith("host")]  # type: ignore[attr-defined]
+    assert host and all(e["kind"] == "host-encrypted" and "TSME" in e["why"] for e in host)
     with machine.transaction(write=False) as txn:
         boot = booted_kernel(txn, machine.profile, txn.booted_config())
-    assert host_keyid(boot, 0x4000_0000) == HOST_KEYID
+    assert mapping_at(boot, 0x4000_0000).encrypted
 
 
 def test_profiles_without_sme_refuse_with_one_line(
@@ -126,3 +134,22 @@ def test_old_machine_toml_without_the_kernel_table_reads_as_the_defaults(
     assert result.code == 1 and "era = 'ancient'" in one_error_line(result)
     path.write_text(old + "\n[kernel]\nmem_encrypt = true\n")
     assert "mem_encrypt" in one_error_line(sevtool("--machine", machine.path, "sme", "status"))
+
+
+def test_sme_status_hwsim_status_and_mem_map_show_the_same_map(machine: Machine) -> None:
+    """One map: the three commands print :func:`hwsim.memview.memory_map`'s regions."""
+    from tests.hwsim.test_cli import hwsim
+
+    sevtool("--machine", machine.path, "sme", "enable")
+    machine.power_cycle()
+    m = str(machine.path)
+    hwsim("--machine", m, "mem", "write", "0x90000000", "00ff", "--view", "host")
+    mem_map = json.loads(hwsim("--machine", m, "mem", "map", "--json").out)
+    status = json.loads(hwsim("--machine", m, "status", "--json").out)["memory_map"]
+    sme = _status(machine)["memory_map"]
+    assert mem_map == status == sme
+    kinds = {r["kind"] for r in mem_map}
+    assert {"host-encrypted", "host-decrypted", "epc"} <= kinds
+    table = hwsim("--machine", m, "mem", "map").out.splitlines()[1:]
+    assert "\n".join(table) in sevtool("--machine", machine.path, "sme", "status").out
+    assert "\n".join(table) in hwsim("--machine", m, "status").out

@@ -23,6 +23,7 @@ from sgxtool.intelrt import (
     OcallRefused,
     system_features,
 )
+from sgxtool.intelthreads import Deadlock
 from sgxtool.layout import Content, LayoutBuilder, Region, Thread
 from sgxtool.marshal import OcallCall
 from sgxtool.runtime import Enclave
@@ -143,11 +144,11 @@ def test_a_private_ecall_is_refused_from_the_host(sample: IntelEnclave) -> None:
 
 
 def test_a_wait_no_thread_can_end_fails_cleanly(sample: IntelEnclave) -> None:
-    """ecall_consumer on an empty queue waits on its TCS event: one host thread cannot
-    set it, so the call fails instead of hanging."""
-    with pytest.raises(SgxToolError, match="waits for an event"):
+    """ecall_consumer on an empty queue waits on its TCS event: with no other ECALL in
+    progress nothing can set it, so the call fails (a deadlock) instead of hanging."""
+    with pytest.raises(Deadlock, match=r"deadlock: ecall_consumer on TCS 0x28c000 waits"):
         sample.ecall("ecall_consumer")
-    assert sample.crashed  # it retried the wait rather than return: stopped there
+    assert sample.crashed  # its thread stays stopped inside, holding the mutex
 
 
 def test_an_ocall_nobody_serves_names_itself(

@@ -9,7 +9,7 @@ import pytest
 
 from hwsim.sgx.arch import AttributeFlag
 from sgxtool.errors import ConfigError
-from sgxtool.intelxml import import_intel_config
+from sgxtool.intelxml import SignConfig, import_intel_config, read_sign_config
 
 Vector = Callable[[str], Path]
 SAMPLES = ["Enclave.config", "config.01", "config.02", "config.03", "config.04", "config.05"]
@@ -73,3 +73,33 @@ def test_production_kss_and_vendor(tmp_path: Path) -> None:
     assert cfg.isvfamilyid == bytes([1] + [0] * 7 + [2] + [0] * 7)
     assert set(cfg.attributes) == {"KSS", "PROVISIONKEY"}
     assert not any("DisableDebug" in n for n in notes)
+
+
+def _sign_config(tmp_path: Path, body: str, *, kss: bool = True) -> SignConfig:
+    path = tmp_path / "c.xml"
+    path.write_text(f"<EnclaveConfiguration>{body}</EnclaveConfiguration>")
+    return read_sign_config(path, stack_size_min=0x2000, size_max=(1 << 64) - 1, kss=kss)
+
+
+def test_sign_config_reads_numbers_as_strtoull_does(tmp_path: Path) -> None:
+    cfg = _sign_config(tmp_path, "<TCSNum>010</TCSNum><ProdID>0x10</ProdID><ISVSVN>9</ISVSVN>")
+    assert (cfg.tcs_num, cfg.prodid, cfg.isvsvn) == (8, 16, 9)  # 010 is octal
+    with pytest.raises(ConfigError, match="not an unsigned number"):
+        _sign_config(tmp_path, "<TCSNum>08</TCSNum>")
+
+
+def test_sign_config_defaults_follow_sgx_sign(vector: Vector, tmp_path: Path) -> None:
+    default = read_sign_config(None, stack_size_min=0x1000, size_max=1 << 37, kss=False)
+    assert (default.tcs_num, default.tcs_max_num, default.tcs_min_pool) == (1, 1, 1)
+    assert (default.stack_max, default.stack_min) == (0x40000, 0x1000)
+    assert (default.heap_max, default.heap_init, default.heap_min) == (0x1000000,) * 2 + (0x1000,)
+    two = read_sign_config(vector("sgx/intel-linux-sgx/SampleEnclave_config.02.xml"),
+                           stack_size_min=0x2000, size_max=(1 << 64) - 1, kss=True)  # fmt: skip
+    assert (two.heap_max, two.heap_init, two.heap_min, two.tcs_min_pool) == (
+        0x100000, 0x40000, 0x1000, 10)  # fmt: skip
+    kss = _sign_config(tmp_path, "<EnableKSS>1</EnableKSS><ISVEXTPRODID_H>2</ISVEXTPRODID_H>")
+    assert kss.isvextprodid == bytes(8) + bytes([2]) + bytes(7)
+    with pytest.raises(ConfigError, match="not an element"):
+        _sign_config(tmp_path, "<EnableKSS>1</EnableKSS>", kss=False)
+    with pytest.raises(ConfigError, match="must hold only a number"):
+        _sign_config(tmp_path, '<TCSNum a="1">2</TCSNum>')

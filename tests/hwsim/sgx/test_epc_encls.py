@@ -166,12 +166,13 @@ def test_replayed_evicted_page_is_refused(machine: Machine, image: ImageMaker) -
     img = image(payload=b"version 1")
     dev = build_device(machine, img)
     dev.init(img.sigstruct)
+    dev.evict(0)  # keeps the VA page in use: an empty one is removed
     dev.evict(DATA)
-    old, slot = dev._backing[DATA]
+    old = dev.backing_store()[DATA]
+    va, slot = dev.version_slot(DATA)
     dev.reload(DATA)
     dev.evict(DATA)  # a newer version now holds the slot
-    va = dev._va_page
-    assert va is not None
+    assert dev.version_slot(DATA) == (va, slot)
     replay = ELd(dev.epc.alloc(), dev.enclave.secs_page, old, va, slot)
     assert status(lambda: encls(dev.epc, replay)) == SgxStatus.MAC_COMPARE_FAIL
     dev.reload(DATA)  # the current copy still loads
@@ -182,9 +183,9 @@ def test_replayed_evicted_page_is_refused(machine: Machine, image: ImageMaker) -
 def test_tampered_evicted_page_is_refused(machine: Machine, image: ImageMaker) -> None:
     dev = build_device(machine, image())
     dev.evict(DATA)
-    evicted, slot = dev._backing[DATA]
+    evicted, va, slot = dev._backing[DATA]
     flipped = bytes([evicted.contents[0] ^ 1]) + evicted.contents[1:]
-    dev._backing[DATA] = (dataclasses.replace(evicted, contents=flipped), slot)
+    dev._backing[DATA] = (dataclasses.replace(evicted, contents=flipped), va, slot)
     with pytest.raises(SgxStatusError, match="MAC_COMPARE_FAIL"):
         dev.reload(DATA)
 
@@ -193,8 +194,7 @@ def test_ewb_needs_eblock_and_etrack(machine: Machine, image: ImageMaker) -> Non
     dev = build_device(machine, image())
     epc, page = dev.epc, dev.enclave.page(DATA)
     dev.evict(0)  # makes the VA page
-    va = dev._va_page
-    assert va is not None
+    (va,) = dev.va_pages
     assert status(lambda: encls(epc, EWb(page, va, 5))) == SgxStatus.PAGE_NOT_BLOCKED
     encls(epc, EBlock(page))
     assert status(lambda: encls(epc, EBlock(page))) == SgxStatus.BLKSTATE
