@@ -48,6 +48,9 @@ DEFAULT_OUT = 64 << 10
 _SCRATCH = (0x1000, 0x10000)  # OCALL requests and replies: offset and size in host memory
 _BUFFERS = 0x11000  # input, then output buffer
 _OCALL_RETURN = (1 << 64) - 1
+# The OCALL scratch buffer, in the registers the entry stub takes it in; the host stack.
+_SCRATCH_REGS = {"r10": HOST_BASE + _SCRATCH[0], "r11": _SCRATCH[1]}
+_HOST_STACK = {"rsp": HOST_BASE + _SCRATCH[0] - 64, "rbp": 0}
 _BP = 3  # int3's exception vector, #BP (SDM vol. 3A 6.3.1)
 _ERRORS = {
     -1: "no such ECALL index",
@@ -287,7 +290,7 @@ class Enclave:
             out = src + -(-len(data) // PAGE_SIZE) * PAGE_SIZE
             if data:  # a host copy costs a few microseconds even when empty
                 self.device.host_write(src, data)
-            regs = dict(rdi=index, rsi=src, rdx=len(data), r8=out, r9=out_size, **_scratch())
+            regs = dict(rdi=index, rsi=src, rdx=len(data), r8=out, r9=out_size, **_SCRATCH_REGS)
             return self._run_call(_Pending(name, tcs, out, out_size), lambda: self.enter(regs, tcs))
 
     def resume(self, *, step: bool = False) -> bytes:
@@ -364,7 +367,7 @@ class Enclave:
                 reply = self._ocall(ex.regs["rsi"], ex.regs["rdx"])
             except Exception as exc:  # the handler's bug: let the enclave unwind first
                 failure, reply = failure or exc, -1
-            ex = self.enter(dict(rdi=_OCALL_RETURN, rsi=reply, **_scratch()), tcs)
+            ex = self.enter(dict(rdi=_OCALL_RETURN, rsi=reply, **_SCRATCH_REGS), tcs)
         if failure is not None:
             raise failure
         if ex.regs["rdi"] != 0:
@@ -400,9 +403,9 @@ class Enclave:
         if self.crashed:
             raise EnclaveCrashed(f"the enclave crashed earlier ({self.crashed}); load it again")
         self._check_allowance(allow, "between two entries (an OCALL round trip)")
-        stack = {"rsp": HOST_BASE + _SCRATCH[0] - 64, "rbp": 0}
         budget = 1 if step else allow.budget or 0
-        ex = self.device.enter(tcs, stack | regs, budget, resume=resume, deadline=allow.deadline)
+        ex = self.device.enter(tcs, _HOST_STACK | regs, budget, resume=resume,
+                               deadline=allow.deadline)  # fmt: skip
         if allow.budget is not None:
             allow.budget -= ex.instructions
         return ex
@@ -454,11 +457,6 @@ class Enclave:
             return -1
         self.device.host_write(scratch, reply)
         return len(reply)
-
-
-def _scratch() -> dict[str, int]:
-    """The OCALL scratch buffer, in the registers the entry stub takes it in."""
-    return {"r10": HOST_BASE + _SCRATCH[0], "r11": _SCRATCH[1]}
 
 
 def _signed(value: int) -> int:
