@@ -248,13 +248,17 @@ def test_ghcb_msr_protocol_answers_through_rdmsr(machine: Machine) -> None:
     assert seen["msr"] == hex(0x100 | 1 << 12 | 5 << 16)  # the hypervisor sees the MSR
 
 
-def test_a_ghcb_elsewhere_than_the_registered_page_is_refused(machine: Machine) -> None:
-    main = """
+REGISTER_AT_0x300000 = """
     mov ecx, 0xc0010130
     xor edx, edx
     mov eax, 0x300012
     wrmsr
     vmgexit
+"""
+
+
+def test_a_ghcb_elsewhere_than_the_registered_page_is_refused(machine: Machine) -> None:
+    main = REGISTER_AT_0x300000 + """
     mov dx, 0x3f8
     out dx, al
 """
@@ -346,12 +350,7 @@ def test_string_port_io_is_refused_clearly(machine: Machine) -> None:
 def test_a_moved_es_guest_keeps_its_ghcb_msr_and_registration(
     machine: Machine, machine_factory: MachineFactory
 ) -> None:
-    main = """
-    mov ecx, 0xc0010130
-    xor edx, edx
-    mov eax, 0x300012
-    wrmsr
-    vmgexit
+    main = REGISTER_AT_0x300000 + """
     hlt
     mov dx, 0x3f8
     out dx, al
