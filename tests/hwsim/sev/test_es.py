@@ -258,7 +258,7 @@ REGISTER_AT_0x300000 = """
 
 
 def test_a_ghcb_elsewhere_than_the_registered_page_is_refused(machine: Machine) -> None:
-    main = REGISTER_AT_0x300000 + """
+    main = f"""{REGISTER_AT_0x300000}
     mov dx, 0x3f8
     out dx, al
 """
@@ -350,7 +350,7 @@ def test_string_port_io_is_refused_clearly(machine: Machine) -> None:
 def test_a_moved_es_guest_keeps_its_ghcb_msr_and_registration(
     machine: Machine, machine_factory: MachineFactory
 ) -> None:
-    main = REGISTER_AT_0x300000 + """
+    main = f"""{REGISTER_AT_0x300000}
     hlt
     mov dx, 0x3f8
     out dx, al
