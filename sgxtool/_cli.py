@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from memcrypt.work import Progress, Work
     from sgxtool.build import Target
     from sgxtool.config import EnclaveConfig
-    from sgxtool.layout import EnclaveLayout
     from sgxtool.sign import Signer
 
 _path = click.Path(path_type=Path)
@@ -136,17 +135,9 @@ def enclave_work(action: str, path: Path | None, cfg: EnclaveConfig | None) -> W
         cfg = read_image(path).config
     if kind not in (ImageKind.ELF, ImageKind.SIGNED_ELF) or cfg is None:
         return Work(f"{action} {path}", 0, 0)
+    from sgxtool.measure import layout_work
+
     return layout_work(f"{action} {path}", layout_of(path, cfg))
-
-
-def layout_work(what: str, layout: EnclaveLayout) -> Work:
-    """Pages to add and bytes to hash to measure ``layout``."""
-    from memcrypt.work import Work
-
-    # SDM 38.7: a 64-byte ECREATE block, a 64-byte EADD block per page, and per measured
-    # 256-byte chunk a 64-byte EEXTEND block followed by the chunk.
-    stream = 64 + 64 * layout.page_count + layout.measured_bytes * 320 // 256
-    return Work(what, layout.page_count, stream)
 
 
 # -- keys and signing -----------------------------------------------------------------------

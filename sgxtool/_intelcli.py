@@ -96,7 +96,7 @@ def catsig(
 def _policy(enclave: Path) -> Measuring:
     """Measuring under memcrypt.work's policy, as for every other input."""
     from memcrypt.work import large_work
-    from sgxtool._cli import layout_work
+    from sgxtool.measure import layout_work
 
     def measuring(layout: EnclaveLayout) -> AbstractContextManager[Progress]:
         return large_work(layout_work(f"measure {enclave}", layout), prog="sgxtool")

@@ -17,13 +17,16 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from hwsim.arch import PAGE_SIZE
 from hwsim.sgx.arch import EEXTEND_CHUNK, ecreate_block
 from hwsim.sgx.measurement import ALL_CHUNKS, PageRecords, window_pages, windows
 from sgxtool.errors import SgxToolError
 from sgxtool.layout import EnclaveLayout, Region
+
+if TYPE_CHECKING:
+    from memcrypt.work import Work
 
 __all__ = ["Progress", "Sink", "mrenclave", "stream_measurement"]
 
@@ -127,3 +130,13 @@ class _Stream:
                     raise SgxToolError("enclave file shrank while it was being measured")
                 position += size
             yield records, n
+
+
+def layout_work(what: str, layout: EnclaveLayout) -> Work:
+    """Pages to add and bytes to hash to measure ``layout``, for the large-work policy."""
+    from memcrypt.work import Work
+
+    # SDM 38.7: a 64-byte ECREATE block, a 64-byte EADD block per page, and per measured
+    # 256-byte chunk a 64-byte EEXTEND block followed by the chunk.
+    stream = 64 + 64 * layout.page_count + layout.measured_bytes * 320 // 256
+    return Work(what, layout.page_count, stream)
