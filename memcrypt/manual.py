@@ -14,10 +14,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import re
-import shutil
-import subprocess
 import sys
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +69,8 @@ class ManPage:
 def _candidates(name: str, section: int) -> list[Path]:
     """Where an installed page can be: the prefixes pip installs data files into (this
     environment's, the user's), then the source tree."""
+    import sysconfig  # here and below: each tool's start-up pays only for what it runs
+
     roots = [Path(sysconfig.get_path("data")), Path(sys.prefix)]
     with contextlib.suppress(KeyError):  # a Python built without a user scheme
         roots.append(Path(sysconfig.get_path("data", sysconfig.get_preferred_scheme("user"))))
@@ -108,6 +107,9 @@ def find_page(query: str) -> ManPage:
 
 def render(page: ManPage) -> str | None:
     """The page as plain text (groff, else mandoc), or None when neither is installed."""
+    import shutil
+    import subprocess
+
     # groff: no hyphenation (-rHY=0), so that a word grepped for is whole on its line.
     for tool, args in (("groff", ["-man", "-Tascii", "-rHY=0", "-P-c", "-P-b", "-P-u"]),
                        ("mandoc", ["-Tascii"])):  # fmt: skip
@@ -124,6 +126,9 @@ def render(page: ManPage) -> str | None:
 def show(page: ManPage, *, terminal: bool) -> None:
     """On a terminal through ``man -l`` (man-db and mandoc's man read a file with -l), else
     rendered plain text: paged on a terminal, not when piped."""
+    import shutil
+    import subprocess
+
     man = shutil.which("man") if terminal else None
     if man is not None and subprocess.run([man, "-l", str(page.path)], check=False).returncode == 0:
         return
