@@ -6,17 +6,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from hwsim.sgx.arch import Sigstruct
 from memcrypt.files import read_file
 from sgxtool.errors import UsageError
-from sgxtool.intelsign import Measuring, catsig_so, gendata_so, is_intel_so, sign_so
+from sgxtool.intelso import is_intel_so
 from sgxtool.keys import load_public_key
 from sgxtool.layout import EnclaveLayout
 from sgxtool.measure import Progress
 from sgxtool.sign import Signer, signing_date
+
+if TYPE_CHECKING:
+    from sgxtool.intelsign import Measuring
+
+# The signing modules (layout, templates, the XML reader) load only for an Intel enclave:
+# every `sgxtool sign` asks is_intel first, and most signs are of memcrypt-SDK images.
 
 __all__ = ["catsig", "gendata", "is_intel", "sign"]
 
@@ -63,6 +70,8 @@ def sign(
     signer: Callable[[], Signer],
 ) -> Sigstruct:
     """Usage is checked before ``signer`` is made (it may ask for a passphrase or PIN)."""
+    from sgxtool.intelsign import sign_so
+
     target = _usage(enclave_hash, out, "signing")
     when = signing_date(date)
     return sign_so(enclave, xml, signer(), when, out=target, sig_out=sig_out,
@@ -72,6 +81,8 @@ def sign(
 def gendata(
     enclave: Path, xml: Path | None, enclave_hash: str | None, out: Path, date: str | None
 ) -> None:
+    from sgxtool.intelsign import gendata_so
+
     target = _usage(enclave_hash, out, "gendata")
     gendata_so(enclave, xml, signing_date(date), target, measuring=_policy(enclave))
 
@@ -86,6 +97,8 @@ def catsig(
     out: Path | None,
     sig_out: Path | None,
 ) -> Sigstruct:
+    from sgxtool.intelsign import catsig_so
+
     target = _usage(enclave_hash, out, "catsig")
     public = load_public_key(public_key_path)
     signature = read_file(signature_path, "signature", max_size=1 << 16)

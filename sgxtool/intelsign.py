@@ -41,7 +41,7 @@ from sgxtool.layout import EnclaveLayout
 from sgxtool.measure import Progress, mrenclave
 from sgxtool.sign import ExternalSignature, Signer, sign_sigstruct
 
-__all__ = ["UnsignedSo", "catsig_so", "gendata_so", "is_intel_so", "read_unsigned", "sign_so"]
+__all__ = ["UnsignedSo", "catsig_so", "gendata_so", "read_unsigned", "sign_so"]
 
 _U64 = (1 << 64) - 1
 # Wraps measuring a layout (memcrypt.work's policy: cost said, limit, progress).
@@ -60,18 +60,6 @@ class UnsignedSo:
     note_size: int
     facts: ElfFacts
     profile: SdkProfile
-
-
-def is_intel_so(path: Path) -> bool:
-    """True for an ELF with sgx_sign's ``.note.sgxmeta``, signed or not."""
-    try:
-        with path.open("rb") as f:
-            if f.read(4) != b"\x7fELF":
-                return False
-            f.seek(0)
-            return ELFFile(f).get_section_by_name(".note.sgxmeta") is not None
-    except (OSError, ELFError, ValueError, struct.error):
-        return False
 
 
 def read_unsigned(path: Path) -> UnsignedSo:

@@ -128,6 +128,18 @@ def note_block(elf: ELFFile, path: Path) -> tuple[int, int]:
     return offset + _NOTE_HEADER + namesz, descsz
 
 
+def is_intel_so(path: Path) -> bool:
+    """True for an ELF with sgx_sign's ``.note.sgxmeta``, signed or not."""
+    try:
+        with path.open("rb") as f:
+            if f.read(4) != b"\x7fELF":
+                return False
+            f.seek(0)
+            return ELFFile(f).get_section_by_name(".note.sgxmeta") is not None
+    except (OSError, ELFError, ValueError, struct.error):
+        return False
+
+
 def has_metadata(path: str | Path) -> bool:
     """True when ``path`` is an ELF carrying sgx_sign's metadata with at least one copy."""
     try:
