@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,17 +28,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _enclave import signed_image  # noqa: E402
 from _timing import figure  # noqa: E402
 
 from hwsim.machine import Machine  # noqa: E402
 from hwsim.sgx.device import HOST_BASE  # noqa: E402
-from sgxtool import sdkinfo  # noqa: E402
-from sgxtool.build import Target, sign_enclave  # noqa: E402
-from sgxtool.config import parse_config  # noqa: E402
-from sgxtool.keys import generate_key  # noqa: E402
 from sgxtool.layout import EnclaveLayout  # noqa: E402
 from sgxtool.runtime import Enclave  # noqa: E402
-from sgxtool.sign import KeySigner  # noqa: E402
 
 SOURCE = r"""
 #include <enclave.h>
@@ -58,17 +53,6 @@ ROUNDS = 2_000
 PAIRS = 7  # interleaved rounds of each figure
 SCRATCH = {"r10": HOST_BASE + 0x1000, "r11": 0x10000}
 OUT = 64  # output buffer of every call: the entry stub zeroes that much enclave heap
-
-
-def build(tmp: Path) -> Path:
-    (tmp / "b.c").write_text(SOURCE)
-    elf = tmp / "b.elf"
-    cmd = ["cc", *sdkinfo.cflags(), "-O2", str(tmp / "b.c"), *sdkinfo.ldflags(), "-o", str(elf)]
-    subprocess.run(cmd, check=True)
-    image = tmp / "b.img"
-    signer = KeySigner(generate_key())
-    sign_enclave(Target(parse_config(CONFIG), elf), signer, 0x20250101, out=image)
-    return image
 
 
 class PlainUnicorn:
@@ -122,7 +106,7 @@ class PlainUnicorn:
 def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f}; min / median of {PAIRS} interleaved rounds")
     with tempfile.TemporaryDirectory() as tmp:
-        image = build(Path(tmp))
+        image = signed_image(Path(tmp), "b", SOURCE, CONFIG)
         machine = Machine.init(Path(tmp) / "machine", "sim")
         with Enclave.load(image, machine=machine) as enclave:
             plain = PlainUnicorn(enclave)

@@ -20,8 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _enclave import signed_image  # noqa: E402
 from _timing import best_of, figure  # noqa: E402
-from bench_ecall import build  # noqa: E402
+from bench_ecall import CONFIG, SOURCE  # noqa: E402
 
 from hwsim.machine import Machine  # noqa: E402
 from sgxtool.intelrt import IntelEnclave  # noqa: E402
@@ -43,7 +44,7 @@ def per_call(fn: object) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         machine = Machine.init(Path(tmp) / "m", "sim")
-        image = build(Path(tmp))
+        image = signed_image(Path(tmp), "b", SOURCE, CONFIG)
         with Enclave.load(image, machine=machine) as sdk:
             base = per_call(lambda: sdk.call("empty"))
         rsa, sha = VECTORS / "njuyuanrui+testEnclaveSO", VECTORS / "ShuntaIshihara+test_hash_SGX"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,13 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _enclave import signed_image  # noqa: E402
+
 from hwsim.machine import Machine  # noqa: E402
-from sgxtool import sdkinfo  # noqa: E402
-from sgxtool.build import Target, sign_enclave  # noqa: E402
-from sgxtool.config import parse_config  # noqa: E402
-from sgxtool.keys import generate_key  # noqa: E402
 from sgxtool.runtime import Enclave  # noqa: E402
-from sgxtool.sign import KeySigner  # noqa: E402
 
 PAGES = 256  # the working set: 1 MiB of heap
 ROUNDS = 4
@@ -75,17 +71,6 @@ SGX_ECALL(skewed) {{
 }}
 """
 CONFIG = '[enclave]\ndebug = true\n[memory]\nheap_size = "1152K"\nstack_size = "32K"\n'
-
-
-def build(tmp: Path) -> Path:
-    (tmp / "p.c").write_text(SOURCE)
-    elf = tmp / "p.elf"
-    cmd = ["cc", *sdkinfo.cflags(), "-O2", str(tmp / "p.c"), *sdkinfo.ldflags(), "-o", str(elf)]
-    subprocess.run(cmd, check=True)
-    image = tmp / "p.img"
-    signer = KeySigner(generate_key())
-    sign_enclave(Target(parse_config(CONFIG), elf), signer, 0x20250101, out=image)
-    return image
 
 
 def machine(path: Path, epc_pages: int | None) -> Machine:
@@ -143,7 +128,7 @@ def compare(fits: Enclave, tight: Enclave, entry: str, what: str) -> None:
 def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f}; min / median of {PAIRS} interleaved rounds")
     with tempfile.TemporaryDirectory() as tmp:
-        image = build(Path(tmp))
+        image = signed_image(Path(tmp), "p", SOURCE, CONFIG)
         roomy, small = machine(Path(tmp) / "roomy", None), machine(Path(tmp) / "small", SMALL_EPC)
         with (
             Enclave.load(image, machine=roomy) as fits,
