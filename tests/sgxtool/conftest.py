@@ -1,13 +1,18 @@
-"""Fixtures for sgxtool tests: a compiled test enclave and the Intel sample signing key."""
+"""Fixtures for sgxtool tests: a compiled test enclave, the Intel sample signing key and
+Intel's SgxRandTest enclave loaded with its EDL."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from hwsim.machine import Machine
+from sgxtool.intelrt import IntelEnclave
 
 # A freestanding static-PIE program with code, read-only data, initialised data, bss and
 # one base-relative relocation: every kind of content the layout has to place.
@@ -48,3 +53,18 @@ def enclave_copy(enclave_elf: Path, tmp_path: Path) -> Path:
 def sample_key(vector: Callable[[str], Path]) -> Path:
     """Intel's sample enclave key (RSA-3072, e=3), read in place."""
     return vector("sgx/fortanix-rust-sgx/sig1.key.pem")
+
+
+Vector = Callable[[str], Path]
+SAMPLE = "sgx/intel-sdk-enclaves/DongpingZ+SgxRandTest"
+# Types SgxRandTest's EDL uses from a header of its App, which the EDL does not import.
+USER_TYPES = {"buffer_t": "void *", "array_t": "int[10]"}
+
+
+@pytest.fixture
+def sample(vector: Vector, machine: Machine) -> Iterator[IntelEnclave]:
+    """SgxRandTest loaded with its EDL on the test machine, its console captured."""
+    so = vector(f"{SAMPLE}/enclave.signed.so")
+    with IntelEnclave.load(so, edl=so.parent / "Enclave.edl", typedefs=USER_TYPES,
+                           machine=machine, console=io.StringIO()) as enclave:  # fmt: skip
+        yield enclave

@@ -10,7 +10,6 @@ the second time."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,8 @@ from hwsim.machine import Machine
 from sgxtool.intelexcept import EnclaveException, ExceptionRecord
 from sgxtool.intelrt import IntelCallError, IntelEnclave
 from sgxtool.runtime import EnclaveCrashed
+from tests.sgxtool.conftest import SAMPLE, USER_TYPES, Vector
 
-Vector = Callable[[str], Path]
-SAMPLE = "sgx/intel-sdk-enclaves/DongpingZ+SgxRandTest"
-USER_TYPES = {"buffer_t": "void *", "array_t": "int[10]"}
 UD, PF = 6, 14
 CRASHED = 0x1006  # SGX_ERROR_ENCLAVE_CRASHED
 
@@ -37,14 +34,6 @@ def abort_ud2(so: Path) -> int:
         (offset,) = elf.address_offsets(start)
         f.seek(offset)
         return start + f.read(32).index(b"\x0f\x0b")
-
-
-@pytest.fixture
-def sample(vector: Vector, machine: Machine) -> Iterator[IntelEnclave]:
-    so = vector(f"{SAMPLE}/enclave.signed.so")
-    with IntelEnclave.load(so, edl=so.parent / "Enclave.edl", typedefs=USER_TYPES,
-                           machine=machine, console=io.StringIO()) as enclave:  # fmt: skip
-        yield enclave
 
 
 def test_a_failed_assert_crashes_the_enclave(sample: IntelEnclave, vector: Vector) -> None:

@@ -4,24 +4,20 @@ untrusted events that park and wake their threads, and deadlocks as one message.
 
 from __future__ import annotations
 
-import io
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from hwsim.machine import Machine
 from sgxtool.errors import SgxToolError
 from sgxtool.intelrt import IntelEnclave
 from sgxtool.intelthreads import Deadlock, Scheduler, ThreadCall
 from sgxtool.runtime import EnclaveCrashed
+from tests.sgxtool.conftest import SAMPLE, Vector
 
-Vector = Callable[[str], Path]
-SAMPLE = "sgx/intel-sdk-enclaves/DongpingZ+SgxRandTest"
-USER_TYPES = {"buffer_t": "void *", "array_t": "int[10]"}
 BUFFER_SIZE, LOOPS_PER_THREAD = 50, 500  # Thread.cpp
 
 
@@ -36,14 +32,6 @@ def read_buffer(enclave: IntelEnclave, vector: Vector) -> tuple[tuple[int, ...],
     at = symbol(vector(f"{SAMPLE}/enclave.signed.so"), "_ZL6buffer")
     values = struct.unpack(f"<{BUFFER_SIZE + 3}i", enclave.device.debug_read(at, 4 * 53))
     return values[:BUFFER_SIZE], *values[BUFFER_SIZE:]
-
-
-@pytest.fixture
-def sample(vector: Vector, machine: Machine) -> Iterator[IntelEnclave]:
-    so = vector(f"{SAMPLE}/enclave.signed.so")
-    with IntelEnclave.load(so, edl=so.parent / "Enclave.edl", typedefs=USER_TYPES,
-                           machine=machine, console=io.StringIO()) as enclave:  # fmt: skip
-        yield enclave
 
 
 def test_one_producer_and_four_consumers_run_to_completion(
