@@ -20,6 +20,18 @@ def best_of(repeats: int, fn: Callable[[], object]) -> float:
     return min(times)
 
 
+def cpu_rounds(pairs: int, *fns: Callable[[], object]) -> list[list[float]]:
+    """Interleaved timings (thread CPU time): ``pairs`` rounds, each running every ``fn``
+    once, so that load on the machine falls on all of them alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(pairs):
+        for i, fn in enumerate(fns):
+            start = time.thread_time()
+            fn()
+            times[i].append(time.thread_time() - start)
+    return times
+
+
 def figure(name: str, value: str, baseline: str, ratio: float | None, goal: str = "") -> None:
     """One row of the table ``make bench`` prints (bench/table.py collects these lines):
     the figure, its baseline, the ratio and the goal (``<= 1.2x`` or ``>= 0.6x``)."""

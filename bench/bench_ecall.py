@@ -20,8 +20,6 @@ import statistics
 import struct
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _enclave import signed_image  # noqa: E402
-from _timing import figure  # noqa: E402
+from _timing import cpu_rounds, figure  # noqa: E402
 
 from hwsim.machine import Machine  # noqa: E402
 from hwsim.sgx.device import HOST_BASE  # noqa: E402
@@ -117,17 +115,6 @@ def main() -> None:
         machine.close()
 
 
-def rounds(*fns: Callable[[], object]) -> list[list[float]]:
-    """Interleaved timings (thread CPU time): PAIRS rounds, each running every ``fn`` once."""
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(PAIRS):
-        for i, fn in enumerate(fns):
-            start = time.thread_time()
-            fn()
-            times[i].append(time.thread_time() - start)
-    return times
-
-
 def stat(values: list[float], scale: float) -> str:
     return f"{min(values) * scale:.1f} / {statistics.median(values) * scale:.1f}"
 
@@ -152,7 +139,7 @@ def empty_ecall(enclave: Enclave, plain: PlainUnicorn) -> None:
 
     enter_rounds()  # warm: translate the code, fill the page cache
     plain_rounds()
-    t_enter, t_api, t_plain = rounds(enter_rounds, api_rounds, plain_rounds)
+    t_enter, t_api, t_plain = cpu_rounds(PAIRS, enter_rounds, api_rounds, plain_rounds)
     us, base = 1e6 / ROUNDS, min(t_plain)
     print(f"empty ECALL, device.enter: {stat(t_enter, us)} us  "
           f"-> {min(t_enter) / base:.2f}x bare (goal <= 1.2x)")  # fmt: skip
@@ -171,8 +158,10 @@ def loop(enclave: Enclave, plain: PlainUnicorn) -> float:
     src = HOST_BASE + 0x11000
     plain.uc.mem_write(src, struct.pack("<Q", LOOP))
     spin = enclave.ecalls.index("spin")
-    t_loop, t_plain = rounds(
-        lambda: enclave.call("spin", struct.pack("<Q", LOOP)), lambda: plain.call(spin, src, 8)
+    t_loop, t_plain = cpu_rounds(
+        PAIRS,
+        lambda: enclave.call("spin", struct.pack("<Q", LOOP)),
+        lambda: plain.call(spin, src, 8),
     )
     rate, bare = 2 * LOOP / min(t_loop) / 1e6, 2 * LOOP / min(t_plain) / 1e6
     print(f"loop in the enclave:       {rate:.0f} M instr/s  -> {rate / bare:.2f}x bare "
@@ -184,7 +173,7 @@ def loop(enclave: Enclave, plain: PlainUnicorn) -> float:
 
 
 def budgeted_loop(enclave: Enclave, bare: float) -> None:
-    t_loop = rounds(lambda: enclave.call("spin", struct.pack("<Q", LOOP)))[0]
+    t_loop = cpu_rounds(PAIRS, lambda: enclave.call("spin", struct.pack("<Q", LOOP)))[0]
     rate = 2 * LOOP / min(t_loop) / 1e6
     print(f"loop with a budget:        {rate:.0f} M instr/s  -> {rate / bare:.2f}x bare")
     figure("enclave loop with --budget", f"{rate:.0f} M/s", f"bare Unicorn {bare:.0f} M/s",

@@ -22,7 +22,6 @@ import statistics
 import struct
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _enclave import signed_image  # noqa: E402
+from _timing import cpu_rounds  # noqa: E402
 
 from hwsim.machine import Machine  # noqa: E402
 from sgxtool.runtime import Enclave  # noqa: E402
@@ -85,17 +85,6 @@ def expected() -> int:
     return sum(i + r for r in range(ROUNDS) for i in range(PAGES))
 
 
-def rounds(*fns: Callable[[], object]) -> list[list[float]]:
-    """Interleaved timings (thread CPU time): PAIRS rounds, each running every ``fn`` once."""
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(PAIRS):
-        for i, fn in enumerate(fns):
-            start = time.thread_time()
-            fn()
-            times[i].append(time.thread_time() - start)
-    return times
-
-
 def call(enclave: Enclave, entry: str) -> Callable[[], bytes]:
     def run() -> bytes:
         out = enclave.call(entry, out_size=8)
@@ -112,7 +101,7 @@ def ms(values: list[float]) -> str:
 def compare(fits: Enclave, tight: Enclave, entry: str, what: str) -> None:
     assert call(fits, entry)() == call(tight, entry)()  # warm, and the same result
     before = tight.device.stats.as_json()
-    t_fits, t_tight = rounds(call(fits, entry), call(tight, entry))
+    t_fits, t_tight = cpu_rounds(PAIRS, call(fits, entry), call(tight, entry))
     after = tight.device.stats.as_json()
     assert fits.device.stats.evicted == 0
     evicted = (after["evicted"] - before["evicted"]) / PAIRS
