@@ -27,8 +27,10 @@ intercepted one, does what the CPU does:
   anything else is a GHCB MSR protocol request (:func:`hwsim.sev.ghcb.msr_protocol`)
   whose response the guest reads back with RDMSR.
 
-The code hook costs a Python call per instruction an SEV-ES vCPU executes (plain SEV
-guests run without it); ``bench/bench_sev_guest.py`` measures it.
+A code hook on every instruction would cost a Python call each (65x slower): instead each
+code page is scanned once when its fetch TLB entry fills (:func:`candidates`), and hooks go
+only on the bytes where an intercepted instruction could start, so other code runs without
+a callback (plain SEV guests run without any); ``bench/bench_sev_guest.py`` measures it.
 
 vCPUs: an SEV-ES VM launched with N VMSAs runs N vCPUs, round-robin in slices of
 :data:`SLICE` instructions on the one simulated CPU, each loaded from and saved to its own
