@@ -258,18 +258,27 @@ def lazy_attr(module: str, names: dict[str, str]) -> Callable[[str], Any]:
 def passphrase_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--passphrase-env VAR``, ``--passphrase-file FILE`` and ``--ask-passphrase``."""
     in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
-    f = click.option("--ask-passphrase", is_flag=True, help="Prompt for the key passphrase.")(f)
+    f = click.option(
+        "--ask-passphrase", is_flag=True, help="Prompt for the key passphrase (a token's PIN)."
+    )(f)
     f = click.option("--passphrase-file", type=in_file, help="Read the passphrase from FILE.")(f)
     return click.option(
         "--passphrase-env", metavar="VAR", help="Read the passphrase from environment variable VAR."
     )(f)
 
 
+def secret_prompt(key: object) -> str:
+    """What --ask-passphrase asks for: a token's PIN for a ``pkcs11:`` key, else the key
+    file's passphrase."""
+    return "PIN of the PKCS#11 token" if str(key).startswith("pkcs11:") else "Passphrase"
+
+
 def resolve_passphrase(
-    env: str | None, file: Path | None, ask: bool, *, confirm: bool = False
-) -> bytes | None:
-    """The passphrase from at most one of: environment variable, file (its whole contents
-    less trailing line ends), prompt."""
+    env: str | None, file: Path | None, ask: bool, *, confirm: bool = False,
+    prompt: str = "Passphrase",
+) -> bytes | None:  # fmt: skip
+    """The passphrase (or PIN) from at most one of: environment variable, file (its whole
+    contents less trailing line ends), ``prompt`` on the terminal."""
     if sum((env is not None, file is not None, ask)) > 1:
         raise click.UsageError(
             "give only one of --passphrase-env, --passphrase-file, --ask-passphrase"
@@ -283,6 +292,6 @@ def resolve_passphrase(
 
         return read_file(file, "passphrase file", max_size=4096).rstrip(b"\r\n")
     if ask:
-        text = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm, err=True)
+        text = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True)
         return str(text).encode()
     return None

@@ -21,6 +21,7 @@ from memcrypt.cli import (
     passphrase_options,
     print_fields,
     resolve_passphrase,
+    secret_prompt,
 )
 
 if TYPE_CHECKING:
@@ -127,7 +128,8 @@ def generate(
     if existing is not None:
         if key is not None:
             raise click.UsageError("give KEY (a new key) or --key EXISTING, not both")
-        secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
+        secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase,
+                                    prompt=secret_prompt(existing))  # fmt: skip
         write_atomic(cert, self_signed_oca(open_owner_signer(existing, secret)).cert.pack())
         click.echo(f"sevtool: wrote OCA certificate {cert} for key {key_name(existing)}", err=True)
         return
@@ -161,7 +163,8 @@ def provision(
     from sevtool.owner import load_owner_key
     from sevtool.platform import provision as take_ownership
 
-    secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
+    secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase,
+                                prompt=secret_prompt(key))  # fmt: skip
     info = take_ownership(cli_machine(), load_owner_key(cert, key, secret))
     render_status(info, as_json, "platform is now externally owned")
 
@@ -217,7 +220,8 @@ def pek_sign_cmd(
             raise click.BadParameter(f"{text}: no such file", param_hint="CSR/CERT")
     csr, key, out = Path(files[0]), OWNER_KEY.convert(files[-2], None, None), Path(files[-1])
     request = load_sev_cert(read_file(csr, "PEK CSR", max_size=_MAX_CERT), f"PEK CSR {csr}")
-    secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
+    secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase,
+                                prompt=secret_prompt(key))  # fmt: skip
     if len(files) == 4:
         owner = load_owner_key(Path(files[1]), key, secret)
     else:

@@ -21,6 +21,7 @@ from memcrypt.cli import (
     print_records,
     resolve_passphrase,
     run_main,
+    secret_prompt,
 )
 from memcrypt.manual import help_command
 from memcrypt.work import work_options
@@ -183,7 +184,9 @@ def sign(
     from sgxtool.sign import signing_date
 
     def intel_signer() -> Signer:
-        secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
+        secret = resolve_passphrase(
+            passphrase_env, passphrase_file, ask_passphrase, prompt=secret_prompt(key_path)
+        )
         return make_signer(key_path, secret, sign_command, public_key_path)
 
     if enclave is not None and _intelcli.is_intel(enclave, config_path):
@@ -191,7 +194,9 @@ def sign(
         show_identity(sig, out, sig_out, as_json)
         return
     target = make_target(enclave, config_path, enclave_hash)
-    secret = resolve_passphrase(passphrase_env, passphrase_file, ask_passphrase)
+    secret = resolve_passphrase(
+        passphrase_env, passphrase_file, ask_passphrase, prompt=secret_prompt(key_path)
+    )
     signer = make_signer(key_path, secret, sign_command, public_key_path)
     with large_work("measure", target.path, target.config) as progress:
         sig = sign_enclave(

@@ -90,3 +90,25 @@ def test_uri_decoding() -> None:
     uri = Pkcs11Uri.parse("pkcs11:token=My%20HSM;id=%01%ff;object=k?module-path=/x/y.so")
     assert uri.path == {"token": "My HSM", "id": "\x01\xff", "object": "k"}
     assert uri.query == {"module-path": "/x/y.so"}
+
+
+def test_the_prompt_asks_a_token_for_its_pin_and_a_key_file_for_its_passphrase(
+    token: str, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from sgxtool._cli import cli
+
+    cfg = tmp_path / "sig1.toml"
+    cfg.write_text("[security]\nattributes_mask = 0xFFFFFFFFFFFFFFFD\n")
+    common = ["sign", "--enclave-hash", SIG1_HASH, "-c", str(cfg), "-s", str(tmp_path / "h.sig")]
+    uri = f"pkcs11:token=memcrypt-test;object=sgx?module-path={token}"
+    asked = CliRunner().invoke(cli, [*common, "-k", uri, "--ask-passphrase"], input=f"{PIN}\n")
+    assert asked.exit_code == 0, asked.output
+    assert "PIN of the PKCS#11 token" in asked.output and PIN not in asked.output
+    assert CliRunner().invoke(cli, ["keygen", str(tmp_path / "k.pem"), "--ask-passphrase"],
+                              input="pass phrase\npass phrase\n").exit_code == 0  # fmt: skip
+    filed = CliRunner().invoke(cli, [*common, "-k", str(tmp_path / "k.pem"), "--ask-passphrase"],
+                               input="pass phrase\n")  # fmt: skip
+    assert filed.exit_code == 0, filed.output
+    assert "Passphrase" in filed.output and "PIN" not in filed.output

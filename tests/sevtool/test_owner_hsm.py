@@ -61,6 +61,7 @@ def test_the_pin_from_a_prompt_or_a_file(hsm: SoftHsm, tmp_path: Path) -> None:
     asked = CliRunner().invoke(cli, [*args, "--ask-passphrase"], input=f"{PIN}\n")
     assert asked.exit_code == 0, asked.output
     assert PIN not in asked.output
+    assert "PIN of the PKCS#11 token" in asked.output  # the prompt names what it asks for
     (tmp_path / "pin").write_text(PIN + "\n")
     from_file = sevtool(*args, "--passphrase-file", tmp_path / "pin")
     assert from_file.code == 0, from_file.err
