@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from hwsim.sev import migrate
 from hwsim.sev.device import SevDevice
 from hwsim.sev.kvm import SevVm
+
+if TYPE_CHECKING:
+    from hwsim.machine import Machine
 
 MIB = 1 << 20
 COM1 = 0x3F8
@@ -94,3 +100,11 @@ def ghcb_out(port: int, value: int, ghcb: int = GHCB_GPA) -> bytes:
 
 def ghcb_serial(text: bytes) -> bytes:
     return b"".join(ghcb_out(COM1, c) for c in text)
+
+
+def chain_of(machine: Machine) -> migrate.TargetChain:
+    """The target platform's chain a migration's SEND_START checks: PDH, PEK, OCA, CEK, ASK, ARK."""
+    with SevDevice.open(machine) as dev:
+        pdh, (pek, oca, _) = dev.pdh_cert_export()
+        ask, ark = dev.kds_ca()
+        return pdh, pek, oca, dev.kds_cek(dev.get_id()), ask, ark

@@ -21,6 +21,7 @@ from tests.hwsim.sev.guests import (
     GHCB_GPA,
     HLT,
     POWER_OFF,
+    chain_of,
     flat_image,
     ghcb_out,
     ghcb_serial,
@@ -29,7 +30,6 @@ from tests.hwsim.sev.guests import (
     serial,
     share_page,
 )
-from tests.hwsim.sev.test_migrate import chain_of
 
 PRIVATE_GHCB = 0x40_0000
 

@@ -18,6 +18,7 @@ from tests.hwsim.sev.guests import (
     ES_POLICY,
     HLT,
     POWER_OFF,
+    chain_of,
     flat_image,
     ghcb_out,
     launch,
@@ -30,13 +31,6 @@ PRIVATE = 0x40_0000
 ECHO = (
     b"\x48\xbb" + PRIVATE.to_bytes(8, "little") + b"\x8a\x03\x66\xba\xf8\x03\xee"
 )  # out [PRIVATE]
-
-
-def chain_of(machine: Machine) -> migrate.TargetChain:
-    with SevDevice.open(machine) as dev:
-        pdh, (pek, oca, _) = dev.pdh_cert_export()
-        ask, ark = dev.kds_ca()
-        return pdh, pek, oca, dev.kds_cek(dev.get_id()), ask, ark
 
 
 def moved(src: Machine, dst: Machine, policy: int = 0) -> tuple[Transport, bytes, bytes]:
