@@ -24,7 +24,6 @@ import os
 import re
 import stat
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,12 +144,7 @@ def _umask() -> int:
 
 
 def _temp_beside(target: Path, mode: int) -> tuple[int, str]:
-    try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent
-        )
-    except OSError as exc:
-        raise MemcryptError(f"cannot write {target}: {exc.strerror}") from exc
+    fd, tmp = _create_temp(target)
     try:
         os.fchmod(fd, mode)
     except OSError as exc:
@@ -158,6 +152,26 @@ def _temp_beside(target: Path, mode: int) -> tuple[int, str]:
         _unlink(tmp)
         raise MemcryptError(f"cannot write {target}: {exc.strerror}") from exc
     return fd, tmp
+
+
+# Exclusive creation under a random name, as tempfile.mkstemp does; tempfile itself (with
+# shutil, random and the compression modules it pulls in) is not imported, as it would
+# cost every command that loads this module a start-up it never uses.
+_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+_ATTEMPTS = 100
+
+
+def _create_temp(target: Path) -> tuple[int, str]:
+    """A new file ``.NAME.PID.XXXXXXXX.tmp`` beside ``target``, mode 0600, opened for writing."""
+    for _ in range(_ATTEMPTS):
+        tmp = os.path.join(target.parent, f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        try:
+            return os.open(tmp, _CREATE, 0o600), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise MemcryptError(f"cannot write {target}: {exc.strerror}") from exc
+    raise MemcryptError(f"cannot write {target}: no free temporary name in {target.parent}")
 
 
 def _unlink(path: str | Path) -> None:
