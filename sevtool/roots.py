@@ -11,8 +11,8 @@ what they are.
 from __future__ import annotations
 
 import functools
+import pkgutil
 from dataclasses import dataclass
-from importlib import resources
 
 from hwsim.sev.arch import AmdCert, SevAlgo, SevCert, SevUsage
 from hwsim.sev.certs import CertificateError, load_amd_cert, verify_sev_cert
@@ -61,15 +61,16 @@ class Roots:
 @functools.cache
 def amd_roots() -> tuple[Roots, ...]:
     """AMD's published ARK/ASK pairs, oldest generation first."""
-    data = resources.files("sevtool") / "data" / "amd"
-    return tuple(
-        Roots(
-            load_amd_cert((data / gen / "ark.cert").read_bytes(), f"AMD {gen} ARK (built in)"),
-            load_amd_cert((data / gen / "ask.cert").read_bytes(), f"AMD {gen} ASK (built in)"),
-            gen,
-        )
-        for gen in AMD_GENERATIONS
-    )
+    return tuple(Roots(_builtin(gen, "ark"), _builtin(gen, "ask"), gen) for gen in AMD_GENERATIONS)
+
+
+def _builtin(gen: str, role: str) -> AmdCert:
+    # pkgutil, not importlib.resources: the same loader.get_data (zip imports included)
+    # without the readers and zipfile importlib.resources loads on every `sevtool verify`.
+    data = pkgutil.get_data("sevtool", f"data/amd/{gen}/{role}.cert")
+    if data is None:
+        raise FileNotFoundError(f"sevtool/data/amd/{gen}/{role}.cert")
+    return load_amd_cert(data, f"AMD {gen} {role.upper()} (built in)")
 
 
 @functools.cache
