@@ -15,7 +15,6 @@ Kept free of heavy imports (rich, cryptography, unicorn) so that ``--help`` and
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import signal
 import sys
@@ -239,6 +238,8 @@ def number_callback(_ctx: click.Context, _param: click.Parameter, value: str | N
 
 def emit_json(obj: Any) -> None:
     """Print ``obj`` as stable, sorted JSON on stdout (the ``--json`` schema)."""
+    import json  # only for --json
+
     click.echo(json.dumps(obj, indent=2, sort_keys=True))
 
 

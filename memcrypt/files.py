@@ -19,7 +19,6 @@ The rules for every output file live here:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import stat
@@ -279,7 +278,13 @@ def _record_path(target: Path) -> Path:
     return target.with_name(f".{target.name}{_COMMIT_SUFFIX}")
 
 
+# json is imported only where a commit record is written or read: most commands never meet
+# one, and would pay its import at start-up.
+
+
 def _commit(renames: list[tuple[str, Path]]) -> None:
+    import json
+
     record = json.dumps(
         {"pid": os.getpid(), "renames": [[tmp, str(t)] for tmp, t in renames]}
     ).encode()
@@ -310,12 +315,18 @@ def _settle(target: Path) -> None:
     """Finish or drop a set of writes to ``target`` whose process was killed."""
     record_path = _record_path(target)
     try:
-        record = json.loads(record_path.read_bytes())
-        pid = int(record["pid"])
-        renames = [(str(tmp), Path(t)) for tmp, t in record["renames"]]
+        raw = record_path.read_bytes()
     except FileNotFoundError:
         return
-    except (OSError, ValueError, KeyError, TypeError):
+    except OSError:
+        raw = b""  # unreadable: dropped below, as a record cut short is
+    import json
+
+    try:
+        record = json.loads(raw)
+        pid = int(record["pid"])
+        renames = [(str(tmp), Path(t)) for tmp, t in record["renames"]]
+    except (ValueError, KeyError, TypeError):
         _unlink(record_path)  # a record cut short: written before any rename started
         return
     if _alive(pid):
@@ -333,6 +344,8 @@ def _settle(target: Path) -> None:
 
 
 def _same_record(path: Path, record: object) -> bool:
+    import json
+
     try:
         return bool(json.loads(path.read_bytes()) == record)
     except (OSError, ValueError):
