@@ -8,6 +8,7 @@ import sys
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from memcrypt.cli import LazyGroup
 from sevtool._cli import cli as sevtool_cli
@@ -46,3 +47,12 @@ def test_help_imports_none_of_the_lazy_command_modules(program: str, listed: str
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert listed in out.stdout
     assert out.stdout.splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    ("program", "typo", "meant"), [("sgxtool", "hlp", "help"), ("sevtool", "sesion", "session")]
+)
+def test_a_mistyped_lazy_command_is_suggested(program: str, typo: str, meant: str) -> None:
+    result = CliRunner().invoke(GROUPS[program], [typo])
+    assert result.exit_code == 2
+    assert f"Did you mean '{meant}'?" in result.output
