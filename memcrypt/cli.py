@@ -1,4 +1,5 @@
-"""What the three command-line programs share: error reporting, output and colour.
+"""What the three command-line programs share: error reporting, output and colour, and
+groups whose commands are imported only when run (:class:`LazyGroup`).
 
 Reports are printed in one of two looks, chosen once here for the three programs: rich
 tables for a person at a terminal, and plain text when stdout is a pipe or a file, where
