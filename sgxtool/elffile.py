@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import struct
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
 from sgxtool.errors import ElfError
 
@@ -70,7 +70,24 @@ _RELA_SIZE = 24
 _LINKS_STRTAB = (SHT_SYMTAB, SHT_DYNAMIC, SHT_DYNSYM)
 
 
-class Header(NamedTuple):
+class _Record:
+    """A C structure by its spec's field names, in declaration order. Plain attributes, not
+    a NamedTuple or dataclass: defining one of those costs every sgxtool process ~0.25 ms."""
+
+    _fields: tuple[str, ...] = ()
+
+    def __init_subclass__(cls) -> None:
+        cls._fields = tuple(vars(cls).get("__annotations__", {}))
+
+    def __init__(self, *values: Any) -> None:
+        self.__dict__.update(zip(self._fields, values, strict=True))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._fields)
+        return f"{type(self).__name__}({fields})"
+
+
+class Header(_Record):
     """``Elf64_Ehdr`` after ``e_ident``."""
 
     e_type: int
@@ -88,7 +105,7 @@ class Header(NamedTuple):
     e_shstrndx: int
 
 
-class ProgramHeader(NamedTuple):
+class ProgramHeader(_Record):
     """``Elf64_Phdr``: one segment."""
 
     p_type: int
@@ -101,7 +118,7 @@ class ProgramHeader(NamedTuple):
     p_align: int
 
 
-class Section(NamedTuple):
+class Section(_Record):
     """``Elf64_Shdr`` with its name resolved."""
 
     name: str
@@ -121,7 +138,7 @@ class Section(NamedTuple):
         return self.sh_type in (SHT_SYMTAB, SHT_DYNSYM)
 
 
-class Symbol(NamedTuple):
+class Symbol(_Record):
     """``Elf64_Sym`` with its name resolved."""
 
     name: str
@@ -153,7 +170,7 @@ class ElfFile:
             raise ElfError(f"ELF class {ident[4]}, not ELFCLASS64 (only 64-bit ELF is read)")
         if ident[5] != ELFDATA2LSB:
             raise ElfError(f"ELF data encoding {ident[5]}, not little-endian (ELFDATA2LSB)")
-        self.header = Header._make(_EHDR.unpack(self.read(_IDENT, _EHDR.size, "ELF header")))
+        self.header = Header(*_EHDR.unpack(self.read(_IDENT, _EHDR.size, "ELF header")))
         self.segments = self._program_headers()
         self.sections = self._section_headers()
 
@@ -185,7 +202,7 @@ class ElfFile:
         if h.e_phnum == PN_XNUM:
             raise ElfError("extended program header numbering (PN_XNUM) is not supported")
         raw = self._table(h.e_phoff, h.e_phnum, h.e_phentsize, _PHDR, "program header table")
-        return tuple(ProgramHeader._make(t) for t in _PHDR.iter_unpack(raw))
+        return tuple(ProgramHeader(*t) for t in _PHDR.iter_unpack(raw))
 
     def _section_headers(self) -> tuple[Section, ...]:
         h = self.header
@@ -198,18 +215,16 @@ class ElfFile:
         if h.e_shstrndx == SHN_UNDEF:  # no section name string table: every name is empty
             sections = tuple(Section("", *t) for t in headers)
         else:
-            names = self._strtab(headers, h.e_shstrndx, "section names (e_shstrndx)")
+            what = "section names (e_shstrndx)"
+            names = self.read(*_strtab(headers, h.e_shstrndx, what), what)
             sections = tuple(Section(_string(names, t[0], "section name"), *t) for t in headers)
         for s in sections:
-            if s.sh_type in _LINKS_STRTAB:
-                self._strtab(headers, s.sh_link, f"section {s.name}'s string table (sh_link)")
+            if s.sh_type in _LINKS_STRTAB:  # checked here, read when symbols are asked for
+                what = f"section {s.name}'s string table (sh_link)"
+                offset, size = _strtab(headers, s.sh_link, what)
+                if offset + size > self.size:
+                    raise ElfError(f"truncated: {what} is past the end of the file")
         return sections
-
-    def _strtab(self, headers: list[tuple[int, ...]], index: int, what: str) -> bytes:
-        if index >= len(headers) or headers[index][1] != SHT_STRTAB:
-            raise ElfError(f"{what}: section {index} is not a string table")
-        _name, _type, _flags, _addr, offset, size = headers[index][:6]
-        return self.read(offset, size, what)
 
     def section(self, name: str) -> Section | None:
         """The first section called ``name`` (as the SDK's elfparser looks sections up)."""
@@ -293,12 +308,21 @@ class ElfFile:
                 continue
             if size_tag not in first:
                 raise ElfError(f"{_DT_NAMES[at]} without {_DT_NAMES[size_tag]}")
-            rela = at == DT_RELA or (at == DT_JMPREL and first.get(DT_PLTREL) == DT_RELA)
+            if at == DT_JMPREL and first.get(DT_PLTREL) not in (DT_REL, DT_RELA):
+                raise ElfError(f"DT_PLTREL is {first.get(DT_PLTREL)}, neither DT_REL nor DT_RELA")
+            rela = at == DT_RELA or (at == DT_JMPREL and first[DT_PLTREL] == DT_RELA)
             entsize = _RELA_SIZE if rela else _REL.size
             if ent_tag is not None and first.get(ent_tag) != entsize:
                 raise ElfError(f"{_DT_NAMES[ent_tag]} is {first.get(ent_tag)}, not {entsize}")
             tables[at] = self.relocation_types(first[at], first[size_tag], rela=rela)
         return tables
+
+
+def _strtab(headers: list[tuple[int, ...]], index: int, what: str) -> tuple[int, int]:
+    """(sh_offset, sh_size) of section ``index``, which must be a string table."""
+    if index >= len(headers) or headers[index][1] != SHT_STRTAB:
+        raise ElfError(f"{what}: section {index} is not a string table")
+    return headers[index][4], headers[index][5]
 
 
 def _string(table: bytes, offset: int, what: str) -> str:

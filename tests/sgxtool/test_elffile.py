@@ -129,6 +129,8 @@ def test_dynamic_tables_are_checked(enclave_elf: Path) -> None:
         elf.relocation_tables([(t, 16 if t == 9 else v) for t, v in tags])
     with pytest.raises(ElfError, match="not inside a loaded segment"):
         elf.relocation_tables([(t, 1 << 50 if t == 7 else v) for t, v in tags])
+    with pytest.raises(ElfError, match="DT_PLTREL is 5, neither DT_REL nor DT_RELA"):
+        elf.relocation_tables([(23, dict(tags)[7]), (2, 24), (20, 5)])  # DT_JMPREL, PLTRELSZ
 
 
 def test_no_section_headers_is_an_elf_without_sections(enclave_elf: Path) -> None:
