@@ -137,10 +137,10 @@ def has_metadata(path: str | Path) -> bool:
         with Path(path).open("rb") as f:
             elf = ElfFile(f)
             at, size = note_block(elf, Path(path))
-            head = elf.read(at, 8, "metadata") if size >= 8 else b""
+            head = elf.read(at, 8, "metadata") if size >= 8 else bytes(8)
     except (OSError, ElfError, ImageError):
         return False
-    return size >= 8 and len(head) == 8 and struct.unpack("<Q", head)[0] == METADATA_MAGIC
+    return int.from_bytes(head, "little") == METADATA_MAGIC
 
 
 def read_metadata(path: str | Path) -> list[IntelMetadata]:
