@@ -312,8 +312,10 @@ class ElfFile:
                 raise ElfError(f"DT_PLTREL is {first.get(DT_PLTREL)}, neither DT_REL nor DT_RELA")
             rela = at == DT_RELA or (at == DT_JMPREL and first[DT_PLTREL] == DT_RELA)
             entsize = _RELA_SIZE if rela else _REL.size
-            if ent_tag is not None and first.get(ent_tag) != entsize:
-                raise ElfError(f"{_DT_NAMES[ent_tag]} is {first.get(ent_tag)}, not {entsize}")
+            if ent_tag is not None and ent_tag not in first:
+                raise ElfError(f"{_DT_NAMES[at]} without {_DT_NAMES[ent_tag]}")
+            if ent_tag is not None and first[ent_tag] != entsize:
+                raise ElfError(f"{_DT_NAMES[ent_tag]} is {first[ent_tag]}, not {entsize}")
             tables[at] = self.relocation_types(first[at], first[size_tag], rela=rela)
         return tables
 

@@ -125,6 +125,8 @@ def test_dynamic_tables_are_checked(enclave_elf: Path) -> None:
     without_size = [(t, v) for t, v in tags if t != 8]
     with pytest.raises(ElfError, match="DT_RELA without DT_RELASZ"):
         elf.relocation_tables(without_size)
+    with pytest.raises(ElfError, match="DT_RELA without DT_RELAENT"):
+        elf.relocation_tables([(t, v) for t, v in tags if t != 9])
     with pytest.raises(ElfError, match="DT_RELAENT is 16, not 24"):
         elf.relocation_tables([(t, 16 if t == 9 else v) for t, v in tags])
     with pytest.raises(ElfError, match="not inside a loaded segment"):
