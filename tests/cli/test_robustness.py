@@ -792,7 +792,7 @@ def test_mutated_pek_import(
 def test_dynamic_section_without_string_table(
     sgxtool: Runner, enclave_elf: Path, sample_key: Path, inputs: Path, outdir: Path
 ) -> None:
-    """.dynamic's sh_link naming section 0: pyelftools asserts (found by fuzzing `run`)."""
+    """.dynamic's sh_link naming section 0, not a string table (found by fuzzing `run`)."""
     from elftools.elf.elffile import ELFFile
 
     data = bytearray(enclave_elf.read_bytes())
