@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from hwsim.sgx.arch import SecinfoFlag
 from sgxtool.config import MAX_ENCLAVE_SIZE
@@ -39,11 +38,12 @@ _PF_X, _PF_W, _PF_R = 1, 2, 4
 _R_X86_64_NONE, _R_X86_64_RELATIVE = 0, 8
 
 
-@dataclass(frozen=True)
-class Segment:
+# NamedTuples, not frozen dataclasses: every sign and measure defines them at start-up,
+# and a NamedTuple costs a fifth as much to define.
+class Segment(NamedTuple):
     """One PT_LOAD segment: where it goes and where its initialised bytes come from."""
 
-    index: int
+    number: int  # its index in the program header table
     vaddr: int
     memsz: int
     file_offset: int
@@ -55,8 +55,7 @@ class Segment:
         return self.vaddr + self.memsz
 
 
-@dataclass(frozen=True)
-class EnclaveElf:
+class EnclaveElf(NamedTuple):
     """The parts of an enclave ELF that the layout needs."""
 
     path: Path
@@ -130,7 +129,7 @@ def _segments(p: Path, elf: ElfFile) -> tuple[Segment, ...]:
     segments.sort(key=lambda s: s.vaddr)
     for a, b in pairwise(segments):
         if b.vaddr < a.end:
-            raise ElfError(f"{p}: segments {a.index} and {b.index} overlap at {b.vaddr:#x}")
+            raise ElfError(f"{p}: segments {a.number} and {b.number} overlap at {b.vaddr:#x}")
     return tuple(segments)
 
 
