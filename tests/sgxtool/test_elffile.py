@@ -152,7 +152,8 @@ def test_damaged_headers_are_read_or_refused(
     elf = ElfFile.from_bytes(bytes(golden))
     regions = [(0, 64), (elf.header.e_phoff, len(elf.segments) * 56),
                (elf.header.e_shoff, len(elf.sections) * 64)]  # fmt: skip
-    regions += [(s.sh_offset, s.sh_size) for s in elf.sections if s.sh_type in (2, 3, 6, 11)]
+    tables = (2, 3, 6, 11)  # SHT_SYMTAB, SHT_STRTAB, SHT_DYNAMIC, SHT_DYNSYM
+    regions += [(s.sh_offset, s.sh_size) for s in elf.sections if s.sh_type in tables]
     for _ in range(data.draw(st.integers(1, 4))):
         start, size = data.draw(st.sampled_from([r for r in regions if r[1]]))
         at = data.draw(st.integers(start, start + size - 1))
