@@ -20,7 +20,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _proc import HASH_FILE, REPO, interleaved, load_average, min_median, ratio_line, sgxtool
+from _proc import (
+    CLICK_HASH_FILE,
+    HASH_FILE,
+    REPO,
+    interleaved,
+    load_average,
+    min_median,
+    ratio_line,
+    sgxtool,
+)
 from _timing import figure
 
 
@@ -72,7 +81,9 @@ def scaling(tmp: Path, key: Path, args: argparse.Namespace) -> None:
         subprocess.run(sgxtool("sgxs", str(elf), "-c", str(toml), "-o", str(sgxs)),
                        check=True, capture_output=True)  # fmt: skip
         size = sgxs.stat().st_size
-        commands = {"python hashing the SGXS": [sys.executable, "-c", HASH_FILE, str(sgxs)]}
+        commands = {"python hashing the SGXS": [sys.executable, "-c", HASH_FILE, str(sgxs)],
+                    "the same after import click": [sys.executable, "-c", CLICK_HASH_FILE,
+                                                    str(sgxs)]}  # fmt: skip
         commands |= variants(args, "sign", str(elf), "-c", str(toml), "-k", str(key),
                              "-s", str(tmp / "e.sig"))  # fmt: skip
         commands |= variants(args, "measure", str(elf), "-c", str(toml))
