@@ -26,7 +26,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from _proc import (
     ratio_line,
     sgxtool,
 )
-from _timing import figure
+from _timing import cpu_rounds, figure
 from bench_sign import build as build_elf
 
 sys.path.insert(0, str(REPO))
@@ -138,16 +137,11 @@ def in_process(elf: Path, toml: Path, sgxs: Path, mib: int, rounds: int) -> None
                  "bytes.join of prebuilt views + hash"]  # fmt: skip
         fns = [hash_file, lambda: mrenclave(layout), windows(way.contiguous),
                windows(way.preadv), windows(way.ctypes_preadv), windows(way.join)]  # fmt: skip
-        times: list[list[float]] = [[] for _ in fns]
-        for _ in range(rounds):
-            for i, fn in enumerate(fns):
-                start = time.perf_counter()
-                fn()
-                times[i].append(time.perf_counter() - start)
+        times = cpu_rounds(rounds, *fns)
     finally:
         os.close(fd)
     best = [min(t) for t in times]
-    print(f"In one process, best of {rounds} interleaved rounds, {load_average()}:")
+    print(f"In one process, CPU time, best of {rounds} interleaved rounds, {load_average()}:")
     print(f"  {names[1]:40} {best[1]:7.3f} s  {best[1] / best[0]:5.2f}x of {names[0]} "
           f"({best[0]:.3f} s)")  # fmt: skip
     print(f"  interleaving {mib} MiB of measured data (per MiB, hashing included):")
