@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from hwsim.sgx.arch import GPRSGX_REGS, GPRSGX_SIZE, PAGE_SIZE, Tcs
 from hwsim.sgx.errors import SgxError
-from sgxtool.errors import SgxToolError, UsageError
+from sgxtool.elffile import ElfFile
+from sgxtool.errors import ElfError, SgxToolError, UsageError
 from sgxtool.runtime import Enclave, EnclaveCallError, EnclaveStopped
 
 if TYPE_CHECKING:
@@ -315,15 +316,12 @@ def _call_input(line: str, opts: list[str]) -> bytes:
 
 def _symbols(image: str | Path) -> dict[str, int]:
     """The image's symbols and their enclave offsets (the ELF is linked at offset 0)."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-    from elftools.elf.sections import SymbolTableSection
-
     try:
         with open(image, "rb") as f:
-            table = ELFFile(f).get_section_by_name(".symtab")
-            if not isinstance(table, SymbolTableSection):
+            elf = ElfFile(f)
+            table = elf.section(".symtab")
+            if table is None or not table.is_symbol_table:
                 return {}
-            return {s.name: int(s["st_value"]) for s in table.iter_symbols() if s.name}
-    except (OSError, ELFError, ValueError) as exc:
+            return {s.name: s.st_value for s in elf.symbols(table) if s.name}
+    except (OSError, ElfError) as exc:
         raise SgxToolError(f"cannot read the symbols of {image}: {exc}") from exc

@@ -15,7 +15,6 @@ intel-sdk.md`` 1.1-1.8.
 
 from __future__ import annotations
 
-import io
 import struct
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -24,15 +23,23 @@ from itertools import pairwise
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import SymbolTableSection
-from elftools.elf.segments import Segment
 
 from hwsim.sgx.arch import SIGSTRUCT_HEADER, VENDOR_INTEL, AttributeFlag, Sigstruct
 from memcrypt.files import check_distinct, read_file, write_atomic
-from sgxtool.errors import UsageError, VerificationError
+from sgxtool.elffile import (
+    DT_REL,
+    DT_TEXTREL,
+    EM_X86_64,
+    ET_DYN,
+    PT_LOAD,
+    PT_TLS,
+    SHN_UNDEF,
+    SHT_DYNAMIC,
+    STB_WEAK,
+    ElfFile,
+    ProgramHeader,
+)
+from sgxtool.errors import ElfError, UsageError, VerificationError
 from sgxtool.intellayout import ElfFacts, build_metadata, compat_copies
 from sgxtool.intelsdk import SdkProfile, profile_for
 from sgxtool.intelso import MAX_SO_SIZE, image_layout, note_block, parse_chain
@@ -67,10 +74,10 @@ def read_unsigned(path: Path) -> UnsignedSo:
     refuses it (its -resign option aside)."""
     data = read_file(path, "enclave", max_size=MAX_SO_SIZE)
     try:
-        elf = ELFFile(io.BytesIO(data))
+        elf = ElfFile.from_bytes(data)
         at, size = note_block(elf, path)
-        facts = _facts(elf, data, path)
-    except (ELFError, ValueError, struct.error) as exc:
+        facts = _facts(elf, path)
+    except ElfError as exc:
         raise UsageError(f"{path}: not a usable ELF ({exc})") from exc
     if parse_chain(data[at : at + size], at, path):
         raise UsageError(
@@ -82,31 +89,31 @@ def read_unsigned(path: Path) -> UnsignedSo:
         raise UsageError(f"{path}: .note.sgxmeta is neither blank nor sgx_sign metadata")
     first_word = struct.unpack_from("<Q", data, facts.global_data_offset)[0]
     profile, version = profile_for(data, str(path), first_word)
-    _check_release(path, data, facts, profile, version, size)
+    _check_release(path, elf, data, facts, profile, version, size)
     return UnsignedSo(path, data, at, size, facts, profile)
 
 
-def _facts(elf: ELFFile, data: bytes, path: Path) -> ElfFacts:
-    if elf.elfclass != 64 or elf["e_machine"] != "EM_X86_64" or elf["e_type"] != "ET_DYN":
+def _facts(elf: ElfFile, path: Path) -> ElfFacts:
+    if elf.header.e_machine != EM_X86_64 or elf.header.e_type != ET_DYN:
         raise UsageError(f"{path}: not an x86-64 ELF64 shared object")
-    loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
+    loads = [s for s in elf.segments if s.p_type == PT_LOAD]
     if not loads:
         raise UsageError(f"{path}: no PT_LOAD segment")
     _check_as_urts(elf, loads, path)
-    top = max(loads, key=lambda s: s["p_vaddr"])
-    tls = [s["p_memsz"] for s in elf.iter_segments() if s["p_type"] == "PT_TLS"]
+    top = max(loads, key=lambda s: s.p_vaddr)
+    tls = [s.p_memsz for s in elf.segments if s.p_type == PT_TLS]
     gd_rva, _ = _symbol(elf, "g_global_data", path)
     # check_symbol_table: without a named enclave_entry, the ELF entry point
-    entry = _symbol(elf, "enclave_entry", path, elf["e_entry"])[0]
+    entry = _symbol(elf, "enclave_entry", path, elf.header.e_entry)[0]
     # get_rawdata_by_rva: the patch is written at the file offset of the symbol's bytes
-    seg = next((s for s in loads if s["p_vaddr"] <= gd_rva < s["p_vaddr"] + s["p_filesz"]), None)
+    seg = next((s for s in loads if s.p_vaddr <= gd_rva < s.p_vaddr + s.p_filesz), None)
     if seg is None:
         raise UsageError(f"{path}: g_global_data is not in the file's loaded bytes")
     return ElfFacts(
-        end=-(-(top["p_vaddr"] + top["p_memsz"]) // 0x1000) * 0x1000,
+        end=-(-(top.p_vaddr + top.p_memsz) // 0x1000) * 0x1000,
         tls_size=tls[0] if tls else 0,
         entry=entry,
-        global_data_offset=gd_rva - seg["p_vaddr"] + seg["p_offset"],
+        global_data_offset=gd_rva - seg.p_vaddr + seg.p_offset,
     )
 
 
@@ -115,47 +122,48 @@ def _facts(elf: ELFFile, data: bytes, path: Path) -> ElfFacts:
 _RELOCATIONS = {0, 1, 6, 7, 8, 16, 17, 18}
 
 
-def _check_as_urts(elf: ELFFile, loads: list[Segment], path: Path) -> None:
+def _check_as_urts(elf: ElfFile, loads: list[ProgramHeader], path: Path) -> None:
     """What the SDK's ELF parser refuses (elfparser.cpp run_parser), so sgx_sign does too."""
-    spans = sorted((s["p_vaddr"], -(-(s["p_vaddr"] + s["p_memsz"]) // s["p_align"]) * s["p_align"])
-                   for s in loads if s["p_align"] and not s["p_align"] % 0x1000)  # fmt: skip
+    spans = sorted((s.p_vaddr, -(-(s.p_vaddr + s.p_memsz) // s.p_align) * s.p_align)
+                   for s in loads if s.p_align and not s.p_align % 0x1000)  # fmt: skip
     if len(spans) != len(loads) or any(a[1] > b[0] for a, b in pairwise(spans)):
         raise UsageError(f"{path}: PT_LOAD segments are not page aligned or overlap")
-    if elf.get_section_by_name(".ctors") is not None:
+    if elf.section(".ctors") is not None:
         raise UsageError(f"{path}: has a .ctors section; its global initializers would not run")
-    table = elf.get_section_by_name(".dynsym")
-    for sym in table.iter_symbols() if isinstance(table, SymbolTableSection) else ():
-        if sym.name and sym["st_shndx"] == "SHN_UNDEF" and sym["st_info"]["bind"] != "STB_WEAK":
+    table = elf.section(".dynsym")
+    for sym in elf.symbols(table) if table is not None and table.is_symbol_table else ():
+        if sym.name and sym.st_shndx == SHN_UNDEF and sym.bind != STB_WEAK:
             raise UsageError(f"{path}: symbol {sym.name!r} is undefined")
-    dynamic = elf.get_section_by_name(".dynamic")
-    if not isinstance(dynamic, DynamicSection):
+    dynamic = elf.section(".dynamic")
+    if dynamic is None or dynamic.sh_type != SHT_DYNAMIC:
         return
-    if any(t.entry.d_tag == "DT_TEXTREL" for t in dynamic.iter_tags()):
+    tags = elf.dynamic(dynamic)
+    if any(tag == DT_TEXTREL for tag, _ in tags):
         raise UsageError(f"{path}: the enclave image has text relocations (DT_TEXTREL)")
-    tables = dynamic.get_relocation_tables()
-    if "REL" in tables:
+    tables = elf.relocation_tables(tags)
+    if DT_REL in tables:
         raise UsageError(f"{path}: REL relocations; the SDK loader applies RELA only on x86-64")
-    for relocs in (tables.get("RELA"), tables.get("JMPREL")):
-        types = {r["r_info_type"] for r in relocs.iter_relocations()} if relocs else set()
+    for relocs in tables.values():
+        types = {rtype for _, rtype in relocs}
         if types - _RELOCATIONS:
             raise UsageError(f"{path}: relocation types the SDK loader does not apply: "
                              f"{sorted(types - _RELOCATIONS)}")  # fmt: skip
 
 
-def _symbol(elf: ELFFile, name: str, path: Path, default: int = 0) -> tuple[int, int]:
+def _symbol(elf: ElfFile, name: str, path: Path, default: int = 0) -> tuple[int, int]:
     """(value, size) of a dynamic symbol; sgx_sign looks names up in .dynsym only."""
-    table = elf.get_section_by_name(".dynsym")
-    found = table.get_symbol_by_name(name) if isinstance(table, SymbolTableSection) else None
-    if (not found or not found[0]["st_value"]) and default:
+    found = elf.symbol(".dynsym", name)
+    if (found is None or not found.st_value) and default:
         return default, 0
-    if not found or not found[0]["st_value"]:
+    if found is None or not found.st_value:
         raise UsageError(f"{path}: no {name} in .dynsym: not an Intel SGX SDK enclave",
                          hint="link the enclave with the SDK's tRTS (libsgx_trts)")  # fmt: skip
-    return found[0]["st_value"], found[0]["st_size"]
+    return found.st_value, found.st_size
 
 
 def _check_release(
     path: Path,
+    elf: ElfFile,
     data: bytes,
     facts: ElfFacts,
     p: SdkProfile,
@@ -164,7 +172,6 @@ def _check_release(
 ) -> None:
     """The tRTS must be the one the profile describes: the note's size and
     global_data_t's, and (2.13 on) the sdk_version it carries."""
-    elf = ELFFile(io.BytesIO(data))
     _, gd_size = _symbol(elf, "g_global_data", path)
     problems = []
     if note_size != p.metadata_size:

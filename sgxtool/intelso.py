@@ -13,18 +13,14 @@ elfparser.cpp`` (``shared/reference/intel-sdk.md`` sections 1.1-1.6).
 
 from __future__ import annotations
 
-import io
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
-
 from hwsim.sgx.arch import PAGE_SIZE, PageType, SecinfoFlag, Sigstruct, Tcs, secinfo_flags
 from memcrypt.files import read_file
-from sgxtool.errors import ImageError
+from sgxtool.elffile import DT_TEXTREL, EM_X86_64, PT_LOAD, SHT_DYNAMIC, ElfFile
+from sgxtool.errors import ElfError, ImageError
 from sgxtool.layout import ALL_CHUNKS, Content, EnclaveLayout, LayoutBuilder, Region, Thread
 
 __all__ = [
@@ -55,7 +51,6 @@ _GROUP_FLAG = 0x1000
 # layout_entry_t.ops (common/inc/internal/se_page_attr.h)
 OP_EADD, OP_EEXTEND, OP_EREMOVE = 0x1, 0x2, 0x4
 _TCS_TEMPLATE = 72  # the part of a TCS sgx_sign stores (tcs_t up to the reserved bytes)
-_PT_LOAD = "PT_LOAD"
 # ELF p_flags -> SECINFO R/W/X
 _PF_TO_SECINFO = ((4, SecinfoFlag.R), (2, SecinfoFlag.W), (1, SecinfoFlag.X))
 
@@ -108,17 +103,16 @@ class IntelMetadata:
         return f"{self.version[0]}.{self.version[1]}"
 
 
-def note_block(elf: ELFFile, path: Path) -> tuple[int, int]:
+def note_block(elf: ElfFile, path: Path) -> tuple[int, int]:
     """File offset and size of the metadata block inside ``.note.sgxmeta``."""
-    section = elf.get_section_by_name(".note.sgxmeta")
+    section = elf.section(".note.sgxmeta")
     if section is None:
         raise ImageError(f"{path}: no .note.sgxmeta section (not an Intel SGX SDK enclave)")
-    offset, size = section["sh_offset"], section["sh_size"]
-    head = section.stream
-    head.seek(offset)
-    raw = head.read(_NOTE_HEADER + len(_NOTE_NAME))
-    if len(raw) != _NOTE_HEADER + len(_NOTE_NAME):
-        raise ImageError(f"{path}: .note.sgxmeta is truncated")
+    offset, size = section.sh_offset, section.sh_size
+    try:
+        raw = elf.read(offset, _NOTE_HEADER + len(_NOTE_NAME), ".note.sgxmeta")
+    except ElfError as exc:
+        raise ImageError(f"{path}: .note.sgxmeta is truncated") from exc
     namesz, descsz, _type = struct.unpack_from("<III", raw)
     if namesz != len(_NOTE_NAME) or raw[_NOTE_HEADER:] != _NOTE_NAME:
         raise ImageError(f"{path}: .note.sgxmeta does not name sgx_metadata")
@@ -132,11 +126,8 @@ def is_intel_so(path: Path) -> bool:
     """True for an ELF with sgx_sign's ``.note.sgxmeta``, signed or not."""
     try:
         with path.open("rb") as f:
-            if f.read(4) != b"\x7fELF":
-                return False
-            f.seek(0)
-            return ELFFile(f).get_section_by_name(".note.sgxmeta") is not None
-    except (OSError, ELFError, ValueError, struct.error):
+            return ElfFile(f).section(".note.sgxmeta") is not None
+    except (OSError, ElfError):
         return False
 
 
@@ -144,13 +135,12 @@ def has_metadata(path: str | Path) -> bool:
     """True when ``path`` is an ELF carrying sgx_sign's metadata with at least one copy."""
     try:
         with Path(path).open("rb") as f:
-            elf = ELFFile(f)
+            elf = ElfFile(f)
             at, size = note_block(elf, Path(path))
-            f.seek(at)
-            head = f.read(8)
-    except (OSError, ELFError, ImageError, ValueError, struct.error):
+            head = elf.read(at, 8, "metadata") if size >= 8 else bytes(8)
+    except (OSError, ElfError, ImageError):
         return False
-    return size >= 8 and len(head) == 8 and struct.unpack("<Q", head)[0] == METADATA_MAGIC
+    return int.from_bytes(head, "little") == METADATA_MAGIC
 
 
 def read_metadata(path: str | Path) -> list[IntelMetadata]:
@@ -158,8 +148,8 @@ def read_metadata(path: str | Path) -> list[IntelMetadata]:
     p = Path(path)
     try:
         with p.open("rb") as f:
-            at, size = note_block(ELFFile(f), p)
-    except (ELFError, ValueError, struct.error) as exc:
+            at, size = note_block(ElfFile(f), p)
+    except ElfError as exc:
         raise ImageError(f"{p}: not a usable ELF ({exc})") from exc
     except OSError as exc:
         raise ImageError(f"cannot read {p}: {exc.strerror}") from exc
@@ -319,24 +309,24 @@ def _tcs(meta: IntelMetadata, e: LayoutEntry, p: Path) -> Tcs:
 def _segments(image: bytes, p: Path) -> list[Region]:
     """PT_LOAD segments page by page, in program-header order (elfparser.cpp)."""
     try:
-        elf = ELFFile(io.BytesIO(image))
-        if elf.elfclass != 64 or elf["e_machine"] != "EM_X86_64":
-            raise ImageError(f"{p}: not an x86-64 ELF64 enclave")
-        if _has_textrel(elf):
-            raise ImageError(f"{p}: text relocations (DT_TEXTREL) are not supported")
-        segments = [s for s in elf.iter_segments() if s["p_type"] == _PT_LOAD]
-    except (ELFError, ValueError, struct.error) as exc:
+        elf = ElfFile.from_bytes(image)
+        textrel = _has_textrel(elf)
+    except ElfError as exc:
         raise ImageError(f"{p}: not a usable ELF ({exc})") from exc
+    if elf.header.e_machine != EM_X86_64:
+        raise ImageError(f"{p}: not an x86-64 ELF64 enclave")
+    if textrel:
+        raise ImageError(f"{p}: text relocations (DT_TEXTREL) are not supported")
     regions = []
-    for i, seg in enumerate(segments):
-        vaddr, memsz, filesz = seg["p_vaddr"], seg["p_memsz"], seg["p_filesz"]
+    for i, seg in enumerate(s for s in elf.segments if s.p_type == PT_LOAD):
+        vaddr, memsz, filesz = seg.p_vaddr, seg.p_memsz, seg.p_filesz
         start = vaddr - vaddr % PAGE_SIZE
         end = -(-(vaddr + memsz) // PAGE_SIZE) * PAGE_SIZE
         perms = 0
         for bit, flag in _PF_TO_SECINFO:
-            if seg["p_flags"] & bit:
+            if seg.p_flags & bit:
                 perms |= flag
-        data = image[seg["p_offset"] : seg["p_offset"] + filesz]
+        data = image[seg.p_offset : seg.p_offset + filesz]
         if len(data) != filesz or not memsz:
             raise ImageError(f"{p}: segment {i} lies outside the file or is empty")
         kind = "code" if perms & SecinfoFlag.X else "data"
@@ -348,8 +338,8 @@ def _segments(image: bytes, p: Path) -> list[Region]:
     return regions
 
 
-def _has_textrel(elf: ELFFile) -> bool:
-    dynamic = elf.get_section_by_name(".dynamic")
-    if not isinstance(dynamic, DynamicSection):
+def _has_textrel(elf: ElfFile) -> bool:
+    dynamic = elf.section(".dynamic")
+    if dynamic is None or dynamic.sh_type != SHT_DYNAMIC:
         return False
-    return any(t.entry.d_tag == "DT_TEXTREL" for t in dynamic.iter_tags())
+    return any(tag == DT_TEXTREL for tag, _ in elf.dynamic(dynamic))

@@ -325,7 +325,7 @@ def _segment_region(seg: Segment) -> Region:
         pages,
         secinfo_flags(PageType.REG, seg.perms),
         kind,
-        f"segment {seg.index} ({_perm_text(seg.perms)})",
+        f"segment {seg.number} ({_perm_text(seg.perms)})",
         content,
     )
 

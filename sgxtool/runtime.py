@@ -12,7 +12,6 @@ and the stub copies them in and out after checking they lie outside the enclave.
 
 from __future__ import annotations
 
-import struct
 import sys
 import threading
 import time
@@ -23,7 +22,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from hwsim.sgx.arch import PAGE_SIZE, Sigstruct
 from hwsim.sgx.device import HOST_BASE, HOST_SIZE
-from sgxtool.errors import ImageError, SgxToolError, UsageError
+from sgxtool.elffile import ElfFile
+from sgxtool.errors import ElfError, ImageError, SgxToolError, UsageError
 from sgxtool.layout import EnclaveLayout
 
 if TYPE_CHECKING:
@@ -115,19 +115,15 @@ class Allowance:
 
 def read_ecalls(path: str | Path, limit: int | None = None) -> tuple[str, ...]:
     """The ECALL names in an SDK enclave's ``.sgx_ecalls`` table, in index order."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
     try:
         with open(path, "rb") as f:
-            section = ELFFile(f).get_section_by_name(".sgx_ecalls")
+            elf = ElfFile(f, limit)
+            section = elf.section(".sgx_ecalls")
             # Section headers are not measured: bound the size before reading.
-            if section is not None and section["sh_size"] > _MAX_ECALL_TABLE:
-                raise ImageError(f"{path}: .sgx_ecalls claims {section['sh_size']} bytes")
-            raw = b"" if section is None else section.data()
-    except (OSError, ELFError, struct.error, AssertionError, ValueError, KeyError) as exc:
-        # ValueError: a section header table or section at an offset seek() cannot reach
-        # (unmeasured bytes, so anything goes); the same set read_elf catches.
+            if section is not None and section.sh_size > _MAX_ECALL_TABLE:
+                raise ImageError(f"{path}: .sgx_ecalls claims {section.sh_size} bytes")
+            raw = b"" if section is None else elf.data(section)
+    except (OSError, ElfError) as exc:  # section headers are unmeasured: anything goes
         raise ImageError(f"cannot read the ECALL table of {path}: {exc}") from exc
     if section is None:
         raise ImageError(

@@ -301,6 +301,59 @@ def test_mutated_elf_sign(
     outs.check(result)
 
 
+INTEL = "ShuntaIshihara+test_hash_SGX"
+INTEL_KEY = "sgx/intel-linux-sgx/SampleEnclave_Enclave_private_test.pem"
+
+
+def elf_regions(data: bytes) -> list[tuple[int, int]]:
+    """The bytes an ELF reader interprets: headers, header tables, string and symbol
+    tables, the dynamic section and the note sgx_sign writes."""
+    from sgxtool.elffile import ElfFile
+
+    elf = ElfFile.from_bytes(data)
+    h = elf.header
+    regions = [(0, 64), (h.e_phoff, h.e_phoff + h.e_phnum * 56),
+               (h.e_shoff, h.e_shoff + h.e_shnum * 64)]  # fmt: skip
+    wanted = (".dynamic", ".dynsym", ".dynstr", ".shstrtab", ".note.sgxmeta", ".rela.dyn")
+    regions += [(s.sh_offset, s.sh_offset + min(s.sh_size, 4096))
+                for s in elf.sections if s.name in wanted]  # fmt: skip
+    return regions
+
+
+@examples(20)
+@given(data=st.data())
+def test_mutated_intel_so_sign(
+    sgxtool: Runner, vector: Vector, inputs: Path, outdir: Path, data: st.DataObject
+) -> None:
+    """An Intel SDK .so damaged where the ELF reader looks: signed, or one line."""
+    from tests.sgxtool.test_intelsign import unsigned
+
+    so, xml, date = unsigned(vector, INTEL, inputs)
+    golden = so.read_bytes()
+    region = data.draw(st.sampled_from(elf_regions(golden)))
+    bad = write(inputs, "bad.so", data.draw(mutated(golden, region)))
+    outs = Outputs(outdir, "signed.so")
+    (out,) = outs.prepare()
+    key = str(vector(INTEL_KEY))
+    result = sgxtool("sign", bad, "-c", str(xml), "-k", key, "--date", date, "--max-size", "64M",
+                     "-o", out)  # fmt: skip
+    clean(result, "sgxtool")
+    outs.check(result)
+
+
+@examples(20)
+@given(data=st.data())
+def test_mutated_intel_signed_so(
+    sgxtool: Runner, vector: Vector, inputs: Path, data: st.DataObject
+) -> None:
+    """A signed Intel SDK .so damaged where the ELF reader looks: read, or one line."""
+    golden = vector(f"sgx/intel-sdk-enclaves/{INTEL}/enclave.signed.so").read_bytes()
+    region = data.draw(st.sampled_from(elf_regions(golden)))
+    bad = write(inputs, "bad.so", data.draw(mutated(golden, region)))
+    clean(sgxtool("dump", bad), "sgxtool")
+    clean(sgxtool("measure", bad, "--max-size", "64M"), "sgxtool")
+
+
 # -- SGXS streams ---------------------------------------------------------------------------
 
 
@@ -739,7 +792,7 @@ def test_mutated_pek_import(
 def test_dynamic_section_without_string_table(
     sgxtool: Runner, enclave_elf: Path, sample_key: Path, inputs: Path, outdir: Path
 ) -> None:
-    """.dynamic's sh_link naming section 0: pyelftools asserts (found by fuzzing `run`)."""
+    """.dynamic's sh_link naming section 0, not a string table (found by fuzzing `run`)."""
     from elftools.elf.elffile import ELFFile
 
     data = bytearray(enclave_elf.read_bytes())
