@@ -11,6 +11,7 @@ are not.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import struct
 from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar
@@ -37,12 +38,7 @@ class Layout:
         self.size = size
         order = ">" if big_endian else "<"
         self.fields = [(off, fname, struct.Struct(order + fmt)) for off, fname, fmt in rows]
-        covered = bytearray(size)
-        for off, fname, st in self.fields:
-            if off + st.size > size or any(covered[off : off + st.size]):
-                raise ValueError(f"{name}.{fname} overlaps or overruns the structure")
-            covered[off : off + st.size] = b"\x01" * st.size
-        self._reserved = _runs(covered)
+        self._reserved = _reserved_runs(name, size, self.fields)
 
     def offset(self, field: str) -> int:
         """The byte offset of a named field."""
@@ -70,15 +66,21 @@ class Layout:
         return [(o, n) for o, n in self._reserved if any(data[o : o + n])]
 
 
-def _runs(covered: bytearray) -> list[tuple[int, int]]:
+def _reserved_runs(
+    name: str, size: int, fields: Sequence[tuple[int, str, struct.Struct]]
+) -> list[tuple[int, int]]:
+    """(offset, length) of each gap between the fields, in offset order; a field that
+    overlaps the one before it or overruns ``size`` is refused."""
     runs: list[tuple[int, int]] = []
-    start = None
-    for i, c in enumerate(covered + b"\x01"):
-        if not c and start is None:
-            start = i
-        elif c and start is not None:
-            runs.append((start, i - start))
-            start = None
+    end = 0
+    for off, fname, st in sorted(fields):  # (offset, name) is unique: Structs never compared
+        if off < end or off + st.size > size:
+            raise ValueError(f"{name}.{fname} overlaps or overruns the structure")
+        if off > end:
+            runs.append((end, off - end))
+        end = off + st.size
+    if end < size:
+        runs.append((end, size - end))
     return runs
 
 
@@ -96,12 +98,18 @@ def at(offset: int, fmt: str, default: Any = None) -> Any:
 class Packed:
     """Base of a dataclass whose fields are all declared with :func:`at`::
 
-    @dataclass
+    @dataclass(repr=False, eq=False)
     class Secinfo(Packed, name="SECINFO", size=64):
         flags: int = at(0, "Q")
+
+    ``repr=False, eq=False``: this class gives the repr and equality @dataclass would, from
+    the layout's fields, so that @dataclass compiles only ``__init__`` for each structure
+    (the generated methods were most of what importing an ``arch`` module cost). As with a
+    mutable dataclass, instances are unhashable.
     """
 
     LAYOUT: ClassVar[Layout]
+    _values: ClassVar[operator.attrgetter[Any]]  # an instance's field values, in field order
 
     def __init_subclass__(cls, *, name: str, size: int, big_endian: bool = False) -> None:
         # Runs before @dataclass, so the class body still holds the fields as declared.
@@ -111,6 +119,18 @@ class Packed:
             if isinstance(f, dataclasses.Field) and _AT in f.metadata
         ]
         cls.LAYOUT = Layout(name, size, rows, big_endian=big_endian)
+        cls._values = operator.attrgetter(*(fname for _, fname, _ in rows))
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return bool(self._values(self) == self._values(other))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, so unhashable (as dataclass makes it)
+
+    def __repr__(self) -> str:
+        values = (f"{fname}={getattr(self, fname)!r}" for _, fname, _ in self.LAYOUT.fields)
+        return f"{self.__class__.__qualname__}({', '.join(values)})"
 
     def pack(self) -> bytes:
         return self.LAYOUT.pack(vars(self))  # the fields, by name (no deep copy, unlike asdict)

@@ -1,4 +1,5 @@
-"""What the three command-line programs share: error reporting, output and colour.
+"""What the three command-line programs share: error reporting, output and colour, and
+groups whose commands are imported only when run (:class:`LazyGroup`).
 
 Reports are printed in one of two looks, chosen once here for the three programs: rich
 tables for a person at a terminal, and plain text when stdout is a pipe or a file, where
@@ -14,12 +15,12 @@ Kept free of heavy imports (rich, cryptography, unicorn) so that ``--help`` and
 
 from __future__ import annotations
 
-import json
+import importlib
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,11 +32,14 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = [
+    "CommandSource",
+    "LazyGroup",
     "console",
     "emit_json",
     "exit_on_signals",
     "is_plain",
     "json_option",
+    "names_token_key",
     "number_callback",
     "passphrase_options",
     "print_fields",
@@ -49,6 +53,8 @@ __all__ = [
 ]
 
 Row = tuple[str, str]
+# Where a lazy command comes from: "module:attribute", or a function making it.
+CommandSource = str | Callable[[], click.Command]
 
 
 _program: dict[str, str] = {}
@@ -233,12 +239,58 @@ def number_callback(_ctx: click.Context, _param: click.Parameter, value: str | N
 
 def emit_json(obj: Any) -> None:
     """Print ``obj`` as stable, sorted JSON on stdout (the ``--json`` schema)."""
+    import json  # only for --json
+
     click.echo(json.dumps(obj, indent=2, sort_keys=True))
 
 
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--json``: the command reports as JSON (:func:`emit_json`), passed as ``as_json``."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+class LazyGroup(click.Group):
+    """A group whose commands from other modules are imported when one is asked for (run):
+    a command loads no other command's code, and ``--help`` lists them from their one-line
+    summaries without importing them."""
+
+    def __init__(
+        self, *args: Any, lazy: Mapping[str, tuple[CommandSource, str]], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy)  # name -> (where the command is, its first line)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            source = self.lazy[cmd_name][0]
+            if isinstance(source, str):
+                module, attr = source.split(":")
+                command = getattr(importlib.import_module(module), attr)
+            else:
+                command = source()
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and not ctx.resilient_parsing and self.get_command(ctx, args[0]) is None:
+            # A name that is no command: load them all, so that click's "Did you mean"
+            # weighs the lazy ones too (only on this error's path).
+            for name in self.lazy:
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's listing asks every command for its summary; a stub with the same first
+        # line gives the same text (tests/cli/test_lazy.py holds them equal).
+        stubs = {name: click.Command(name, help=line) for name, (_, line) in self.lazy.items()
+                 if name not in self.commands}  # fmt: skip
+        listing = click.Group(self.name, commands={**self.commands, **stubs})
+        listing.format_commands(ctx, formatter)
 
 
 def lazy_attr(module: str, names: dict[str, str]) -> Callable[[str], Any]:
@@ -248,8 +300,6 @@ def lazy_attr(module: str, names: dict[str, str]) -> Callable[[str], Any]:
         target = names.get(name)
         if target is None:
             raise AttributeError(f"module {module!r} has no attribute {name!r}")
-        import importlib
-
         return getattr(importlib.import_module(target), name)
 
     return getattr_
@@ -267,10 +317,17 @@ def passphrase_options(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
+def names_token_key(key: object) -> bool:
+    """Whether a key option names a key in a PKCS#11 token (an RFC 7512 ``pkcs11:`` URI)
+    rather than a file: ``memcrypt.pkcs11.is_pkcs11_uri``, without loading that module (and
+    cryptography) for commands that sign with a file or only parse their options."""
+    return str(key).lower().startswith("pkcs11:")
+
+
 def secret_prompt(key: object) -> str:
     """What --ask-passphrase asks for: a token's PIN for a ``pkcs11:`` key, else the key
     file's passphrase."""
-    return "PIN of the PKCS#11 token" if str(key).startswith("pkcs11:") else "Passphrase"
+    return "PIN of the PKCS#11 token" if names_token_key(key) else "Passphrase"
 
 
 def resolve_passphrase(

@@ -19,12 +19,10 @@ The rules for every output file live here:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import stat
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,12 +143,7 @@ def _umask() -> int:
 
 
 def _temp_beside(target: Path, mode: int) -> tuple[int, str]:
-    try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent
-        )
-    except OSError as exc:
-        raise MemcryptError(f"cannot write {target}: {exc.strerror}") from exc
+    fd, tmp = _create_temp(target)
     try:
         os.fchmod(fd, mode)
     except OSError as exc:
@@ -158,6 +151,26 @@ def _temp_beside(target: Path, mode: int) -> tuple[int, str]:
         _unlink(tmp)
         raise MemcryptError(f"cannot write {target}: {exc.strerror}") from exc
     return fd, tmp
+
+
+# Exclusive creation under a random name, as tempfile.mkstemp does; tempfile itself (with
+# shutil, random and the compression modules it pulls in) is not imported, as it would
+# cost every command that loads this module a start-up it never uses.
+_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+_ATTEMPTS = 100
+
+
+def _create_temp(target: Path) -> tuple[int, str]:
+    """A new file ``.NAME.PID.XXXXXXXX.tmp`` beside ``target``, mode 0600, opened for writing."""
+    for _ in range(_ATTEMPTS):
+        tmp = os.path.join(target.parent, f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        try:
+            return os.open(tmp, _CREATE, 0o600), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise MemcryptError(f"cannot write {target}: {exc.strerror}") from exc
+    raise MemcryptError(f"cannot write {target}: no free temporary name in {target.parent}")
 
 
 def _unlink(path: str | Path) -> None:
@@ -265,7 +278,13 @@ def _record_path(target: Path) -> Path:
     return target.with_name(f".{target.name}{_COMMIT_SUFFIX}")
 
 
+# json is imported only where a commit record is written or read: most commands never meet
+# one, and would pay its import at start-up.
+
+
 def _commit(renames: list[tuple[str, Path]]) -> None:
+    import json
+
     record = json.dumps(
         {"pid": os.getpid(), "renames": [[tmp, str(t)] for tmp, t in renames]}
     ).encode()
@@ -296,12 +315,18 @@ def _settle(target: Path) -> None:
     """Finish or drop a set of writes to ``target`` whose process was killed."""
     record_path = _record_path(target)
     try:
-        record = json.loads(record_path.read_bytes())
-        pid = int(record["pid"])
-        renames = [(str(tmp), Path(t)) for tmp, t in record["renames"]]
+        raw = record_path.read_bytes()
     except FileNotFoundError:
         return
-    except (OSError, ValueError, KeyError, TypeError):
+    except OSError:
+        raw = b""  # unreadable: dropped below, as a record cut short is
+    import json
+
+    try:
+        record = json.loads(raw)
+        pid = int(record["pid"])
+        renames = [(str(tmp), Path(t)) for tmp, t in record["renames"]]
+    except (ValueError, KeyError, TypeError):
         _unlink(record_path)  # a record cut short: written before any rename started
         return
     if _alive(pid):
@@ -319,6 +344,8 @@ def _settle(target: Path) -> None:
 
 
 def _same_record(path: Path, record: object) -> bool:
+    import json
+
     try:
         return bool(json.loads(path.read_bytes()) == record)
     except (OSError, ValueError):

@@ -7,8 +7,7 @@ commands so that ``--help`` and ``--version`` load neither cryptography nor rich
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,12 +15,13 @@ import click
 
 from hwsim.climachine import cli_machine, machine_option
 from memcrypt.cli import (
+    CommandSource,
+    LazyGroup,
     emit_json,
     json_option,
     print_status_line,
     run_main,
 )
-from memcrypt.manual import help_command
 from sevtool import __version__
 
 if TYPE_CHECKING:
@@ -33,36 +33,17 @@ _path = click.Path(path_type=Path)
 _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
 
 
-class _LazyGroup(click.Group):
-    """A group whose commands from other modules are imported when one is asked for (run):
-    ``sevtool verify`` loads no guest-owner or hypervisor code, and ``--help`` lists them
-    from their one-line summaries without importing them."""
+def _help() -> click.Command:
+    from memcrypt.manual import help_command
 
-    def __init__(self, *args: Any, lazy: Mapping[str, tuple[str, str]], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lazy = dict(lazy)  # name -> ("module:attribute", the command's first line)
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self.lazy})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.lazy and cmd_name not in self.commands:
-            module, attr = self.lazy[cmd_name][0].split(":")
-            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
-        return super().get_command(ctx, cmd_name)
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # click's listing asks every command for its summary; a stub with the same first
-        # line gives the same text (tests/sevtool/test_cli.py holds them equal).
-        stubs = {name: click.Command(name, help=line) for name, (_, line) in self.lazy.items()
-                 if name not in self.commands}  # fmt: skip
-        listing = click.Group(self.name, commands={**self.commands, **stubs})
-        listing.format_commands(ctx, formatter)
+    return help_command("sevtool")
 
 
-# The platform owner's key commands, the guest owner's (which need no machine) and the
-# hypervisor's over the guests of a machine live in modules of their own.
-_ELSEWHERE = {
+# The manual pages, the platform owner's key commands, the guest owner's (which need no
+# machine) and the hypervisor's over the guests of a machine live in modules of their own.
+_ELSEWHERE: dict[str, tuple[CommandSource, str]] = {
+    "help": (_help, "Show a manual page shipped with memcrypt (sevtool, enclave.toml, ...); "
+             "without PAGE, list them."),
     "generate": ("sevtool._ownership_cli:generate",
                  "Generate a platform owner's OCA: CERT (2084-byte SEV certificate) and KEY "
                  "(PEM, 0600)."),
@@ -85,15 +66,12 @@ _ELSEWHERE = {
 }  # fmt: skip
 
 
-@click.group(cls=_LazyGroup, lazy=_ELSEWHERE,
+@click.group(cls=LazyGroup, lazy=_ELSEWHERE,
              context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
 @click.version_option(__version__, prog_name="sevtool")
 @machine_option
 def cli() -> None:
     """Manage AMD SEV platforms: keys, certificates, ownership and chain verification."""
-
-
-cli.add_command(help_command("sevtool"))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -18,6 +18,7 @@ from hwsim.climachine import cli_machine, machine_option
 from memcrypt.cli import (
     emit_json,
     json_option,
+    names_token_key,
     passphrase_options,
     print_fields,
     resolve_passphrase,
@@ -42,11 +43,6 @@ else:
     _StrParamType = click.ParamType
 
 
-def _is_uri(text: str) -> bool:
-    # memcrypt.pkcs11.is_pkcs11_uri, without importing cryptography for --help.
-    return text.lower().startswith("pkcs11:")
-
-
 class _OwnerKeyType(_StrParamType):
     """An owner key: a file that exists, or a PKCS#11 URI (kept as typed: a path type
     would fold the URI's slashes)."""
@@ -55,7 +51,7 @@ class _OwnerKeyType(_StrParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value)
-        if not _is_uri(text) and not Path(text).is_file():
+        if not names_token_key(text) and not Path(text).is_file():
             self.fail(f"{text!r}: no such file (nor a pkcs11: URI)", param, ctx)
         return text
 
@@ -119,7 +115,7 @@ def generate(
     from sevtool.errors import SevInputError
     from sevtool.owner import generate_oca, key_name, open_owner_signer, self_signed_oca
 
-    if key is not None and _is_uri(str(key)):
+    if key is not None and names_token_key(str(key)):
         raise click.UsageError(
             "KEY is the file for a new key; to use a key in a token, make it with the token's "
             "tools (an EC secp384r1 key pair) and give --key 'pkcs11:...'"

@@ -13,9 +13,12 @@ import click
 
 from hwsim.climachine import machine_option
 from memcrypt.cli import (
+    CommandSource,
+    LazyGroup,
     emit_json,
     is_plain,
     json_option,
+    names_token_key,
     passphrase_options,
     print_fields,
     print_records,
@@ -23,10 +26,8 @@ from memcrypt.cli import (
     run_main,
     secret_prompt,
 )
-from memcrypt.manual import help_command
 from memcrypt.work import work_options
 from sgxtool import __version__
-from sgxtool._enclave_cli import debug, run, token
 from sgxtool._largework import large_work
 from sgxtool.errors import VerificationError
 
@@ -42,16 +43,33 @@ _path = click.Path(path_type=Path)
 _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _help() -> click.Command:
+    from memcrypt.manual import help_command
+
+    return help_command("sgxtool")
+
+
+# The manual pages, and running enclaves on the simulated machine (sgxtool/_enclave_cli.py),
+# are loaded only when asked for.
+_ELSEWHERE: dict[str, tuple[CommandSource, str]] = {
+    "help": (_help, "Show a manual page shipped with memcrypt (sgxtool, enclave.toml, ...); "
+             "without PAGE, list them."),
+    "token": ("sgxtool._enclave_cli:token",
+              "Get an EINITTOKEN for IMAGE (signed image or SIGSTRUCT) from the Launch Enclave."),
+    "run": ("sgxtool._enclave_cli:run",
+            "Load IMAGE (a signed image), call its ECALL ENTRY, print what it returns."),
+    "debug": ("sgxtool._enclave_cli:debug",
+              "Debug a debug enclave: run COMMANDs (call, read, write, break, continue, step, "
+              "regs) with EDBGRD/EDBGWR."),
+}  # fmt: skip
+
+
+@click.group(cls=LazyGroup, lazy=_ELSEWHERE,
+             context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
 @click.version_option(__version__, prog_name="sgxtool")
 @machine_option
 def cli() -> None:
     """Build, measure, sign, inspect and run Intel SGX enclaves."""
-
-
-# Running enclaves on the simulated machine lives in sgxtool/_enclave_cli.py.
-for _command in (help_command("sgxtool"), token, run, debug):
-    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -208,21 +226,21 @@ def sign(
 def make_signer(key: str | None, secret: bytes | None, sign_command: str | None,
                 public_key_path: Path | None) -> Signer:  # fmt: skip
     """A key-file or PKCS#11 signer, or an external command checked against a public key."""
-    import shlex
-
     from sgxtool.keys import load_private_key, load_public_key
     from sgxtool.sign import CommandSigner, KeySigner
 
     if (key is None) == (sign_command is None):
         raise click.UsageError("give either --key or --sign-command")
     if key is not None:
-        from memcrypt.pkcs11 import Pkcs11Signer, is_pkcs11_uri
+        if names_token_key(key):
+            from memcrypt.pkcs11 import Pkcs11Signer
 
-        if is_pkcs11_uri(key):
             return Pkcs11Signer.open(key, secret)
         return KeySigner(load_private_key(_existing(key, "--key"), secret))
     if public_key_path is None:
         raise click.UsageError("--sign-command needs --public-key to check its signatures")
+    import shlex
+
     try:
         argv = tuple(shlex.split(sign_command or ""))
     except ValueError as exc:

@@ -240,7 +240,7 @@ class GuestState(enum.IntEnum):
 GUEST_POLICY_RESERVED = 0xFFC0
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class PlatformStatus(Packed, name="PLATFORM_STATUS", size=12):
     """PLATFORM_STATUS command buffer, 12 bytes (sevapi.h sev_platform_status_cmd_buf).
 
@@ -259,7 +259,7 @@ class PlatformStatus(Packed, name="PLATFORM_STATUS", size=12):
     CONFIG_ES = 0x1
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class EcPubKey(Packed, name="sev_ecc_pub_key", size=PUB_KEY_SIZE):
     """ECDSA/ECDH public key inside a SEV certificate (Appendix C.3); the rest is zero."""
 
@@ -268,7 +268,7 @@ class EcPubKey(Packed, name="sev_ecc_pub_key", size=PUB_KEY_SIZE):
     qy: bytes = at(0x4C, f"{ECC_COORD_SIZE}s")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class RsaPubKey(Packed, name="sev_rsa_pub_key", size=PUB_KEY_SIZE):
     """RSA public key inside a SEV certificate (Appendix C.2): sizes in bits, numbers LE."""
 
@@ -277,7 +277,7 @@ class RsaPubKey(Packed, name="sev_rsa_pub_key", size=PUB_KEY_SIZE):
     modulus: bytes = at(0x204, "512s")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class EcdsaSig(Packed, name="sev_ecdsa_sig", size=SIG_SIZE):
     """ECDSA signature in a SEV certificate slot: r and s little-endian, 368 bytes zero."""
 
@@ -285,7 +285,7 @@ class EcdsaSig(Packed, name="sev_ecdsa_sig", size=SIG_SIZE):
     s: bytes = at(ECC_COORD_SIZE, f"{ECC_COORD_SIZE}s")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class SevCert(Packed, name="sev_cert", size=SEV_CERT_SIZE):
     """SEV certificate, 0x824 bytes (Appendix C.1; sevapi.h ``sev_cert``).
 
@@ -332,7 +332,7 @@ class SevCert(Packed, name="sev_cert", size=SEV_CERT_SIZE):
         return self.with_slot(0, *empty).with_slot(1, *empty)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class AmdCertHeader(Packed, name="amd_cert", size=AMD_CERT_HEADER_SIZE):
     """Fixed 64-byte head of an AMD signing-key certificate (Appendix B.1, ``amd_cert``)."""
 
@@ -392,7 +392,7 @@ class AmdCert:
         return cls(header, pub_exp, data[AMD_CERT_HEADER_SIZE + exp_len : body], signature)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class GuestStatus(Packed, name="GUEST_STATUS", size=0x0D):
     """GUEST_STATUS command buffer, 13 bytes (sevapi.h sev_guest_status_cmd_buf)."""
 
@@ -410,7 +410,7 @@ MEASURE_SIZE = 48
 SECRET_HEADER_SIZE = 52
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class LaunchSession(Packed, name="sev_session_buf", size=SESSION_SIZE):
     """LAUNCH_START session buffer, 0x80 bytes (``sev_session_buf``).
 
@@ -426,7 +426,7 @@ class LaunchSession(Packed, name="sev_session_buf", size=SESSION_SIZE):
     policy_mac: bytes = at(0x60, "32s")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class LaunchMeasure(Packed, name="sev_measure_buf", size=MEASURE_SIZE):
     """LAUNCH_MEASURE output, 48 bytes (``sev_measure_buf``): what QEMU's
     ``query-sev-launch-measure`` and libvirt's ``domlaunchsecinfo`` report in base64."""
@@ -435,7 +435,7 @@ class LaunchMeasure(Packed, name="sev_measure_buf", size=MEASURE_SIZE):
     mnonce: bytes = at(0x20, "16s")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class SecretHeader(Packed, name="sev_hdr_buf", size=SECRET_HEADER_SIZE):
     """LAUNCH_SECRET packet header, 52 bytes (``sev_hdr_buf``; SEV API 6.6, Table 55)."""
 

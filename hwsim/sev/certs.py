@@ -10,7 +10,6 @@ salt as long as the digest, ECDSA with r and s little-endian (``shared/reference
 
 from __future__ import annotations
 
-import string
 from typing import TypeAlias
 
 from cryptography.exceptions import InvalidSignature
@@ -78,7 +77,7 @@ _ROLE_KINDS = {
     SevUsage.CEK: ("ecdsa",),
     SevUsage.PDH: ("ecdh",),
 }
-_HEX_TEXT = frozenset((string.hexdigits + string.whitespace).encode())
+_HEX_TEXT = frozenset(b"0123456789abcdefABCDEF \t\n\r\x0b\x0c")  # hex digits, whitespace
 
 
 class CertificateError(HwsimError):

@@ -215,7 +215,7 @@ class Attributes:
         return names
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Sigstruct(Packed, name="SIGSTRUCT", size=1808):
     """SIGSTRUCT, 1808 bytes (SDM 37.14, table 37-19)."""
 
@@ -261,7 +261,7 @@ class Sigstruct(Packed, name="SIGSTRUCT", size=1808):
         return raw[0:128] + raw[900:1028]
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Einittoken(Packed, name="EINITTOKEN", size=304):
     """EINITTOKEN, 304 bytes (SDM 37.15); the MAC covers bytes 0-191."""
 
@@ -286,7 +286,7 @@ class Einittoken(Packed, name="EINITTOKEN", size=304):
         return Attributes(self.attributes_flags, self.attributes_xfrm)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Secs(Packed, name="SECS", size=PAGE_SIZE):
     """SECS, one page (SDM 37.7)."""
 
@@ -308,7 +308,7 @@ class Secs(Packed, name="SECS", size=PAGE_SIZE):
         return Attributes(self.attributes_flags, self.attributes_xfrm)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Secinfo(Packed, name="SECINFO", size=64):
     """SECINFO, 64 bytes (SDM 37.11); only FLAGS is defined."""
 
@@ -323,7 +323,7 @@ class Secinfo(Packed, name="SECINFO", size=64):
         return self.flags & 0x7
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Pageinfo(Packed, name="PAGEINFO", size=32):
     """PAGEINFO, 32 bytes (SDM 37.10): the operands of EADD/EWB/ELDU."""
 
@@ -333,7 +333,7 @@ class Pageinfo(Packed, name="PAGEINFO", size=32):
     secs: int = at(24, "Q")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Tcs(Packed, name="TCS", size=PAGE_SIZE):
     """TCS, one page (SDM 37.8); offsets are relative to the enclave base."""
 
@@ -356,7 +356,7 @@ GPRSGX_REGS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9
                "r11", "r12", "r13", "r14", "r15", "rflags", "rip")  # fmt: skip
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Report(Packed, name="REPORT", size=432):
     """REPORT, 432 bytes (SDM 37.16); the MAC covers the first 384 bytes."""
 
@@ -379,7 +379,7 @@ class Report(Packed, name="REPORT", size=432):
     mac: bytes = at(416, "16s")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Targetinfo(Packed, name="TARGETINFO", size=512):
     """TARGETINFO, 512 bytes (SDM 37.17): whom an EREPORT is for."""
 
@@ -391,7 +391,7 @@ class Targetinfo(Packed, name="TARGETINFO", size=512):
     configid: bytes = at(64, "64s")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Keyrequest(Packed, name="KEYREQUEST", size=512):
     """KEYREQUEST, 512 bytes (SDM 37.18): the operand of EGETKEY."""
 
@@ -481,7 +481,7 @@ def parse_record(block: bytes | memoryview) -> MeasureRecord:
 _RECORD_END = {TAG_ECREATE: 20, TAG_EADD: 24, TAG_EEXTEND: 16}
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Pcmd(Packed, name="PCMD", size=128):
     """PCMD, 128 bytes (SDM 37.12): metadata EWB writes beside an evicted page."""
 

@@ -205,6 +205,21 @@ def test_a_live_writers_temporary_file_is_kept(tmp_path: Path) -> None:
     assert theirs.exists() and not dead.exists()
 
 
+def test_a_taken_temporary_name_is_never_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name already on disk (even a symlink planted there) is passed over, not opened."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"not yours")
+    draws = iter([b"\x00" * 4, b"\x00" * 4, b"\x01" * 4])
+    monkeypatch.setattr(os, "urandom", lambda n: next(draws))
+    (tmp_path / f".key.{os.getpid()}.00000000.tmp").symlink_to(elsewhere)
+    write_atomic(tmp_path / "key", b"secret", mode=0o600)
+    assert (tmp_path / "key").read_bytes() == b"secret"
+    assert stat.S_IMODE((tmp_path / "key").stat().st_mode) == 0o600
+    assert elsewhere.read_bytes() == b"not yours"
+
+
 # -- where outputs may go -------------------------------------------------------------------
 
 

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner
 
 from hwsim.machine import Machine
-from sevtool._cli import cli, main
+from sevtool._cli import main
 
 AMD = "sev/virtee-sev/builtin-sev"
 
@@ -300,25 +297,3 @@ def test_chain_files_of_the_other_tools(
     odd.write_bytes(parts["pdh"] + b"\0" * 10)
     refused = sevtool("verify", odd)
     assert refused.code == 2 and "not a certificate or chain file" in one_error_line(refused)
-
-
-def test_help_lists_the_lazy_commands_with_their_own_summaries() -> None:
-    ctx = click.Context(cli)
-    for name, (_, line) in cli.lazy.items():
-        real = cli.get_command(ctx, name)
-        assert real is not None
-        for limit in (30, 45, 80, 300):
-            stub = click.Command(name, help=line).get_short_help_str(limit)
-            assert stub == real.get_short_help_str(limit), name
-
-
-def test_help_imports_none_of_the_lazy_command_modules() -> None:
-    probe = (
-        "import sys\n"
-        "from sevtool._cli import cli\n"
-        "cli(['--help'], standalone_mode=False)\n"
-        "print(sorted(m for m in sys.modules if m.startswith('sevtool._') and m != 'sevtool._cli'))"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert "SEV guests on the machine: launch" in out.stdout
-    assert out.stdout.splitlines()[-1] == "[]"
