@@ -278,11 +278,9 @@ def _record_path(target: Path) -> Path:
     return target.with_name(f".{target.name}{_COMMIT_SUFFIX}")
 
 
-# json is imported only where a commit record is written or read: most commands never meet
-# one, and would pay its import at start-up.
-
-
 def _commit(renames: list[tuple[str, Path]]) -> None:
+    # json only here and where a record is read: most commands never meet a commit record,
+    # and would pay its import at start-up.
     import json
 
     record = json.dumps(
