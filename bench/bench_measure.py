@@ -160,7 +160,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--measured-mib", type=int, default=256)
     ap.add_argument("--heap-gib", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--before", type=Path, help="Also time sgxtool from this checkout.")
     ap.add_argument("--in-process-only", action="store_true")
     args = ap.parse_args()

@@ -127,7 +127,7 @@ def scaling(tmp: Path, key: Path, args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--heaps", default="1,8,64")
     ap.add_argument("--before", type=Path)
     ap.add_argument("--skip-hello", action="store_true")

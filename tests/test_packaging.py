@@ -37,6 +37,13 @@ def test_wheel_has_pages_and_licence(dist: Path) -> None:
         assert f"{data}/man{page[-1]}/{page}" in names, f"wheel lacks {page}"
     assert "memcrypt-0.1.0.dist-info/licenses/LICENSE" in names
     assert "License-Expression: Apache-2.0" in metadata
+    # Read as files beside their package once installed: sevtool's built-in AMD roots and
+    # sgxtool's SDK must be in the wheel, every one.
+    for folder in (ROOT / "sevtool" / "data" / "amd", ROOT / "sgxtool" / "sdk"):
+        for path in folder.rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                name = path.relative_to(ROOT).as_posix()
+                assert name in names, f"wheel lacks {name}"
 
 
 def test_sdist_has_pages_licence_and_examples(dist: Path) -> None:
