@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from hwsim.sgx.arch import PAGE_SIZE, Sigstruct
 from hwsim.sgx.device import HOST_BASE, HOST_SIZE
@@ -95,8 +95,7 @@ class EnclaveStopped(EnclaveCrashed):
         self.int3 = int3
 
 
-@dataclass(frozen=True)
-class _Pending:
+class _Pending(NamedTuple):
     """What a suspended call still needs to finish: its thread and output buffer."""
 
     name: str
@@ -287,7 +286,7 @@ class Enclave:
             if data:  # a host copy costs a few microseconds even when empty
                 self.device.host_write(src, data)
             regs = dict(rdi=index, rsi=src, rdx=len(data), r8=out, r9=out_size, **_SCRATCH_REGS)
-            return self._run_call(_Pending(name, tcs, out, out_size), lambda: self.enter(regs, tcs))
+            return self._run_call(name, tcs, out, out_size, lambda: self.enter(regs, tcs))
 
     def resume(self, *, step: bool = False) -> bytes:
         """ERESUME the call an int3 suspended (:class:`EnclaveStopped`); its output. With
@@ -299,33 +298,39 @@ class Enclave:
             self.stopped = None
             self._busy.discard(pending.tcs)
             return self._run_call(
-                pending, lambda: self.enter({}, pending.tcs, resume=True, step=step)
+                *pending, lambda: self.enter({}, pending.tcs, resume=True, step=step)
             )
 
-    def _run_call(self, pending: _Pending, first: Callable[[], Exit]) -> bytes:
-        """Run a call from its first (re)entry to its result, serving its OCALLs."""
-        self._busy.add(pending.tcs)
+    def _run_call(
+        self, name: str, tcs: int, out: int, out_size: int, first: Callable[[], Exit]
+    ) -> bytes:
+        """Run a call from its first (re)entry to its result, serving its OCALLs. Its
+        :class:`_Pending` is made only when it stops: building one for every call was a
+        third of what the runtime added to an empty ECALL."""
+        self._busy.add(tcs)
         outermost = self._allowance is None
         if outermost:
             self._allowance = self._new_allowance()
+        suspended = False
         try:
-            result = self._serve(first(), pending.tcs)
+            result = self._serve(first(), tcs)
             if result < 0:
-                raise EnclaveCallError(pending.name, result)
-            if result > pending.out_size:  # RSI at EEXIT is the enclave's word: never trust it
+                raise EnclaveCallError(name, result)
+            if result > out_size:  # RSI at EEXIT is the enclave's word: never trust it
                 raise SgxToolError(
-                    f"ECALL {pending.name} claims {result} bytes of output, more than the "
-                    f"{pending.out_size}-byte output buffer"
+                    f"ECALL {name} claims {result} bytes of output, more than the "
+                    f"{out_size}-byte output buffer"
                 )
-            return self.device.host_read(pending.out, result) if result else b""
+            return self.device.host_read(out, result) if result else b""
         except EnclaveStopped:
             if not outermost:  # the outer call's frames are gone: it cannot be resumed
                 self._crash("stopped at a breakpoint inside a nested call")
-            self.stopped = pending
+            self.stopped = _Pending(name, tcs, out, out_size)
+            suspended = True
             raise
         finally:
-            if self.stopped is not pending:
-                self._busy.discard(pending.tcs)
+            if not suspended:
+                self._busy.discard(tcs)
             if outermost:
                 self._allowance = None
 
