@@ -56,3 +56,14 @@ def test_a_mistyped_lazy_command_is_suggested(program: str, typo: str, meant: st
     result = CliRunner().invoke(GROUPS[program], [typo])
     assert result.exit_code == 2
     assert f"Did you mean '{meant}'?" in result.output
+
+
+def test_a_name_near_several_commands_names_them_all_and_a_far_one_none() -> None:
+    """The same words with any click the project allows (8.2 suggested nothing)."""
+    several = CliRunner().invoke(GROUPS["sgxtool"], ["sigs"])
+    assert "No such command 'sigs'. (Did you mean one of: 'catsig', 'sgxs', 'sign'?)" in (
+        several.output
+    )
+    far = CliRunner().invoke(GROUPS["sevtool"], ["xyzzy"])
+    assert far.exit_code == 2
+    assert "No such command 'xyzzy'.\n" in far.output
