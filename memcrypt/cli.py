@@ -39,6 +39,7 @@ __all__ = [
     "exit_on_signals",
     "is_plain",
     "json_option",
+    "lazy_help",
     "names_token_key",
     "number_callback",
     "passphrase_options",
@@ -291,6 +292,20 @@ class LazyGroup(click.Group):
                  if name not in self.commands}  # fmt: skip
         listing = click.Group(self.name, commands={**self.commands, **stubs})
         listing.format_commands(ctx, formatter)
+
+
+def lazy_help(program: str) -> tuple[CommandSource, str]:
+    """``program``'s ``help`` command for a :class:`LazyGroup`: the manual pages load only
+    when it runs."""
+
+    def make() -> click.Command:
+        from memcrypt.manual import help_command
+
+        return help_command(program)
+
+    summary = (f"Show a manual page shipped with memcrypt ({program}, enclave.toml, ...); "
+               "without PAGE, list them.")  # fmt: skip
+    return make, summary
 
 
 def _did_you_mean(name: str, names: list[str]) -> str:

@@ -19,6 +19,7 @@ from memcrypt.cli import (
     LazyGroup,
     emit_json,
     json_option,
+    lazy_help,
     print_status_line,
     run_main,
 )
@@ -33,17 +34,10 @@ _path = click.Path(path_type=Path)
 _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
 
 
-def _help() -> click.Command:
-    from memcrypt.manual import help_command
-
-    return help_command("sevtool")
-
-
 # The manual pages, the platform owner's key commands, the guest owner's (which need no
 # machine) and the hypervisor's over the guests of a machine live in modules of their own.
 _ELSEWHERE: dict[str, tuple[CommandSource, str]] = {
-    "help": (_help, "Show a manual page shipped with memcrypt (sevtool, enclave.toml, ...); "
-             "without PAGE, list them."),
+    "help": lazy_help("sevtool"),
     "generate": ("sevtool._ownership_cli:generate",
                  "Generate a platform owner's OCA: CERT (2084-byte SEV certificate) and KEY "
                  "(PEM, 0600)."),

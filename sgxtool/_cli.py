@@ -18,6 +18,7 @@ from memcrypt.cli import (
     emit_json,
     is_plain,
     json_option,
+    lazy_help,
     names_token_key,
     passphrase_options,
     print_fields,
@@ -43,17 +44,10 @@ _path = click.Path(path_type=Path)
 _in_file = click.Path(path_type=Path, exists=True, dir_okay=False)
 
 
-def _help() -> click.Command:
-    from memcrypt.manual import help_command
-
-    return help_command("sgxtool")
-
-
 # The manual pages, and running enclaves on the simulated machine (sgxtool/_enclave_cli.py),
 # are loaded only when asked for.
 _ELSEWHERE: dict[str, tuple[CommandSource, str]] = {
-    "help": (_help, "Show a manual page shipped with memcrypt (sgxtool, enclave.toml, ...); "
-             "without PAGE, list them."),
+    "help": lazy_help("sgxtool"),
     "token": ("sgxtool._enclave_cli:token",
               "Get an EINITTOKEN for IMAGE (signed image or SIGSTRUCT) from the Launch Enclave."),
     "run": ("sgxtool._enclave_cli:run",
